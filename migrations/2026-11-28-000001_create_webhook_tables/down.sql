@@ -1,0 +1,9 @@
+DROP TABLE webhook_queue;
+DROP FUNCTION webhook_queue_count_insert();
+DROP FUNCTION webhook_queue_count_update();
+DROP FUNCTION webhook_queue_count_delete();
+DROP FUNCTION webhook_duration_bucket(BIGINT);
+DROP TABLE webhook_attempt_counts;
+DROP TABLE webhook_queue_counts;
+DROP TABLE webhook_throughput;
+DROP TABLE webhook_configs;

@@ -1,0 +1,119 @@
+//! Partner configurations: create, read, replace, deactivate.
+
+use crate::domain::outbound::AddressPolicy;
+use crate::domain::retry::MAX_RETRIES_LIMIT;
+use crate::domain::url_template::UrlTemplate;
+use crate::infra::db::models::{ConfigForm, ConfigRow};
+use crate::infra::db::{configs, DbPool};
+
+use super::{conn, AppError};
+
+/// A validated config as submitted to create or replace.
+#[derive(Clone, Debug)]
+pub struct ConfigInput {
+    pub name: String,
+    pub postback_url: Option<String>,
+    pub chargeback_url: Option<String>,
+    pub max_retries: Option<i32>,
+    pub is_active: bool,
+}
+
+impl ConfigInput {
+    /// Checks everything that does not need the database.
+    pub fn new(
+        name: String,
+        postback_url: Option<String>,
+        chargeback_url: Option<String>,
+        max_retries: Option<i64>,
+        is_active: bool,
+        policy: &AddressPolicy,
+    ) -> Result<Self, AppError> {
+        let name = name.trim().to_string();
+        if name.is_empty() || name.len() > 200 {
+            return Err(AppError::invalid("name", "must be 1 to 200 characters"));
+        }
+        for (field, url) in [("postback_url", &postback_url), ("chargeback_url", &chargeback_url)] {
+            if let Some(url) = url {
+                check_template(field, url, policy)?;
+            }
+        }
+        if postback_url.is_none() && chargeback_url.is_none() {
+            return Err(AppError::invalid("postback_url", "a config needs a postback_url, a chargeback_url or both"));
+        }
+        let max_retries = match max_retries {
+            None => None,
+            Some(n) if (0..=MAX_RETRIES_LIMIT as i64).contains(&n) => Some(n as i32),
+            Some(_) => return Err(AppError::invalid("max_retries", "must be between 0 and 6")),
+        };
+        Ok(Self {
+            name,
+            postback_url,
+            chargeback_url,
+            max_retries,
+            is_active,
+        })
+    }
+
+    fn form(self) -> ConfigForm {
+        ConfigForm {
+            name: self.name,
+            postback_url: self.postback_url,
+            chargeback_url: self.chargeback_url,
+            max_retries: self.max_retries,
+            is_active: self.is_active,
+        }
+    }
+}
+
+/// A template must parse, and a literal address host must be one deliveries may reach.
+/// Host names are checked when the call is made.
+fn check_template(field: &str, url: &str, policy: &AddressPolicy) -> Result<(), AppError> {
+    let template = UrlTemplate::parse(url).map_err(|e| AppError::invalid(field, e.to_string()))?;
+    let literal = match template.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal {
+        policy
+            .check(ip)
+            .map_err(|e| AppError::invalid(field, format!("host {e}")))?;
+    }
+    Ok(())
+}
+
+fn name_taken(error: diesel::result::Error) -> AppError {
+    match AppError::from(error) {
+        AppError::Conflict(_) => AppError::Conflict("a config with this name exists already".into()),
+        other => other,
+    }
+}
+
+pub async fn create(pool: &DbPool, input: ConfigInput) -> Result<ConfigRow, AppError> {
+    let mut conn = conn(pool).await?;
+    configs::insert(&mut conn, &input.form()).await.map_err(name_taken)
+}
+
+pub async fn list(pool: &DbPool) -> Result<Vec<ConfigRow>, AppError> {
+    let mut conn = conn(pool).await?;
+    Ok(configs::list(&mut conn).await?)
+}
+
+pub async fn get(pool: &DbPool, id: i64) -> Result<ConfigRow, AppError> {
+    let mut conn = conn(pool).await?;
+    configs::find(&mut conn, id).await?.ok_or(AppError::NotFound("config"))
+}
+
+pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<ConfigRow, AppError> {
+    let mut conn = conn(pool).await?;
+    configs::replace(&mut conn, id, &input.form())
+        .await
+        .map_err(name_taken)?
+        .ok_or(AppError::NotFound("config"))
+}
+
+/// Deactivates a config: it takes no new events; rows already queued are still delivered.
+pub async fn deactivate(pool: &DbPool, id: i64) -> Result<ConfigRow, AppError> {
+    let mut conn = conn(pool).await?;
+    configs::deactivate(&mut conn, id).await?.ok_or(AppError::NotFound("config"))
+}

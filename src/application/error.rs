@@ -1,0 +1,114 @@
+//! The application's error type.
+//!
+//! Error policy: a caller's mistake is a precise 4xx whose message says what to fix and whose
+//! `field` names the offending input. Anything else is our problem: it is logged with its
+//! cause where it becomes a response (`infra::http::errors`), and the body says only that the
+//! service is unavailable (503, database unreachable) or failed (500) — never the cause, which
+//! may hold SQL, addresses or a partner's answer. `anyhow` is used only at the process edge.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request could not be read (malformed JSON, malformed id in the path).
+    #[error("{message}")]
+    Malformed { field: Option<String>, message: String },
+    /// 401: missing or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// 404
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409
+    #[error("{0}")]
+    Conflict(String),
+    /// 413
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// 415
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    NotJson,
+    /// 422: well-formed but invalid.
+    #[error("{message}")]
+    Invalid { field: Option<String>, message: String },
+    /// 503: the database cannot be reached. The cause is logged, never returned.
+    #[error("service unavailable")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected database answer. The cause is logged, never returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn malformed(field: Option<&str>, message: impl Into<String>) -> Self {
+        AppError::Malformed {
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::Malformed { .. } => 400,
+            AppError::Unauthorized => 401,
+            AppError::NotFound(_) => 404,
+            AppError::Conflict(_) => 409,
+            AppError::TooLarge(_) => 413,
+            AppError::NotJson => 415,
+            AppError::Invalid { .. } => 422,
+            AppError::Unavailable(_) => 503,
+            AppError::Internal(_) => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Malformed { .. } => "malformed_request",
+            AppError::Unauthorized => "unauthorized",
+            AppError::NotFound(_) => "not_found",
+            AppError::Conflict(_) => "conflict",
+            AppError::TooLarge(_) => "payload_too_large",
+            AppError::NotJson => "unsupported_media_type",
+            AppError::Invalid { .. } => "validation_failed",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            AppError::Malformed { field, .. } | AppError::Invalid { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The cause to log for a 5xx.
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            AppError::Unavailable(cause) | AppError::Internal(cause) => Some(cause),
+            _ => None,
+        }
+    }
+}
+
+impl From<DieselError> for AppError {
+    fn from(error: DieselError) -> Self {
+        match error {
+            DieselError::NotFound => AppError::NotFound("record"),
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                AppError::Conflict("conflicts with an existing record".into())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                AppError::Unavailable(info.message().to_string())
+            }
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}

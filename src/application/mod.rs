@@ -1,0 +1,18 @@
+//! Use cases over a connection pool: configs, submits, reading entries, stats, and the
+//! delivery workers.
+
+pub mod configs;
+pub mod entries;
+pub mod error;
+pub mod stats;
+pub mod submit;
+pub mod worker;
+
+pub use error::AppError;
+
+use crate::infra::db::{DbPool, PooledConn};
+
+/// Checks a connection out of the pool; an unreachable database is `Unavailable` (503).
+pub async fn conn(pool: &DbPool) -> Result<PooledConn, AppError> {
+    pool.get().await.map_err(|e| AppError::Unavailable(e.to_string()))
+}

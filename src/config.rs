@@ -1,0 +1,408 @@
+//! Settings: loaded once at start from layered sources, validated, then passed explicitly.
+//!
+//! Layers, later wins: the built-in defaults (`config/default.toml`, compiled in) →
+//! `./config/default.toml` when present → the file named by `--config`/`WEBHOOKD_CONFIG` →
+//! environment variables (the keys in upper case) → command-line flags.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::domain::retry::RetryPolicy;
+
+const BUILT_IN_DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Every key a layer may set; environment variables are these in upper case.
+pub const KEYS: &[&str] = &[
+    "database_url",
+    "database_max_connections",
+    "server_addr",
+    "worker_count",
+    "worker_batch_size",
+    "worker_poll_interval",
+    "worker_lock_duration",
+    "worker_id",
+    "http_timeout",
+    "http_connect_timeout",
+    "delivery_host_concurrency",
+    "retry_max_retries",
+    "retry_base_delay",
+    "retry_max_delay",
+    "retry_jitter",
+    "response_body_limit",
+    "shutdown_timeout",
+    "api_token",
+    "outbound_allow_networks",
+    "log_level",
+    "log_format",
+];
+
+/// A value that must never reach a log line or a `Debug` print.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Logfmt,
+    Pretty,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// The raw shape of the layered sources; turned into [`Settings`] by [`Settings::from_raw`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    database_url: Secret,
+    database_max_connections: usize,
+    server_addr: String,
+    worker_count: usize,
+    worker_batch_size: usize,
+    #[serde(with = "humantime_serde")]
+    worker_poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    worker_lock_duration: Duration,
+    worker_id: String,
+    #[serde(with = "humantime_serde")]
+    http_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    http_connect_timeout: Duration,
+    delivery_host_concurrency: usize,
+    retry_max_retries: i32,
+    #[serde(with = "humantime_serde")]
+    retry_base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    retry_max_delay: Duration,
+    retry_jitter: f64,
+    response_body_limit: usize,
+    #[serde(with = "humantime_serde")]
+    shutdown_timeout: Duration,
+    api_token: Secret,
+    outbound_allow_networks: String,
+    log_level: LogLevel,
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: Secret,
+    pub database_max_connections: usize,
+    pub server_addr: SocketAddr,
+    pub worker: WorkerSettings,
+    pub delivery: DeliverySettings,
+    pub retry: RetryPolicy,
+    pub shutdown_timeout: Duration,
+    /// Accepted bearer tokens; empty means the API is open.
+    pub api_tokens: Vec<Secret>,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub count: usize,
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+    pub lock_duration: Duration,
+    pub id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    pub http_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub host_concurrency: usize,
+    pub response_body_limit: usize,
+    pub allow_networks: Vec<IpNet>,
+}
+
+/// Values given on the command line; each wins over every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub values: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Source(#[from] config::ConfigError),
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment and the working directory.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(overrides, &env, Path::new("config/default.toml"))
+    }
+
+    /// Loads with an explicit environment, so tests need not touch the process's.
+    pub fn load_from(
+        overrides: &Overrides,
+        env: &HashMap<String, String>,
+        local_defaults: &Path,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = Config::builder()
+            .add_source(File::from_str(BUILT_IN_DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(local_defaults).format(FileFormat::Toml).required(false));
+        let config_file = overrides
+            .config_file
+            .clone()
+            .or_else(|| env.get("WEBHOOKD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+        if let Some(path) = config_file {
+            if !path.is_file() {
+                return Err(invalid("config", format!("file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        // Only our own keys are taken from the environment: PATH and friends are not settings.
+        let ours: HashMap<String, String> = KEYS
+            .iter()
+            .filter_map(|key| {
+                env.get(&key.to_ascii_uppercase())
+                    .map(|v| (key.to_ascii_uppercase(), v.clone()))
+            })
+            .collect();
+        builder = builder.add_source(Environment::default().source(Some(ours)));
+        for (key, value) in &overrides.values {
+            builder = builder.set_override(*key, value.clone())?;
+        }
+        let raw: Raw = builder.build()?.try_deserialize()?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let server_addr = raw
+            .server_addr
+            .parse()
+            .map_err(|_| invalid("server_addr", format!("{:?} is not host:port", raw.server_addr)))?;
+        if raw.database_max_connections == 0 {
+            return Err(invalid("database_max_connections", "must be at least 1"));
+        }
+        if raw.worker_count == 0 {
+            return Err(invalid("worker_count", "must be at least 1"));
+        }
+        if raw.worker_batch_size == 0 || raw.worker_batch_size > 1000 {
+            return Err(invalid("worker_batch_size", "must be between 1 and 1000"));
+        }
+        if raw.worker_poll_interval.is_zero() {
+            return Err(invalid("worker_poll_interval", "must be positive"));
+        }
+        if raw.http_timeout.is_zero() {
+            return Err(invalid("http_timeout", "must be positive"));
+        }
+        if raw.http_connect_timeout.is_zero() {
+            return Err(invalid("http_connect_timeout", "must be positive"));
+        }
+        if raw.worker_lock_duration <= raw.http_timeout {
+            return Err(invalid(
+                "worker_lock_duration",
+                format!(
+                    "must exceed http_timeout ({} <= {})",
+                    humantime::format_duration(raw.worker_lock_duration),
+                    humantime::format_duration(raw.http_timeout)
+                ),
+            ));
+        }
+        if raw.delivery_host_concurrency == 0 {
+            return Err(invalid("delivery_host_concurrency", "must be at least 1"));
+        }
+        let retry = RetryPolicy::new(
+            raw.retry_max_retries,
+            raw.retry_base_delay,
+            raw.retry_max_delay,
+            raw.retry_jitter,
+        )
+        .map_err(|e| invalid(e.key, e.message))?;
+        let allow_networks = raw
+            .outbound_allow_networks
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| invalid("outbound_allow_networks", format!("{s:?} is not a CIDR")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let api_tokens = raw
+            .api_token
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect();
+        let worker_id = if raw.worker_id.trim().is_empty() {
+            format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+        } else {
+            raw.worker_id.trim().to_string()
+        };
+        Ok(Settings {
+            database_url: raw.database_url,
+            database_max_connections: raw.database_max_connections,
+            server_addr,
+            worker: WorkerSettings {
+                count: raw.worker_count,
+                batch_size: raw.worker_batch_size,
+                poll_interval: raw.worker_poll_interval,
+                lock_duration: raw.worker_lock_duration,
+                id: worker_id,
+            },
+            delivery: DeliverySettings {
+                http_timeout: raw.http_timeout,
+                connect_timeout: raw.http_connect_timeout,
+                host_concurrency: raw.delivery_host_concurrency,
+                response_body_limit: raw.response_body_limit,
+                allow_networks,
+            },
+            retry,
+            shutdown_timeout: raw.shutdown_timeout,
+            api_tokens,
+            log_level: raw.log_level,
+            log_format: raw.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)], flags: &[(&'static str, &str)]) -> Result<Settings, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let overrides = Overrides {
+            config_file: None,
+            values: flags.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        };
+        Settings::load_from(&overrides, &env, Path::new("/nonexistent/default.toml"))
+    }
+
+    #[test]
+    fn built_in_defaults_match_the_spec() {
+        let s = load(&[], &[]).unwrap();
+        assert_eq!(s.database_url.expose(), "postgres://postgres@127.0.0.1:5432/webhookd");
+        assert_eq!(s.database_max_connections, 20);
+        assert_eq!(s.server_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.worker.count, 10);
+        assert_eq!(s.worker.batch_size, 50);
+        assert_eq!(s.worker.poll_interval, Duration::from_secs(5));
+        assert_eq!(s.worker.lock_duration, Duration::from_secs(300));
+        assert!(s.worker.id.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(s.delivery.http_timeout, Duration::from_secs(30));
+        assert_eq!(s.delivery.host_concurrency, 32);
+        assert_eq!(s.delivery.response_body_limit, 4096);
+        assert_eq!(s.retry.max_retries(), 6);
+        assert_eq!(s.retry.base_delay(), Duration::from_secs(1));
+        assert_eq!(s.retry.max_delay(), Duration::from_secs(300));
+        assert_eq!(s.retry.jitter(), 0.25);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert!(s.api_tokens.is_empty());
+        assert!(s.delivery.allow_networks.is_empty());
+        assert_eq!(s.log_level, LogLevel::Info);
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn environment_beats_defaults_and_flags_beat_environment() {
+        let s = load(
+            &[("WORKER_COUNT", "3"), ("HTTP_TIMEOUT", "250ms"), ("PATH", "/bin")],
+            &[("worker_count", "4")],
+        )
+        .unwrap();
+        assert_eq!(s.worker.count, 4);
+        assert_eq!(s.delivery.http_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn config_file_layer_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("webhookd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "worker_count = 7\nworker_batch_size = 9\n").unwrap();
+        let env: HashMap<String, String> = [("WORKER_BATCH_SIZE".to_string(), "11".to_string())].into();
+        let overrides = Overrides {
+            config_file: Some(file),
+            values: vec![],
+        };
+        let s = Settings::load_from(&overrides, &env, Path::new("/nonexistent")).unwrap();
+        assert_eq!(s.worker.count, 7);
+        assert_eq!(s.worker.batch_size, 11);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (key, value, expected) in [
+            ("WORKER_LOCK_DURATION", "10s", "worker_lock_duration"),
+            ("HTTP_TIMEOUT", "fast", "http_timeout"),
+            ("WORKER_COUNT", "-1", "worker_count"),
+            ("RETRY_JITTER", "1.5", "retry_jitter"),
+            ("RETRY_MAX_RETRIES", "7", "retry_max_retries"),
+            ("OUTBOUND_ALLOW_NETWORKS", "10.0.0.0/33", "outbound_allow_networks"),
+            ("SERVER_ADDR", "nowhere", "server_addr"),
+            ("LOG_FORMAT", "xml", "log_format"),
+        ] {
+            let err = load(&[(key, value)], &[]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let s = load(
+            &[("DATABASE_URL", "postgres://u:hunter2@h/db"), ("API_TOKEN", "tok-canary")],
+            &[],
+        )
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("tok-canary"), "{printed}");
+    }
+
+    #[test]
+    fn several_api_tokens_are_comma_separated() {
+        let s = load(&[("API_TOKEN", "a, b")], &[]).unwrap();
+        let tokens: Vec<_> = s.api_tokens.iter().map(Secret::expose).collect();
+        assert_eq!(tokens, ["a", "b"]);
+    }
+}

@@ -1,0 +1,248 @@
+//! The life of a queue row: its status, what one attempt produced, and what happens next.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::retry::RetryPolicy;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// Waiting for `next_retry_at`.
+    Pending,
+    /// Claimed by a worker until `lock_expires_at`.
+    Processing,
+    /// A 2xx arrived.
+    Completed,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Pending, Status::Processing, Status::Completed, Status::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Processing => "processing",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("must be one of pending, processing, completed, failed, not {s:?}"))
+    }
+}
+
+/// Why an attempt got no HTTP response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Timeout,
+    Connect,
+    /// The outbound address policy refused the destination; no packet was sent.
+    Blocked,
+    Other,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::Blocked => "blocked",
+            FailureKind::Other => "error",
+        }
+    }
+}
+
+/// What one call produced. A failed call is a value, not an `Err`: only a broken worker errs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The partner answered with a status; 2xx means delivered.
+    Response {
+        status: u16,
+        /// At most `RESPONSE_BODY_LIMIT` bytes, as lossy UTF-8.
+        body: String,
+        /// The partner's `Retry-After`, honoured on 429 and 503 only.
+        retry_after: Option<Duration>,
+    },
+    /// No response arrived.
+    NoResponse { kind: FailureKind, message: String },
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Response { status, .. } if (200..300).contains(status))
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Outcome::Response { status, .. } => Some(*status),
+            Outcome::NoResponse { .. } => None,
+        }
+    }
+
+    /// The text recorded in `retry_N_error`; `None` for a success.
+    pub fn error_text(&self) -> Option<String> {
+        match self {
+            _ if self.is_success() => None,
+            Outcome::Response { status, .. } => Some(format!("HTTP {status}")),
+            Outcome::NoResponse { kind, message } => Some(format!("{}: {message}", kind.as_str())),
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            _ if self.is_success() => "success",
+            Outcome::Response { .. } => "http_error",
+            Outcome::NoResponse { kind, .. } => kind.as_str(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Outcome::Response {
+                status: 429 | 503,
+                retry_after,
+                ..
+            } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// What becomes of a row after attempt `attempt` produced an outcome.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transition {
+    Complete,
+    /// Try again: `retry_count` becomes `attempt + 1`, due after `delay`.
+    Retry { next_attempt: i32, delay: Duration },
+    /// The retries are spent: the row stays at `retry_count = attempt`.
+    Fail,
+}
+
+impl Transition {
+    /// The one rule for moving a row on (SPEC §7).
+    pub fn after(
+        attempt: i32,
+        max_retries: i32,
+        outcome: &Outcome,
+        policy: &RetryPolicy,
+        rng: &mut impl Rng,
+    ) -> Self {
+        if outcome.is_success() {
+            Transition::Complete
+        } else if attempt < max_retries {
+            let next_attempt = attempt + 1;
+            Transition::Retry {
+                next_attempt,
+                delay: policy.delay_with_hint(next_attempt, outcome.retry_after(), rng),
+            }
+        } else {
+            Transition::Fail
+        }
+    }
+
+    /// The status the row is left in.
+    pub fn status(self) -> Status {
+        match self {
+            Transition::Complete => Status::Completed,
+            Transition::Retry { .. } => Status::Pending,
+            Transition::Fail => Status::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(6, Duration::from_secs(1), Duration::from_secs(60), 0.0).unwrap()
+    }
+
+    fn response(status: u16, retry_after: Option<u64>) -> Outcome {
+        Outcome::Response {
+            status,
+            body: String::new(),
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
+        }
+        assert!("done".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn any_2xx_completes() {
+        let mut rng = StdRng::seed_from_u64(0);
+        for status in [200, 201, 204, 299] {
+            assert_eq!(Transition::after(0, 6, &response(status, None), &policy(), &mut rng), Transition::Complete);
+        }
+    }
+
+    #[test]
+    fn failures_retry_until_the_last_attempt_then_fail() {
+        let mut rng = StdRng::seed_from_u64(0);
+        let timeout = Outcome::NoResponse {
+            kind: FailureKind::Timeout,
+            message: "after 30s".into(),
+        };
+        for (attempt, max) in [(0, 6), (5, 6), (0, 1)] {
+            let t = Transition::after(attempt, max, &timeout, &policy(), &mut rng);
+            assert!(matches!(t, Transition::Retry { next_attempt, .. } if next_attempt == attempt + 1));
+            assert_eq!(t.status(), Status::Pending);
+        }
+        assert_eq!(Transition::after(6, 6, &timeout, &policy(), &mut rng), Transition::Fail);
+        assert_eq!(Transition::after(0, 0, &response(500, None), &policy(), &mut rng), Transition::Fail);
+        for status in [199, 300, 301, 404, 500] {
+            assert!(!response(status, None).is_success());
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_only_on_429_and_503() {
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut delay = |status| match Transition::after(0, 6, &response(status, Some(20)), &policy(), &mut rng) {
+            Transition::Retry { delay, .. } => delay,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(delay(429), Duration::from_secs(20));
+        assert_eq!(delay(503), Duration::from_secs(20));
+        assert_eq!(delay(500), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn error_text_says_what_happened() {
+        assert_eq!(response(200, None).error_text(), None);
+        assert_eq!(response(503, None).error_text().unwrap(), "HTTP 503");
+        let blocked = Outcome::NoResponse {
+            kind: FailureKind::Blocked,
+            message: "127.0.0.1 is loopback".into(),
+        };
+        assert_eq!(blocked.error_text().unwrap(), "blocked: 127.0.0.1 is loopback");
+        assert_eq!(blocked.label(), "blocked");
+    }
+}

@@ -1,0 +1,8 @@
+//! Pure domain rules: no database, HTTP framework, HTTP client or logger in here.
+
+pub mod delivery;
+pub mod event;
+pub mod outbound;
+pub mod redact;
+pub mod retry;
+pub mod url_template;

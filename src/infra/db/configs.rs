@@ -1,0 +1,51 @@
+//! Queries on `webhook_configs`.
+
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::models::{ConfigForm, ConfigRow};
+use super::schema::webhook_configs::dsl::*;
+
+pub async fn insert(conn: &mut AsyncPgConnection, form: &ConfigForm) -> Result<ConfigRow, Error> {
+    diesel::insert_into(webhook_configs)
+        .values(form)
+        .returning(ConfigRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, config_id: i64) -> Result<Option<ConfigRow>, Error> {
+    webhook_configs
+        .find(config_id)
+        .select(ConfigRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ConfigRow>, Error> {
+    webhook_configs.order(id).select(ConfigRow::as_select()).load(conn).await
+}
+
+pub async fn replace(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+    form: &ConfigForm,
+) -> Result<Option<ConfigRow>, Error> {
+    diesel::update(webhook_configs.find(config_id))
+        .set((form, updated_at.eq(diesel::dsl::now)))
+        .returning(ConfigRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+pub async fn deactivate(conn: &mut AsyncPgConnection, config_id: i64) -> Result<Option<ConfigRow>, Error> {
+    diesel::update(webhook_configs.find(config_id))
+        .set((is_active.eq(false), updated_at.eq(diesel::dsl::now)))
+        .returning(ConfigRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}

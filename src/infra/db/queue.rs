@@ -1,0 +1,144 @@
+//! Queries on `webhook_queue` for the API: insert, read, list, cancel.
+//! The delivery statements (claim, outcome write, release) live in `claims.rs`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel::sql_types::{Array, Int4, Int8, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::models::QueueRow;
+use super::schema::webhook_queue;
+use crate::domain::delivery::Status;
+use crate::domain::event::EventType;
+
+/// A row to insert; `queue_id` is chosen by the caller so inserted rows can be matched back.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    pub queue_id: Uuid,
+    pub event_type: EventType,
+    pub event_id: Option<String>,
+    pub config_id: i64,
+    pub webhook_url: String,
+    pub url_params: serde_json::Value,
+    pub max_retries: i32,
+}
+
+/// Inserts entries in one statement and announces them with a single NOTIFY.
+/// Entries whose idempotency key exists already are skipped: only inserted rows come back.
+pub async fn insert_new(conn: &mut AsyncPgConnection, entries: &[NewEntry]) -> Result<Vec<QueueRow>, Error> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = format!(
+        "WITH ins AS (
+             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
+             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
+             RETURNING *
+         ), notified AS (
+             SELECT pg_notify('{channel}', '') AS sent WHERE EXISTS (SELECT 1 FROM ins)
+         )
+         SELECT ins.* FROM ins LEFT JOIN notified ON true",
+        channel = super::NEW_ROWS_CHANNEL
+    );
+    diesel::sql_query(query)
+        .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(entries.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(entries.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
+        .bind::<Array<Int8>, _>(entries.iter().map(|e| e.config_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(entries.iter().map(|e| e.webhook_url.clone()).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(entries.iter().map(|e| e.url_params.clone()).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
+        .load(conn)
+        .await
+}
+
+/// The existing row for an idempotency key.
+pub async fn find_by_key(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+    event_type: EventType,
+    event_id: &str,
+) -> Result<Option<QueueRow>, Error> {
+    webhook_queue::table
+        .filter(webhook_queue::config_id.eq(config_id))
+        .filter(webhook_queue::event_type.eq(event_type.as_str()))
+        .filter(webhook_queue::event_id.eq(event_id))
+        .select(QueueRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Option<QueueRow>, Error> {
+    webhook_queue::table
+        .filter(webhook_queue::queue_id.eq(queue_id))
+        .select(QueueRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Filters of the listing; every one optional.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub event_type: Option<EventType>,
+    pub config_id: Option<i64>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub cancelled: Option<bool>,
+    /// Only rows with an id below this one (keyset pagination, newest first).
+    pub before_id: Option<i64>,
+}
+
+/// Newest first, at most `limit` rows.
+pub async fn list(conn: &mut AsyncPgConnection, filter: &ListFilter, limit: i64) -> Result<Vec<QueueRow>, Error> {
+    use webhook_queue::dsl;
+    let mut query = dsl::webhook_queue.select(QueueRow::as_select()).into_boxed();
+    if let Some(status) = filter.status {
+        query = query.filter(dsl::status.eq(status.as_str()));
+    }
+    if let Some(event_type) = filter.event_type {
+        query = query.filter(dsl::event_type.eq(event_type.as_str()));
+    }
+    if let Some(config_id) = filter.config_id {
+        query = query.filter(dsl::config_id.eq(config_id));
+    }
+    if let Some(after) = filter.created_after {
+        query = query.filter(dsl::created_at.ge(after));
+    }
+    if let Some(before) = filter.created_before {
+        query = query.filter(dsl::created_at.lt(before));
+    }
+    match filter.cancelled {
+        Some(true) => query = query.filter(dsl::deleted_at.is_not_null()),
+        Some(false) => query = query.filter(dsl::deleted_at.is_null()),
+        None => {}
+    }
+    if let Some(before_id) = filter.before_id {
+        query = query.filter(dsl::id.lt(before_id));
+    }
+    query.order(dsl::id.desc()).limit(limit).load(conn).await
+}
+
+/// Marks a row cancelled unless it is completed already. Returns the row as it is afterwards,
+/// `None` when no such row exists; the caller tells a completed row by its status.
+pub async fn cancel(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Option<QueueRow>, Error> {
+    use webhook_queue::dsl;
+    let cancelled = diesel::update(dsl::webhook_queue)
+        .filter(dsl::queue_id.eq(queue_id))
+        .filter(dsl::deleted_at.is_null())
+        .filter(dsl::status.ne(Status::Completed.as_str()))
+        .set((dsl::deleted_at.eq(diesel::dsl::now), dsl::updated_at.eq(diesel::dsl::now)))
+        .returning(QueueRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    match cancelled {
+        Some(row) => Ok(Some(row)),
+        None => find(conn, queue_id).await,
+    }
+}

@@ -1,0 +1,104 @@
+//! Reading the statistics counters. The counters are kept by triggers (see the migration), so
+//! nothing here scans `webhook_queue` beyond an index probe or two.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Bool, Int8, Nullable, Text, Timestamptz};
+use diesel::QueryableByName;
+use diesel::result::Error;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+#[derive(Debug, QueryableByName)]
+pub struct RowCount {
+    #[diesel(sql_type = Int8)]
+    pub config_id: i64,
+    #[diesel(sql_type = Text)]
+    pub config_name: String,
+    #[diesel(sql_type = Text)]
+    pub event_type: String,
+    /// A status, or `cancelled`.
+    #[diesel(sql_type = Text)]
+    pub bucket: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct AttemptBucket {
+    #[diesel(sql_type = Bool)]
+    pub succeeded: bool,
+    /// Durations rounded to two significant digits.
+    #[diesel(sql_type = Int8)]
+    pub duration_ms: i64,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+    #[diesel(sql_type = BigInt)]
+    pub sum_ms: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct Moments {
+    #[diesel(sql_type = Timestamptz)]
+    pub now: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub oldest_pending: Option<DateTime<Utc>>,
+    #[diesel(sql_type = BigInt)]
+    pub completed_last_minute: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed_last_minute: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct ThroughputPoint {
+    #[diesel(sql_type = Timestamptz)]
+    pub second: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    pub completed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+}
+
+pub async fn row_counts(conn: &mut AsyncPgConnection) -> Result<Vec<RowCount>, Error> {
+    diesel::sql_query(
+        "SELECT c.config_id, coalesce(w.name, '') AS config_name, c.event_type, c.bucket, sum(c.n)::int8 AS n
+         FROM webhook_queue_counts c LEFT JOIN webhook_configs w ON w.id = c.config_id
+         GROUP BY c.config_id, w.name, c.event_type, c.bucket
+         HAVING sum(c.n) <> 0",
+    )
+    .load(conn)
+    .await
+}
+
+pub async fn attempt_buckets(conn: &mut AsyncPgConnection) -> Result<Vec<AttemptBucket>, Error> {
+    diesel::sql_query(
+        "SELECT succeeded, duration_ms, sum(n)::int8 AS n, sum(sum_ms)::int8 AS sum_ms
+         FROM webhook_attempt_counts GROUP BY succeeded, duration_ms HAVING sum(n) <> 0
+         ORDER BY duration_ms",
+    )
+    .load(conn)
+    .await
+}
+
+pub async fn moments(conn: &mut AsyncPgConnection) -> Result<Moments, Error> {
+    diesel::sql_query(
+        "SELECT now() AS now,
+                (SELECT min(created_at) FROM webhook_queue WHERE status = 'pending' AND deleted_at IS NULL)
+                    AS oldest_pending,
+                coalesce((SELECT sum(completed) FROM webhook_throughput WHERE second > now() - interval '60 seconds'), 0)::int8
+                    AS completed_last_minute,
+                coalesce((SELECT sum(failed) FROM webhook_throughput WHERE second > now() - interval '60 seconds'), 0)::int8
+                    AS failed_last_minute",
+    )
+    .get_result(conn)
+    .await
+}
+
+/// Completions and failures per second since `since`, oldest first.
+pub async fn throughput(conn: &mut AsyncPgConnection, since: DateTime<Utc>) -> Result<Vec<ThroughputPoint>, Error> {
+    diesel::sql_query(
+        "SELECT second, sum(completed)::int8 AS completed, sum(failed)::int8 AS failed
+         FROM webhook_throughput WHERE second >= $1 GROUP BY second ORDER BY second",
+    )
+    .bind::<Timestamptz, _>(since)
+    .load(conn)
+    .await
+}

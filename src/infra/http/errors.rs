@@ -1,0 +1,26 @@
+//! How an `AppError` becomes a response: `{"error": {"code", "message", "field"}}`.
+//! 5xx causes are logged by the request logger (see `mod.rs`), never put in the body.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::application::AppError;
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        if let Some(field) = self.field() {
+            error["field"] = json!(field);
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, AppError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(json!({ "error": error }))
+    }
+}

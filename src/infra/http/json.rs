@@ -1,0 +1,107 @@
+//! Reading request bodies: size cap, content type, JSON syntax (400), then the fields of an
+//! object one by one so every violation names its field (422), and unknown fields are refused.
+
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use crate::application::AppError;
+
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a JSON body of at most [`BODY_LIMIT`] bytes.
+pub async fn read_json(request: &HttpRequest, mut payload: web::Payload) -> Result<Value, AppError> {
+    let content_type = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Err(AppError::NotJson);
+    }
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT) {
+        return Err(AppError::TooLarge(BODY_LIMIT));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| AppError::malformed(None, format!("could not read the request body: {e}")))?;
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(AppError::TooLarge(BODY_LIMIT));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| AppError::malformed(None, format!("malformed JSON: {e}")))
+}
+
+/// The fields of a JSON object, taken one at a time.
+pub struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    pub fn new(value: Value) -> Result<Self, AppError> {
+        match value {
+            Value::Object(map) => Ok(Self { map }),
+            _ => Err(AppError::Invalid {
+                field: None,
+                message: "the body must be a JSON object".into(),
+            }),
+        }
+    }
+
+    /// A field that may be absent or null.
+    pub fn optional(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    pub fn required(&mut self, name: &str) -> Result<Value, AppError> {
+        self.optional(name).ok_or_else(|| AppError::invalid(name, "is required"))
+    }
+
+    pub fn string(&mut self, name: &str) -> Result<String, AppError> {
+        as_string(name, self.required(name)?)
+    }
+
+    pub fn optional_string(&mut self, name: &str) -> Result<Option<String>, AppError> {
+        self.optional(name).map(|v| as_string(name, v)).transpose()
+    }
+
+    pub fn integer(&mut self, name: &str) -> Result<i64, AppError> {
+        as_integer(name, self.required(name)?)
+    }
+
+    pub fn optional_integer(&mut self, name: &str) -> Result<Option<i64>, AppError> {
+        self.optional(name).map(|v| as_integer(name, v)).transpose()
+    }
+
+    pub fn optional_bool(&mut self, name: &str) -> Result<Option<bool>, AppError> {
+        self.optional(name)
+            .map(|v| v.as_bool().ok_or_else(|| AppError::invalid(name, "must be true or false")))
+            .transpose()
+    }
+
+    /// Refuses whatever fields were not taken.
+    pub fn finish(self) -> Result<(), AppError> {
+        match self.map.keys().next() {
+            Some(unknown) => Err(AppError::invalid(unknown.clone(), "is not a known field")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn as_string(name: &str, value: Value) -> Result<String, AppError> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err(AppError::invalid(name, "must be a string")),
+    }
+}
+
+fn as_integer(name: &str, value: Value) -> Result<i64, AppError> {
+    value.as_i64().ok_or_else(|| AppError::invalid(name, "must be an integer"))
+}

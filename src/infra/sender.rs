@@ -1,0 +1,205 @@
+//! Calling a partner: one GET, no redirects, bounded in time and in bytes read, and only to
+//! addresses the outbound policy allows — checked on the address actually connected to.
+
+use std::error::Error as StdError;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use uuid::Uuid;
+
+use crate::config::DeliverySettings;
+use crate::domain::delivery::{FailureKind, Outcome};
+use crate::domain::event::EventType;
+use crate::domain::outbound::{AddressPolicy, Forbidden};
+use crate::domain::retry::parse_retry_after;
+
+pub const USER_AGENT: &str = concat!("webhookd/", env!("CARGO_PKG_VERSION"));
+
+/// One call to make.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    pub url: &'a str,
+    pub queue_id: Uuid,
+    pub event_type: EventType,
+    pub attempt: i32,
+}
+
+/// What a call produced and how long it took.
+#[derive(Clone, Debug)]
+pub struct CallResult {
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    body_limit: usize,
+    timeout: Duration,
+}
+
+/// Resolves host names and keeps only answers the policy allows; a name with any forbidden
+/// answer is refused whole, so a rebinding or mixed answer cannot slip through.
+struct PolicyResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            for addr in &addrs {
+                policy.check(addr.ip()).map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Installs the process-wide TLS crypto provider (ring) once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Sender {
+    pub fn new(settings: &DeliverySettings) -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
+        let policy = Arc::new(AddressPolicy::new(settings.allow_networks.clone()));
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(settings.http_timeout)
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(settings.host_concurrency)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .dns_resolver(Arc::new(PolicyResolver { policy: policy.clone() }))
+            .build()?;
+        Ok(Self {
+            client,
+            policy,
+            body_limit: settings.response_body_limit,
+            timeout: settings.http_timeout,
+        })
+    }
+
+    pub async fn call(&self, call: Call<'_>) -> CallResult {
+        let started = Instant::now();
+        let outcome = self.outcome(call).await;
+        CallResult {
+            outcome,
+            duration: started.elapsed(),
+        }
+    }
+
+    async fn outcome(&self, call: Call<'_>) -> Outcome {
+        // Literal addresses never reach the resolver, so they are checked here.
+        match url::Url::parse(call.url).map(|u| u.host().map(|h| h.to_owned())) {
+            Ok(Some(url::Host::Ipv4(ip))) => {
+                if let Err(e) = self.policy.check(IpAddr::V4(ip)) {
+                    return blocked(&e);
+                }
+            }
+            Ok(Some(url::Host::Ipv6(ip))) => {
+                if let Err(e) = self.policy.check(IpAddr::V6(ip)) {
+                    return blocked(&e);
+                }
+            }
+            Ok(Some(url::Host::Domain(_))) => {}
+            Ok(None) | Err(_) => {
+                return Outcome::NoResponse {
+                    kind: FailureKind::Other,
+                    message: "the stored URL is not a valid http(s) URL".into(),
+                }
+            }
+        }
+        let request = self
+            .client
+            .get(call.url)
+            .header("X-Webhook-Id", call.queue_id.to_string())
+            .header("X-Webhook-Event", call.event_type.as_str())
+            .header("X-Webhook-Attempt", call.attempt.to_string());
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return self.failure(e),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let mut body = Vec::new();
+        // Read no more than the limit: an endless or huge body costs at most one chunk more.
+        while body.len() < self.body_limit {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                // The status arrived; a body cut short does not change what the partner said.
+                Err(_) => break,
+            }
+        }
+        body.truncate(self.body_limit);
+        Outcome::Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            retry_after,
+        }
+    }
+
+    fn failure(&self, error: reqwest::Error) -> Outcome {
+        if let Some(forbidden) = find_source::<Forbidden>(&error) {
+            return blocked(forbidden);
+        }
+        let kind = if error.is_timeout() {
+            FailureKind::Timeout
+        } else if error.is_connect() {
+            FailureKind::Connect
+        } else {
+            FailureKind::Other
+        };
+        let message = if kind == FailureKind::Timeout {
+            format!("no complete response within {}", humantime::format_duration(self.timeout))
+        } else {
+            describe(&error.without_url())
+        };
+        Outcome::NoResponse { kind, message }
+    }
+}
+
+fn blocked(forbidden: &Forbidden) -> Outcome {
+    Outcome::NoResponse {
+        kind: FailureKind::Blocked,
+        message: forbidden.to_string(),
+    }
+}
+
+fn find_source<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The error and its causes on one line, e.g. `error sending request: tcp connect error: Connection refused`.
+fn describe(error: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
