@@ -1,0 +1,358 @@
+//! Test harness: a fresh database per test (cloned from a migrated template), the app spawned
+//! in-process on port 0, a real HTTP receiver on loopback, and log capture.
+#![allow(dead_code)]
+
+pub mod receiver;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use slog::{o, Drain, Logger};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use webhookd::config::{Overrides, Settings};
+use webhookd::infra::db::{self, DbPool};
+
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/webhookd";
+
+pub fn base_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(url).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&with_database(&base_url(), "postgres"), NoTls)
+        .await
+        .expect("PostgreSQL answers at DATABASE_URL (run `just db`)");
+    tokio::spawn(connection);
+    client
+}
+
+/// A name that changes whenever a migration does, so a stale template is never used.
+fn template_name() -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut files: Vec<_> = walk(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").as_path());
+    files.sort();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file).unwrap().hash(&mut hasher);
+    }
+    format!("webhookd_tpl_{:016x}", hasher.finish())
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A database of its own for one test, dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let template = template_name();
+        let client = admin().await;
+        // One process builds the template; the others wait for it on the advisory lock.
+        client.execute("SELECT pg_advisory_lock(7311)", &[]).await.unwrap();
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+            .await
+            .unwrap()
+            .is_some();
+        if !exists {
+            let building = format!("{template}_building");
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+                .await
+                .unwrap();
+            db::migrate(&with_database(&base_url(), &building)).await.expect("migrations apply");
+            client
+                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
+                .await
+                .unwrap();
+        }
+        client.execute("SELECT pg_advisory_unlock(7311)", &[]).await.unwrap();
+        let name = format!("webhookd_test_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+            .unwrap();
+        TestDb {
+            url: with_database(&base_url(), &name),
+            name,
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Runs a query that returns one bigint.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context: a thread with its own small runtime does the work.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                admin()
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+    }
+}
+
+/// Log lines captured from the app, as JSON objects.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    pub fn logger(&self) -> Logger {
+        let drain = slog_json::Json::new(self.clone()).add_default_keys().build();
+        Logger::root(Mutex::new(drain).fuse(), o!())
+    }
+}
+
+/// What to start.
+pub struct Options {
+    pub api: bool,
+    pub workers: bool,
+    /// Settings as environment variables (`WORKER_COUNT` …); tests get short delays by default.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            api: true,
+            workers: false,
+            env: vec![],
+        }
+    }
+}
+
+impl Options {
+    pub fn with_workers() -> Self {
+        Self {
+            workers: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn env(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.env.push((key, value.to_string()));
+        self
+    }
+}
+
+pub fn settings_for(db_url: &str, env: &[(&'static str, String)]) -> Settings {
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", db_url.to_string()),
+        ("DATABASE_MAX_CONNECTIONS", "8".into()),
+        ("SERVER_ADDR", "127.0.0.1:0".into()),
+        ("WORKER_COUNT", "2".into()),
+        ("WORKER_POLL_INTERVAL", "5s".into()),
+        ("HTTP_TIMEOUT", "2s".into()),
+        ("WORKER_LOCK_DURATION", "10s".into()),
+        ("RETRY_BASE_DELAY", "100ms".into()),
+        ("RETRY_MAX_DELAY", "2s".into()),
+        ("SHUTDOWN_TIMEOUT", "3s".into()),
+        ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
+        ("LOG_LEVEL", "debug".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in env {
+        vars.insert(k.to_string(), v.clone());
+    }
+    Settings::load_from(&Overrides::default(), &vars, Path::new("/nonexistent")).expect("test settings are valid")
+}
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub pool: DbPool,
+    pub settings: Settings,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub logs: LogCapture,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub async fn spawn(options: Options) -> TestApp {
+    let db = TestDb::new().await;
+    spawn_on(db, options).await
+}
+
+pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
+    let settings = settings_for(&db.url, &options.env);
+    let pool = db::pool(&db.url, settings.database_max_connections).unwrap();
+    let logs = LogCapture::default();
+    let log = logs.logger();
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    if options.api {
+        let state = webhookd::infra::http::ApiState::new(&settings, pool.clone(), log.clone());
+        let stop = stop.clone();
+        let timeout = settings.shutdown_timeout;
+        tasks.push(tokio::spawn(async move {
+            webhookd::infra::http::serve(listener, state, stop, timeout).await.unwrap();
+        }));
+    }
+    if options.workers {
+        let (settings, pool, log, stop) = (settings.clone(), pool.clone(), log.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            webhookd::application::worker::run(&settings, pool, log, stop).await.unwrap();
+        }));
+    }
+    webhookd::infra::sender::install_crypto_provider();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    TestApp {
+        db,
+        pool,
+        settings,
+        base,
+        http,
+        logs,
+        stop,
+        tasks,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a JSON body and returns status and parsed body (`Value::Null` when empty).
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Creates a config whose postback and chargeback URLs are `postback` and `chargeback`.
+    pub async fn config(&self, name: &str, postback: &str, chargeback: &str) -> i64 {
+        let (status, body) = self
+            .post(
+                "/webhook-configs",
+                json!({"name": name, "postback_url": postback, "chargeback_url": chargeback}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    pub async fn submit(&self, body: Value) -> Value {
+        let (status, body) = self.post("/webhooks", body).await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Waits until the entry reaches `status` (with `timeout`), and returns it with attempts.
+    pub async fn wait_for_status(&self, queue_id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, entry) = self.get(&format!("/webhooks/{queue_id}")).await;
+            if entry["status"] == status {
+                return entry;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "entry did not reach {status} within {timeout:?}: {entry:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops API and workers gracefully and waits for them.
+    pub async fn shutdown(mut self) -> TestDb {
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            task.await.unwrap();
+        }
+        self.db
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,281 @@
+//! The delivery engine against a real PostgreSQL and a real receiver on loopback (SPEC §7).
+
+mod common;
+
+use std::time::Duration;
+
+use common::receiver::Receiver;
+use common::{eventually, spawn, Options};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_and_debit_reach_the_right_url_with_headers_and_complete_at_attempt_0() {
+    let receiver = Receiver::start().await;
+    let app = spawn(Options::with_workers()).await;
+    let config = app
+        .config(
+            "partner",
+            &receiver.url("/ok/postback?src=net&uid={user_id}"),
+            &receiver.url("/ok/chargeback/{event_id}"),
+        )
+        .await;
+
+    let credit = app
+        .submit(json!({"event_type": "+credit", "event_id": "tx 1", "config_id": config,
+            "url_params": {"user_id": "u 1", "value": 100, "token": "t/k"}}))
+        .await;
+    let debit = app
+        .submit(json!({"event_type": "-debit", "event_id": "tx2", "config_id": config, "url_params": {"amount": "5"}}))
+        .await;
+
+    let credit_done = app.wait_for_status(credit["queue_id"].as_str().unwrap(), "completed", WAIT).await;
+    let debit_done = app.wait_for_status(debit["queue_id"].as_str().unwrap(), "completed", WAIT).await;
+
+    let postbacks = receiver.received_at("/ok/postback");
+    assert_eq!(postbacks.len(), 1);
+    let p = &postbacks[0];
+    assert_eq!(p.query, "src=net&uid=u%201&token=t%2Fk&value=100");
+    assert_eq!(p.header("X-Webhook-Id"), credit["queue_id"].as_str().unwrap());
+    assert_eq!(p.header("X-Webhook-Event"), "+credit");
+    assert_eq!(p.header("X-Webhook-Attempt"), "0");
+    assert!(p.header("User-Agent").starts_with("webhookd/"), "{:?}", p.headers);
+
+    let chargebacks = receiver.received_at("/ok/chargeback");
+    assert_eq!(chargebacks.len(), 1);
+    assert_eq!(chargebacks[0].path_and_query(), "/ok/chargeback/tx2?amount=5");
+    assert_eq!(chargebacks[0].header("X-Webhook-Event"), "-debit");
+
+    for done in [&credit_done, &debit_done] {
+        assert_eq!(done["retry_count"], 0);
+        assert!(done["completed_at"].is_string());
+        let attempts = done["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{done:#}");
+        assert_eq!(attempts[0]["attempt"], 0);
+        assert_eq!(attempts[0]["http_status"], 200);
+        assert_eq!(attempts[0]["response_body"], "ok");
+        assert!(attempts[0]["error"].is_null());
+        assert!(attempts[0]["duration_ms"].as_i64().unwrap() >= 0);
+    }
+    // The row itself, as an operator reads it.
+    let client = app.db.client().await;
+    let row = client
+        .query_one(
+            "SELECT status, retry_count, retry_0_http_status, retry_1_started_at IS NULL, worker_id IS NOT NULL,
+                    locked_at IS NULL FROM webhook_queue WHERE queue_id = $1::text::uuid",
+            &[&credit["queue_id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "completed");
+    assert_eq!(row.get::<_, i32>(1), 0);
+    assert_eq!(row.get::<_, Option<i32>>(2), Some(200));
+    assert!(row.get::<_, bool>(3) && row.get::<_, bool>(4) && row.get::<_, bool>(5));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_failing_twice_then_succeeding_is_retried_within_the_backoff_bounds() {
+    let receiver = Receiver::start().await;
+    let app = spawn(
+        Options::with_workers()
+            .env("RETRY_BASE_DELAY", "200ms")
+            .env("RETRY_JITTER", "0.25"),
+    )
+    .await;
+    let config = app.config("flaky", &receiver.url("/flaky/2/pb"), &receiver.url("/ok/cb")).await;
+    let entry = app
+        .submit(json!({"event_type": "+credit", "config_id": config, "url_params": {}}))
+        .await;
+    let done = app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT).await;
+
+    assert_eq!(done["retry_count"], 2);
+    let attempts = done["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0]["http_status"], 500);
+    assert_eq!(attempts[0]["error"], "HTTP 500");
+    assert_eq!(attempts[1]["http_status"], 500);
+    assert_eq!(attempts[2]["http_status"], 200);
+
+    let calls = receiver.received_at("/flaky/2/pb");
+    assert_eq!(calls.len(), 3);
+    let attempt_headers: Vec<&str> = calls.iter().map(|c| c.header("X-Webhook-Attempt")).collect();
+    assert_eq!(attempt_headers, ["0", "1", "2"]);
+    // delay(1) = 200ms ± 25%, delay(2) = 400ms ± 25%; wake-up and write add a little on top.
+    let gap1 = calls[1].at - calls[0].at;
+    let gap2 = calls[2].at - calls[1].at;
+    assert!(gap1 >= Duration::from_millis(150) && gap1 <= Duration::from_millis(250 + 150), "gap1 {gap1:?}");
+    assert!(gap2 >= Duration::from_millis(300) && gap2 <= Duration::from_millis(500 + 150), "gap2 {gap2:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_plus_one_calls() {
+    let receiver = Receiver::start().await;
+    let app = spawn(
+        Options::with_workers()
+            .env("RETRY_BASE_DELAY", "20ms")
+            .env("RETRY_MAX_DELAY", "50ms"),
+    )
+    .await;
+    let (status, config) = app
+        .post(
+            "/webhook-configs",
+            json!({"name": "down", "postback_url": receiver.url("/status/503/pb"), "max_retries": 3}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let entry = app
+        .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
+        .await;
+    let done = app.wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT).await;
+    assert_eq!(done["retry_count"], 3);
+    assert_eq!(done["max_retries"], 3);
+    assert!(done["completed_at"].is_null());
+    let attempts = done["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert!(attempts.iter().all(|a| a["http_status"] == 503 && a["error"] == "HTTP 503"));
+    // No call after the last one, even once several poll periods would have passed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received_at("/status/503/pb").len(), 4);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_timeout_5xx_429_and_oversized_bodies_are_each_recorded() {
+    let receiver = Receiver::start().await;
+    let app = spawn(
+        Options::with_workers()
+            .env("HTTP_TIMEOUT", "300ms")
+            .env("RESPONSE_BODY_LIMIT", "100")
+            .env("RETRY_BASE_DELAY", "50ms")
+            .env("RETRY_MAX_DELAY", "5s"),
+    )
+    .await;
+    // A port nothing listens on: bind one, then free it.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let one_shot = |url: String| json!({"name": url.clone(), "postback_url": url, "max_retries": 0});
+    let mut ids = Vec::new();
+    for url in [
+        format!("http://127.0.0.1:{closed}/refused"),
+        receiver.url("/hang/timeout"),
+        receiver.url("/status/502/bad-gateway"),
+        receiver.url("/endless/big"),
+    ] {
+        let (status, config) = app.post("/webhook-configs", one_shot(url)).await;
+        assert_eq!(status, 201, "{config}");
+        let entry = app
+            .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
+            .await;
+        ids.push(entry["queue_id"].as_str().unwrap().to_string());
+    }
+    let refused = app.wait_for_status(&ids[0], "failed", WAIT).await;
+    let a = &refused["attempts"][0];
+    assert!(a["http_status"].is_null());
+    assert!(a["error"].as_str().unwrap().starts_with("connect: "), "{a}");
+
+    let timeout = app.wait_for_status(&ids[1], "failed", WAIT).await;
+    let a = &timeout["attempts"][0];
+    assert!(a["http_status"].is_null());
+    assert!(a["error"].as_str().unwrap().starts_with("timeout: "), "{a}");
+    let took = a["duration_ms"].as_i64().unwrap();
+    assert!((300..1500).contains(&took), "timeout after {took} ms");
+
+    let bad_gateway = app.wait_for_status(&ids[2], "failed", WAIT).await;
+    assert_eq!(bad_gateway["attempts"][0]["http_status"], 502);
+    assert_eq!(bad_gateway["attempts"][0]["response_body"], "status 502");
+
+    let big = app.wait_for_status(&ids[3], "completed", WAIT).await;
+    let a = &big["attempts"][0];
+    assert_eq!(a["http_status"], 200);
+    assert_eq!(a["response_body"].as_str().unwrap(), "x".repeat(100));
+
+    // 429 with Retry-After: 1 lengthens the 50 ms backoff to a second.
+    let (_, config) = app
+        .post(
+            "/webhook-configs",
+            json!({"name": "throttled", "postback_url": receiver.url("/retry-after/1/pb")}),
+        )
+        .await;
+    let entry = app
+        .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
+        .await;
+    let done = app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT).await;
+    assert_eq!(done["attempts"][0]["http_status"], 429);
+    assert_eq!(done["retry_count"], 1);
+    let calls = receiver.received_at("/retry-after/1/pb");
+    let gap = calls[1].at - calls[0].at;
+    assert!(gap >= Duration::from_millis(950), "Retry-After not honoured: {gap:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_row_wakes_an_idle_worker_within_milliseconds_despite_a_5s_poll() {
+    let receiver = Receiver::start().await;
+    let app = spawn(Options::with_workers().env("WORKER_POLL_INTERVAL", "5s")).await;
+    let config = app.config("fast", &receiver.url("/ok/pb"), &receiver.url("/ok/cb")).await;
+    // Let the workers go idle first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let sent = std::time::Instant::now();
+        app.submit(json!({"event_type": "+credit", "event_id": format!("e{i}"), "config_id": config, "url_params": {}}))
+            .await;
+        let got = receiver.wait_for("/ok/pb", i + 1, Duration::from_secs(6)).await;
+        latencies.push(got[i].at - sent);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    latencies.sort();
+    // Far below the 5 s poll interval: the NOTIFY woke a worker.
+    assert!(latencies[2] < Duration::from_millis(500), "median submit->call {latencies:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_partner_does_not_delay_another_partners_events() {
+    let receiver = Receiver::start().await;
+    let app = spawn(
+        Options::with_workers()
+            .env("WORKER_COUNT", "2")
+            .env("WORKER_BATCH_SIZE", "10")
+            .env("DELIVERY_HOST_CONCURRENCY", "4")
+            .env("HTTP_TIMEOUT", "3s")
+            .env("WORKER_LOCK_DURATION", "20s"),
+    )
+    .await;
+    // Two partners on two hosts: 127.0.0.1 (hangs) and 127.0.0.2 (answers), both the receiver.
+    let port = receiver.base.rsplit(':').next().unwrap().to_string();
+    let hanging = app
+        .config("hangs", &receiver.url("/hang/pb"), &receiver.url("/hang/cb"))
+        .await;
+    let healthy = app
+        .config(
+            "healthy",
+            &format!("http://127.0.0.2:{port}/ok/pb"),
+            &format!("http://127.0.0.2:{port}/ok/cb"),
+        )
+        .await;
+    for i in 0..40 {
+        app.submit(json!({"event_type": "+credit", "event_id": format!("h{i}"), "config_id": hanging, "url_params": {}}))
+            .await;
+    }
+    eventually(WAIT, "the hanging partner to hold its calls", || async {
+        receiver.received_at("/hang/pb").len() >= 4
+    })
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        app.submit(json!({"event_type": "+credit", "event_id": format!("ok{i}"), "config_id": healthy, "url_params": {}}))
+            .await;
+    }
+    let got = receiver.wait_for("/ok/pb", 10, Duration::from_secs(2)).await;
+    let slowest = got.iter().map(|r| r.at - started).max().unwrap();
+    assert!(slowest < Duration::from_millis(1500), "healthy partner waited {slowest:?}");
+    // The hanging host never had more than its cap in flight.
+    assert!(receiver.received_at("/hang/pb").len() <= 4);
+    app.shutdown().await;
+}
