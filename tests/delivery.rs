@@ -247,18 +247,12 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
             .env("WORKER_LOCK_DURATION", "20s"),
     )
     .await;
-    // Two partners on two hosts: 127.0.0.1 (hangs) and 127.0.0.2 (answers), both the receiver.
-    let port = receiver.base.rsplit(':').next().unwrap().to_string();
+    // Two partners on two host:port pairs: one hangs, the other answers at once.
+    let other = Receiver::start().await;
     let hanging = app
         .config("hangs", &receiver.url("/hang/pb"), &receiver.url("/hang/cb"))
         .await;
-    let healthy = app
-        .config(
-            "healthy",
-            &format!("http://127.0.0.2:{port}/ok/pb"),
-            &format!("http://127.0.0.2:{port}/ok/cb"),
-        )
-        .await;
+    let healthy = app.config("healthy", &other.url("/ok/pb"), &other.url("/ok/cb")).await;
     for i in 0..40 {
         app.submit(json!({"event_type": "+credit", "event_id": format!("h{i}"), "config_id": hanging, "url_params": {}}))
             .await;
@@ -272,7 +266,7 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
         app.submit(json!({"event_type": "+credit", "event_id": format!("ok{i}"), "config_id": healthy, "url_params": {}}))
             .await;
     }
-    let got = receiver.wait_for("/ok/pb", 10, Duration::from_secs(2)).await;
+    let got = other.wait_for("/ok/pb", 10, Duration::from_secs(2)).await;
     let slowest = got.iter().map(|r| r.at - started).max().unwrap();
     assert!(slowest < Duration::from_millis(1500), "healthy partner waited {slowest:?}");
     // The hanging host never had more than its cap in flight.
