@@ -1,0 +1,247 @@
+//! Faults that need real processes: several `webhookd work` processes sharing a queue,
+//! `kill -9`, SIGSTOP past the lease, SIGTERM under load, and a PostgreSQL restart.
+//! These drive the built binary the way an operator would.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::receiver::Receiver;
+use common::{eventually, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webhookd");
+
+/// A `webhookd` child process whose stderr (JSON logs) goes to a file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(command: &str, db_url: &str, worker_id: &str, extra: &[(&str, &str)]) -> Proc {
+        let log = std::env::temp_dir().join(format!("webhookd-{worker_id}-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut cmd = Command::new(BIN);
+        cmd.arg(command)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", db_url)
+            .env("WORKER_ID", worker_id)
+            .env("WORKER_COUNT", "4")
+            .env("WORKER_BATCH_SIZE", "20")
+            .env("WORKER_POLL_INTERVAL", "500ms")
+            .env("HTTP_TIMEOUT", "2s")
+            .env("WORKER_LOCK_DURATION", "3s")
+            .env("RETRY_BASE_DELAY", "100ms")
+            .env("RETRY_MAX_DELAY", "1s")
+            .env("SHUTDOWN_TIMEOUT", "3s")
+            .env("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")
+            .env("DATABASE_MAX_CONNECTIONS", "6")
+            .env("LOG_LEVEL", "info")
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: cmd.spawn().expect("the webhookd binary starts"),
+            log,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit, up to `timeout`; returns its exit code.
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Puts `n` events straight into the queue (as the API would, URL built) and announces them.
+async fn seed(db: &TestDb, url: &str, n: i64) {
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO webhook_configs (name, postback_url) VALUES ('p', '{url}') ON CONFLICT DO NOTHING;
+             INSERT INTO webhook_queue (event_type, event_id, config_id, webhook_url, max_retries)
+             SELECT '+credit', 'e' || g, (SELECT id FROM webhook_configs WHERE name = 'p'), '{url}?n=' || g, 6
+             FROM generate_series(1, {n}) g;
+             NOTIFY webhook_queue_new;"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.count(sql).await
+}
+
+/// How many times the receiver saw each X-Webhook-Id.
+fn calls_per_id(receiver: &Receiver, prefix: &str) -> HashMap<String, usize> {
+    let mut calls = HashMap::new();
+    for r in receiver.received_at(prefix) {
+        *calls.entry(r.header("X-Webhook-Id").to_string()).or_insert(0) += 1;
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_work_processes_call_every_event_exactly_once() {
+    let receiver = Receiver::start().await;
+    let db = TestDb::new().await;
+    seed(&db, &receiver.url("/ok/three"), 3000).await;
+    let procs: Vec<Proc> = (0..3)
+        .map(|i| Proc::start("work", &db.url, &format!("p{i}"), &[]))
+        .collect();
+    eventually(Duration::from_secs(60), "all 3000 rows completed", || async {
+        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 3000
+    })
+    .await;
+    let calls = calls_per_id(&receiver, "/ok/three");
+    assert_eq!(calls.len(), 3000, "every event was called");
+    let repeated: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "called more than once: {repeated:?}");
+    // The work was shared: every process delivered some of it.
+    for i in 0..3 {
+        let by_proc = count(&db, &format!("SELECT count(*) FROM webhook_queue WHERE worker_id LIKE 'p{i}-%'")).await;
+        assert!(by_proc > 0, "process p{i} delivered nothing");
+    }
+    drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_and_duplicates_at_most_the_rows_the_dead_worker_held() {
+    let receiver = Receiver::start().await;
+    let db = TestDb::new().await;
+    seed(&db, &receiver.url("/slow/400/kill"), 200).await;
+    let mut victim = Proc::start("work", &db.url, "victim", &[]);
+    eventually(Duration::from_secs(10), "the victim to have finished some rows", || async {
+        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await >= 20
+    })
+    .await;
+    victim.signal("KILL");
+    victim.wait_exit(Duration::from_secs(5)).await;
+    let held = count(
+        &db,
+        "SELECT count(*) FROM webhook_queue WHERE status = 'processing' AND worker_id LIKE 'victim-%'",
+    )
+    .await;
+    assert!(held > 0, "the victim held rows when it died");
+    let completed_by_victim = count(
+        &db,
+        "SELECT count(*) FROM webhook_queue WHERE status = 'completed' AND worker_id LIKE 'victim-%'",
+    )
+    .await;
+
+    let _rescuer = Proc::start("work", &db.url, "rescuer", &[]);
+    eventually(Duration::from_secs(60), "every row completed after the lease expired", || async {
+        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 200
+    })
+    .await;
+    let calls = calls_per_id(&receiver, "/slow/400/kill");
+    assert_eq!(calls.len(), 200, "every event reached the partner");
+    let duplicated = calls.values().filter(|n| **n > 1).count() as i64;
+    assert!(duplicated <= held, "{duplicated} duplicates but the victim held only {held}");
+    // Rows the victim finished were not called again.
+    assert!(completed_by_victim > 0);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM webhook_queue WHERE worker_id LIKE 'victim-%'").await,
+        completed_by_victim
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_outcome() {
+    let receiver = Receiver::start().await;
+    let db = TestDb::new().await;
+    seed(&db, &receiver.url("/slow/500/pause"), 10).await;
+    let sleeper = Proc::start("work", &db.url, "sleeper", &[("WORKER_COUNT", "1")]);
+    eventually(Duration::from_secs(10), "the sleeper to be mid-call", || async {
+        receiver.received_at("/slow/500/pause").len() >= 10
+    })
+    .await;
+    sleeper.signal("STOP");
+    // Past the 3 s lease, another worker takes the rows over and completes them.
+    let _other = Proc::start("work", &db.url, "other", &[]);
+    eventually(Duration::from_secs(20), "the other worker to complete every row", || async {
+        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed' AND worker_id LIKE 'other-%'").await
+            == 10
+    })
+    .await;
+    let snapshot = "SELECT string_agg(id || status || worker_id || retry_count || retry_0_started_at::text
+                                      || coalesce(retry_1_started_at::text, '-'), ',' ORDER BY id)
+                    FROM webhook_queue";
+    let client = db.client().await;
+    let before: String = client.query_one(snapshot, &[]).await.unwrap().get(0);
+    sleeper.signal("CONT");
+    eventually(Duration::from_secs(10), "the sleeper to report its lost leases", || async {
+        sleeper.logs().matches("lease lost").count() >= 10
+    })
+    .await;
+    let after: String = client.query_one(snapshot, &[]).await.unwrap().get(0);
+    assert_eq!(before, after, "a stale worker changed rows it no longer held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_in_time_and_leaves_nothing_processing() {
+    let receiver = Receiver::start().await;
+    let db = TestDb::new().await;
+    seed(&db, &receiver.url("/slow/300/term"), 300).await;
+    let mut first = Proc::start("work", &db.url, "first", &[("WORKER_LOCK_DURATION", "60s")]);
+    eventually(Duration::from_secs(10), "calls under way", || async {
+        receiver.received_at("/slow/300/term").len() >= 30
+    })
+    .await;
+    let asked = Instant::now();
+    first.signal("TERM");
+    let code = first.wait_exit(Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    assert_eq!(code, Some(0), "exit code; logs:\n{}", first.logs());
+    assert!(took < Duration::from_secs(3) + Duration::from_millis(1500), "shutdown took {took:?}");
+    let left = count(
+        &db,
+        "SELECT count(*) FROM webhook_queue WHERE status = 'processing' AND worker_id LIKE 'first-%'",
+    )
+    .await;
+    assert_eq!(left, 0, "rows left processing by the stopped worker");
+    assert!(count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'pending'").await > 0);
+
+    // The lease was 60 s, yet a new worker finishes the rest at once: the rows were handed back.
+    let _second = Proc::start("work", &db.url, "second", &[]);
+    eventually(Duration::from_secs(30), "the new worker to finish the rest", || async {
+        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 300
+    })
+    .await;
+}
