@@ -245,3 +245,169 @@ async fn sigterm_under_load_exits_0_in_time_and_leaves_nothing_processing() {
     })
     .await;
 }
+
+/// A throwaway PostgreSQL cluster of this test's own, so that restarting it disturbs nobody.
+struct PrivatePg {
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl PrivatePg {
+    fn bin_dir() -> PathBuf {
+        let on_path = Command::new("sh")
+            .args(["-c", "command -v initdb"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).parent().unwrap().to_path_buf());
+        on_path.unwrap_or_else(|| {
+            let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .expect("PostgreSQL server binaries are installed")
+                .map(|e| e.unwrap().path().join("bin"))
+                .collect();
+            versions.sort();
+            versions.pop().expect("a PostgreSQL version under /usr/lib/postgresql")
+        })
+    }
+
+    /// Runs a server binary, as the `postgres` user when we are root (initdb refuses root).
+    fn run(&self, tool: &str, args: &[&str]) {
+        let path = self.bin.join(tool);
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let status = if root {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+        } else {
+            Command::new(&path).args(args).stdout(Stdio::null()).status()
+        }
+        .unwrap();
+        assert!(status.success(), "{tool} {args:?} failed");
+    }
+
+    fn start() -> PrivatePg {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("webhookd-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status();
+        let pg = PrivatePg {
+            dir,
+            port,
+            bin: Self::bin_dir(),
+        };
+        let data = pg.dir.to_str().unwrap().to_string();
+        pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        pg.up();
+        pg
+    }
+
+    fn up(&self) {
+        let data = self.dir.to_str().unwrap();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off",
+            self.port
+        );
+        let log = format!("{data}/server.log");
+        self.run("pg_ctl", &["-D", data, "-o", &options, "-l", &log, "-w", "start"]);
+    }
+
+    fn down(&self) {
+        self.run("pg_ctl", &["-D", self.dir.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/webhookd", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", self.dir.to_str().unwrap(), "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
+    let receiver = Receiver::start().await;
+    let pg = PrivatePg::start();
+    let migrate = Command::new(BIN)
+        .args(["migrate", "--database-url", &pg.url(), "--log-level", "error"])
+        .status()
+        .unwrap();
+    assert!(migrate.success());
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let _service = Proc::start("run", &pg.url(), "svc", &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))]);
+    common::receiver::wait_http_ok(&format!("{api}/health"), Duration::from_secs(10)).await;
+    let http = common::http_client();
+    let config: serde_json::Value = serde_json::from_str(
+        &http
+            .post(format!("{api}/webhook-configs"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::json!({"name": "p", "postback_url": receiver.url("/ok/restart")}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+
+    let submit = {
+        let (http, api, config_id) = (http.clone(), api.clone(), config["id"].clone());
+        tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut refused = 0;
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut i = 0;
+            while Instant::now() < until {
+                i += 1;
+                let body = serde_json::json!({"event_type": "+credit", "event_id": format!("r{i}"), "config_id": config_id});
+                let response = http
+                    .post(format!("{api}/webhooks"))
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == 201 => {
+                        let entry: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+                        accepted.push((Instant::now(), entry["queue_id"].as_str().unwrap().to_string()));
+                    }
+                    _ => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (accepted, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pg.down();
+    let restarted_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    pg.up();
+    let (accepted, refused) = submit.await.unwrap();
+    assert!(refused > 0, "the restart was not noticed by the API");
+    assert!(
+        accepted.iter().any(|(at, _)| *at > restarted_at + Duration::from_secs(1)),
+        "the API accepted nothing after the restart"
+    );
+    eventually(Duration::from_secs(30), "every accepted event delivered", || async {
+        let calls = calls_per_id(&receiver, "/ok/restart");
+        accepted.iter().all(|(_, id)| calls.contains_key(id))
+    })
+    .await;
+}

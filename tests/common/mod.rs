@@ -220,6 +220,12 @@ pub fn settings_for(db_url: &str, env: &[(&'static str, String)]) -> Settings {
     Settings::load_from(&Overrides::default(), &vars, Path::new("/nonexistent")).expect("test settings are valid")
 }
 
+/// A plain HTTP client for talking to the app and receivers.
+pub fn http_client() -> reqwest::Client {
+    webhookd::infra::sender::install_crypto_provider();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 pub struct TestApp {
     pub db: TestDb,
     pub pool: DbPool,
@@ -259,8 +265,7 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
             webhookd::application::worker::run(&settings, pool, log, stop).await.unwrap();
         }));
     }
-    webhookd::infra::sender::install_crypto_provider();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = http_client();
     TestApp {
         db,
         pool,

@@ -157,3 +157,18 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
         _ => HttpResponse::NotFound().body("unknown receiver path"),
     }
 }
+
+/// Polls `url` until it answers 200, up to `timeout`.
+pub async fn wait_http_ok(url: &str, timeout: Duration) {
+    let client = super::http_client();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} did not answer 200 within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -57,39 +57,39 @@ pub struct ThroughputPoint {
     pub failed: i64,
 }
 
+/// Row counts by partner, event type and bucket, summed over shards. The statements are public
+/// so that `examples/bench_stats.rs` can `EXPLAIN` exactly what `collect` runs.
+pub const ROW_COUNTS_SQL: &str =
+    "SELECT c.config_id, coalesce(w.name, '') AS config_name, c.event_type, c.bucket, sum(c.n)::int8 AS n
+     FROM webhook_queue_counts c LEFT JOIN webhook_configs w ON w.id = c.config_id
+     GROUP BY c.config_id, w.name, c.event_type, c.bucket
+     HAVING sum(c.n) <> 0";
+
+/// The attempt-duration histogram, summed over shards, shortest first.
+pub const ATTEMPT_BUCKETS_SQL: &str = "SELECT succeeded, duration_ms, sum(n)::int8 AS n, sum(sum_ms)::int8 AS sum_ms
+     FROM webhook_attempt_counts GROUP BY succeeded, duration_ms HAVING sum(n) <> 0
+     ORDER BY duration_ms";
+
+/// The clock, the oldest pending row (one probe of `webhook_queue_pending_created`) and the
+/// last minute's throughput.
+pub const MOMENTS_SQL: &str = "SELECT now() AS now,
+            (SELECT min(created_at) FROM webhook_queue WHERE status = 'pending' AND deleted_at IS NULL)
+                AS oldest_pending,
+            coalesce((SELECT sum(completed) FROM webhook_throughput WHERE second > now() - interval '60 seconds'), 0)::int8
+                AS completed_last_minute,
+            coalesce((SELECT sum(failed) FROM webhook_throughput WHERE second > now() - interval '60 seconds'), 0)::int8
+                AS failed_last_minute";
+
 pub async fn row_counts(conn: &mut AsyncPgConnection) -> Result<Vec<RowCount>, Error> {
-    diesel::sql_query(
-        "SELECT c.config_id, coalesce(w.name, '') AS config_name, c.event_type, c.bucket, sum(c.n)::int8 AS n
-         FROM webhook_queue_counts c LEFT JOIN webhook_configs w ON w.id = c.config_id
-         GROUP BY c.config_id, w.name, c.event_type, c.bucket
-         HAVING sum(c.n) <> 0",
-    )
-    .load(conn)
-    .await
+    diesel::sql_query(ROW_COUNTS_SQL).load(conn).await
 }
 
 pub async fn attempt_buckets(conn: &mut AsyncPgConnection) -> Result<Vec<AttemptBucket>, Error> {
-    diesel::sql_query(
-        "SELECT succeeded, duration_ms, sum(n)::int8 AS n, sum(sum_ms)::int8 AS sum_ms
-         FROM webhook_attempt_counts GROUP BY succeeded, duration_ms HAVING sum(n) <> 0
-         ORDER BY duration_ms",
-    )
-    .load(conn)
-    .await
+    diesel::sql_query(ATTEMPT_BUCKETS_SQL).load(conn).await
 }
 
 pub async fn moments(conn: &mut AsyncPgConnection) -> Result<Moments, Error> {
-    diesel::sql_query(
-        "SELECT now() AS now,
-                (SELECT min(created_at) FROM webhook_queue WHERE status = 'pending' AND deleted_at IS NULL)
-                    AS oldest_pending,
-                coalesce((SELECT sum(completed) FROM webhook_throughput WHERE second > now() - interval '60 seconds'), 0)::int8
-                    AS completed_last_minute,
-                coalesce((SELECT sum(failed) FROM webhook_throughput WHERE second > now() - interval '60 seconds'), 0)::int8
-                    AS failed_last_minute",
-    )
-    .get_result(conn)
-    .await
+    diesel::sql_query(MOMENTS_SQL).get_result(conn).await
 }
 
 /// Completions and failures per second since `since`, oldest first.
