@@ -400,6 +400,15 @@ mod tests {
     }
 
     #[test]
+    fn env_example_lists_every_setting() {
+        let example = include_str!("../.env.example");
+        for key in KEYS {
+            let line = format!("\n{}=", key.to_ascii_uppercase());
+            assert!(example.contains(&line), ".env.example lacks {}", key.to_ascii_uppercase());
+        }
+    }
+
+    #[test]
     fn several_api_tokens_are_comma_separated() {
         let s = load(&[("API_TOKEN", "a, b")], &[]).unwrap();
         let tokens: Vec<_> = s.api_tokens.iter().map(Secret::expose).collect();

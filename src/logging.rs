@@ -13,6 +13,12 @@ fn level(level: LogLevel) -> Level {
     }
 }
 
+/// `ts=<RFC 3339>` ahead of logfmt's `level=… msg=… key=value` pairs.
+fn timestamp_prefix(io: &mut dyn std::io::Write, _: &slog::Record) -> slog::Result {
+    write!(io, "ts={} ", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?;
+    Ok(())
+}
+
 /// Builds the root logger. Records go through an async drain so a slow stderr never stalls
 /// a worker; the returned guard-less logger flushes when the last clone is dropped.
 pub fn root(format: LogFormat, min_level: LogLevel) -> Logger {
@@ -24,7 +30,14 @@ pub fn root(format: LogFormat, min_level: LogLevel) -> Logger {
                 .build()
                 .fuse(),
         ),
-        LogFormat::Logfmt => Box::new(slog_logfmt::Logfmt::new(std::io::stderr()).build().fuse()),
+        LogFormat::Logfmt => Box::new(
+            slog_logfmt::Logfmt::new(std::io::stderr())
+                .set_prefix(timestamp_prefix)
+                .print_level(true)
+                .print_msg(true)
+                .build()
+                .fuse(),
+        ),
         LogFormat::Pretty => {
             let decorator = slog_term::TermDecorator::new().stderr().build();
             Box::new(slog_term::FullFormat::new(decorator).build().fuse())

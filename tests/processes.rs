@@ -411,3 +411,41 @@ async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_database_and_is_idempotent_even_when_run_concurrently() {
+    let name = format!("webhookd_migrate_{}", uuid::Uuid::new_v4().simple());
+    let mut url = url::Url::parse(&common::base_url()).unwrap();
+    url.set_path(&format!("/{name}"));
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["migrate", "--log-level", "error", "--database-url", url.as_str()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = runs.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outputs {
+        assert!(o.status.success(), "migrate failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let stdout: Vec<String> = outputs.iter().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).collect();
+    assert_eq!(stdout.iter().filter(|s| s.starts_with("applied")).count(), 1, "{stdout:?}");
+    assert_eq!(stdout.iter().filter(|s| s.contains("up to date")).count(), 3, "{stdout:?}");
+    let again = Command::new(BIN)
+        .args(["migrate", "--log-level", "error", "--database-url", url.as_str()])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "database is up to date");
+    let mut admin_url = url.clone();
+    admin_url.set_path("/postgres");
+    let (admin, connection) = tokio_postgres::connect(admin_url.as_str(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}

@@ -13,6 +13,7 @@ pub mod stats;
 use std::time::Duration;
 
 use deadpool::Runtime;
+use diesel::connection::SimpleConnection;
 use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
@@ -24,6 +25,9 @@ pub type DbPool = Pool<AsyncPgConnection>;
 pub type PooledConn = Object<AsyncPgConnection>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Advisory lock key held while migrations run.
+const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
 
 /// The channel new rows are announced on; the payload is empty.
 pub const NEW_ROWS_CHANNEL: &str = "webhook_queue_new";
@@ -76,10 +80,15 @@ pub async fn migrate(database_url: &str) -> Result<Vec<String>, DbSetupError> {
     tokio::task::spawn_blocking(move || {
         let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
             .map_err(|e| DbSetupError::Connect(e.to_string()))?;
+        // Several processes may start at once (`run` migrates first): one migrates, the
+        // others wait and then find nothing pending.
+        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| DbSetupError::Migration(e.to_string()))?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+            .map(|v| v.iter().map(ToString::to_string).collect())
+            .map_err(|e| DbSetupError::Migration(e.to_string()));
+        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+        applied
     })
     .await
     .map_err(|e| DbSetupError::Migration(e.to_string()))?
@@ -110,8 +119,11 @@ async fn create_database_if_missing(database_url: &str) -> Result<(), DbSetupErr
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
             Ok(_) => {}
-            // Another `migrate` created it at the same moment.
-            Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("already exists") => {}
+            // Another `migrate` created it at the same moment (which PostgreSQL reports either
+            // way, depending on who got there first).
+            Err(diesel::result::Error::DatabaseError(kind, info))
+                if matches!(kind, diesel::result::DatabaseErrorKind::UniqueViolation)
+                    || info.message().contains("already exists") => {}
             Err(e) => return Err(e.into()),
         }
     }
