@@ -15,7 +15,11 @@ fn level(level: LogLevel) -> Level {
 
 /// `ts=<RFC 3339>` ahead of logfmt's `level=… msg=… key=value` pairs.
 fn timestamp_prefix(io: &mut dyn std::io::Write, _: &slog::Record) -> slog::Result {
-    write!(io, "ts={} ", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?;
+    write!(
+        io,
+        "ts={} ",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )?;
     Ok(())
 }
 
@@ -48,5 +52,8 @@ pub fn root(format: LogFormat, min_level: LogLevel) -> Logger {
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
         .build()
         .fuse();
-    Logger::root(drain, o!("service" => "webhookd", "version" => env!("CARGO_PKG_VERSION")))
+    Logger::root(
+        drain,
+        o!("service" => "webhookd", "version" => env!("CARGO_PKG_VERSION")),
+    )
 }
