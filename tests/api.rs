@@ -1627,3 +1627,109 @@ async fn health_is_503_while_the_database_is_away_and_200_once_it_is_back() {
     );
     app.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Batch submit
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_event_in_order_with_the_same_rules_as_single_submits() {
+    let app = spawn(Options::default()).await;
+    let config = app
+        .config(
+            "batch",
+            "http://127.0.0.1:1/pb?u={user_id}",
+            "http://127.0.0.1:1/cb",
+        )
+        .await;
+    // An event submitted before the batch, to be repeated inside it.
+    let earlier = app.submit(credit(config, "before")).await;
+    let events = json!([
+        {"event_type": "+credit", "event_id": "b1", "config_id": config, "url_params": {"user_id": "u 1"}},
+        {"event_type": "bogus", "event_id": "b2", "config_id": config},
+        {"event_type": "+credit", "event_id": "b1", "config_id": config, "url_params": {"user_id": "u 1"}},
+        {"event_type": "+credit", "event_id": "b1", "config_id": config, "url_params": {"user_id": "other"}},
+        {"event_type": "+credit", "event_id": "b3", "config_id": 999_999, "url_params": {"user_id": "x"}},
+        {"event_type": "+credit", "event_id": "b4", "config_id": config, "url_params": {}},
+        credit(config, "before"),
+        {"event_type": "-debit", "config_id": config, "unknown": 1},
+        {"event_type": "-debit", "config_id": config},
+    ]);
+    let (status, body) = app
+        .post("/webhooks/batch", json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 422, 200, 409, 422, 422, 200, 422, 201]);
+    assert_eq!(
+        results[0]["entry"]["webhook_url"],
+        "http://127.0.0.1:1/pb?u=u%201"
+    );
+    assert_eq!(
+        results[2]["entry"]["queue_id"],
+        results[0]["entry"]["queue_id"]
+    );
+    assert_eq!(results[6]["entry"]["queue_id"], earlier["queue_id"]);
+    assert_eq!(results[1]["error"]["field"], "event_type");
+    assert_eq!(results[3]["error"]["code"], "conflict");
+    assert_eq!(results[4]["error"]["field"], "config_id");
+    assert_eq!(results[5]["error"]["field"], "url_params.user_id");
+    assert_eq!(results[7]["error"]["field"], "unknown");
+    // Only the two new events were written, besides the earlier one.
+    assert_eq!(queue_rows(&app).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_cannot_be_read_is_refused_whole_and_writes_nothing() {
+    let app = spawn(Options::default()).await;
+    let config = app
+        .config("batch", "http://127.0.0.1:1/pb", "http://127.0.0.1:1/cb")
+        .await;
+    let many: Vec<Value> = (0..1001)
+        .map(|i| credit(config, &format!("m{i}")))
+        .collect();
+    let cases = [
+        (json!({"events": []}), "events"),
+        (json!({"events": many}), "events"),
+        (json!({"events": {"a": 1}}), "events"),
+        (json!({}), "events"),
+        (
+            json!({"events": [credit(config, "x")], "extra": true}),
+            "extra",
+        ),
+    ];
+    for (body, field) in cases {
+        let answer = app.post("/webhooks/batch", body).await;
+        assert_error(&answer, INVALID, Some(field), field);
+    }
+    let huge = json!({"events": [{"event_type": "+credit", "config_id": config,
+        "url_params": {"v": "x".repeat(1024 * 1024)}}]});
+    let answer = raw(
+        &app,
+        Method::POST,
+        "/webhooks/batch",
+        Some("application/json"),
+        huge.to_string().into_bytes(),
+    )
+    .await;
+    assert_error(&answer, TOO_LARGE, None, "over 1 MiB");
+    assert_eq!(queue_rows(&app).await, 0);
+    // A full batch of 1,000 is accepted in one go.
+    let thousand: Vec<Value> = (0..1000)
+        .map(|i| credit(config, &format!("t{i}")))
+        .collect();
+    let (status, body) = app
+        .post("/webhooks/batch", json!({ "events": thousand }))
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == 201));
+    assert_eq!(queue_rows(&app).await, 1000);
+}

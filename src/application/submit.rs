@@ -1,6 +1,8 @@
 //! Submitting events: validate against the partner config, build the URL once, insert
 //! idempotently.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -78,56 +80,106 @@ pub async fn submit(
     request: SubmitRequest,
     default_max_retries: i32,
 ) -> Result<Submitted, AppError> {
-    let mut conn = conn(pool).await?;
-    let config = configs::find(&mut conn, request.config_id).await?;
-    let entry = match prepare(config, &request, default_max_retries) {
-        Ok(entry) => entry,
-        // A producer retrying its submit gets the entry it created even when the config has
-        // since been replaced or deactivated (that entry is still delivered). Looked up only
-        // when the request would be refused, so the common path stays two round trips.
-        Err(refusal) => {
-            let Some(event_id) = request.event_id.as_deref() else {
-                return Err(refusal);
-            };
-            return match queue::find_by_key(
-                &mut conn,
-                request.config_id,
-                request.event_type,
-                event_id,
-            )
-            .await?
-            {
-                Some(existing) => same_event(existing, &request.url_params_json, event_id),
-                None => Err(refusal),
-            };
-        }
-    };
-    if let Some(row) = queue::insert_new(&mut conn, std::slice::from_ref(&entry))
+    submit_batch(pool, vec![Ok(request)], default_max_retries)
         .await?
         .pop()
-    {
-        return Ok(Submitted::Created(row));
-    }
-    // The idempotency key was taken meanwhile, by a concurrent submit of this key.
-    let event_id = entry.event_id.as_deref().unwrap_or_default();
-    let existing = queue::find_by_key(&mut conn, entry.config_id, entry.event_type, event_id)
+        .expect("one result per request")
+}
+
+/// Most events in one batch submit.
+pub const MAX_BATCH: usize = 1000;
+
+type Key = (i64, EventType, String);
+
+/// Submits events with one config lookup and one insert statement (a single NOTIFY), plus one
+/// lookup of existing rows when some idempotency keys were taken. Requests that failed to
+/// parse come in as errors and go out unchanged, in place, so answers line up with requests.
+pub async fn submit_batch(
+    pool: &DbPool,
+    requests: Vec<Result<SubmitRequest, AppError>>,
+    default_max_retries: i32,
+) -> Result<Vec<Result<Submitted, AppError>>, AppError> {
+    let mut conn = conn(pool).await?;
+    let mut config_ids: Vec<i64> = requests.iter().flatten().map(|r| r.config_id).collect();
+    config_ids.sort_unstable();
+    config_ids.dedup();
+    let configs: HashMap<i64, ConfigRow> = configs::find_many(&mut conn, &config_ids)
         .await?
-        .ok_or_else(|| AppError::Internal("idempotency conflict without an existing row".into()))?;
-    same_event(existing, &entry.url_params, event_id)
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    // `None` where the request did not parse.
+    let prepared: Vec<Option<Result<NewEntry, AppError>>> = requests
+        .iter()
+        .map(|request| {
+            let r = request.as_ref().ok()?;
+            Some(prepare(
+                configs.get(&r.config_id).cloned(),
+                r,
+                default_max_retries,
+            ))
+        })
+        .collect();
+    let entries: Vec<NewEntry> = prepared.iter().flatten().flatten().cloned().collect();
+    let mut inserted: HashMap<Uuid, QueueRow> = queue::insert_new(&mut conn, &entries)
+        .await?
+        .into_iter()
+        .map(|row| (row.queue_id, row))
+        .collect();
+
+    // Keys that exist already: taken before (or earlier in this batch), or refused now but
+    // submitted before — a producer retrying gets its entry even if the config has changed.
+    let key_of = |r: &SubmitRequest| r.event_id.clone().map(|id| (r.config_id, r.event_type, id));
+    let wanted: Vec<Key> = requests
+        .iter()
+        .zip(&prepared)
+        .filter_map(|(request, entry)| {
+            let (request, entry) = (request.as_ref().ok()?, entry.as_ref()?);
+            let taken = entry
+                .as_ref()
+                .map_or(true, |e| !inserted.contains_key(&e.queue_id));
+            taken.then(|| key_of(request)).flatten()
+        })
+        .collect();
+    let existing: HashMap<Key, QueueRow> = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        queue::find_by_keys(&mut conn, &wanted)
+            .await?
+            .into_iter()
+            .filter_map(|row| Some(((row.config_id, row.event_type, row.event_id.clone()?), row)))
+            .collect()
+    };
+
+    Ok(requests
+        .into_iter()
+        .zip(prepared)
+        .map(|(request, entry)| {
+            let (request, entry) = (request?, entry.expect("parsed requests were prepared"));
+            let found = key_of(&request).and_then(|key| existing.get(&key).cloned());
+            match (entry, found) {
+                (Ok(entry), _) if inserted.contains_key(&entry.queue_id) => Ok(Submitted::Created(
+                    inserted.remove(&entry.queue_id).expect("checked"),
+                )),
+                (_, Some(row)) => same_event(row, &request.url_params_json),
+                (Ok(_), None) => Err(AppError::Internal(
+                    "idempotency conflict without an existing row".into(),
+                )),
+                (Err(refusal), None) => Err(refusal),
+            }
+        })
+        .collect())
 }
 
 /// The answer when the idempotency key exists: the same event again (200), or a different
 /// one under a reused id (409).
-fn same_event(
-    existing: QueueRow,
-    url_params: &Value,
-    event_id: &str,
-) -> Result<Submitted, AppError> {
+fn same_event(existing: QueueRow, url_params: &Value) -> Result<Submitted, AppError> {
     if existing.url_params == *url_params {
         Ok(Submitted::Existing(existing))
     } else {
         Err(AppError::Conflict(format!(
-            "event {event_id} was submitted before with different url_params"
+            "event {} was submitted before with different url_params",
+            existing.event_id.unwrap_or_default()
         )))
     }
 }

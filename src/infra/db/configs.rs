@@ -27,6 +27,14 @@ pub async fn find(
         .optional()
 }
 
+pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<Vec<ConfigRow>, Error> {
+    webhook_configs
+        .filter(id.eq_any(ids))
+        .select(ConfigRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ConfigRow>, Error> {
     webhook_configs
         .order(id)

@@ -78,21 +78,21 @@ pub async fn insert_new(
         .await
 }
 
-/// The existing row for an idempotency key.
-pub async fn find_by_key(
+/// The existing rows for several idempotency keys, in one statement.
+pub async fn find_by_keys(
     conn: &mut AsyncPgConnection,
-    config_id: i64,
-    event_type: EventType,
-    event_id: &str,
-) -> Result<Option<QueueRow>, Error> {
-    webhook_queue::table
-        .filter(webhook_queue::config_id.eq(config_id))
-        .filter(webhook_queue::event_type.eq(event_type.as_str()))
-        .filter(webhook_queue::event_id.eq(event_id))
-        .select(QueueRow::as_select())
-        .first(conn)
-        .await
-        .optional()
+    keys: &[(i64, EventType, String)],
+) -> Result<Vec<QueueRow>, Error> {
+    diesel::sql_query(
+        "SELECT q.* FROM webhook_queue q
+         JOIN unnest($1::int8[], $2::text[], $3::text[]) AS k(config_id, event_type, event_id)
+           ON q.config_id = k.config_id AND q.event_type = k.event_type AND q.event_id = k.event_id",
+    )
+    .bind::<Array<Int8>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .load(conn)
+    .await
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Option<QueueRow>, Error> {

@@ -7,20 +7,27 @@ use serde_json::json;
 
 use crate::application::AppError;
 
+impl AppError {
+    /// `{"code", "message", "field"?}`: the inside of every error body.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        if let Some(field) = self.field() {
+            error["field"] = json!(field);
+        }
+        error
+    }
+}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
-        if let Some(field) = self.field() {
-            error["field"] = json!(field);
-        }
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, AppError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        response.json(json!({ "error": error }))
+        response.json(json!({ "error": self.body() }))
     }
 }

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::json::{read_json, Fields};
+use super::json::{read_json, read_json_limited, Fields, BATCH_BODY_LIMIT};
 use super::views::{ConfigView, EntryView, Page};
 use super::ApiState;
 use crate::application::configs::{self, ConfigInput};
@@ -24,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/webhook-configs/{id}", web::put().to(replace_config))
         .route("/webhook-configs/{id}", web::delete().to(deactivate_config))
         .route("/webhooks", web::post().to(submit_webhook))
+        .route("/webhooks/batch", web::post().to(submit_batch))
         .route("/webhooks", web::get().to(list_webhooks))
         .route("/webhooks/stats", web::get().to(get_stats))
         .route("/webhooks/{queue_id}", web::get().to(get_webhook))
@@ -159,6 +160,33 @@ async fn submit_webhook(state: State, request: HttpRequest, payload: web::Payloa
             Submitted::Existing(row) => HttpResponse::Ok().json(EntryView::summary(row)),
         },
     )
+}
+
+/// `{"events": [...]}` → `{"results": [{"status": 201|200, "entry": …} | {"status": 4xx, "error": …}]}`
+/// in request order; the batch as a whole is 200 when it could be read.
+async fn submit_batch(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
+    let mut fields = Fields::new(read_json_limited(&request, payload, BATCH_BODY_LIMIT).await?)?;
+    let events = match fields.required("events")? {
+        serde_json::Value::Array(events) => events,
+        _ => return Err(AppError::invalid("events", "must be an array")),
+    };
+    fields.finish()?;
+    if events.is_empty() || events.len() > submit::MAX_BATCH {
+        return Err(AppError::invalid("events", "must hold 1 to 1000 events"));
+    }
+    let requests = events.into_iter().map(submit_request).collect();
+    let results = submit::submit_batch(&state.pool, requests, state.default_max_retries).await?;
+    let results: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|result| match result {
+            Ok(Submitted::Created(row)) => json!({"status": 201, "entry": EntryView::summary(row)}),
+            Ok(Submitted::Existing(row)) => {
+                json!({"status": 200, "entry": EntryView::summary(row)})
+            }
+            Err(e) => json!({"status": e.status(), "error": e.body()}),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
 
 async fn get_webhook(state: State, queue_id: web::Path<String>) -> Reply {

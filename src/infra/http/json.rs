@@ -8,11 +8,19 @@ use serde_json::{Map, Value};
 use crate::application::AppError;
 
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Body limit of `POST /webhooks/batch`: room for 1,000 events.
+pub const BATCH_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Reads a JSON body of at most [`BODY_LIMIT`] bytes.
-pub async fn read_json(
+pub async fn read_json(request: &HttpRequest, payload: web::Payload) -> Result<Value, AppError> {
+    read_json_limited(request, payload, BODY_LIMIT).await
+}
+
+/// Reads a JSON body of at most `limit` bytes (the batch route allows more than the rest).
+pub async fn read_json_limited(
     request: &HttpRequest,
     mut payload: web::Payload,
+    limit: usize,
 ) -> Result<Value, AppError> {
     let content_type = request
         .headers()
@@ -34,16 +42,16 @@ pub async fn read_json(
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT) {
-        return Err(AppError::TooLarge(BODY_LIMIT));
+    if declared.is_some_and(|n| n > limit) {
+        return Err(AppError::TooLarge(limit));
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             AppError::malformed(None, format!("could not read the request body: {e}"))
         })?;
-        if body.len() + chunk.len() > BODY_LIMIT {
-            return Err(AppError::TooLarge(BODY_LIMIT));
+        if body.len() + chunk.len() > limit {
+            return Err(AppError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
