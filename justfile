@@ -45,6 +45,15 @@ test: lint
     echo "cargo test --locked  (DATABASE_URL=$DATABASE_URL)"
     cargo test --locked
 
+# Benchmark the statistics on a million-row queue, release build (arguments go to examples/bench_stats.rs, e.g. --runs 50 --keep)
+[positional-arguments]
+bench-stats *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    DATABASE_URL="$(scripts/local-db.sh)"
+    export DATABASE_URL
+    cargo run --release --example bench_stats -- "$@"
+
 # Build the container image `webhookd`
 docker-build:
     docker build -t webhookd .
