@@ -52,12 +52,14 @@ pub enum Command {
     /// Serve the HTTP API (SERVER_ADDR)
     Serve,
     /// Run the delivery workers: claim due rows, call partners, record and retry
-    #[command(long_about = "Run the delivery workers. Each worker claims up to --batch-size due rows \
+    #[command(
+        long_about = "Run the delivery workers. Each worker claims up to --batch-size due rows \
         with FOR UPDATE SKIP LOCKED, calls the partner URLs with HTTP GET, records every attempt in \
         its row and schedules retries with exponential backoff. Any number of `work` processes on \
         any number of hosts may share one database. New rows wake idle workers at once via \
         LISTEN/NOTIFY. SIGTERM/SIGINT stop claiming, let in-flight calls finish within \
-        SHUTDOWN_TIMEOUT and hand back rows not yet called.")]
+        SHUTDOWN_TIMEOUT and hand back rows not yet called."
+    )]
     Work(WorkArgs),
     /// Run the API and the workers in one process (applies migrations first): the single-machine default
     Run(WorkArgs),
@@ -126,7 +128,10 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("webhookd: error: cannot start the async runtime: {e}");
@@ -172,12 +177,17 @@ async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
 
 /// A pool, after checking once that the database answers, so that a wrong URL fails at start.
 async fn open_pool(settings: &Settings) -> anyhow::Result<db::DbPool> {
-    let pool = db::pool(settings.database_url.expose(), settings.database_max_connections)?;
+    let pool = db::pool(
+        settings.database_url.expose(),
+        settings.database_max_connections,
+    )?;
     let mut conn = pool
         .get()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
-    db::ping(&mut conn).await.context("database does not answer")?;
+    db::ping(&mut conn)
+        .await
+        .context("database does not answer")?;
     Ok(pool)
 }
 
@@ -201,7 +211,10 @@ fn shutdown_signal(log: &Logger) -> anyhow::Result<CancellationToken> {
 
 fn warn_if_open(settings: &Settings, log: &Logger) {
     if settings.api_tokens.is_empty() {
-        warn!(log, "API_TOKEN is not set: the API accepts requests from anyone who can reach it");
+        warn!(
+            log,
+            "API_TOKEN is not set: the API accepts requests from anyone who can reach it"
+        );
     }
 }
 
@@ -234,7 +247,12 @@ async fn run(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     warn_if_open(settings, log);
     let state = http::ApiState::new(settings, pool.clone(), log.new(o!("component" => "api")));
     let api = http::serve(listener, state, stop.clone(), settings.shutdown_timeout);
-    let workers = worker::run(settings, pool, log.new(o!("component" => "worker")), stop.clone());
+    let workers = worker::run(
+        settings,
+        pool,
+        log.new(o!("component" => "worker")),
+        stop.clone(),
+    );
     let (api, workers) = tokio::join!(
         async {
             let result = api.await;
@@ -276,10 +294,27 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     let s = &d.by_status;
     let _ = writeln!(out, "webhook queue at {}", d.generated_at);
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}", "", "pending", "processing", "completed", "failed", "total");
-    let _ = writeln!(out, "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}", "all", s.pending, s.processing, s.completed, s.failed, d.total);
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "pending", "processing", "completed", "failed", "total"
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "all", s.pending, s.processing, s.completed, s.failed, d.total
+    );
     for (event_type, c) in &d.by_event_type {
-        let _ = writeln!(out, "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}", event_type, c.pending, c.processing, c.completed, c.failed, c.total());
+        let _ = writeln!(
+            out,
+            "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            event_type,
+            c.pending,
+            c.processing,
+            c.completed,
+            c.failed,
+            c.total()
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "cancelled            {}", d.cancelled);
@@ -287,11 +322,20 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     let _ = writeln!(
         out,
         "oldest pending       {}",
-        d.oldest_pending_age_seconds.map_or_else(|| "-".to_string(), |s| format!("{s:.1} s"))
+        d.oldest_pending_age_seconds
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.1} s"))
     );
-    let _ = writeln!(out, "last minute          {} completed, {} failed", d.completed_last_minute, d.failed_last_minute);
+    let _ = writeln!(
+        out,
+        "last minute          {} completed, {} failed",
+        d.completed_last_minute, d.failed_last_minute
+    );
     let a = &d.attempts;
-    let _ = writeln!(out, "attempts             {} ({} succeeded, {} failed)", a.total, a.succeeded, a.failed);
+    let _ = writeln!(
+        out,
+        "attempts             {} ({} succeeded, {} failed)",
+        a.total, a.succeeded, a.failed
+    );
     let _ = writeln!(
         out,
         "attempt duration     avg {}, p50 {}, p95 {}, p99 {}",
@@ -302,7 +346,11 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     );
     if !d.by_partner.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}", "config", "partner", "pending", "completed", "failed", "cancelled", "success");
+        let _ = writeln!(
+            out,
+            "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "config", "partner", "pending", "completed", "failed", "cancelled", "success"
+        );
         for p in &d.by_partner {
             let _ = writeln!(
                 out,
@@ -341,7 +389,17 @@ mod tests {
 
     #[test]
     fn flags_become_the_top_layer() {
-        let cli = parse_from(["webhookd", "--log-level", "debug", "work", "--workers", "3", "--batch-size", "7"]).unwrap();
+        let cli = parse_from([
+            "webhookd",
+            "--log-level",
+            "debug",
+            "work",
+            "--workers",
+            "3",
+            "--batch-size",
+            "7",
+        ])
+        .unwrap();
         let o = cli.overrides();
         assert!(o.values.contains(&("log_level", "debug".into())));
         assert!(o.values.contains(&("worker_count", "3".into())));

@@ -184,14 +184,22 @@ impl Settings {
     ) -> Result<Self, ConfigError> {
         let mut builder = Config::builder()
             .add_source(File::from_str(BUILT_IN_DEFAULTS, FileFormat::Toml))
-            .add_source(File::from(local_defaults).format(FileFormat::Toml).required(false));
-        let config_file = overrides
-            .config_file
-            .clone()
-            .or_else(|| env.get("WEBHOOKD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+            .add_source(
+                File::from(local_defaults)
+                    .format(FileFormat::Toml)
+                    .required(false),
+            );
+        let config_file = overrides.config_file.clone().or_else(|| {
+            env.get("WEBHOOKD_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
         if let Some(path) = config_file {
             if !path.is_file() {
-                return Err(invalid("config", format!("file {} does not exist", path.display())));
+                return Err(invalid(
+                    "config",
+                    format!("file {} does not exist", path.display()),
+                ));
             }
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
@@ -212,10 +220,12 @@ impl Settings {
     }
 
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
-        let server_addr = raw
-            .server_addr
-            .parse()
-            .map_err(|_| invalid("server_addr", format!("{:?} is not host:port", raw.server_addr)))?;
+        let server_addr = raw.server_addr.parse().map_err(|_| {
+            invalid(
+                "server_addr",
+                format!("{:?} is not host:port", raw.server_addr),
+            )
+        })?;
         if raw.database_max_connections == 0 {
             return Err(invalid("database_max_connections", "must be at least 1"));
         }
@@ -274,7 +284,11 @@ impl Settings {
             .map(Secret::new)
             .collect();
         let worker_id = if raw.worker_id.trim().is_empty() {
-            format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+            format!(
+                "{}-{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            )
         } else {
             raw.worker_id.trim().to_string()
         };
@@ -310,7 +324,10 @@ mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)], flags: &[(&'static str, &str)]) -> Result<Settings, ConfigError> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let overrides = Overrides {
             config_file: None,
             values: flags.iter().map(|(k, v)| (*k, v.to_string())).collect(),
@@ -321,7 +338,10 @@ mod tests {
     #[test]
     fn built_in_defaults_match_the_spec() {
         let s = load(&[], &[]).unwrap();
-        assert_eq!(s.database_url.expose(), "postgres://postgres@127.0.0.1:5432/webhookd");
+        assert_eq!(
+            s.database_url.expose(),
+            "postgres://postgres@127.0.0.1:5432/webhookd"
+        );
         assert_eq!(s.database_max_connections, 20);
         assert_eq!(s.server_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(s.worker.count, 10);
@@ -346,7 +366,11 @@ mod tests {
     #[test]
     fn environment_beats_defaults_and_flags_beat_environment() {
         let s = load(
-            &[("WORKER_COUNT", "3"), ("HTTP_TIMEOUT", "250ms"), ("PATH", "/bin")],
+            &[
+                ("WORKER_COUNT", "3"),
+                ("HTTP_TIMEOUT", "250ms"),
+                ("PATH", "/bin"),
+            ],
             &[("worker_count", "4")],
         )
         .unwrap();
@@ -360,7 +384,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "worker_count = 7\nworker_batch_size = 9\n").unwrap();
-        let env: HashMap<String, String> = [("WORKER_BATCH_SIZE".to_string(), "11".to_string())].into();
+        let env: HashMap<String, String> =
+            [("WORKER_BATCH_SIZE".to_string(), "11".to_string())].into();
         let overrides = Overrides {
             config_file: Some(file),
             values: vec![],
@@ -379,7 +404,11 @@ mod tests {
             ("WORKER_COUNT", "-1", "worker_count"),
             ("RETRY_JITTER", "1.5", "retry_jitter"),
             ("RETRY_MAX_RETRIES", "7", "retry_max_retries"),
-            ("OUTBOUND_ALLOW_NETWORKS", "10.0.0.0/33", "outbound_allow_networks"),
+            (
+                "OUTBOUND_ALLOW_NETWORKS",
+                "10.0.0.0/33",
+                "outbound_allow_networks",
+            ),
             ("SERVER_ADDR", "nowhere", "server_addr"),
             ("LOG_FORMAT", "xml", "log_format"),
         ] {
@@ -391,12 +420,18 @@ mod tests {
     #[test]
     fn secrets_do_not_debug_print() {
         let s = load(
-            &[("DATABASE_URL", "postgres://u:hunter2@h/db"), ("API_TOKEN", "tok-canary")],
+            &[
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+                ("API_TOKEN", "tok-canary"),
+            ],
             &[],
         )
         .unwrap();
         let printed = format!("{s:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("tok-canary"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("tok-canary"),
+            "{printed}"
+        );
     }
 
     #[test]
