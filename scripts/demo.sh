@@ -127,6 +127,8 @@ up() {
     if [[ ${KEEP:-} == 1 ]]; then
         step "still running (KEEP=1)"
         echo "API:      $api   (try: just get-stats, just create-sample-webhooks)"
+        echo "dashboard: $api/   (with API_TOKEN set: $api/?token=<token>)"
+        echo "metrics:  $api/metrics"
         echo "receiver: http://$receiver_host:$receiver_port"
         echo "logs:     tail -f .local/webhookd.log .local/receiver.log"
         echo "stop:     just down"

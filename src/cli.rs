@@ -1,6 +1,7 @@
 //! The command line: one binary, five subcommands sharing one data layer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use slog::{info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 
+use crate::application::metrics::{Metrics, Role};
 use crate::application::{stats, worker};
 use crate::config::{Overrides, Settings};
 use crate::infra::{db, http};
@@ -228,15 +230,26 @@ async fn serve(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     let listener = bind(settings)?;
     let stop = shutdown_signal(log)?;
     warn_if_open(settings, log);
-    let state = http::ApiState::new(settings, pool, log.new(o!("component" => "api")));
+    let metrics = Arc::new(Metrics::new(Role::Api));
+    let state = http::ApiState::new(settings, pool, metrics, log.new(o!("component" => "api")));
     http::serve(listener, state, stop, settings.shutdown_timeout).await?;
     Ok(())
 }
 
+/// The workers alone. Their metrics are recorded but not exposed: `work` runs no HTTP server,
+/// so it is watched through the queue gauges of a `serve` or `run` process and its logs.
 async fn work(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     let pool = open_pool(settings).await?;
     let stop = shutdown_signal(log)?;
-    worker::run(settings, pool, log.new(o!("component" => "worker")), stop).await
+    let metrics = Arc::new(Metrics::new(Role::Workers));
+    worker::run(
+        settings,
+        pool,
+        metrics,
+        log.new(o!("component" => "worker")),
+        stop,
+    )
+    .await
 }
 
 async fn run(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
@@ -245,11 +258,19 @@ async fn run(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     let listener = bind(settings)?;
     let stop = shutdown_signal(log)?;
     warn_if_open(settings, log);
-    let state = http::ApiState::new(settings, pool.clone(), log.new(o!("component" => "api")));
+    // One registry: `/metrics` shows the API and the workers of this process.
+    let metrics = Arc::new(Metrics::new(Role::Both));
+    let state = http::ApiState::new(
+        settings,
+        pool.clone(),
+        metrics.clone(),
+        log.new(o!("component" => "api")),
+    );
     let api = http::serve(listener, state, stop.clone(), settings.shutdown_timeout);
     let workers = worker::run(
         settings,
         pool,
+        metrics,
         log.new(o!("component" => "worker")),
         stop.clone(),
     );
@@ -327,8 +348,11 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     );
     let _ = writeln!(
         out,
-        "last minute          {} completed, {} failed",
-        d.completed_last_minute, d.failed_last_minute
+        "last minute          {} completed, {} failed ({:.2}/s, {:.2}/s)",
+        d.completed_last_minute,
+        d.failed_last_minute,
+        d.completed_last_minute as f64 / 60.0,
+        d.failed_last_minute as f64 / 60.0
     );
     let a = &d.attempts;
     let _ = writeln!(
@@ -404,6 +428,41 @@ mod tests {
         assert!(o.values.contains(&("log_level", "debug".into())));
         assert!(o.values.contains(&("worker_count", "3".into())));
         assert!(o.values.contains(&("worker_batch_size", "7".into())));
+    }
+
+    #[test]
+    fn the_stats_table_shows_throughput_and_partner_success_rates() {
+        let counts = |completed, failed| stats::StatusCounts {
+            completed,
+            failed,
+            ..Default::default()
+        };
+        let document = stats::StatsDocument {
+            total: 4,
+            by_status: counts(3, 1),
+            cancelled: 0,
+            by_event_type: Default::default(),
+            success_rate: Some(0.75),
+            attempts: Default::default(),
+            oldest_pending_age_seconds: None,
+            completed_last_minute: 90,
+            failed_last_minute: 3,
+            by_partner: vec![stats::PartnerStats {
+                config_id: 4,
+                name: "acme".into(),
+                by_status: counts(3, 1),
+                cancelled: 0,
+                success_rate: Some(0.75),
+            }],
+            generated_at: "2026-11-28T12:00:00.000Z".into(),
+        };
+        let table = stats_table(&document);
+        assert!(
+            table.contains("last minute          90 completed, 3 failed (1.50/s, 0.05/s)"),
+            "{table}"
+        );
+        let partner = table.lines().find(|l| l.contains("acme")).unwrap();
+        assert!(partner.trim_end().ends_with("75.0%"), "{table}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Use cases over a connection pool: configs, submits, reading entries, stats, and the
-//! delivery workers.
+//! Use cases over a connection pool: configs, submits, reading entries, stats, metrics, and
+//! the delivery workers.
 
 pub mod configs;
 pub mod entries;
 pub mod error;
+pub mod metrics;
 pub mod stats;
 pub mod submit;
 pub mod worker;

@@ -21,12 +21,21 @@ pub struct StatusCounts {
 }
 
 impl StatusCounts {
-    fn add(&mut self, status: Status, n: i64) {
+    pub(crate) fn add(&mut self, status: Status, n: i64) {
         match status {
             Status::Pending => self.pending += n,
             Status::Processing => self.processing += n,
             Status::Completed => self.completed += n,
             Status::Failed => self.failed += n,
+        }
+    }
+
+    pub fn get(&self, status: Status) -> i64 {
+        match status {
+            Status::Pending => self.pending,
+            Status::Processing => self.processing,
+            Status::Completed => self.completed,
+            Status::Failed => self.failed,
         }
     }
 
@@ -170,6 +179,90 @@ fn attempt_stats(buckets: &[stats::AttemptBucket]) -> AttemptStats {
     }
 }
 
+/// Most minutes `GET /webhooks/throughput` looks back: the per-second table keeps a day.
+pub const MAX_THROUGHPUT_MINUTES: i64 = 24 * 60;
+/// Widest bucket of `GET /webhooks/throughput`.
+pub const MAX_THROUGHPUT_BUCKET_SECONDS: i64 = 3600;
+
+/// Rows that reached `completed` or `failed` in one bucket of time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThroughputBucket {
+    /// The bucket's first second.
+    pub second: String,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+/// `GET /webhooks/throughput`: completions and failures over a window, in buckets of
+/// `bucket_seconds` aligned to the Unix epoch; buckets in which nothing finished are left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Throughput {
+    /// The start of the first bucket.
+    pub since: String,
+    pub until: String,
+    pub bucket_seconds: i64,
+    /// Totals over the window.
+    pub completed: i64,
+    pub failed: i64,
+    /// Oldest first.
+    pub points: Vec<ThroughputBucket>,
+}
+
+/// Throughput over the last `minutes`, from the trigger-kept per-second table.
+pub async fn throughput(
+    pool: &DbPool,
+    minutes: i64,
+    bucket_seconds: i64,
+) -> Result<Throughput, AppError> {
+    let until = Utc::now();
+    let since = align(until - chrono::Duration::minutes(minutes), bucket_seconds);
+    let mut conn = conn(pool).await?;
+    let seconds = stats::throughput(&mut conn, since).await?;
+    Ok(bucketed(since, until, bucket_seconds, seconds))
+}
+
+/// The start of the `bucket_seconds`-wide bucket that holds `t`.
+fn align(t: DateTime<Utc>, bucket_seconds: i64) -> DateTime<Utc> {
+    let start = t.timestamp().div_euclid(bucket_seconds) * bucket_seconds;
+    DateTime::from_timestamp(start, 0).unwrap_or(t)
+}
+
+/// Sums per-second points (oldest first) into buckets.
+fn bucketed(
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    bucket_seconds: i64,
+    seconds: Vec<stats::ThroughputPoint>,
+) -> Throughput {
+    let mut points: Vec<ThroughputBucket> = Vec::new();
+    let mut current: Option<DateTime<Utc>> = None;
+    for point in seconds {
+        let start = align(point.second, bucket_seconds);
+        match points.last_mut() {
+            Some(last) if current == Some(start) => {
+                last.completed += point.completed;
+                last.failed += point.failed;
+            }
+            _ => {
+                current = Some(start);
+                points.push(ThroughputBucket {
+                    second: rfc3339(start),
+                    completed: point.completed,
+                    failed: point.failed,
+                });
+            }
+        }
+    }
+    Throughput {
+        since: rfc3339(since),
+        until: rfc3339(until),
+        bucket_seconds,
+        completed: points.iter().map(|p| p.completed).sum(),
+        failed: points.iter().map(|p| p.failed).sum(),
+        points,
+    }
+}
+
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -205,6 +298,45 @@ mod tests {
             Some(((250 + 450 + 800 + 900) as f64) / 100.0)
         );
         assert_eq!(attempt_stats(&[]), AttemptStats::default());
+    }
+
+    #[test]
+    fn throughput_sums_seconds_into_epoch_aligned_buckets() {
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let point = |s, completed, failed| stats::ThroughputPoint {
+            second: at(s),
+            completed,
+            failed,
+        };
+        // 1_700_000_000 is a multiple of 10, so buckets start at offsets 0, 10, 20 …
+        let t = bucketed(
+            at(0),
+            at(35),
+            10,
+            vec![
+                point(1, 2, 0),
+                point(9, 1, 1),
+                point(10, 0, 3),
+                point(31, 4, 0),
+            ],
+        );
+        let got: Vec<(String, i64, i64)> = t
+            .points
+            .iter()
+            .map(|p| (p.second.clone(), p.completed, p.failed))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (rfc3339(at(0)), 3, 1),
+                (rfc3339(at(10)), 0, 3),
+                (rfc3339(at(30)), 4, 0)
+            ]
+        );
+        assert_eq!((t.completed, t.failed, t.bucket_seconds), (7, 4, 10));
+        assert_eq!(align(at(19), 10), at(10));
+        assert_eq!(align(at(20), 10), at(20));
+        assert_eq!(bucketed(at(0), at(1), 1, vec![]).points, vec![]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use slog::{o, Drain, Logger};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
+use webhookd::application::metrics::{Metrics, Role};
 use webhookd::config::{Overrides, Settings};
 use webhookd::infra::db::{self, DbPool};
 
@@ -32,7 +33,8 @@ fn with_database(url: &str, name: &str) -> String {
     url.to_string()
 }
 
-async fn admin() -> tokio_postgres::Client {
+/// A connection to the maintenance database, for creating and dropping test databases.
+pub async fn admin() -> tokio_postgres::Client {
     let (client, connection) =
         tokio_postgres::connect(&with_database(&base_url(), "postgres"), NoTls)
             .await
@@ -278,8 +280,20 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
     let mut tasks = Vec::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    // One registry for what this "process" runs, as `webhookd run` has.
+    let role = match (options.api, options.workers) {
+        (true, true) => Role::Both,
+        (false, true) => Role::Workers,
+        _ => Role::Api,
+    };
+    let metrics = Arc::new(Metrics::new(role));
     if options.api {
-        let state = webhookd::infra::http::ApiState::new(&settings, pool.clone(), log.clone());
+        let state = webhookd::infra::http::ApiState::new(
+            &settings,
+            pool.clone(),
+            metrics.clone(),
+            log.clone(),
+        );
         let stop = stop.clone();
         let timeout = settings.shutdown_timeout;
         tasks.push(tokio::spawn(async move {
@@ -292,7 +306,7 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
         let (settings, pool, log, stop) =
             (settings.clone(), pool.clone(), log.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            webhookd::application::worker::run(&settings, pool, log, stop)
+            webhookd::application::worker::run(&settings, pool, metrics, log, stop)
                 .await
                 .unwrap();
         }));

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::Metrics;
 use crate::config::Settings;
 use crate::domain::delivery::{Outcome, Transition};
 use crate::domain::retry::RetryPolicy;
@@ -39,6 +40,7 @@ struct Shared {
     sender: Sender,
     retry: RetryPolicy,
     hosts: HostLimiter,
+    metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     finished: mpsc::Sender<Finished>,
     batch_size: usize,
@@ -54,10 +56,11 @@ struct Shared {
 
 /// Runs `settings.worker.count` workers until `stop` is cancelled, then shuts down gracefully:
 /// in-flight calls get `shutdown_timeout` to finish, rows not yet called are handed back, and
-/// every outcome is written before this returns.
+/// every outcome is written before this returns. What the workers do is recorded in `metrics`.
 pub async fn run(
     settings: &Settings,
     pool: DbPool,
+    metrics: Arc<Metrics>,
     log: Logger,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -71,6 +74,7 @@ pub async fn run(
         sender,
         retry: settings.retry.clone(),
         hosts: HostLimiter::new(settings.delivery.host_concurrency),
+        metrics: metrics.clone(),
         wake: wake.clone(),
         finished,
         batch_size: settings.worker.batch_size,
@@ -94,6 +98,7 @@ pub async fn run(
         finished_rx,
         wake,
         settings.shutdown_timeout.max(Duration::from_secs(5)),
+        metrics,
         log.new(o!("task" => "writer")),
     ));
     let mut workers = JoinSet::new();
@@ -212,10 +217,13 @@ async fn work(shared: Arc<Shared>, worker_id: String) {
 }
 
 async fn claim(shared: &Shared, worker_id: &str, limit: usize) -> Result<Vec<ClaimedRow>, String> {
+    let started = std::time::Instant::now();
     let mut conn = shared.pool.get().await.map_err(|e| e.to_string())?;
-    claims::claim(&mut conn, worker_id, limit as i64, shared.lease)
+    let rows = claims::claim(&mut conn, worker_id, limit as i64, shared.lease)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    shared.metrics.claimed(rows.len(), started.elapsed());
+    Ok(rows)
 }
 
 /// How long an idle worker may sleep: until the next row falls due, at most the poll interval.
@@ -288,6 +296,9 @@ async fn deliver(shared: Arc<Shared>, worker_id: String, row: ClaimedRow, log: L
         &mut rand::rng(),
     );
     let duration_ms = result.duration.as_millis() as i64;
+    shared
+        .metrics
+        .attempt(row.config_id, &result.outcome, result.duration);
 
     log_attempt(
         &log,

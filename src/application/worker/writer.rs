@@ -7,6 +7,7 @@ use slog::{error, warn, Logger};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::application::metrics::Metrics;
 use crate::infra::db::claims::{self, AttemptWrite, Release};
 use crate::infra::db::DbPool;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<Finished>,
     wake: Arc<Notify>,
     give_up_after: Duration,
+    metrics: Arc<Metrics>,
     log: Logger,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -38,8 +40,8 @@ pub async fn run(
                 Finished::Release(release, delay) => releases.push((release, delay)),
             }
         }
-        write_attempts(&pool, &attempts, &wake, give_up_after, &log).await;
-        write_releases(&pool, releases, give_up_after, &log).await;
+        write_attempts(&pool, &attempts, &wake, give_up_after, &metrics, &log).await;
+        write_releases(&pool, releases, give_up_after, &metrics, &log).await;
     }
 }
 
@@ -48,11 +50,13 @@ async fn write_attempts(
     attempts: &[AttemptWrite],
     wake: &Arc<Notify>,
     give_up_after: Duration,
+    metrics: &Metrics,
     log: &Logger,
 ) {
     if attempts.is_empty() {
         return;
     }
+    let started = Instant::now();
     let written = retrying(give_up_after, log, "record attempts", || async {
         let mut conn = pool.get().await.map_err(|e| e.to_string())?;
         claims::record_attempts(&mut conn, attempts)
@@ -65,6 +69,11 @@ async fn write_attempts(
             "rows" => attempts.len());
         return;
     };
+    metrics.outcomes(
+        written.len(),
+        attempts.len() - written.len(),
+        started.elapsed(),
+    );
     if written.len() < attempts.len() {
         let written: std::collections::HashSet<i64> = written.into_iter().collect();
         for lost in attempts.iter().filter(|a| !written.contains(&a.id)) {
@@ -89,6 +98,7 @@ async fn write_releases(
     pool: &DbPool,
     releases: Vec<(Release, Duration)>,
     give_up_after: Duration,
+    metrics: &Metrics,
     log: &Logger,
 ) {
     let mut by_delay: Vec<(Duration, Vec<Release>)> = Vec::new();
@@ -106,8 +116,11 @@ async fn write_releases(
                 .map_err(|e| e.to_string())
         })
         .await;
-        if done.is_none() {
-            error!(log, "rows not handed back; they will be claimed again after the lease"; "rows" => rows.len());
+        match done {
+            Some(released) => metrics.handed_back(released),
+            None => {
+                error!(log, "rows not handed back; they will be claimed again after the lease"; "rows" => rows.len())
+            }
         }
     }
 }

@@ -160,6 +160,15 @@ impl QueueRow {
             .collect()
     }
 
+    /// The error of the latest attempt made, `None` when none was made or it succeeded.
+    pub fn last_error(&self) -> Option<String> {
+        (0..=crate::domain::retry::MAX_RETRIES_LIMIT)
+            .rev()
+            .map(|n| self.attempt(n))
+            .find(|a| a.started_at.is_some())
+            .and_then(|a| a.error)
+    }
+
     fn attempt(&self, n: i32) -> AttemptRecord {
         match n {
             0 => AttemptRecord {

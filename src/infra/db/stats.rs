@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error;
-use diesel::sql_types::{BigInt, Bool, Int8, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Double, Int8, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -45,6 +45,21 @@ pub struct Moments {
     pub completed_last_minute: i64,
     #[diesel(sql_type = BigInt)]
     pub failed_last_minute: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct BucketCount {
+    /// A status, or `cancelled`.
+    #[diesel(sql_type = Text)]
+    pub bucket: String,
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+struct DueAge {
+    #[diesel(sql_type = Nullable<Double>)]
+    seconds: Option<f64>,
 }
 
 #[derive(Debug, QueryableByName)]
@@ -91,6 +106,26 @@ pub async fn attempt_buckets(conn: &mut AsyncPgConnection) -> Result<Vec<Attempt
 
 pub async fn moments(conn: &mut AsyncPgConnection) -> Result<Moments, Error> {
     diesel::sql_query(MOMENTS_SQL).get_result(conn).await
+}
+
+/// Rows by bucket (status or `cancelled`), summed over partners and shards.
+pub async fn queue_depth(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount>, Error> {
+    diesel::sql_query("SELECT bucket, sum(n)::int8 AS n FROM webhook_queue_counts GROUP BY bucket")
+        .load(conn)
+        .await
+}
+
+/// How long the longest-waiting due pending row has been due, `None` when no row is due: one
+/// probe of the partial index `webhook_queue_due_pending`.
+pub async fn oldest_due_age_seconds(conn: &mut AsyncPgConnection) -> Result<Option<f64>, Error> {
+    let age: DueAge = diesel::sql_query(
+        "SELECT extract(epoch FROM now() - min(next_retry_at))::float8 AS seconds
+         FROM webhook_queue
+         WHERE status = 'pending' AND deleted_at IS NULL AND next_retry_at <= now()",
+    )
+    .get_result(conn)
+    .await?;
+    Ok(age.seconds)
 }
 
 /// Completions and failures per second since `since`, oldest first.

@@ -9,7 +9,7 @@ use super::views::{ConfigView, EntryView, Page};
 use super::ApiState;
 use crate::application::configs::{self, ConfigInput};
 use crate::application::submit::{self, SubmitRequest, Submitted};
-use crate::application::{entries, stats, AppError};
+use crate::application::{entries, metrics, stats, AppError};
 use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES};
 use crate::infra::db::queue::ListFilter;
 
@@ -17,7 +17,9 @@ type State = web::Data<ApiState>;
 type Reply = Result<HttpResponse, AppError>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
+    cfg.route("/", web::get().to(dashboard))
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(prometheus))
         .route("/webhook-configs", web::post().to(create_config))
         .route("/webhook-configs", web::get().to(list_configs))
         .route("/webhook-configs/{id}", web::get().to(get_config))
@@ -27,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/webhooks/batch", web::post().to(submit_batch))
         .route("/webhooks", web::get().to(list_webhooks))
         .route("/webhooks/stats", web::get().to(get_stats))
+        .route("/webhooks/throughput", web::get().to(get_throughput))
         .route("/webhooks/{queue_id}", web::get().to(get_webhook))
         .route("/webhooks/{queue_id}", web::delete().to(cancel_webhook))
         .default_service(web::to(not_found));
@@ -48,6 +51,32 @@ async fn health(state: State) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body("unavailable", "unreachable"))
     }
+}
+
+/// The operator's page: static, self-contained, and reading everything it shows from the API.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The page carries no data, so it is open; it fetches the API with the token it is given.
+/// The policy lets it run its own inline script and talk to this origin only.
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; form-action 'none'; frame-ancestors 'none'",
+        ))
+        // The page may have been opened as `/?token=…`: never pass that on.
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(DASHBOARD)
+}
+
+async fn prometheus(state: State) -> HttpResponse {
+    let body = metrics::scrape(&state.pool, &state.metrics, &state.log).await;
+    HttpResponse::Ok()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(body)
 }
 
 fn config_id_path(raw: &str) -> Result<i64, AppError> {
@@ -251,6 +280,35 @@ async fn list_webhooks(state: State, request: HttpRequest) -> Reply {
     let (rows, next_cursor) = entries::list(&state.pool, &filter, limit).await?;
     let items = rows.into_iter().map(EntryView::summary).collect();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// `?minutes=` (1 to 1440, default 15) and `?bucket_seconds=` (1 to 3600, default 1).
+fn throughput_query(request: &HttpRequest) -> Result<(i64, i64), AppError> {
+    let (mut minutes, mut bucket_seconds) = (15, 1);
+    for (key, value) in url::form_urlencoded::parse(request.query_string().as_bytes()) {
+        let (slot, max) = match key.as_ref() {
+            "minutes" => (&mut minutes, stats::MAX_THROUGHPUT_MINUTES),
+            "bucket_seconds" => (&mut bucket_seconds, stats::MAX_THROUGHPUT_BUCKET_SECONDS),
+            _ => return Err(AppError::invalid(key, "is not a known parameter")),
+        };
+        *slot = value
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                AppError::invalid(
+                    key.to_string(),
+                    format!("must be an integer from 1 to {max}"),
+                )
+            })?;
+    }
+    Ok((minutes, bucket_seconds))
+}
+
+async fn get_throughput(state: State, request: HttpRequest) -> Reply {
+    let (minutes, bucket_seconds) = throughput_query(&request)?;
+    let throughput = stats::throughput(&state.pool, minutes, bucket_seconds).await?;
+    Ok(HttpResponse::Ok().json(throughput))
 }
 
 async fn get_stats(state: State) -> Reply {

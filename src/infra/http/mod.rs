@@ -1,4 +1,5 @@
-//! The HTTP API (actix-web): routes, thin handlers, auth and request logging.
+//! The HTTP API (actix-web): routes, thin handlers, auth, request logging and metrics, and
+//! the dashboard page.
 
 mod errors;
 mod handlers;
@@ -17,6 +18,7 @@ use slog::{error, info, o, Logger};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use crate::application::metrics::Metrics;
 use crate::application::AppError;
 use crate::config::{Secret, Settings};
 use crate::domain::outbound::AddressPolicy;
@@ -30,16 +32,19 @@ pub struct ApiState {
     pub default_max_retries: i32,
     pub policy: AddressPolicy,
     pub tokens: Vec<Secret>,
+    /// The process's metrics: requests are counted here and `/metrics` renders them.
+    pub metrics: Arc<Metrics>,
     pub log: Logger,
 }
 
 impl ApiState {
-    pub fn new(settings: &Settings, pool: DbPool, log: Logger) -> Self {
+    pub fn new(settings: &Settings, pool: DbPool, metrics: Arc<Metrics>, log: Logger) -> Self {
         Self {
             pool,
             default_max_retries: settings.retry.max_retries(),
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),
             tokens: settings.api_tokens.clone(),
+            metrics,
             log,
         }
     }
@@ -78,9 +83,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Routes that answer without a token: probes and scrapers.
+/// Routes that answer without a token: probes, scrapers, and the dashboard page (static; its
+/// data comes from the API, with the token the page is given).
 fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/metrics")
+    matches!(path, "/health" | "/metrics" | "/")
 }
 
 async fn authenticate(
@@ -113,18 +119,20 @@ async fn authenticate(
     next.call(request).await
 }
 
-/// One line per request; the cause of a 5xx is logged here and nowhere returned.
+/// One line and one count per request; the cause of a 5xx is logged here and nowhere returned.
 async fn log_request(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let log = request
+    let state = request
         .app_data::<web::Data<ApiState>>()
-        .map(|s| s.log.clone())
-        .expect("ApiState is registered");
+        .expect("ApiState is registered")
+        .clone();
     let method = request.method().to_string();
     let path = request.path().to_string();
+    // The pattern (`/webhooks/{queue_id}`), not the path, so ids do not become label values.
+    let route = request.match_pattern();
     let result = next.call(request).await;
     let (status, cause) = match &result {
         Ok(response) => (
@@ -141,7 +149,10 @@ async fn log_request(
                 .and_then(|e| e.cause().map(str::to_string)),
         ),
     };
-    let log = log.new(o!("method" => method, "path" => path, "status" => status,
+    state.metrics.request(&method, route, status);
+    let log = state
+        .log
+        .new(o!("method" => method, "path" => path, "status" => status,
         "duration_ms" => started.elapsed().as_secs_f64() * 1000.0));
     match cause {
         Some(cause) => error!(log, "request failed"; "cause" => cause),

@@ -51,6 +51,8 @@ pub struct EntryView {
     pub completed_at: Option<DateTime<Utc>>,
     /// When the entry was cancelled (`deleted_at`); null while it is live.
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// The error of the latest attempt, null when none was made or it succeeded.
+    pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptRecord>>,
 }
@@ -66,6 +68,7 @@ impl EntryView {
 
     fn build(row: QueueRow, attempts: bool) -> Self {
         let attempts = attempts.then(|| row.attempts());
+        let last_error = row.last_error();
         Self {
             id: row.id,
             queue_id: row.queue_id,
@@ -82,6 +85,7 @@ impl EntryView {
             updated_at: row.updated_at,
             completed_at: row.completed_at,
             cancelled_at: row.deleted_at,
+            last_error,
             attempts,
         }
     }

@@ -1,0 +1,406 @@
+//! Prometheus metrics: one [`Metrics`] per process, created at start and passed explicitly to
+//! the workers and the API, rendered by `GET /metrics` in the OpenMetrics text format.
+//!
+//! What a process records depends on what it runs ([`Role`]): `serve` has the API metrics and
+//! the queue gauges (read from the database at scrape time), `run` has those and the worker
+//! metrics, and `work` records the worker metrics but has no HTTP server to expose them — a
+//! `work` process is observed through the queue gauges of any `serve`/`run` process and its
+//! logs.
+//!
+//! Names, all prefixed `webhookd_`:
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `delivery_attempts_total` | counter | `outcome` (`Outcome::label()`), `config_id` |
+//! | `delivery_attempt_duration_seconds` | histogram | |
+//! | `claim_duration_seconds` | histogram | |
+//! | `claimed_rows_total` | counter | |
+//! | `outcome_write_duration_seconds` | histogram | |
+//! | `outcomes_written_total` | counter | |
+//! | `outcomes_stale_total` | counter | |
+//! | `rows_handed_back_total` | counter | |
+//! | `api_requests_total` | counter | `method`, `route` (the route pattern), `status` |
+//! | `database_up` | gauge | |
+//! | `queue_depth` | gauge | `status` |
+//! | `queue_oldest_due_age_seconds` | gauge | |
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use slog::{warn, Logger};
+
+use crate::domain::delivery::{Outcome, Status};
+use crate::infra::db::{stats, DbPool};
+
+use super::stats::StatusCounts;
+use super::{conn, AppError};
+
+/// The `Content-Type` of what [`scrape`] renders.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Longest a scrape waits for the queue gauges before answering without them.
+const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+const PREFIX: &str = "webhookd";
+
+/// Partner calls take milliseconds to `HTTP_TIMEOUT` (30 s by default).
+const CALL_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Single database statements: sub-millisecond to seconds under contention.
+const STATEMENT_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// What a process runs, and so which metrics it registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `webhookd serve`
+    Api,
+    /// `webhookd work`
+    Workers,
+    /// `webhookd run`
+    Both,
+}
+
+impl Role {
+    fn api(self) -> bool {
+        matches!(self, Role::Api | Role::Both)
+    }
+
+    fn workers(self) -> bool {
+        matches!(self, Role::Workers | Role::Both)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    outcome: &'static str,
+    config_id: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    /// The matched route pattern (`/webhooks/{queue_id}`), never the raw path.
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+/// The process's metrics and the registry they are exposed through.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    attempts: Family<AttemptLabels, Counter>,
+    attempt_seconds: Histogram,
+    claim_seconds: Histogram,
+    claimed_rows: Counter,
+    write_seconds: Histogram,
+    outcomes_written: Counter,
+    outcomes_stale: Counter,
+    handed_back: Counter,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new(role: Role) -> Self {
+        let mut metrics = Self {
+            registry: Registry::with_prefix(PREFIX),
+            attempts: Family::default(),
+            attempt_seconds: Histogram::new(CALL_BUCKETS),
+            claim_seconds: Histogram::new(STATEMENT_BUCKETS),
+            claimed_rows: Counter::default(),
+            write_seconds: Histogram::new(STATEMENT_BUCKETS),
+            outcomes_written: Counter::default(),
+            outcomes_stale: Counter::default(),
+            handed_back: Counter::default(),
+            requests: Family::default(),
+        };
+        let registry = &mut metrics.registry;
+        if role.workers() {
+            registry.register(
+                "delivery_attempts",
+                "Partner calls made, by outcome and partner config",
+                metrics.attempts.clone(),
+            );
+            registry.register_with_unit(
+                "delivery_attempt_duration",
+                "Duration of one partner call",
+                Unit::Seconds,
+                metrics.attempt_seconds.clone(),
+            );
+            registry.register_with_unit(
+                "claim_duration",
+                "Duration of one claim of due rows, connection checkout included",
+                Unit::Seconds,
+                metrics.claim_seconds.clone(),
+            );
+            registry.register(
+                "claimed_rows",
+                "Rows claimed by this process's workers",
+                metrics.claimed_rows.clone(),
+            );
+            registry.register_with_unit(
+                "outcome_write_duration",
+                "Duration of writing one batch of attempt outcomes, retries included",
+                Unit::Seconds,
+                metrics.write_seconds.clone(),
+            );
+            registry.register(
+                "outcomes_written",
+                "Attempt outcomes written to their rows",
+                metrics.outcomes_written.clone(),
+            );
+            registry.register(
+                "outcomes_stale",
+                "Attempt outcomes discarded because the row's lease had passed to another worker",
+                metrics.outcomes_stale.clone(),
+            );
+            registry.register(
+                "rows_handed_back",
+                "Claimed rows handed back to pending without a recorded attempt (host saturated, shutdown)",
+                metrics.handed_back.clone(),
+            );
+        }
+        if role.api() {
+            registry.register(
+                "api_requests",
+                "API requests by method, route pattern and response status",
+                metrics.requests.clone(),
+            );
+        }
+        metrics
+    }
+
+    /// One partner call ended with `outcome` after `duration`.
+    pub fn attempt(&self, config_id: i64, outcome: &Outcome, duration: Duration) {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                outcome: outcome.label(),
+                config_id,
+            })
+            .inc();
+        self.attempt_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// One claim took `duration` and returned `rows` rows.
+    pub fn claimed(&self, rows: usize, duration: Duration) {
+        self.claim_seconds.observe(duration.as_secs_f64());
+        self.claimed_rows.inc_by(rows as u64);
+    }
+
+    /// One batch of outcomes was written in `duration`: `written` rows changed, `stale` were
+    /// fenced out.
+    pub fn outcomes(&self, written: usize, stale: usize, duration: Duration) {
+        self.write_seconds.observe(duration.as_secs_f64());
+        self.outcomes_written.inc_by(written as u64);
+        self.outcomes_stale.inc_by(stale as u64);
+    }
+
+    pub fn handed_back(&self, rows: usize) {
+        self.handed_back.inc_by(rows as u64);
+    }
+
+    /// One API request answered; `route` is the matched pattern, `None` when no route matched.
+    pub fn request(&self, method: &str, route: Option<String>, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method_label(method),
+                route: route.unwrap_or_else(|| "unmatched".to_string()),
+                status,
+            })
+            .inc();
+    }
+
+    /// The whole exposition: this process's metrics, then the queue gauges when they could be
+    /// read (`database_up` says whether they were).
+    fn encode(&self, queue: Option<&QueueGauges>) -> String {
+        let mut scraped = Registry::with_prefix(PREFIX);
+        let database_up: Gauge = Gauge::default();
+        database_up.set(i64::from(queue.is_some()));
+        scraped.register(
+            "database_up",
+            "1 when this scrape read the queue gauges from the database, else 0",
+            database_up,
+        );
+        if let Some(queue) = queue {
+            let depth: Family<StatusLabels, Gauge> = Family::default();
+            for status in Status::ALL {
+                depth
+                    .get_or_create(&StatusLabels {
+                        status: status.as_str(),
+                    })
+                    .set(queue.by_status.get(status));
+            }
+            scraped.register(
+                "queue_depth",
+                "Rows of webhook_queue by status, cancelled rows excluded",
+                depth,
+            );
+            let age: Gauge<f64, AtomicU64> = Gauge::default();
+            age.set(queue.oldest_due_age_seconds);
+            scraped.register_with_unit(
+                "queue_oldest_due_age",
+                "How long the longest-waiting due pending row has been due (0 when none is)",
+                Unit::Seconds,
+                age,
+            );
+        }
+        let mut out = String::new();
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &scraped))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Methods outside the usual set share one label value, so odd methods cannot add series.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Renders `GET /metrics`: the process's metrics plus the queue gauges read now. A database
+/// that does not answer within two seconds costs the queue gauges, not the scrape.
+pub async fn scrape(pool: &DbPool, metrics: &Metrics, log: &Logger) -> String {
+    let queue = match tokio::time::timeout(QUEUE_READ_TIMEOUT, read_queue(pool)).await {
+        Ok(Ok(queue)) => Some(queue),
+        Ok(Err(e)) => {
+            warn!(log, "queue gauges not read"; "error" => e.to_string(), "cause" => e.cause());
+            None
+        }
+        Err(_) => {
+            warn!(log, "queue gauges not read"; "error" => "timed out",
+                "timeout_ms" => QUEUE_READ_TIMEOUT.as_millis() as u64);
+            None
+        }
+    };
+    metrics.encode(queue.as_ref())
+}
+
+/// The queue as the scrape reports it.
+#[derive(Clone, Debug, PartialEq)]
+struct QueueGauges {
+    /// From the trigger-kept counters: no scan of the queue.
+    by_status: StatusCounts,
+    /// 0 when no pending row is due.
+    oldest_due_age_seconds: f64,
+}
+
+async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
+    let mut conn = conn(pool).await?;
+    let mut by_status = StatusCounts::default();
+    for count in stats::queue_depth(&mut conn).await? {
+        // The other bucket is `cancelled`, which is not a status.
+        if let Ok(status) = count.bucket.parse::<Status>() {
+            by_status.add(status, count.n);
+        }
+    }
+    let oldest_due_age_seconds = stats::oldest_due_age_seconds(&mut conn)
+        .await?
+        .unwrap_or(0.0);
+    Ok(QueueGauges {
+        by_status,
+        oldest_due_age_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::delivery::FailureKind;
+
+    fn series(text: &str, name_and_labels: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn attempts_are_counted_by_outcome_and_partner() {
+        let metrics = Metrics::new(Role::Workers);
+        let ok = Outcome::Response {
+            status: 204,
+            body: String::new(),
+            retry_after: None,
+        };
+        let timeout = Outcome::NoResponse {
+            kind: FailureKind::Timeout,
+            message: "after 2s".into(),
+        };
+        metrics.attempt(7, &ok, Duration::from_millis(20));
+        metrics.attempt(7, &ok, Duration::from_millis(20));
+        metrics.attempt(8, &timeout, Duration::from_secs(2));
+        let text = metrics.encode(None);
+        let ok7 = r#"webhookd_delivery_attempts_total{outcome="success",config_id="7"}"#;
+        let timeout8 = r#"webhookd_delivery_attempts_total{outcome="timeout",config_id="8"}"#;
+        assert_eq!(series(&text, ok7).as_deref(), Some("2"), "{text}");
+        assert_eq!(series(&text, timeout8).as_deref(), Some("1"), "{text}");
+        assert_eq!(
+            series(&text, "webhookd_delivery_attempt_duration_seconds_count").as_deref(),
+            Some("3")
+        );
+        assert_eq!(series(&text, "webhookd_database_up").as_deref(), Some("0"));
+        assert!(text.ends_with("# EOF\n"));
+        // A workers-only process registers no API metrics.
+        assert!(!text.contains("api_requests"), "{text}");
+    }
+
+    #[test]
+    fn queue_gauges_cover_every_status_and_odd_methods_share_a_label() {
+        let metrics = Metrics::new(Role::Api);
+        metrics.request("BREW", None, 404);
+        metrics.request("GET", Some("/webhooks/{queue_id}".into()), 200);
+        let queue = QueueGauges {
+            by_status: StatusCounts {
+                pending: 3,
+                processing: 1,
+                completed: 10,
+                failed: 2,
+            },
+            oldest_due_age_seconds: 1.5,
+        };
+        let text = metrics.encode(Some(&queue));
+        for (status, n) in [
+            ("pending", 3),
+            ("processing", 1),
+            ("completed", 10),
+            ("failed", 2),
+        ] {
+            let name = format!(r#"webhookd_queue_depth{{status="{status}"}}"#);
+            assert_eq!(series(&text, &name), Some(n.to_string()), "{text}");
+        }
+        assert_eq!(
+            series(&text, "webhookd_queue_oldest_due_age_seconds").as_deref(),
+            Some("1.5")
+        );
+        assert_eq!(series(&text, "webhookd_database_up").as_deref(), Some("1"));
+        let odd = r#"webhookd_api_requests_total{method="other",route="unmatched",status="404"}"#;
+        let get = r#"webhookd_api_requests_total{method="GET",route="/webhooks/{queue_id}",status="200"}"#;
+        assert_eq!(series(&text, odd).as_deref(), Some("1"), "{text}");
+        assert_eq!(series(&text, get).as_deref(), Some("1"), "{text}");
+        assert!(!text.contains("delivery_attempts"), "{text}");
+    }
+}
