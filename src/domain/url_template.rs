@@ -270,7 +270,8 @@ mod tests {
     #[test]
     fn bad_templates_are_refused() {
         use TemplateError::*;
-        let cases: &[(&str, fn(&TemplateError) -> bool)] = &[
+        type Check = fn(&TemplateError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("ftp://h/p", |e| *e == Scheme),
             ("javascript:alert(1)", |e| *e == Scheme),
             ("//h/p", |e| *e == Scheme),
