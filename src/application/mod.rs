@@ -1,9 +1,11 @@
-//! Use cases over a connection pool: configs, submits, reading entries, stats, and the
-//! delivery workers.
+//! Use cases over a connection pool: configs, submits, reading and retrying entries, bulk
+//! redrive, stats, the delivery workers and retention.
 
 pub mod configs;
 pub mod entries;
 pub mod error;
+pub mod redrive;
+pub mod retention;
 pub mod stats;
 pub mod submit;
 pub mod worker;

@@ -1,5 +1,5 @@
 //! The delivery engine: workers claim due rows, call partners, and hand outcomes to one
-//! batching writer.
+//! batching writer. The process's retention pruner runs alongside (`application::retention`).
 //!
 //! No transaction or pooled connection is held while a partner is called: a claim is one
 //! statement, each call runs as its own task, and outcomes are written later, fenced on the
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::application::retention;
 use crate::config::Settings;
 use crate::domain::delivery::{Outcome, Transition};
 use crate::domain::retry::RetryPolicy;
@@ -52,9 +53,9 @@ struct Shared {
     log: Logger,
 }
 
-/// Runs `settings.worker.count` workers until `stop` is cancelled, then shuts down gracefully:
-/// in-flight calls get `shutdown_timeout` to finish, rows not yet called are handed back, and
-/// every outcome is written before this returns.
+/// Runs `settings.worker.count` workers and the retention pruner until `stop` is cancelled,
+/// then shuts down gracefully: in-flight calls get `shutdown_timeout` to finish, rows not yet
+/// called are handed back, and every outcome is written before this returns.
 pub async fn run(settings: &Settings, pool: DbPool, log: Logger, stop: CancellationToken) -> anyhow::Result<()> {
     let sender = Sender::new(&settings.delivery).context("building the HTTP client")?;
     let wake = Arc::new(Notify::new());
@@ -83,6 +84,12 @@ pub async fn run(settings: &Settings, pool: DbPool, log: Logger, stop: Cancellat
         wake.clone(),
         listener_stop.clone(),
         log.new(o!("task" => "listener")),
+    ));
+    let pruner = tokio::spawn(retention::run(
+        settings.database_url.expose().to_string(),
+        settings.retention.clone(),
+        stop.clone(),
+        log.new(o!("task" => "pruner")),
     ));
     let writer = tokio::spawn(writer::run(
         pool,
@@ -115,6 +122,8 @@ pub async fn run(settings: &Settings, pool: DbPool, log: Logger, stop: Cancellat
     drop(shared);
     listener_stop.cancel();
     let _ = listener.await;
+    // The pruner stops at the end of its current batch.
+    pruner.await.context("retention pruner panicked")?;
     // Every worker is gone, so every sender of outcomes is too: the writer drains and ends.
     writer.await.context("outcome writer panicked")?;
     info!(log, "workers stopped");
