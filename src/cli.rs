@@ -56,20 +56,23 @@ pub enum Command {
     /// Serve the HTTP API (SERVER_ADDR)
     Serve,
     /// Run the delivery workers: claim due rows, call partners, record and retry
-    #[command(long_about = "Run the delivery workers. Each worker claims up to --batch-size due rows \
+    #[command(
+        long_about = "Run the delivery workers. Each worker claims up to --batch-size due rows \
         with FOR UPDATE SKIP LOCKED, calls the partner URLs with HTTP GET, records every attempt in \
         its row and schedules retries with exponential backoff. Any number of `work` processes on \
         any number of hosts may share one database. New rows wake idle workers at once via \
         LISTEN/NOTIFY. SIGTERM/SIGINT stop claiming, let in-flight calls finish within \
         SHUTDOWN_TIMEOUT and hand back rows not yet called. Every RETENTION_INTERVAL one of the \
-        worker processes deletes rows older than RETENTION_COMPLETED / RETENTION_FAILED.")]
+        worker processes deletes rows older than RETENTION_COMPLETED / RETENTION_FAILED."
+    )]
     Work(WorkArgs),
     /// Run the API and the workers in one process (applies migrations first): the single-machine default
     Run(WorkArgs),
     /// Print queue statistics read straight from the database
     Stats(StatsArgs),
     /// Put failed webhooks through a fresh retry cycle in bulk, e.g. after a partner outage
-    #[command(long_about = "Put failed webhooks through a fresh retry cycle in bulk, e.g. after a \
+    #[command(
+        long_about = "Put failed webhooks through a fresh retry cycle in bulk, e.g. after a \
         partner outage: each matching row's attempts are kept in its history, its retry_N_* columns \
         are cleared, and it becomes pending and due now, so running workers call it again at once. \
         Cancelled rows are never taken. Does the same as POST /webhooks/redrive.\n\n\
@@ -77,7 +80,8 @@ pub enum Command {
         Running it twice redrives nothing the second time: redriven rows are no longer failed.\n\n\
         Prints `would redrive N` with --dry-run, else `redriven N`.",
         after_help = "Examples:\n  webhookd redrive --config-id 7 --failed-after 2026-11-28T09:00:00Z --dry-run\n  \
-        webhookd redrive --config-id 7 --failed-after 2026-11-28T09:00:00Z")]
+        webhookd redrive --config-id 7 --failed-after 2026-11-28T09:00:00Z"
+    )]
     Redrive(RedriveArgs),
 }
 
@@ -194,7 +198,10 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("webhookd: error: cannot start the async runtime: {e}");
@@ -241,12 +248,17 @@ async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
 
 /// A pool, after checking once that the database answers, so that a wrong URL fails at start.
 async fn open_pool(settings: &Settings) -> anyhow::Result<db::DbPool> {
-    let pool = db::pool(settings.database_url.expose(), settings.database_max_connections)?;
+    let pool = db::pool(
+        settings.database_url.expose(),
+        settings.database_max_connections,
+    )?;
     let mut conn = pool
         .get()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
-    db::ping(&mut conn).await.context("database does not answer")?;
+    db::ping(&mut conn)
+        .await
+        .context("database does not answer")?;
     Ok(pool)
 }
 
@@ -270,7 +282,10 @@ fn shutdown_signal(log: &Logger) -> anyhow::Result<CancellationToken> {
 
 fn warn_if_open(settings: &Settings, log: &Logger) {
     if settings.api_tokens.is_empty() {
-        warn!(log, "API_TOKEN is not set: the API accepts requests from anyone who can reach it");
+        warn!(
+            log,
+            "API_TOKEN is not set: the API accepts requests from anyone who can reach it"
+        );
     }
 }
 
@@ -303,7 +318,12 @@ async fn run(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     warn_if_open(settings, log);
     let state = http::ApiState::new(settings, pool.clone(), log.new(o!("component" => "api")));
     let api = http::serve(listener, state, stop.clone(), settings.shutdown_timeout);
-    let workers = worker::run(settings, pool, log.new(o!("component" => "worker")), stop.clone());
+    let workers = worker::run(
+        settings,
+        pool,
+        log.new(o!("component" => "worker")),
+        stop.clone(),
+    );
     let (api, workers) = tokio::join!(
         async {
             let result = api.await;
@@ -364,10 +384,27 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     let s = &d.by_status;
     let _ = writeln!(out, "webhook queue at {}", d.generated_at);
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}", "", "pending", "processing", "completed", "failed", "total");
-    let _ = writeln!(out, "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}", "all", s.pending, s.processing, s.completed, s.failed, d.total);
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "pending", "processing", "completed", "failed", "total"
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "all", s.pending, s.processing, s.completed, s.failed, d.total
+    );
     for (event_type, c) in &d.by_event_type {
-        let _ = writeln!(out, "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}", event_type, c.pending, c.processing, c.completed, c.failed, c.total());
+        let _ = writeln!(
+            out,
+            "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            event_type,
+            c.pending,
+            c.processing,
+            c.completed,
+            c.failed,
+            c.total()
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "cancelled            {}", d.cancelled);
@@ -375,11 +412,20 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     let _ = writeln!(
         out,
         "oldest pending       {}",
-        d.oldest_pending_age_seconds.map_or_else(|| "-".to_string(), |s| format!("{s:.1} s"))
+        d.oldest_pending_age_seconds
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.1} s"))
     );
-    let _ = writeln!(out, "last minute          {} completed, {} failed", d.completed_last_minute, d.failed_last_minute);
+    let _ = writeln!(
+        out,
+        "last minute          {} completed, {} failed",
+        d.completed_last_minute, d.failed_last_minute
+    );
     let a = &d.attempts;
-    let _ = writeln!(out, "attempts             {} ({} succeeded, {} failed)", a.total, a.succeeded, a.failed);
+    let _ = writeln!(
+        out,
+        "attempts             {} ({} succeeded, {} failed)",
+        a.total, a.succeeded, a.failed
+    );
     let _ = writeln!(
         out,
         "attempt duration     avg {}, p50 {}, p95 {}, p99 {}",
@@ -390,7 +436,11 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     );
     if !d.by_partner.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}", "config", "partner", "pending", "completed", "failed", "cancelled", "success");
+        let _ = writeln!(
+            out,
+            "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "config", "partner", "pending", "completed", "failed", "cancelled", "success"
+        );
         for p in &d.by_partner {
             let _ = writeln!(
                 out,
@@ -429,7 +479,17 @@ mod tests {
 
     #[test]
     fn flags_become_the_top_layer() {
-        let cli = parse_from(["webhookd", "--log-level", "debug", "work", "--workers", "3", "--batch-size", "7"]).unwrap();
+        let cli = parse_from([
+            "webhookd",
+            "--log-level",
+            "debug",
+            "work",
+            "--workers",
+            "3",
+            "--batch-size",
+            "7",
+        ])
+        .unwrap();
         let o = cli.overrides();
         assert!(o.values.contains(&("log_level", "debug".into())));
         assert!(o.values.contains(&("worker_count", "3".into())));
@@ -452,18 +512,32 @@ mod tests {
             "--dry-run",
         ])
         .unwrap();
-        let Command::Redrive(args) = cli.command else { panic!("not redrive") };
+        let Command::Redrive(args) = cli.command else {
+            panic!("not redrive")
+        };
         let request = args.request().unwrap();
         assert!(request.dry_run);
         assert_eq!(request.limit, redrive::MAX_ROWS);
         assert_eq!(request.filter.config_id, Some(7));
         assert_eq!(request.filter.event_type, Some(EventType::Debit));
-        assert_eq!(request.filter.failed_before.unwrap().to_rfc3339(), "2026-11-28T10:00:00+00:00");
+        assert_eq!(
+            request.filter.failed_before.unwrap().to_rfc3339(),
+            "2026-11-28T10:00:00+00:00"
+        );
         assert!(parse_from(["webhookd", "redrive", "--failed-after", "yesterday"]).is_err());
         assert!(parse_from(["webhookd", "redrive", "--event-type", "credit"]).is_err());
-        let reversed = parse_from(["webhookd", "redrive", "--created-after", "2026-11-28T10:00:00Z",
-            "--created-before", "2026-11-28T09:00:00Z"]).unwrap();
-        let Command::Redrive(args) = reversed.command else { panic!("not redrive") };
+        let reversed = parse_from([
+            "webhookd",
+            "redrive",
+            "--created-after",
+            "2026-11-28T10:00:00Z",
+            "--created-before",
+            "2026-11-28T09:00:00Z",
+        ])
+        .unwrap();
+        let Command::Redrive(args) = reversed.command else {
+            panic!("not redrive")
+        };
         assert_eq!(args.request().unwrap_err().field(), Some("created_before"));
     }
 

@@ -206,14 +206,22 @@ impl Settings {
     ) -> Result<Self, ConfigError> {
         let mut builder = Config::builder()
             .add_source(File::from_str(BUILT_IN_DEFAULTS, FileFormat::Toml))
-            .add_source(File::from(local_defaults).format(FileFormat::Toml).required(false));
-        let config_file = overrides
-            .config_file
-            .clone()
-            .or_else(|| env.get("WEBHOOKD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+            .add_source(
+                File::from(local_defaults)
+                    .format(FileFormat::Toml)
+                    .required(false),
+            );
+        let config_file = overrides.config_file.clone().or_else(|| {
+            env.get("WEBHOOKD_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
         if let Some(path) = config_file {
             if !path.is_file() {
-                return Err(invalid("config", format!("file {} does not exist", path.display())));
+                return Err(invalid(
+                    "config",
+                    format!("file {} does not exist", path.display()),
+                ));
             }
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
@@ -234,10 +242,12 @@ impl Settings {
     }
 
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
-        let server_addr = raw
-            .server_addr
-            .parse()
-            .map_err(|_| invalid("server_addr", format!("{:?} is not host:port", raw.server_addr)))?;
+        let server_addr = raw.server_addr.parse().map_err(|_| {
+            invalid(
+                "server_addr",
+                format!("{:?} is not host:port", raw.server_addr),
+            )
+        })?;
         if raw.database_max_connections == 0 {
             return Err(invalid("database_max_connections", "must be at least 1"));
         }
@@ -299,7 +309,11 @@ impl Settings {
             .map(Secret::new)
             .collect();
         let worker_id = if raw.worker_id.trim().is_empty() {
-            format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+            format!(
+                "{}-{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            )
         } else {
             raw.worker_id.trim().to_string()
         };
@@ -340,7 +354,10 @@ mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)], flags: &[(&'static str, &str)]) -> Result<Settings, ConfigError> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let overrides = Overrides {
             config_file: None,
             values: flags.iter().map(|(k, v)| (*k, v.to_string())).collect(),
@@ -351,7 +368,10 @@ mod tests {
     #[test]
     fn built_in_defaults_match_the_spec() {
         let s = load(&[], &[]).unwrap();
-        assert_eq!(s.database_url.expose(), "postgres://postgres@127.0.0.1:5432/webhookd");
+        assert_eq!(
+            s.database_url.expose(),
+            "postgres://postgres@127.0.0.1:5432/webhookd"
+        );
         assert_eq!(s.database_max_connections, 20);
         assert_eq!(s.server_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(s.worker.count, 10);
@@ -367,8 +387,14 @@ mod tests {
         assert_eq!(s.retry.max_delay(), Duration::from_secs(300));
         assert_eq!(s.retry.jitter(), 0.25);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
-        assert_eq!(s.retention.completed, Some(Duration::from_secs(7 * 24 * 3600)));
-        assert_eq!(s.retention.failed, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(
+            s.retention.completed,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(
+            s.retention.failed,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
         assert_eq!(s.retention.interval, Duration::from_secs(60));
         assert!(s.api_tokens.is_empty());
         assert!(s.delivery.allow_networks.is_empty());
@@ -379,7 +405,11 @@ mod tests {
     #[test]
     fn environment_beats_defaults_and_flags_beat_environment() {
         let s = load(
-            &[("WORKER_COUNT", "3"), ("HTTP_TIMEOUT", "250ms"), ("PATH", "/bin")],
+            &[
+                ("WORKER_COUNT", "3"),
+                ("HTTP_TIMEOUT", "250ms"),
+                ("PATH", "/bin"),
+            ],
             &[("worker_count", "4")],
         )
         .unwrap();
@@ -393,7 +423,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "worker_count = 7\nworker_batch_size = 9\n").unwrap();
-        let env: HashMap<String, String> = [("WORKER_BATCH_SIZE".to_string(), "11".to_string())].into();
+        let env: HashMap<String, String> =
+            [("WORKER_BATCH_SIZE".to_string(), "11".to_string())].into();
         let overrides = Overrides {
             config_file: Some(file),
             values: vec![],
@@ -412,7 +443,11 @@ mod tests {
             ("WORKER_COUNT", "-1", "worker_count"),
             ("RETRY_JITTER", "1.5", "retry_jitter"),
             ("RETRY_MAX_RETRIES", "7", "retry_max_retries"),
-            ("OUTBOUND_ALLOW_NETWORKS", "10.0.0.0/33", "outbound_allow_networks"),
+            (
+                "OUTBOUND_ALLOW_NETWORKS",
+                "10.0.0.0/33",
+                "outbound_allow_networks",
+            ),
             ("SERVER_ADDR", "nowhere", "server_addr"),
             ("LOG_FORMAT", "xml", "log_format"),
             ("RETENTION_INTERVAL", "0s", "retention_interval"),
@@ -425,7 +460,11 @@ mod tests {
 
     #[test]
     fn a_zero_retention_age_keeps_rows_forever() {
-        let s = load(&[("RETENTION_COMPLETED", "0s"), ("RETENTION_FAILED", "36h")], &[]).unwrap();
+        let s = load(
+            &[("RETENTION_COMPLETED", "0s"), ("RETENTION_FAILED", "36h")],
+            &[],
+        )
+        .unwrap();
         assert_eq!(s.retention.completed, None);
         assert_eq!(s.retention.failed, Some(Duration::from_secs(36 * 3600)));
     }
@@ -433,12 +472,18 @@ mod tests {
     #[test]
     fn secrets_do_not_debug_print() {
         let s = load(
-            &[("DATABASE_URL", "postgres://u:hunter2@h/db"), ("API_TOKEN", "tok-canary")],
+            &[
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+                ("API_TOKEN", "tok-canary"),
+            ],
             &[],
         )
         .unwrap();
         let printed = format!("{s:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("tok-canary"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("tok-canary"),
+            "{printed}"
+        );
     }
 
     #[test]

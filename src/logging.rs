@@ -35,5 +35,8 @@ pub fn root(format: LogFormat, min_level: LogLevel) -> Logger {
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
         .build()
         .fuse();
-    Logger::root(drain, o!("service" => "webhookd", "version" => env!("CARGO_PKG_VERSION")))
+    Logger::root(
+        drain,
+        o!("service" => "webhookd", "version" => env!("CARGO_PKG_VERSION")),
+    )
 }

@@ -23,28 +23,44 @@ async fn credit_and_debit_reach_the_right_url_with_headers_and_complete_at_attem
         .await;
 
     let credit = app
-        .submit(json!({"event_type": "+credit", "event_id": "tx 1", "config_id": config,
-            "url_params": {"user_id": "u 1", "value": 100, "token": "t/k"}}))
+        .submit(
+            json!({"event_type": "+credit", "event_id": "tx 1", "config_id": config,
+            "url_params": {"user_id": "u 1", "value": 100, "token": "t/k"}}),
+        )
         .await;
     let debit = app
         .submit(json!({"event_type": "-debit", "event_id": "tx2", "config_id": config, "url_params": {"amount": "5"}}))
         .await;
 
-    let credit_done = app.wait_for_status(credit["queue_id"].as_str().unwrap(), "completed", WAIT).await;
-    let debit_done = app.wait_for_status(debit["queue_id"].as_str().unwrap(), "completed", WAIT).await;
+    let credit_done = app
+        .wait_for_status(credit["queue_id"].as_str().unwrap(), "completed", WAIT)
+        .await;
+    let debit_done = app
+        .wait_for_status(debit["queue_id"].as_str().unwrap(), "completed", WAIT)
+        .await;
 
     let postbacks = receiver.received_at("/ok/postback");
     assert_eq!(postbacks.len(), 1);
     let p = &postbacks[0];
     assert_eq!(p.query, "src=net&uid=u%201&token=t%2Fk&value=100");
-    assert_eq!(p.header("X-Webhook-Id"), credit["queue_id"].as_str().unwrap());
+    assert_eq!(
+        p.header("X-Webhook-Id"),
+        credit["queue_id"].as_str().unwrap()
+    );
     assert_eq!(p.header("X-Webhook-Event"), "+credit");
     assert_eq!(p.header("X-Webhook-Attempt"), "0");
-    assert!(p.header("User-Agent").starts_with("webhookd/"), "{:?}", p.headers);
+    assert!(
+        p.header("User-Agent").starts_with("webhookd/"),
+        "{:?}",
+        p.headers
+    );
 
     let chargebacks = receiver.received_at("/ok/chargeback");
     assert_eq!(chargebacks.len(), 1);
-    assert_eq!(chargebacks[0].path_and_query(), "/ok/chargeback/tx2?amount=5");
+    assert_eq!(
+        chargebacks[0].path_and_query(),
+        "/ok/chargeback/tx2?amount=5"
+    );
     assert_eq!(chargebacks[0].header("X-Webhook-Event"), "-debit");
 
     for done in [&credit_done, &debit_done] {
@@ -84,11 +100,19 @@ async fn a_partner_failing_twice_then_succeeding_is_retried_within_the_backoff_b
             .env("RETRY_JITTER", "0.25"),
     )
     .await;
-    let config = app.config("flaky", &receiver.url("/flaky/2/pb"), &receiver.url("/ok/cb")).await;
+    let config = app
+        .config(
+            "flaky",
+            &receiver.url("/flaky/2/pb"),
+            &receiver.url("/ok/cb"),
+        )
+        .await;
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config, "url_params": {}}))
         .await;
-    let done = app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT).await;
+    let done = app
+        .wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
+        .await;
 
     assert_eq!(done["retry_count"], 2);
     let attempts = done["attempts"].as_array().unwrap();
@@ -100,13 +124,22 @@ async fn a_partner_failing_twice_then_succeeding_is_retried_within_the_backoff_b
 
     let calls = receiver.received_at("/flaky/2/pb");
     assert_eq!(calls.len(), 3);
-    let attempt_headers: Vec<&str> = calls.iter().map(|c| c.header("X-Webhook-Attempt")).collect();
+    let attempt_headers: Vec<&str> = calls
+        .iter()
+        .map(|c| c.header("X-Webhook-Attempt"))
+        .collect();
     assert_eq!(attempt_headers, ["0", "1", "2"]);
     // delay(1) = 200ms ± 25%, delay(2) = 400ms ± 25%; wake-up and write add a little on top.
     let gap1 = calls[1].at - calls[0].at;
     let gap2 = calls[2].at - calls[1].at;
-    assert!(gap1 >= Duration::from_millis(150) && gap1 <= Duration::from_millis(250 + 150), "gap1 {gap1:?}");
-    assert!(gap2 >= Duration::from_millis(300) && gap2 <= Duration::from_millis(500 + 150), "gap2 {gap2:?}");
+    assert!(
+        gap1 >= Duration::from_millis(150) && gap1 <= Duration::from_millis(250 + 150),
+        "gap1 {gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(300) && gap2 <= Duration::from_millis(500 + 150),
+        "gap2 {gap2:?}"
+    );
     app.shutdown().await;
 }
 
@@ -129,13 +162,17 @@ async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
         .await;
-    let done = app.wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT).await;
+    let done = app
+        .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
+        .await;
     assert_eq!(done["retry_count"], 3);
     assert_eq!(done["max_retries"], 3);
     assert!(done["completed_at"].is_null());
     let attempts = done["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 4);
-    assert!(attempts.iter().all(|a| a["http_status"] == 503 && a["error"] == "HTTP 503"));
+    assert!(attempts
+        .iter()
+        .all(|a| a["http_status"] == 503 && a["error"] == "HTTP 503"));
     // No call after the last one, even once several poll periods would have passed.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received_at("/status/503/pb").len(), 4);
@@ -158,7 +195,8 @@ async fn refused_timeout_5xx_429_and_oversized_bodies_are_each_recorded() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let one_shot = |url: String| json!({"name": url.clone(), "postback_url": url, "max_retries": 0});
+    let one_shot =
+        |url: String| json!({"name": url.clone(), "postback_url": url, "max_retries": 0});
     let mut ids = Vec::new();
     for url in [
         format!("http://127.0.0.1:{closed}/refused"),
@@ -204,12 +242,17 @@ async fn refused_timeout_5xx_429_and_oversized_bodies_are_each_recorded() {
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
         .await;
-    let done = app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT).await;
+    let done = app
+        .wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
+        .await;
     assert_eq!(done["attempts"][0]["http_status"], 429);
     assert_eq!(done["retry_count"], 1);
     let calls = receiver.received_at("/retry-after/1/pb");
     let gap = calls[1].at - calls[0].at;
-    assert!(gap >= Duration::from_millis(950), "Retry-After not honoured: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After not honoured: {gap:?}"
+    );
     app.shutdown().await;
 }
 
@@ -217,7 +260,9 @@ async fn refused_timeout_5xx_429_and_oversized_bodies_are_each_recorded() {
 async fn a_new_row_wakes_an_idle_worker_within_milliseconds_despite_a_5s_poll() {
     let receiver = Receiver::start().await;
     let app = spawn(Options::with_workers().env("WORKER_POLL_INTERVAL", "5s")).await;
-    let config = app.config("fast", &receiver.url("/ok/pb"), &receiver.url("/ok/cb")).await;
+    let config = app
+        .config("fast", &receiver.url("/ok/pb"), &receiver.url("/ok/cb"))
+        .await;
     // Let the workers go idle first.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut latencies = Vec::new();
@@ -225,13 +270,18 @@ async fn a_new_row_wakes_an_idle_worker_within_milliseconds_despite_a_5s_poll() 
         let sent = std::time::Instant::now();
         app.submit(json!({"event_type": "+credit", "event_id": format!("e{i}"), "config_id": config, "url_params": {}}))
             .await;
-        let got = receiver.wait_for("/ok/pb", i + 1, Duration::from_secs(6)).await;
+        let got = receiver
+            .wait_for("/ok/pb", i + 1, Duration::from_secs(6))
+            .await;
         latencies.push(got[i].at - sent);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     latencies.sort();
     // Far below the 5 s poll interval: the NOTIFY woke a worker.
-    assert!(latencies[2] < Duration::from_millis(500), "median submit->call {latencies:?}");
+    assert!(
+        latencies[2] < Duration::from_millis(500),
+        "median submit->call {latencies:?}"
+    );
     app.shutdown().await;
 }
 
@@ -250,9 +300,15 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
     // Two partners on two host:port pairs: one hangs, the other answers at once.
     let other = Receiver::start().await;
     let hanging = app
-        .config("hangs", &receiver.url("/hang/pb"), &receiver.url("/hang/cb"))
+        .config(
+            "hangs",
+            &receiver.url("/hang/pb"),
+            &receiver.url("/hang/cb"),
+        )
         .await;
-    let healthy = app.config("healthy", &other.url("/ok/pb"), &other.url("/ok/cb")).await;
+    let healthy = app
+        .config("healthy", &other.url("/ok/pb"), &other.url("/ok/cb"))
+        .await;
     for i in 0..40 {
         app.submit(json!({"event_type": "+credit", "event_id": format!("h{i}"), "config_id": hanging, "url_params": {}}))
             .await;
@@ -268,7 +324,10 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
     }
     let got = other.wait_for("/ok/pb", 10, Duration::from_secs(2)).await;
     let slowest = got.iter().map(|r| r.at - started).max().unwrap();
-    assert!(slowest < Duration::from_millis(1500), "healthy partner waited {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "healthy partner waited {slowest:?}"
+    );
     // The hanging host never had more than its cap in flight.
     assert!(receiver.received_at("/hang/pb").len() <= 4);
     app.shutdown().await;

@@ -22,7 +22,10 @@ struct Proc {
 
 impl Proc {
     fn start(command: &str, db_url: &str, worker_id: &str, extra: &[(&str, &str)]) -> Proc {
-        let log = std::env::temp_dir().join(format!("webhookd-{worker_id}-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = std::env::temp_dir().join(format!(
+            "webhookd-{worker_id}-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut cmd = Command::new(BIN);
         cmd.arg(command)
             .env_clear()
@@ -58,7 +61,10 @@ impl Proc {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{signal} failed");
     }
 
@@ -112,7 +118,9 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
 fn calls_per_id(receiver: &Receiver, prefix: &str) -> HashMap<String, usize> {
     let mut calls = HashMap::new();
     for r in receiver.received_at(prefix) {
-        *calls.entry(r.header("X-Webhook-Id").to_string()).or_insert(0) += 1;
+        *calls
+            .entry(r.header("X-Webhook-Id").to_string())
+            .or_insert(0) += 1;
     }
     calls
 }
@@ -125,9 +133,18 @@ async fn three_work_processes_call_every_event_exactly_once() {
     let procs: Vec<Proc> = (0..3)
         .map(|i| Proc::start("work", &db.url, &format!("p{i}"), &[]))
         .collect();
-    eventually(Duration::from_secs(60), "all 3000 rows completed", || async {
-        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 3000
-    })
+    eventually(
+        Duration::from_secs(60),
+        "all 3000 rows completed",
+        || async {
+            count(
+                &db,
+                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+            )
+            .await
+                == 3000
+        },
+    )
     .await;
     let calls = calls_per_id(&receiver, "/ok/three");
     assert_eq!(calls.len(), 3000, "every event was called");
@@ -135,7 +152,11 @@ async fn three_work_processes_call_every_event_exactly_once() {
     assert!(repeated.is_empty(), "called more than once: {repeated:?}");
     // The work was shared: every process delivered some of it.
     for i in 0..3 {
-        let by_proc = count(&db, &format!("SELECT count(*) FROM webhook_queue WHERE worker_id LIKE 'p{i}-%'")).await;
+        let by_proc = count(
+            &db,
+            &format!("SELECT count(*) FROM webhook_queue WHERE worker_id LIKE 'p{i}-%'"),
+        )
+        .await;
         assert!(by_proc > 0, "process p{i} delivered nothing");
     }
     drop(procs);
@@ -147,9 +168,18 @@ async fn kill_9_loses_nothing_and_duplicates_at_most_the_rows_the_dead_worker_he
     let db = TestDb::new().await;
     seed(&db, &receiver.url("/slow/400/kill"), 200).await;
     let mut victim = Proc::start("work", &db.url, "victim", &[]);
-    eventually(Duration::from_secs(10), "the victim to have finished some rows", || async {
-        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await >= 20
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the victim to have finished some rows",
+        || async {
+            count(
+                &db,
+                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+            )
+            .await
+                >= 20
+        },
+    )
     .await;
     victim.signal("KILL");
     victim.wait_exit(Duration::from_secs(5)).await;
@@ -166,18 +196,34 @@ async fn kill_9_loses_nothing_and_duplicates_at_most_the_rows_the_dead_worker_he
     .await;
 
     let _rescuer = Proc::start("work", &db.url, "rescuer", &[]);
-    eventually(Duration::from_secs(60), "every row completed after the lease expired", || async {
-        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 200
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every row completed after the lease expired",
+        || async {
+            count(
+                &db,
+                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+            )
+            .await
+                == 200
+        },
+    )
     .await;
     let calls = calls_per_id(&receiver, "/slow/400/kill");
     assert_eq!(calls.len(), 200, "every event reached the partner");
     let duplicated = calls.values().filter(|n| **n > 1).count() as i64;
-    assert!(duplicated <= held, "{duplicated} duplicates but the victim held only {held}");
+    assert!(
+        duplicated <= held,
+        "{duplicated} duplicates but the victim held only {held}"
+    );
     // Rows the victim finished were not called again.
     assert!(completed_by_victim > 0);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM webhook_queue WHERE worker_id LIKE 'victim-%'").await,
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE worker_id LIKE 'victim-%'"
+        )
+        .await,
         completed_by_victim
     );
 }
@@ -188,9 +234,11 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_outcome(
     let db = TestDb::new().await;
     seed(&db, &receiver.url("/slow/500/pause"), 10).await;
     let sleeper = Proc::start("work", &db.url, "sleeper", &[("WORKER_COUNT", "1")]);
-    eventually(Duration::from_secs(10), "the sleeper to be mid-call", || async {
-        receiver.received_at("/slow/500/pause").len() >= 10
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the sleeper to be mid-call",
+        || async { receiver.received_at("/slow/500/pause").len() >= 10 },
+    )
     .await;
     sleeper.signal("STOP");
     // Past the 3 s lease, another worker takes the rows over and completes them.
@@ -200,18 +248,24 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_outcome(
             == 10
     })
     .await;
-    let snapshot = "SELECT string_agg(id || status || worker_id || retry_count || retry_0_started_at::text
+    let snapshot =
+        "SELECT string_agg(id || status || worker_id || retry_count || retry_0_started_at::text
                                       || coalesce(retry_1_started_at::text, '-'), ',' ORDER BY id)
                     FROM webhook_queue";
     let client = db.client().await;
     let before: String = client.query_one(snapshot, &[]).await.unwrap().get(0);
     sleeper.signal("CONT");
-    eventually(Duration::from_secs(10), "the sleeper to report its lost leases", || async {
-        sleeper.logs().matches("lease lost").count() >= 10
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the sleeper to report its lost leases",
+        || async { sleeper.logs().matches("lease lost").count() >= 10 },
+    )
     .await;
     let after: String = client.query_one(snapshot, &[]).await.unwrap().get(0);
-    assert_eq!(before, after, "a stale worker changed rows it no longer held");
+    assert_eq!(
+        before, after,
+        "a stale worker changed rows it no longer held"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,20 +283,39 @@ async fn sigterm_under_load_exits_0_in_time_and_leaves_nothing_processing() {
     let code = first.wait_exit(Duration::from_secs(10)).await;
     let took = asked.elapsed();
     assert_eq!(code, Some(0), "exit code; logs:\n{}", first.logs());
-    assert!(took < Duration::from_secs(3) + Duration::from_millis(1500), "shutdown took {took:?}");
+    assert!(
+        took < Duration::from_secs(3) + Duration::from_millis(1500),
+        "shutdown took {took:?}"
+    );
     let left = count(
         &db,
         "SELECT count(*) FROM webhook_queue WHERE status = 'processing' AND worker_id LIKE 'first-%'",
     )
     .await;
     assert_eq!(left, 0, "rows left processing by the stopped worker");
-    assert!(count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'pending'").await > 0);
+    assert!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'pending'"
+        )
+        .await
+            > 0
+    );
 
     // The lease was 60 s, yet a new worker finishes the rest at once: the rows were handed back.
     let _second = Proc::start("work", &db.url, "second", &[]);
-    eventually(Duration::from_secs(30), "the new worker to finish the rest", || async {
-        count(&db, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 300
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the new worker to finish the rest",
+        || async {
+            count(
+                &db,
+                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+            )
+            .await
+                == 300
+        },
+    )
     .await;
 }
 
@@ -260,14 +333,21 @@ impl PrivatePg {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).parent().unwrap().to_path_buf());
+            .map(|o| {
+                PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+                    .parent()
+                    .unwrap()
+                    .to_path_buf()
+            });
         on_path.unwrap_or_else(|| {
             let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
                 .expect("PostgreSQL server binaries are installed")
                 .map(|e| e.unwrap().path().join("bin"))
                 .collect();
             versions.sort();
-            versions.pop().expect("a PostgreSQL version under /usr/lib/postgresql")
+            versions
+                .pop()
+                .expect("a PostgreSQL version under /usr/lib/postgresql")
         })
     }
 
@@ -283,24 +363,46 @@ impl PrivatePg {
                 .stdout(Stdio::null())
                 .status()
         } else {
-            Command::new(&path).args(args).stdout(Stdio::null()).status()
+            Command::new(&path)
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
         }
         .unwrap();
         assert!(status.success(), "{tool} {args:?} failed");
     }
 
     fn start() -> PrivatePg {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("webhookd-pg-{}", uuid::Uuid::new_v4().simple()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("webhookd-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let _ = Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status();
+        let _ = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status();
         let pg = PrivatePg {
             dir,
             port,
             bin: Self::bin_dir(),
         };
         let data = pg.dir.to_str().unwrap().to_string();
-        pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
         pg.up();
         pg
     }
@@ -312,11 +414,17 @@ impl PrivatePg {
             self.port
         );
         let log = format!("{data}/server.log");
-        self.run("pg_ctl", &["-D", data, "-o", &options, "-l", &log, "-w", "start"]);
+        self.run(
+            "pg_ctl",
+            &["-D", data, "-o", &options, "-l", &log, "-w", "start"],
+        );
     }
 
     fn down(&self) {
-        self.run("pg_ctl", &["-D", self.dir.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        self.run(
+            "pg_ctl",
+            &["-D", self.dir.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
     }
 
     fn url(&self) -> String {
@@ -342,20 +450,38 @@ async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
     let receiver = Receiver::start().await;
     let pg = PrivatePg::start();
     let migrate = Command::new(BIN)
-        .args(["migrate", "--database-url", &pg.url(), "--log-level", "error"])
+        .args([
+            "migrate",
+            "--database-url",
+            &pg.url(),
+            "--log-level",
+            "error",
+        ])
         .status()
         .unwrap();
     assert!(migrate.success());
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let api = format!("http://127.0.0.1:{api_port}");
-    let _service = Proc::start("run", &pg.url(), "svc", &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))]);
+    let _service = Proc::start(
+        "run",
+        &pg.url(),
+        "svc",
+        &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))],
+    );
     common::receiver::wait_http_ok(&format!("{api}/health"), Duration::from_secs(10)).await;
     let http = common::http_client();
     let config: serde_json::Value = serde_json::from_str(
         &http
             .post(format!("{api}/webhook-configs"))
             .header("Content-Type", "application/json")
-            .body(serde_json::json!({"name": "p", "postback_url": receiver.url("/ok/restart")}).to_string())
+            .body(
+                serde_json::json!({"name": "p", "postback_url": receiver.url("/ok/restart")})
+                    .to_string(),
+            )
             .send()
             .await
             .unwrap()
@@ -384,8 +510,12 @@ async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
                     .await;
                 match response {
                     Ok(r) if r.status() == 201 => {
-                        let entry: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-                        accepted.push((Instant::now(), entry["queue_id"].as_str().unwrap().to_string()));
+                        let entry: serde_json::Value =
+                            serde_json::from_str(&r.text().await.unwrap()).unwrap();
+                        accepted.push((
+                            Instant::now(),
+                            entry["queue_id"].as_str().unwrap().to_string(),
+                        ));
                     }
                     _ => refused += 1,
                 }
@@ -402,12 +532,18 @@ async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
     let (accepted, refused) = submit.await.unwrap();
     assert!(refused > 0, "the restart was not noticed by the API");
     assert!(
-        accepted.iter().any(|(at, _)| *at > restarted_at + Duration::from_secs(1)),
+        accepted
+            .iter()
+            .any(|(at, _)| *at > restarted_at + Duration::from_secs(1)),
         "the API accepted nothing after the restart"
     );
-    eventually(Duration::from_secs(30), "every accepted event delivered", || async {
-        let calls = calls_per_id(&receiver, "/ok/restart");
-        accepted.iter().all(|(_, id)| calls.contains_key(id))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every accepted event delivered",
+        || async {
+            let calls = calls_per_id(&receiver, "/ok/restart");
+            accepted.iter().all(|(_, id)| calls.contains_key(id))
+        },
+    )
     .await;
 }

@@ -32,13 +32,19 @@ impl ConfigInput {
         if name.is_empty() || name.len() > 200 {
             return Err(AppError::invalid("name", "must be 1 to 200 characters"));
         }
-        for (field, url) in [("postback_url", &postback_url), ("chargeback_url", &chargeback_url)] {
+        for (field, url) in [
+            ("postback_url", &postback_url),
+            ("chargeback_url", &chargeback_url),
+        ] {
             if let Some(url) = url {
                 check_template(field, url, policy)?;
             }
         }
         if postback_url.is_none() && chargeback_url.is_none() {
-            return Err(AppError::invalid("postback_url", "a config needs a postback_url, a chargeback_url or both"));
+            return Err(AppError::invalid(
+                "postback_url",
+                "a config needs a postback_url, a chargeback_url or both",
+            ));
         }
         let max_retries = match max_retries {
             None => None,
@@ -84,14 +90,18 @@ fn check_template(field: &str, url: &str, policy: &AddressPolicy) -> Result<(), 
 
 fn name_taken(error: diesel::result::Error) -> AppError {
     match AppError::from(error) {
-        AppError::Conflict(_) => AppError::Conflict("a config with this name exists already".into()),
+        AppError::Conflict(_) => {
+            AppError::Conflict("a config with this name exists already".into())
+        }
         other => other,
     }
 }
 
 pub async fn create(pool: &DbPool, input: ConfigInput) -> Result<ConfigRow, AppError> {
     let mut conn = conn(pool).await?;
-    configs::insert(&mut conn, &input.form()).await.map_err(name_taken)
+    configs::insert(&mut conn, &input.form())
+        .await
+        .map_err(name_taken)
 }
 
 pub async fn list(pool: &DbPool) -> Result<Vec<ConfigRow>, AppError> {
@@ -101,7 +111,9 @@ pub async fn list(pool: &DbPool) -> Result<Vec<ConfigRow>, AppError> {
 
 pub async fn get(pool: &DbPool, id: i64) -> Result<ConfigRow, AppError> {
     let mut conn = conn(pool).await?;
-    configs::find(&mut conn, id).await?.ok_or(AppError::NotFound("config"))
+    configs::find(&mut conn, id)
+        .await?
+        .ok_or(AppError::NotFound("config"))
 }
 
 pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<ConfigRow, AppError> {
@@ -115,5 +127,7 @@ pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<Confi
 /// Deactivates a config: it takes no new events; rows already queued are still delivered.
 pub async fn deactivate(pool: &DbPool, id: i64) -> Result<ConfigRow, AppError> {
     let mut conn = conn(pool).await?;
-    configs::deactivate(&mut conn, id).await?.ok_or(AppError::NotFound("config"))
+    configs::deactivate(&mut conn, id)
+        .await?
+        .ok_or(AppError::NotFound("config"))
 }

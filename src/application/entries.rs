@@ -21,7 +21,9 @@ pub struct Entry {
 
 pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
-    let row = queue::find(&mut conn, queue_id).await?.ok_or(AppError::NotFound("webhook"))?;
+    let row = queue::find(&mut conn, queue_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))?;
     let archived = history::archived(&mut conn, queue_id).await?;
     Ok(Entry {
         attempts: row.attempts_after(archived),
@@ -30,7 +32,11 @@ pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
 }
 
 /// One page, newest first, and the cursor of the next page when there is one.
-pub async fn list(pool: &DbPool, filter: &ListFilter, limit: i64) -> Result<(Vec<QueueRow>, Option<String>), AppError> {
+pub async fn list(
+    pool: &DbPool,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<(Vec<QueueRow>, Option<String>), AppError> {
     let mut conn = conn(pool).await?;
     let mut rows = queue::list(&mut conn, filter, limit + 1).await?;
     let next_cursor = if rows.len() as i64 > limit {
@@ -45,9 +51,13 @@ pub async fn list(pool: &DbPool, filter: &ListFilter, limit: i64) -> Result<(Vec
 /// Cancels an entry: it is never called again. A completed entry cannot be cancelled.
 pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError> {
     let mut conn = conn(pool).await?;
-    let row = queue::cancel(&mut conn, queue_id).await?.ok_or(AppError::NotFound("webhook"))?;
+    let row = queue::cancel(&mut conn, queue_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))?;
     if row.deleted_at.is_none() && row.status == Status::Completed {
-        return Err(AppError::Conflict("the webhook was delivered already".into()));
+        return Err(AppError::Conflict(
+            "the webhook was delivered already".into(),
+        ));
     }
     Ok(row)
 }
@@ -56,15 +66,22 @@ pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError>
 /// the earlier attempts kept in its history. Anything but a failed, live entry is a conflict.
 pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError> {
     let mut conn = conn(pool).await?;
-    let row = queue::find(&mut conn, queue_id).await?.ok_or(AppError::NotFound("webhook"))?;
+    let row = queue::find(&mut conn, queue_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))?;
     if let Some(restarted) = history::restart(&mut conn, &[row.id]).await?.pop() {
         return Ok(restarted);
     }
     // Not restarted: say why, from the row as it is now (another retry may just have won).
-    let now = queue::find(&mut conn, queue_id).await?.ok_or(AppError::NotFound("webhook"))?;
+    let now = queue::find(&mut conn, queue_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))?;
     Err(AppError::Conflict(if now.deleted_at.is_some() {
         "the webhook was cancelled; only a failed webhook can be retried".into()
     } else {
-        format!("the webhook is {}; only a failed webhook can be retried", now.status)
+        format!(
+            "the webhook is {}; only a failed webhook can be retried",
+            now.status
+        )
     }))
 }

@@ -12,7 +12,10 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 pub enum AppError {
     /// 400: the request could not be read (malformed JSON, malformed id in the path).
     #[error("{message}")]
-    Malformed { field: Option<String>, message: String },
+    Malformed {
+        field: Option<String>,
+        message: String,
+    },
     /// 401: missing or wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
@@ -30,7 +33,10 @@ pub enum AppError {
     NotJson,
     /// 422: well-formed but invalid.
     #[error("{message}")]
-    Invalid { field: Option<String>, message: String },
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
     /// 503: the database cannot be reached. The cause is logged, never returned.
     #[error("service unavailable")]
     Unavailable(String),

@@ -16,5 +16,7 @@ use crate::infra::db::{DbPool, PooledConn};
 
 /// Checks a connection out of the pool; an unreachable database is `Unavailable` (503).
 pub async fn conn(pool: &DbPool) -> Result<PooledConn, AppError> {
-    pool.get().await.map_err(|e| AppError::Unavailable(e.to_string()))
+    pool.get()
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))
 }

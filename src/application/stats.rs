@@ -86,20 +86,28 @@ pub async fn collect(pool: &DbPool) -> Result<StatsDocument, AppError> {
     Ok(build(rows, buckets, moments))
 }
 
-fn build(rows: Vec<stats::RowCount>, buckets: Vec<stats::AttemptBucket>, moments: stats::Moments) -> StatsDocument {
+fn build(
+    rows: Vec<stats::RowCount>,
+    buckets: Vec<stats::AttemptBucket>,
+    moments: stats::Moments,
+) -> StatsDocument {
     let mut by_status = StatusCounts::default();
     let mut cancelled = 0;
-    let mut by_event_type: BTreeMap<&'static str, StatusCounts> =
-        EventType::ALL.iter().map(|t| (t.as_str(), StatusCounts::default())).collect();
+    let mut by_event_type: BTreeMap<&'static str, StatusCounts> = EventType::ALL
+        .iter()
+        .map(|t| (t.as_str(), StatusCounts::default()))
+        .collect();
     let mut partners: BTreeMap<i64, PartnerStats> = BTreeMap::new();
     for row in rows {
-        let partner = partners.entry(row.config_id).or_insert_with(|| PartnerStats {
-            config_id: row.config_id,
-            name: row.config_name.clone(),
-            by_status: StatusCounts::default(),
-            cancelled: 0,
-            success_rate: None,
-        });
+        let partner = partners
+            .entry(row.config_id)
+            .or_insert_with(|| PartnerStats {
+                config_id: row.config_id,
+                name: row.config_name.clone(),
+                by_status: StatusCounts::default(),
+                cancelled: 0,
+                success_rate: None,
+            });
         match row.bucket.parse::<Status>() {
             Ok(status) => {
                 by_status.add(status, row.n);
@@ -181,13 +189,21 @@ mod tests {
 
     #[test]
     fn percentiles_walk_the_histogram() {
-        let buckets = [bucket(true, 5, 50), bucket(false, 10, 45), bucket(true, 200, 4), bucket(true, 900, 1)];
+        let buckets = [
+            bucket(true, 5, 50),
+            bucket(false, 10, 45),
+            bucket(true, 200, 4),
+            bucket(true, 900, 1),
+        ];
         let s = attempt_stats(&buckets);
         assert_eq!((s.total, s.succeeded, s.failed), (100, 55, 45));
         assert_eq!(s.p50_duration_ms, Some(5));
         assert_eq!(s.p95_duration_ms, Some(10));
         assert_eq!(s.p99_duration_ms, Some(200));
-        assert_eq!(s.avg_duration_ms, Some(((250 + 450 + 800 + 900) as f64) / 100.0));
+        assert_eq!(
+            s.avg_duration_ms,
+            Some(((250 + 450 + 800 + 900) as f64) / 100.0)
+        );
         assert_eq!(attempt_stats(&[]), AttemptStats::default());
     }
 

@@ -32,20 +32,35 @@ pub enum Submitted {
 }
 
 /// Turns a request into the row to insert, or says which field is at fault.
-fn prepare(config: Option<ConfigRow>, request: &SubmitRequest, default_max_retries: i32) -> Result<NewEntry, AppError> {
+fn prepare(
+    config: Option<ConfigRow>,
+    request: &SubmitRequest,
+    default_max_retries: i32,
+) -> Result<NewEntry, AppError> {
     let config = config
         .filter(|c| c.is_active)
         .ok_or_else(|| AppError::invalid("config_id", "does not name an active config"))?;
     let template = config.url_for(request.event_type).ok_or_else(|| {
         AppError::invalid(
             "event_type",
-            format!("config {} has no URL for {} events", config.id, request.event_type),
+            format!(
+                "config {} has no URL for {} events",
+                config.id, request.event_type
+            ),
         )
     })?;
-    let template = UrlTemplate::parse(template)
-        .map_err(|e| AppError::Internal(format!("stored template of config {} is invalid: {e}", config.id)))?;
+    let template = UrlTemplate::parse(template).map_err(|e| {
+        AppError::Internal(format!(
+            "stored template of config {} is invalid: {e}",
+            config.id
+        ))
+    })?;
     let webhook_url = template
-        .build(&request.url_params, request.event_type, request.event_id.as_deref())
+        .build(
+            &request.url_params,
+            request.event_type,
+            request.event_id.as_deref(),
+        )
         .map_err(|e| AppError::invalid(format!("url_params.{}", e.0), e.to_string()))?;
     Ok(NewEntry {
         queue_id: Uuid::new_v4(),
@@ -58,11 +73,18 @@ fn prepare(config: Option<ConfigRow>, request: &SubmitRequest, default_max_retri
     })
 }
 
-pub async fn submit(pool: &DbPool, request: SubmitRequest, default_max_retries: i32) -> Result<Submitted, AppError> {
+pub async fn submit(
+    pool: &DbPool,
+    request: SubmitRequest,
+    default_max_retries: i32,
+) -> Result<Submitted, AppError> {
     let mut conn = conn(pool).await?;
     let config = configs::find(&mut conn, request.config_id).await?;
     let entry = prepare(config, &request, default_max_retries)?;
-    if let Some(row) = queue::insert_new(&mut conn, std::slice::from_ref(&entry)).await?.pop() {
+    if let Some(row) = queue::insert_new(&mut conn, std::slice::from_ref(&entry))
+        .await?
+        .pop()
+    {
         return Ok(Submitted::Created(row));
     }
     // The idempotency key exists: the same event again, or a different one under a reused id.

@@ -21,7 +21,12 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [Status::Pending, Status::Processing, Status::Completed, Status::Failed];
+    pub const ALL: [Status; 4] = [
+        Status::Pending,
+        Status::Processing,
+        Status::Completed,
+        Status::Failed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,7 +50,9 @@ impl FromStr for Status {
         Status::ALL
             .into_iter()
             .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("must be one of pending, processing, completed, failed, not {s:?}"))
+            .ok_or_else(|| {
+                format!("must be one of pending, processing, completed, failed, not {s:?}")
+            })
     }
 }
 
@@ -132,7 +139,10 @@ impl Outcome {
 pub enum Transition {
     Complete,
     /// Try again: `retry_count` becomes `attempt + 1`, due after `delay`.
-    Retry { next_attempt: i32, delay: Duration },
+    Retry {
+        next_attempt: i32,
+        delay: Duration,
+    },
     /// The retries are spent: the row stays at `retry_count = attempt`.
     Fail,
 }
@@ -199,7 +209,10 @@ mod tests {
     fn any_2xx_completes() {
         let mut rng = StdRng::seed_from_u64(0);
         for status in [200, 201, 204, 299] {
-            assert_eq!(Transition::after(0, 6, &response(status, None), &policy(), &mut rng), Transition::Complete);
+            assert_eq!(
+                Transition::after(0, 6, &response(status, None), &policy(), &mut rng),
+                Transition::Complete
+            );
         }
     }
 
@@ -212,11 +225,19 @@ mod tests {
         };
         for (attempt, max) in [(0, 6), (5, 6), (0, 1)] {
             let t = Transition::after(attempt, max, &timeout, &policy(), &mut rng);
-            assert!(matches!(t, Transition::Retry { next_attempt, .. } if next_attempt == attempt + 1));
+            assert!(
+                matches!(t, Transition::Retry { next_attempt, .. } if next_attempt == attempt + 1)
+            );
             assert_eq!(t.status(), Status::Pending);
         }
-        assert_eq!(Transition::after(6, 6, &timeout, &policy(), &mut rng), Transition::Fail);
-        assert_eq!(Transition::after(0, 0, &response(500, None), &policy(), &mut rng), Transition::Fail);
+        assert_eq!(
+            Transition::after(6, 6, &timeout, &policy(), &mut rng),
+            Transition::Fail
+        );
+        assert_eq!(
+            Transition::after(0, 0, &response(500, None), &policy(), &mut rng),
+            Transition::Fail
+        );
         for status in [199, 300, 301, 404, 500] {
             assert!(!response(status, None).is_success());
         }
@@ -225,7 +246,13 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_only_on_429_and_503() {
         let mut rng = StdRng::seed_from_u64(0);
-        let mut delay = |status| match Transition::after(0, 6, &response(status, Some(20)), &policy(), &mut rng) {
+        let mut delay = |status| match Transition::after(
+            0,
+            6,
+            &response(status, Some(20)),
+            &policy(),
+            &mut rng,
+        ) {
             Transition::Retry { delay, .. } => delay,
             other => panic!("{other:?}"),
         };
@@ -242,7 +269,10 @@ mod tests {
             kind: FailureKind::Blocked,
             message: "127.0.0.1 is loopback".into(),
         };
-        assert_eq!(blocked.error_text().unwrap(), "blocked: 127.0.0.1 is loopback");
+        assert_eq!(
+            blocked.error_text().unwrap(),
+            "blocked: 127.0.0.1 is loopback"
+        );
         assert_eq!(blocked.label(), "blocked");
     }
 }

@@ -142,7 +142,10 @@ mod tests {
     fn numbers_and_booleans_are_sent_as_their_json_text() {
         let p = UrlParams::from_json(&json!({"a": 100, "b": 1.5, "c": true, "d": "x y"})).unwrap();
         let got: Vec<_> = p.iter().collect();
-        assert_eq!(got, [("a", "100"), ("b", "1.5"), ("c", "true"), ("d", "x y")]);
+        assert_eq!(
+            got,
+            [("a", "100"), ("b", "1.5"), ("c", "true"), ("d", "x y")]
+        );
     }
 
     #[test]
@@ -158,7 +161,11 @@ mod tests {
             (json!({"ok": "x".repeat(2049)}), "url_params.ok"),
         ];
         for (value, field) in cases {
-            assert_eq!(UrlParams::from_json(&value).unwrap_err().field, field, "{value}");
+            assert_eq!(
+                UrlParams::from_json(&value).unwrap_err().field,
+                field,
+                "{value}"
+            );
         }
     }
 

@@ -41,7 +41,11 @@ pub fn classify(address: IpAddr) -> Option<&'static str> {
 }
 
 fn in_v4(address: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     (u32::from(address) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
 }
 
@@ -73,7 +77,8 @@ fn classify_v4(a: Ipv4Addr) -> Option<&'static str> {
 
 fn classify_v6(a: Ipv6Addr) -> Option<&'static str> {
     let s = a.segments();
-    let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let embedded_v4 =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if a.is_unspecified() {
         return Some("unspecified");
     }
@@ -116,12 +121,39 @@ mod tests {
     #[test]
     fn every_forbidden_class_is_caught() {
         for a in [
-            "127.0.0.1", "127.255.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-            "169.254.169.254", "169.254.1.1", "100.64.0.1", "100.127.255.255", "0.0.0.0", "224.0.0.1",
-            "239.255.255.250", "255.255.255.255", "240.0.0.1", "198.18.0.1", "::", "::1", "fe80::1",
-            "fc00::1", "fd00:ec2::254", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-            "::ffff:169.254.169.254", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::",
-            "2002:c0a8:101::1", "::127.0.0.1", "2001:db8::1", "2001::1", "fec0::1",
+            "127.0.0.1",
+            "127.255.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "198.18.0.1",
+            "::",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "fd00:ec2::254",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+            "::127.0.0.1",
+            "2001:db8::1",
+            "2001::1",
+            "fec0::1",
         ] {
             assert!(forbidden(a), "{a} should be forbidden");
         }
@@ -130,8 +162,15 @@ mod tests {
     #[test]
     fn public_addresses_pass() {
         for a in [
-            "8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "93.184.216.34", "2606:4700::1111",
-            "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1",
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             assert!(!forbidden(a), "{a} should be allowed");
         }
@@ -139,11 +178,19 @@ mod tests {
 
     #[test]
     fn allow_list_opens_exactly_its_networks() {
-        let policy = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]);
+        let policy = AddressPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ]);
         assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
         assert!(policy.check("fd12::1".parse().unwrap()).is_ok());
         let err = policy.check("10.0.0.1".parse().unwrap()).unwrap_err();
-        assert_eq!(err.to_string(), "10.0.0.1 is private (10.0.0.0/8) (not in OUTBOUND_ALLOW_NETWORKS)");
-        assert!(AddressPolicy::default().check("8.8.8.8".parse().unwrap()).is_ok());
+        assert_eq!(
+            err.to_string(),
+            "10.0.0.1 is private (10.0.0.0/8) (not in OUTBOUND_ALLOW_NETWORKS)"
+        );
+        assert!(AddressPolicy::default()
+            .check("8.8.8.8".parse().unwrap())
+            .is_ok());
     }
 }

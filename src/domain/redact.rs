@@ -1,7 +1,16 @@
 //! Keeping partner secrets out of logs (SPEC §8).
 
 /// Fragments that mark a parameter as secret, matched case-insensitively anywhere in the key.
-const SECRET_MARKERS: &[&str] = &["token", "secret", "signature", "sig", "password", "passwd", "key", "auth"];
+const SECRET_MARKERS: &[&str] = &[
+    "token",
+    "secret",
+    "signature",
+    "sig",
+    "password",
+    "passwd",
+    "key",
+    "auth",
+];
 
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -21,7 +30,11 @@ pub fn redact_url(url: &str) -> String {
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| {
-                let v = if is_secret_key(&k) { "***".into() } else { v.into_owned() };
+                let v = if is_secret_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
@@ -36,7 +49,16 @@ mod tests {
 
     #[test]
     fn secret_keys_are_recognised_in_any_case() {
-        for key in ["token", "API_KEY", "Signature", "sig", "x-auth", "passwd", "user_password", "clientSecret"] {
+        for key in [
+            "token",
+            "API_KEY",
+            "Signature",
+            "sig",
+            "x-auth",
+            "passwd",
+            "user_password",
+            "clientSecret",
+        ] {
             assert!(is_secret_key(key), "{key}");
         }
         for key in ["value", "user_id", "amount", "event_id"] {
@@ -47,7 +69,10 @@ mod tests {
     #[test]
     fn urls_lose_their_secrets() {
         let r = redact_url("https://u:hunter2@p.example/pb?uid=u1&token=abc123&Sig=zz");
-        assert!(!r.contains("hunter2") && !r.contains("abc123") && !r.contains("zz"), "{r}");
+        assert!(
+            !r.contains("hunter2") && !r.contains("abc123") && !r.contains("zz"),
+            "{r}"
+        );
         assert!(r.contains("uid=u1"), "{r}");
         assert_eq!(redact_url("not a url"), "<unparseable url>");
     }

@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn the_cap_holds() {
-        let p = RetryPolicy::new(6, Duration::from_secs(10), Duration::from_secs(25), 0.25).unwrap();
+        let p =
+            RetryPolicy::new(6, Duration::from_secs(10), Duration::from_secs(25), 0.25).unwrap();
         let mut rng = StdRng::seed_from_u64(2);
         assert_eq!(p.delay(6, &mut rng), Duration::from_secs(25));
     }
@@ -137,8 +138,13 @@ mod tests {
     fn jitter_is_actually_random() {
         let p = policy(0.25);
         let mut rng = rand::rng();
-        let delays: std::collections::HashSet<Duration> = (0..50).map(|_| p.delay(3, &mut rng)).collect();
-        assert!(delays.len() > 40, "only {} distinct delays in 50 draws", delays.len());
+        let delays: std::collections::HashSet<Duration> =
+            (0..50).map(|_| p.delay(3, &mut rng)).collect();
+        assert!(
+            delays.len() > 40,
+            "only {} distinct delays in 50 draws",
+            delays.len()
+        );
         // Both halves of the jitter range are used.
         assert!(delays.iter().any(|d| *d < Duration::from_secs(4)));
         assert!(delays.iter().any(|d| *d > Duration::from_secs(4)));
@@ -148,21 +154,36 @@ mod tests {
     fn retry_after_lengthens_but_never_shortens_and_stays_capped() {
         let p = policy(0.0);
         let mut rng = StdRng::seed_from_u64(3);
-        assert_eq!(p.delay_with_hint(1, Some(Duration::from_secs(30)), &mut rng), Duration::from_secs(30));
-        assert_eq!(p.delay_with_hint(3, Some(Duration::from_millis(1)), &mut rng), Duration::from_secs(4));
-        assert_eq!(p.delay_with_hint(1, Some(Duration::from_secs(9999)), &mut rng), Duration::from_secs(300));
+        assert_eq!(
+            p.delay_with_hint(1, Some(Duration::from_secs(30)), &mut rng),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            p.delay_with_hint(3, Some(Duration::from_millis(1)), &mut rng),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            p.delay_with_hint(1, Some(Duration::from_secs(9999)), &mut rng),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]
     fn retry_after_parses_seconds_and_http_dates() {
         let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
             Some(Duration::from_secs(60))
         );
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }
@@ -170,11 +191,26 @@ mod tests {
     #[test]
     fn invalid_policies_are_refused() {
         let s = Duration::from_secs(1);
-        assert_eq!(RetryPolicy::new(7, s, s, 0.1).unwrap_err().key, "retry_max_retries");
-        assert_eq!(RetryPolicy::new(-1, s, s, 0.1).unwrap_err().key, "retry_max_retries");
-        assert_eq!(RetryPolicy::new(1, Duration::ZERO, s, 0.1).unwrap_err().key, "retry_base_delay");
-        assert_eq!(RetryPolicy::new(1, s * 2, s, 0.1).unwrap_err().key, "retry_max_delay");
-        assert_eq!(RetryPolicy::new(1, s, s, 1.0).unwrap_err().key, "retry_jitter");
+        assert_eq!(
+            RetryPolicy::new(7, s, s, 0.1).unwrap_err().key,
+            "retry_max_retries"
+        );
+        assert_eq!(
+            RetryPolicy::new(-1, s, s, 0.1).unwrap_err().key,
+            "retry_max_retries"
+        );
+        assert_eq!(
+            RetryPolicy::new(1, Duration::ZERO, s, 0.1).unwrap_err().key,
+            "retry_base_delay"
+        );
+        assert_eq!(
+            RetryPolicy::new(1, s * 2, s, 0.1).unwrap_err().key,
+            "retry_max_delay"
+        );
+        assert_eq!(
+            RetryPolicy::new(1, s, s, 1.0).unwrap_err().key,
+            "retry_jitter"
+        );
     }
 
     proptest! {

@@ -12,7 +12,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use super::event::{is_valid_param_name, EventType, UrlParams};
 
 /// Everything but RFC 3986's unreserved characters is written `%XX`.
-const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn encode(text: &str) -> impl std::fmt::Display + '_ {
     utf8_percent_encode(text, NOT_UNRESERVED)
@@ -208,9 +212,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn build(template: &str, pairs: &[(&str, &str)]) -> Result<String, MissingPlaceholder> {
-        UrlTemplate::parse(template)
-            .unwrap()
-            .build(&UrlParams::from_pairs(pairs.iter().copied()), EventType::Credit, Some("tx_1"))
+        UrlTemplate::parse(template).unwrap().build(
+            &UrlParams::from_pairs(pairs.iter().copied()),
+            EventType::Credit,
+            Some("tx_1"),
+        )
     }
 
     #[test]
@@ -231,8 +237,14 @@ mod tests {
             build("http://h/p", &[("z", "1"), ("a", "2"), ("m", "3")]).unwrap(),
             "http://h/p?a=2&m=3&z=1"
         );
-        assert_eq!(build("http://h/p?", &[("a", "1")]).unwrap(), "http://h/p?a=1");
-        assert_eq!(build("http://h/p?x=1&", &[("a", "1")]).unwrap(), "http://h/p?x=1&a=1");
+        assert_eq!(
+            build("http://h/p?", &[("a", "1")]).unwrap(),
+            "http://h/p?a=1"
+        );
+        assert_eq!(
+            build("http://h/p?x=1&", &[("a", "1")]).unwrap(),
+            "http://h/p?x=1&a=1"
+        );
         assert_eq!(build("http://h/p", &[]).unwrap(), "http://h/p");
     }
 
@@ -246,8 +258,14 @@ mod tests {
 
     #[test]
     fn event_fields_fill_their_placeholders_unless_a_param_is_given() {
-        assert_eq!(build("http://h/{event_type}/{event_id}", &[]).unwrap(), "http://h/%2Bcredit/tx_1");
-        assert_eq!(build("http://h/{event_id}", &[("event_id", "mine")]).unwrap(), "http://h/mine");
+        assert_eq!(
+            build("http://h/{event_type}/{event_id}", &[]).unwrap(),
+            "http://h/%2Bcredit/tx_1"
+        );
+        assert_eq!(
+            build("http://h/{event_id}", &[("event_id", "mine")]).unwrap(),
+            "http://h/mine"
+        );
     }
 
     #[test]
@@ -256,15 +274,20 @@ mod tests {
             build("http://h/?u={user_id}", &[("value", "1")]).unwrap_err(),
             MissingPlaceholder("user_id".into())
         );
-        let no_event_id = UrlTemplate::parse("http://h/{event_id}")
-            .unwrap()
-            .build(&UrlParams::default(), EventType::Debit, None);
+        let no_event_id = UrlTemplate::parse("http://h/{event_id}").unwrap().build(
+            &UrlParams::default(),
+            EventType::Debit,
+            None,
+        );
         assert!(no_event_id.is_err());
     }
 
     #[test]
     fn the_fragment_stays_last() {
-        assert_eq!(build("http://h/p#frag", &[("a", "1")]).unwrap(), "http://h/p?a=1#frag");
+        assert_eq!(
+            build("http://h/p#frag", &[("a", "1")]).unwrap(),
+            "http://h/p?a=1#frag"
+        );
     }
 
     #[test]
@@ -288,7 +311,10 @@ mod tests {
             let err = UrlTemplate::parse(template).unwrap_err();
             assert!(check(&err), "{template}: {err:?}");
         }
-        assert_eq!(UrlTemplate::parse(&format!("http://h/{}", "a".repeat(2048))).unwrap_err(), TooLong);
+        assert_eq!(
+            UrlTemplate::parse(&format!("http://h/{}", "a".repeat(2048))).unwrap_err(),
+            TooLong
+        );
     }
 
     #[test]

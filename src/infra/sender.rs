@@ -51,9 +51,12 @@ impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             for addr in &addrs {
-                policy.check(addr.ip()).map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
+                policy
+                    .check(addr.ip())
+                    .map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
@@ -78,7 +81,9 @@ impl Sender {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(settings.host_concurrency)
             .pool_idle_timeout(Duration::from_secs(60))
-            .dns_resolver(Arc::new(PolicyResolver { policy: policy.clone() }))
+            .dns_resolver(Arc::new(PolicyResolver {
+                policy: policy.clone(),
+            }))
             .build()?;
         Ok(Self {
             client,
@@ -164,7 +169,10 @@ impl Sender {
             FailureKind::Other
         };
         let message = if kind == FailureKind::Timeout {
-            format!("no complete response within {}", humantime::format_duration(self.timeout))
+            format!(
+                "no complete response within {}",
+                humantime::format_duration(self.timeout)
+            )
         } else {
             describe(&error.without_url())
         };

@@ -33,9 +33,10 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 async fn admin() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&with_database(&base_url(), "postgres"), NoTls)
-        .await
-        .expect("PostgreSQL answers at DATABASE_URL (run `just db`)");
+    let (client, connection) =
+        tokio_postgres::connect(&with_database(&base_url(), "postgres"), NoTls)
+            .await
+            .expect("PostgreSQL answers at DATABASE_URL (run `just db`)");
     tokio::spawn(connection);
     client
 }
@@ -43,7 +44,11 @@ async fn admin() -> tokio_postgres::Client {
 /// A name that changes whenever a migration does, so a stale template is never used.
 fn template_name() -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let mut files: Vec<_> = walk(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").as_path());
+    let mut files: Vec<_> = walk(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .as_path(),
+    );
     files.sort();
     for file in files {
         file.hash(&mut hasher);
@@ -76,7 +81,10 @@ impl TestDb {
         let template = template_name();
         let client = admin().await;
         // One process builds the template; the others wait for it on the advisory lock.
-        client.execute("SELECT pg_advisory_lock(7311)", &[]).await.unwrap();
+        client
+            .execute("SELECT pg_advisory_lock(7311)", &[])
+            .await
+            .unwrap();
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
             .await
@@ -88,13 +96,18 @@ impl TestDb {
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
                 .await
                 .unwrap();
-            db::migrate(&with_database(&base_url(), &building)).await.expect("migrations apply");
+            db::migrate(&with_database(&base_url(), &building))
+                .await
+                .expect("migrations apply");
             client
                 .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
                 .await
                 .unwrap();
         }
-        client.execute("SELECT pg_advisory_unlock(7311)", &[]).await.unwrap();
+        client
+            .execute("SELECT pg_advisory_unlock(7311)", &[])
+            .await
+            .unwrap();
         let name = format!("webhookd_test_{}", uuid::Uuid::new_v4().simple());
         client
             .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
@@ -114,7 +127,12 @@ impl TestDb {
 
     /// Runs a query that returns one bigint.
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client().await.query_one(sql, &[]).await.unwrap().get(0)
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 }
 
@@ -123,7 +141,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside async context: a thread with its own small runtime does the work.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 admin()
                     .await
@@ -155,11 +176,16 @@ impl LogCapture {
     }
 
     pub fn lines(&self) -> Vec<Value> {
-        self.text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     pub fn logger(&self) -> Logger {
-        let drain = slog_json::Json::new(self.clone()).add_default_keys().build();
+        let drain = slog_json::Json::new(self.clone())
+            .add_default_keys()
+            .build();
         Logger::root(Mutex::new(drain).fuse(), o!())
     }
 }
@@ -217,7 +243,8 @@ pub fn settings_for(db_url: &str, env: &[(&'static str, String)]) -> Settings {
     for (k, v) in env {
         vars.insert(k.to_string(), v.clone());
     }
-    Settings::load_from(&Overrides::default(), &vars, Path::new("/nonexistent")).expect("test settings are valid")
+    Settings::load_from(&Overrides::default(), &vars, Path::new("/nonexistent"))
+        .expect("test settings are valid")
 }
 
 /// A plain HTTP client for talking to the app and receivers.
@@ -256,13 +283,18 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
         let stop = stop.clone();
         let timeout = settings.shutdown_timeout;
         tasks.push(tokio::spawn(async move {
-            webhookd::infra::http::serve(listener, state, stop, timeout).await.unwrap();
+            webhookd::infra::http::serve(listener, state, stop, timeout)
+                .await
+                .unwrap();
         }));
     }
     if options.workers {
-        let (settings, pool, log, stop) = (settings.clone(), pool.clone(), log.clone(), stop.clone());
+        let (settings, pool, log, stop) =
+            (settings.clone(), pool.clone(), log.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            webhookd::application::worker::run(&settings, pool, log, stop).await.unwrap();
+            webhookd::application::worker::run(&settings, pool, log, stop)
+                .await
+                .unwrap();
         }));
     }
     let http = http_client();
@@ -284,7 +316,12 @@ impl TestApp {
     }
 
     /// Sends a JSON body and returns status and parsed body (`Value::Null` when empty).
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self.http.request(method, self.url(path));
         if let Some(body) = body {
             request = request
@@ -357,7 +394,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

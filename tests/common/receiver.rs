@@ -28,7 +28,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str).unwrap_or("")
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     pub fn path_and_query(&self) -> String {
@@ -58,16 +61,24 @@ impl Receiver {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(State::default());
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(answer)))
-            .workers(2)
-            .disable_signals()
-            .shutdown_timeout(0)
-            .listen(listener)
-            .unwrap()
-            .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(answer))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .listen(listener)
+        .unwrap()
+        .run();
         let handle = server.handle();
         tokio::spawn(server);
-        Receiver { base, state, handle }
+        Receiver {
+            base,
+            state,
+            handle,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -80,7 +91,10 @@ impl Receiver {
 
     /// Requests whose path starts with `prefix`.
     pub fn received_at(&self, prefix: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
     }
 
     pub async fn wait_for(&self, prefix: &str, count: usize, timeout: Duration) -> Vec<Received> {
@@ -111,7 +125,12 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
         headers: request
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or("").to_string(),
+                )
+            })
             .collect(),
         at: Instant::now(),
     };
@@ -124,11 +143,18 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
         *n
     };
     let segments: Vec<&str> = request.path().trim_start_matches('/').split('/').collect();
-    let arg = |i: usize| segments.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let arg = |i: usize| {
+        segments
+            .get(i)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     match segments[0] {
         "ok" => HttpResponse::Ok().body("ok"),
-        "status" => HttpResponse::build(actix_web::http::StatusCode::from_u16(arg(1) as u16).unwrap())
-            .body(format!("status {}", arg(1))),
+        "status" => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(arg(1) as u16).unwrap())
+                .body(format!("status {}", arg(1)))
+        }
         "flaky" if u64::from(calls) <= arg(1) => HttpResponse::InternalServerError().body("flaky"),
         "flaky" => HttpResponse::Ok().body("recovered"),
         "retry-after" if calls == 1 => HttpResponse::TooManyRequests()
@@ -149,7 +175,8 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
         }
         "endless" => {
             let chunk = web::Bytes::from(vec![b'x'; 64 * 1024]);
-            let stream = futures_util::stream::repeat_with(move || Ok::<_, actix_web::Error>(chunk.clone()));
+            let stream =
+                futures_util::stream::repeat_with(move || Ok::<_, actix_web::Error>(chunk.clone()));
             HttpResponse::Ok().streaming(stream)
         }
         "redirect" => {
@@ -157,7 +184,9 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
                 .find(|(k, _)| k == "to")
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or_default();
-            HttpResponse::Found().insert_header(("Location", to)).finish()
+            HttpResponse::Found()
+                .insert_header(("Location", to))
+                .finish()
         }
         _ => HttpResponse::NotFound().body("unknown receiver path"),
     }
@@ -173,7 +202,10 @@ pub async fn wait_http_ok(url: &str, timeout: Duration) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "{url} did not answer 200 within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer 200 within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -84,7 +84,11 @@ impl HostLimiter {
 /// The key a URL's calls are limited under: host and port.
 pub fn host_key(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(u) => format!("{}:{}", u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0)),
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0)
+        ),
         Err(_) => String::new(),
     }
 }
@@ -106,7 +110,9 @@ mod tests {
         // A finished call lets a waiter through.
         drop(go);
         let mut waiters = waiters.into_iter();
-        let Some(Turn::Queue(w)) = waiters.next() else { panic!() };
+        let Some(Turn::Queue(w)) = waiters.next() else {
+            panic!()
+        };
         let _first = w.wait().await;
         let _second = match limiter.turn("a:80") {
             Turn::Go(permit) => permit,

@@ -56,7 +56,12 @@ struct Shared {
 /// Runs `settings.worker.count` workers and the retention pruner until `stop` is cancelled,
 /// then shuts down gracefully: in-flight calls get `shutdown_timeout` to finish, rows not yet
 /// called are handed back, and every outcome is written before this returns.
-pub async fn run(settings: &Settings, pool: DbPool, log: Logger, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    settings: &Settings,
+    pool: DbPool,
+    log: Logger,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let sender = Sender::new(&settings.delivery).context("building the HTTP client")?;
     let wake = Arc::new(Notify::new());
     let capacity = settings.worker.count * settings.worker.batch_size * 2;
@@ -153,7 +158,12 @@ async fn work(shared: Arc<Shared>, worker_id: String) {
                             worker_id: worker_id.clone(),
                             locked_at: row.locked_at,
                         };
-                        let handle = in_flight.spawn(deliver(shared.clone(), worker_id.clone(), row, log.clone()));
+                        let handle = in_flight.spawn(deliver(
+                            shared.clone(),
+                            worker_id.clone(),
+                            row,
+                            log.clone(),
+                        ));
                         held.insert(handle.id(), release);
                     }
                     if full {
@@ -166,15 +176,18 @@ async fn work(shared: Arc<Shared>, worker_id: String) {
                 }
                 Err(e) => {
                     failures += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(shared.poll_interval);
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)))
+                        .min(shared.poll_interval);
                     warn!(log, "claim failed"; "error" => e, "retry_in_ms" => backoff.as_millis() as u64);
                     idle_until = Some(tokio::time::Instant::now() + backoff);
                 }
             }
         }
-        let sleep_until = idle_until.unwrap_or_else(|| tokio::time::Instant::now() + shared.poll_interval);
+        let sleep_until =
+            idle_until.unwrap_or_else(|| tokio::time::Instant::now() + shared.poll_interval);
         // Only a worker that would claim takes a wake-up; a busy one leaves it to the others.
-        let can_claim = in_flight.is_empty() || (shared.batch_size - in_flight.len()) * 2 >= shared.batch_size;
+        let can_claim =
+            in_flight.is_empty() || (shared.batch_size - in_flight.len()) * 2 >= shared.batch_size;
         tokio::select! {
             done = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
                 if let Some(Ok((id, ()))) = done { held.remove(&id); }
@@ -197,7 +210,10 @@ async fn work(shared: Arc<Shared>, worker_id: String) {
             }
             Err(e) => {
                 if let Some(release) = held.remove(&e.id()) {
-                    let _ = shared.finished.send(Finished::Release(release, Duration::ZERO)).await;
+                    let _ = shared
+                        .finished
+                        .send(Finished::Release(release, Duration::ZERO))
+                        .await;
                 }
             }
         }
@@ -273,13 +289,29 @@ async fn deliver(shared: Arc<Shared>, worker_id: String, row: ClaimedRow, log: L
         })
         .await;
     let completed_at = Utc::now();
-    let transition = Transition::after(attempt, row.max_retries, &result.outcome, &shared.retry, &mut rand::rng());
+    let transition = Transition::after(
+        attempt,
+        row.max_retries,
+        &result.outcome,
+        &shared.retry,
+        &mut rand::rng(),
+    );
     let duration_ms = result.duration.as_millis() as i64;
 
-    log_attempt(&log, &row, attempt, &result.outcome, duration_ms, transition);
+    log_attempt(
+        &log,
+        &row,
+        attempt,
+        &result.outcome,
+        duration_ms,
+        transition,
+    );
 
     let (retry_count, next_retry_at) = match transition {
-        Transition::Retry { next_attempt, delay } => (
+        Transition::Retry {
+            next_attempt,
+            delay,
+        } => (
             next_attempt,
             Some(completed_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
         ),
@@ -307,7 +339,14 @@ async fn deliver(shared: Arc<Shared>, worker_id: String, row: ClaimedRow, log: L
     let _ = shared.finished.send(Finished::Attempt(write)).await;
 }
 
-fn log_attempt(log: &Logger, row: &ClaimedRow, attempt: i32, outcome: &Outcome, duration_ms: i64, next: Transition) {
+fn log_attempt(
+    log: &Logger,
+    row: &ClaimedRow,
+    attempt: i32,
+    outcome: &Outcome,
+    duration_ms: i64,
+    next: Transition,
+) {
     let kv = o!(
         "queue_id" => row.queue_id.to_string(),
         "event_type" => row.event_type.as_str(),

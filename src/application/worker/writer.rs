@@ -21,7 +21,13 @@ pub enum Finished {
 }
 
 /// Runs until every sender is dropped and the channel is drained.
-pub async fn run(pool: DbPool, mut rx: mpsc::Receiver<Finished>, wake: Arc<Notify>, give_up_after: Duration, log: Logger) {
+pub async fn run(
+    pool: DbPool,
+    mut rx: mpsc::Receiver<Finished>,
+    wake: Arc<Notify>,
+    give_up_after: Duration,
+    log: Logger,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut attempts = Vec::new();
@@ -37,13 +43,21 @@ pub async fn run(pool: DbPool, mut rx: mpsc::Receiver<Finished>, wake: Arc<Notif
     }
 }
 
-async fn write_attempts(pool: &DbPool, attempts: &[AttemptWrite], wake: &Arc<Notify>, give_up_after: Duration, log: &Logger) {
+async fn write_attempts(
+    pool: &DbPool,
+    attempts: &[AttemptWrite],
+    wake: &Arc<Notify>,
+    give_up_after: Duration,
+    log: &Logger,
+) {
     if attempts.is_empty() {
         return;
     }
     let written = retrying(give_up_after, log, "record attempts", || async {
         let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        claims::record_attempts(&mut conn, attempts).await.map_err(|e| e.to_string())
+        claims::record_attempts(&mut conn, attempts)
+            .await
+            .map_err(|e| e.to_string())
     })
     .await;
     let Some(written) = written else {
@@ -60,7 +74,9 @@ async fn write_attempts(pool: &DbPool, attempts: &[AttemptWrite], wake: &Arc<Not
     }
     // Retries scheduled here may fall due before an idle worker would look again.
     if let Some(earliest) = attempts.iter().filter_map(|a| a.next_retry_at).min() {
-        let wait = (earliest - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let wait = (earliest - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         let wake = wake.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
@@ -69,7 +85,12 @@ async fn write_attempts(pool: &DbPool, attempts: &[AttemptWrite], wake: &Arc<Not
     }
 }
 
-async fn write_releases(pool: &DbPool, releases: Vec<(Release, Duration)>, give_up_after: Duration, log: &Logger) {
+async fn write_releases(
+    pool: &DbPool,
+    releases: Vec<(Release, Duration)>,
+    give_up_after: Duration,
+    log: &Logger,
+) {
     let mut by_delay: Vec<(Duration, Vec<Release>)> = Vec::new();
     for (release, delay) in releases {
         match by_delay.iter_mut().find(|(d, _)| *d == delay) {
@@ -80,7 +101,9 @@ async fn write_releases(pool: &DbPool, releases: Vec<(Release, Duration)>, give_
     for (delay, rows) in by_delay {
         let done = retrying(give_up_after, log, "hand back rows", || async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            claims::release(&mut conn, &rows, delay).await.map_err(|e| e.to_string())
+            claims::release(&mut conn, &rows, delay)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await;
         if done.is_none() {
@@ -90,7 +113,12 @@ async fn write_releases(pool: &DbPool, releases: Vec<(Release, Duration)>, give_
 }
 
 /// Retries a database write with backoff until it succeeds or `give_up_after` has passed.
-async fn retrying<T, F, Fut>(give_up_after: Duration, log: &Logger, what: &str, mut op: F) -> Option<T>
+async fn retrying<T, F, Fut>(
+    give_up_after: Duration,
+    log: &Logger,
+    what: &str,
+    mut op: F,
+) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::result::Error;
 use diesel::sql_types::{Array, Double, Int4, Int8, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
-use diesel::result::Error;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -112,7 +112,12 @@ pub async fn record_attempts(
         return Ok(Vec::new());
     }
     let rows: Vec<WrittenId> = diesel::sql_query(RECORD_ATTEMPTS_SQL)
-        .bind::<Array<Text>, _>(writes.iter().map(|w| w.worker_id.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            writes
+                .iter()
+                .map(|w| w.worker_id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind::<Array<Int8>, _>(writes.iter().map(|w| w.id).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(writes.iter().map(|w| w.locked_at).collect::<Vec<_>>())
         .bind::<Array<Int4>, _>(writes.iter().map(|w| w.attempt).collect::<Vec<_>>())
@@ -120,11 +125,20 @@ pub async fn record_attempts(
         .bind::<Array<Timestamptz>, _>(writes.iter().map(|w| w.completed_at).collect::<Vec<_>>())
         .bind::<Array<Int8>, _>(writes.iter().map(|w| w.duration_ms).collect::<Vec<_>>())
         .bind::<Array<Nullable<Int4>>, _>(writes.iter().map(|w| w.http_status).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(writes.iter().map(|w| w.response_body.clone()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(writes.iter().map(|w| w.error.clone()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            writes
+                .iter()
+                .map(|w| w.response_body.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            writes.iter().map(|w| w.error.clone()).collect::<Vec<_>>(),
+        )
         .bind::<Array<Text>, _>(writes.iter().map(|w| w.status.as_str()).collect::<Vec<_>>())
         .bind::<Array<Int4>, _>(writes.iter().map(|w| w.retry_count).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(writes.iter().map(|w| w.next_retry_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            writes.iter().map(|w| w.next_retry_at).collect::<Vec<_>>(),
+        )
         .load(conn)
         .await?;
     Ok(rows.into_iter().map(|r| r.id).collect())
@@ -215,7 +229,11 @@ pub async fn release(
          WHERE q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
            AND q.status = 'processing'",
     )
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.worker_id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        rows.iter()
+            .map(|r| r.worker_id.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind::<Array<Int8>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.locked_at).collect::<Vec<_>>())
     .bind::<Double, _>(delay.as_secs_f64())

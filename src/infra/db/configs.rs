@@ -15,7 +15,10 @@ pub async fn insert(conn: &mut AsyncPgConnection, form: &ConfigForm) -> Result<C
         .await
 }
 
-pub async fn find(conn: &mut AsyncPgConnection, config_id: i64) -> Result<Option<ConfigRow>, Error> {
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+) -> Result<Option<ConfigRow>, Error> {
     webhook_configs
         .find(config_id)
         .select(ConfigRow::as_select())
@@ -25,7 +28,11 @@ pub async fn find(conn: &mut AsyncPgConnection, config_id: i64) -> Result<Option
 }
 
 pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ConfigRow>, Error> {
-    webhook_configs.order(id).select(ConfigRow::as_select()).load(conn).await
+    webhook_configs
+        .order(id)
+        .select(ConfigRow::as_select())
+        .load(conn)
+        .await
 }
 
 pub async fn replace(
@@ -41,7 +48,10 @@ pub async fn replace(
         .optional()
 }
 
-pub async fn deactivate(conn: &mut AsyncPgConnection, config_id: i64) -> Result<Option<ConfigRow>, Error> {
+pub async fn deactivate(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+) -> Result<Option<ConfigRow>, Error> {
     diesel::update(webhook_configs.find(config_id))
         .set((is_active.eq(false), updated_at.eq(diesel::dsl::now)))
         .returning(ConfigRow::as_returning())

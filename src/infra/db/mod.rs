@@ -58,7 +58,12 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool, DbSetupError>
 
 /// Opens one connection outside the pool (for LISTEN and for startup checks).
 pub async fn connect(database_url: &str) -> Result<AsyncPgConnection, DbSetupError> {
-    match tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(database_url)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        AsyncPgConnection::establish(database_url),
+    )
+    .await
+    {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(DbSetupError::Connect(e.to_string())),
         Err(_) => Err(DbSetupError::Connect("timed out after 5s".into())),
@@ -67,7 +72,10 @@ pub async fn connect(database_url: &str) -> Result<AsyncPgConnection, DbSetupErr
 
 /// Checks that the database answers; used at startup and by `/health`.
 pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), diesel::result::Error> {
-    diesel::sql_query("SELECT 1").execute(conn).await.map(|_| ())
+    diesel::sql_query("SELECT 1")
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Creates the database named in the URL when it does not exist, then applies pending
@@ -104,16 +112,21 @@ async fn create_database_if_missing(database_url: &str) -> Result<(), DbSetupErr
         #[diesel(sql_type = diesel::sql_types::Bool)]
         exists: bool,
     }
-    let found: Exists = diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
-        .bind::<diesel::sql_types::Text, _>(&name)
-        .get_result(&mut conn)
-        .await?;
+    let found: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<diesel::sql_types::Text, _>(&name)
+            .get_result(&mut conn)
+            .await?;
     if !found.exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+        match diesel::sql_query(format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => {}
             // Another `migrate` created it at the same moment.
-            Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("already exists") => {}
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("already exists") => {}
             Err(e) => return Err(e.into()),
         }
     }

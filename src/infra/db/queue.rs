@@ -27,7 +27,10 @@ pub struct NewEntry {
 
 /// Inserts entries in one statement and announces them with a single NOTIFY.
 /// Entries whose idempotency key exists already are skipped: only inserted rows come back.
-pub async fn insert_new(conn: &mut AsyncPgConnection, entries: &[NewEntry]) -> Result<Vec<QueueRow>, Error> {
+pub async fn insert_new(
+    conn: &mut AsyncPgConnection,
+    entries: &[NewEntry],
+) -> Result<Vec<QueueRow>, Error> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -45,11 +48,31 @@ pub async fn insert_new(conn: &mut AsyncPgConnection, entries: &[NewEntry]) -> R
     );
     diesel::sql_query(query)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(entries.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(entries.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            entries
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            entries
+                .iter()
+                .map(|e| e.event_id.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind::<Array<Int8>, _>(entries.iter().map(|e| e.config_id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(entries.iter().map(|e| e.webhook_url.clone()).collect::<Vec<_>>())
-        .bind::<Array<Jsonb>, _>(entries.iter().map(|e| e.url_params.clone()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            entries
+                .iter()
+                .map(|e| e.webhook_url.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Jsonb>, _>(
+            entries
+                .iter()
+                .map(|e| e.url_params.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
         .load(conn)
         .await
@@ -95,9 +118,15 @@ pub struct ListFilter {
 }
 
 /// Newest first, at most `limit` rows.
-pub async fn list(conn: &mut AsyncPgConnection, filter: &ListFilter, limit: i64) -> Result<Vec<QueueRow>, Error> {
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<Vec<QueueRow>, Error> {
     use webhook_queue::dsl;
-    let mut query = dsl::webhook_queue.select(QueueRow::as_select()).into_boxed();
+    let mut query = dsl::webhook_queue
+        .select(QueueRow::as_select())
+        .into_boxed();
     if let Some(status) = filter.status {
         query = query.filter(dsl::status.eq(status.as_str()));
     }
@@ -126,13 +155,19 @@ pub async fn list(conn: &mut AsyncPgConnection, filter: &ListFilter, limit: i64)
 
 /// Marks a row cancelled unless it is completed already. Returns the row as it is afterwards,
 /// `None` when no such row exists; the caller tells a completed row by its status.
-pub async fn cancel(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Option<QueueRow>, Error> {
+pub async fn cancel(
+    conn: &mut AsyncPgConnection,
+    queue_id: Uuid,
+) -> Result<Option<QueueRow>, Error> {
     use webhook_queue::dsl;
     let cancelled = diesel::update(dsl::webhook_queue)
         .filter(dsl::queue_id.eq(queue_id))
         .filter(dsl::deleted_at.is_null())
         .filter(dsl::status.ne(Status::Completed.as_str()))
-        .set((dsl::deleted_at.eq(diesel::dsl::now), dsl::updated_at.eq(diesel::dsl::now)))
+        .set((
+            dsl::deleted_at.eq(diesel::dsl::now),
+            dsl::updated_at.eq(diesel::dsl::now),
+        ))
         .returning(QueueRow::as_returning())
         .get_result(conn)
         .await

@@ -41,13 +41,12 @@ async fn not_found() -> Reply {
 }
 
 async fn health(state: State) -> HttpResponse {
-    let database_ok = match tokio::time::timeout(std::time::Duration::from_secs(2), state.pool.get()).await {
-        Ok(Ok(mut conn)) => crate::infra::db::ping(&mut conn).await.is_ok(),
-        _ => false,
-    };
-    let body = |status: &str, database: &str| {
-        json!({"status": status, "database": database, "version": env!("CARGO_PKG_VERSION")})
-    };
+    let database_ok =
+        match tokio::time::timeout(std::time::Duration::from_secs(2), state.pool.get()).await {
+            Ok(Ok(mut conn)) => crate::infra::db::ping(&mut conn).await.is_ok(),
+            _ => false,
+        };
+    let body = |status: &str, database: &str| json!({"status": status, "database": database, "version": env!("CARGO_PKG_VERSION")});
     if database_ok {
         HttpResponse::Ok().json(body("ok", "ok"))
     } else {
@@ -56,13 +55,21 @@ async fn health(state: State) -> HttpResponse {
 }
 
 fn config_id_path(raw: &str) -> Result<i64, AppError> {
-    raw.parse()
-        .map_err(|_| AppError::malformed(Some("id"), format!("{raw:?} is not a config id (an integer)")))
+    raw.parse().map_err(|_| {
+        AppError::malformed(
+            Some("id"),
+            format!("{raw:?} is not a config id (an integer)"),
+        )
+    })
 }
 
 fn queue_id_path(raw: &str) -> Result<Uuid, AppError> {
-    raw.parse()
-        .map_err(|_| AppError::malformed(Some("queue_id"), format!("{raw:?} is not a queue_id (a UUID)")))
+    raw.parse().map_err(|_| {
+        AppError::malformed(
+            Some("queue_id"),
+            format!("{raw:?} is not a queue_id (a UUID)"),
+        )
+    })
 }
 
 fn config_input(body: serde_json::Value, state: &ApiState) -> Result<ConfigInput, AppError> {
@@ -73,7 +80,14 @@ fn config_input(body: serde_json::Value, state: &ApiState) -> Result<ConfigInput
     let max_retries = fields.optional_integer("max_retries")?;
     let is_active = fields.optional_bool("is_active")?.unwrap_or(true);
     fields.finish()?;
-    ConfigInput::new(name, postback_url, chargeback_url, max_retries, is_active, &state.policy)
+    ConfigInput::new(
+        name,
+        postback_url,
+        chargeback_url,
+        max_retries,
+        is_active,
+        &state.policy,
+    )
 }
 
 async fn create_config(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
@@ -83,8 +97,15 @@ async fn create_config(state: State, request: HttpRequest, payload: web::Payload
 }
 
 async fn list_configs(state: State) -> Reply {
-    let items: Vec<ConfigView> = configs::list(&state.pool).await?.into_iter().map(Into::into).collect();
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor: None }))
+    let items: Vec<ConfigView> = configs::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 async fn get_config(state: State, id: web::Path<String>) -> Reply {
@@ -92,7 +113,12 @@ async fn get_config(state: State, id: web::Path<String>) -> Reply {
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
 
-async fn replace_config(state: State, id: web::Path<String>, request: HttpRequest, payload: web::Payload) -> Reply {
+async fn replace_config(
+    state: State,
+    id: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Reply {
     let id = config_id_path(&id)?;
     let input = config_input(read_json(&request, payload).await?, &state)?;
     let config = configs::replace(&state.pool, id, input).await?;
@@ -119,7 +145,8 @@ fn submit_request(body: serde_json::Value) -> Result<SubmitRequest, AppError> {
     let config_id = fields.integer("config_id")?;
     let url_params_json = fields.optional("url_params").unwrap_or_else(|| json!({}));
     fields.finish()?;
-    let url_params = UrlParams::from_json(&url_params_json).map_err(|e| AppError::invalid(e.field, e.message))?;
+    let url_params = UrlParams::from_json(&url_params_json)
+        .map_err(|e| AppError::invalid(e.field, e.message))?;
     Ok(SubmitRequest {
         event_type,
         event_id,
@@ -131,10 +158,12 @@ fn submit_request(body: serde_json::Value) -> Result<SubmitRequest, AppError> {
 
 async fn submit_webhook(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
     let submit_request = submit_request(read_json(&request, payload).await?)?;
-    Ok(match submit::submit(&state.pool, submit_request, state.default_max_retries).await? {
-        Submitted::Created(row) => HttpResponse::Created().json(EntryView::summary(row)),
-        Submitted::Existing(row) => HttpResponse::Ok().json(EntryView::summary(row)),
-    })
+    Ok(
+        match submit::submit(&state.pool, submit_request, state.default_max_retries).await? {
+            Submitted::Created(row) => HttpResponse::Created().json(EntryView::summary(row)),
+            Submitted::Existing(row) => HttpResponse::Ok().json(EntryView::summary(row)),
+        },
+    )
 }
 
 async fn get_webhook(state: State, queue_id: web::Path<String>) -> Reply {
@@ -159,12 +188,20 @@ fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, AppError> 
     let config_id = fields.optional_integer("config_id")?;
     let event_type = fields
         .optional_string("event_type")?
-        .map(|t| t.parse::<EventType>().map_err(|e| AppError::invalid("event_type", e)))
+        .map(|t| {
+            t.parse::<EventType>()
+                .map_err(|e| AppError::invalid("event_type", e))
+        })
         .transpose()?;
     if let Some(status) = fields.optional_string("status")? {
-        let status: Status = status.parse().map_err(|e: String| AppError::invalid("status", e))?;
+        let status: Status = status
+            .parse()
+            .map_err(|e: String| AppError::invalid("status", e))?;
         if status != Status::Failed {
-            return Err(AppError::invalid("status", "only failed webhooks can be redriven"));
+            return Err(AppError::invalid(
+                "status",
+                "only failed webhooks can be redriven",
+            ));
         }
     }
     let filter = RedriveFilter {
@@ -196,7 +233,9 @@ fn list_query(request: &HttpRequest) -> Result<(ListFilter, i64), AppError> {
         match key.as_ref() {
             "status" => filter.status = Some(value.parse().map_err(|e: String| bad(&e))?),
             "event_type" => filter.event_type = Some(value.parse().map_err(|e: String| bad(&e))?),
-            "config_id" => filter.config_id = Some(value.parse().map_err(|_| bad("must be an integer"))?),
+            "config_id" => {
+                filter.config_id = Some(value.parse().map_err(|_| bad("must be an integer"))?)
+            }
             "created_after" | "created_before" => {
                 let at = chrono::DateTime::parse_from_rfc3339(&value)
                     .map_err(|_| bad("must be an RFC 3339 timestamp"))?
@@ -207,7 +246,9 @@ fn list_query(request: &HttpRequest) -> Result<(ListFilter, i64), AppError> {
                     filter.created_before = Some(at);
                 }
             }
-            "cancelled" => filter.cancelled = Some(value.parse().map_err(|_| bad("must be true or false"))?),
+            "cancelled" => {
+                filter.cancelled = Some(value.parse().map_err(|_| bad("must be true or false"))?)
+            }
             "limit" => {
                 limit = value
                     .parse()

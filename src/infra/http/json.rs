@@ -11,14 +11,23 @@ use crate::application::AppError;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// Reads a JSON body of at most [`BODY_LIMIT`] bytes.
-pub async fn read_json(request: &HttpRequest, mut payload: web::Payload) -> Result<Value, AppError> {
+pub async fn read_json(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Value, AppError> {
     let content_type = request
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
+    {
         return Err(AppError::NotJson);
     }
     let declared = request
@@ -31,13 +40,16 @@ pub async fn read_json(request: &HttpRequest, mut payload: web::Payload) -> Resu
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| AppError::malformed(None, format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            AppError::malformed(None, format!("could not read the request body: {e}"))
+        })?;
         if body.len() + chunk.len() > BODY_LIMIT {
             return Err(AppError::TooLarge(BODY_LIMIT));
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| AppError::malformed(None, format!("malformed JSON: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| AppError::malformed(None, format!("malformed JSON: {e}")))
 }
 
 /// The fields of a JSON object, taken one at a time.
@@ -62,7 +74,8 @@ impl Fields {
     }
 
     pub fn required(&mut self, name: &str) -> Result<Value, AppError> {
-        self.optional(name).ok_or_else(|| AppError::invalid(name, "is required"))
+        self.optional(name)
+            .ok_or_else(|| AppError::invalid(name, "is required"))
     }
 
     pub fn string(&mut self, name: &str) -> Result<String, AppError> {
@@ -83,7 +96,10 @@ impl Fields {
 
     pub fn optional_bool(&mut self, name: &str) -> Result<Option<bool>, AppError> {
         self.optional(name)
-            .map(|v| v.as_bool().ok_or_else(|| AppError::invalid(name, "must be true or false")))
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| AppError::invalid(name, "must be true or false"))
+            })
             .transpose()
     }
 
@@ -115,5 +131,7 @@ fn as_string(name: &str, value: Value) -> Result<String, AppError> {
 }
 
 fn as_integer(name: &str, value: Value) -> Result<i64, AppError> {
-    value.as_i64().ok_or_else(|| AppError::invalid(name, "must be an integer"))
+    value
+        .as_i64()
+        .ok_or_else(|| AppError::invalid(name, "must be an integer"))
 }

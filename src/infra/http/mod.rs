@@ -99,10 +99,13 @@ async fn authenticate(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         // Compare with every token, always, so timing tells nothing about which one is close.
-        let matched = state
-            .tokens
-            .iter()
-            .fold(0u8, |hit, token| hit | token.expose().as_bytes().ct_eq(presented.as_bytes()).unwrap_u8());
+        let matched = state.tokens.iter().fold(0u8, |hit, token| {
+            hit | token
+                .expose()
+                .as_bytes()
+                .ct_eq(presented.as_bytes())
+                .unwrap_u8()
+        });
         if matched == 0 {
             return Err(AppError::Unauthorized.into());
         }
@@ -134,7 +137,8 @@ async fn log_request(
         ),
         Err(e) => (
             e.as_response_error().status_code().as_u16(),
-            e.as_error::<AppError>().and_then(|e| e.cause().map(str::to_string)),
+            e.as_error::<AppError>()
+                .and_then(|e| e.cause().map(str::to_string)),
         ),
     };
     let log = log.new(o!("method" => method, "path" => path, "status" => status,
