@@ -1,17 +1,21 @@
-//! The command line: one binary, five subcommands sharing one data layer.
+//! The command line: one binary, six subcommands sharing one data layer.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use slog::{info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 
 use crate::application::metrics::{Metrics, Role};
-use crate::application::{stats, worker};
+use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
+use crate::application::{stats, worker, AppError};
 use crate::config::{Overrides, Settings};
+use crate::domain::event::EventType;
+use crate::infra::db::history::RedriveFilter;
 use crate::infra::{db, http};
 
 #[derive(Debug, Parser)]
@@ -60,13 +64,27 @@ pub enum Command {
         its row and schedules retries with exponential backoff. Any number of `work` processes on \
         any number of hosts may share one database. New rows wake idle workers at once via \
         LISTEN/NOTIFY. SIGTERM/SIGINT stop claiming, let in-flight calls finish within \
-        SHUTDOWN_TIMEOUT and hand back rows not yet called."
+        SHUTDOWN_TIMEOUT and hand back rows not yet called. Every RETENTION_INTERVAL one of the \
+        worker processes deletes rows older than RETENTION_COMPLETED / RETENTION_FAILED."
     )]
     Work(WorkArgs),
     /// Run the API and the workers in one process (applies migrations first): the single-machine default
     Run(WorkArgs),
     /// Print queue statistics read straight from the database
     Stats(StatsArgs),
+    /// Put failed webhooks through a fresh retry cycle in bulk, e.g. after a partner outage
+    #[command(
+        long_about = "Put failed webhooks through a fresh retry cycle in bulk, e.g. after a \
+        partner outage: each matching row's attempts are kept in its history, its retry_N_* columns \
+        are cleared, and it becomes pending and due now, so running workers call it again at once. \
+        Cancelled rows are never taken. Does the same as POST /webhooks/redrive.\n\n\
+        Rows are taken in batches of 1000, one short statement each, at most --limit in all. \
+        Running it twice redrives nothing the second time: redriven rows are no longer failed.\n\n\
+        Prints `would redrive N` with --dry-run, else `redriven N`.",
+        after_help = "Examples:\n  webhookd redrive --config-id 7 --failed-after 2026-11-28T09:00:00Z --dry-run\n  \
+        webhookd redrive --config-id 7 --failed-after 2026-11-28T09:00:00Z"
+    )]
+    Redrive(RedriveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +102,58 @@ pub struct StatsArgs {
     /// Print the same JSON document as GET /webhooks/stats
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    /// Only webhooks of this partner config
+    #[arg(long, value_name = "N")]
+    pub config_id: Option<i64>,
+    /// Only this event type: +credit or -debit
+    #[arg(long, value_name = "TYPE", allow_hyphen_values = true, value_parser = parse_event_type)]
+    pub event_type: Option<EventType>,
+    /// Only webhooks that failed at or after this RFC 3339 time (their updated_at)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub failed_after: Option<DateTime<Utc>>,
+    /// Only webhooks that failed before this RFC 3339 time
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub failed_before: Option<DateTime<Utc>>,
+    /// Only webhooks submitted at or after this RFC 3339 time
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only webhooks submitted before this RFC 3339 time
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub created_before: Option<DateTime<Utc>>,
+    /// Redrive at most N rows [default and most: 100000]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<i64>,
+    /// Count the matching rows and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl RedriveArgs {
+    fn request(&self) -> Result<RedriveRequest, AppError> {
+        let filter = RedriveFilter {
+            config_id: self.config_id,
+            event_type: self.event_type,
+            failed_after: self.failed_after,
+            failed_before: self.failed_before,
+            created_after: self.created_after,
+            created_before: self.created_before,
+        };
+        RedriveRequest::new(filter, self.dry_run, self.limit)
+    }
+}
+
+fn parse_event_type(text: &str) -> Result<EventType, String> {
+    text.parse()
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time like 2026-11-28T09:00:00Z ({e})"))
 }
 
 impl Cli {
@@ -158,6 +228,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Work(_) => work(&settings, &log).await,
         Command::Run(_) => run(&settings, &log).await,
         Command::Stats(args) => print_stats(&settings, args.json).await,
+        Command::Redrive(args) => run_redrive(&settings, &log, &args).await,
     };
     // Let the async log drain flush before the process ends.
     drop(log);
@@ -286,16 +357,35 @@ async fn run(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     workers
 }
 
+/// An application error as a one-line CLI error: the field at fault, or the logged cause.
+fn cli_error(e: AppError) -> anyhow::Error {
+    match (e.field(), e.cause()) {
+        (Some(field), _) => anyhow::anyhow!("{field}: {e}"),
+        (None, Some(cause)) => anyhow::anyhow!("{e}: {cause}"),
+        (None, None) => anyhow::anyhow!("{e}"),
+    }
+}
+
 async fn print_stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = open_pool(settings).await?;
-    let document = stats::collect(&pool).await.map_err(|e| match e.cause() {
-        Some(cause) => anyhow::anyhow!("{e}: {cause}"),
-        None => anyhow::anyhow!("{e}"),
-    })?;
+    let document = stats::collect(&pool).await.map_err(cli_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         print!("{}", stats_table(&document));
+    }
+    Ok(())
+}
+
+async fn run_redrive(settings: &Settings, log: &Logger, args: &RedriveArgs) -> anyhow::Result<()> {
+    let request = args.request().map_err(cli_error)?;
+    let pool = open_pool(settings).await?;
+    match redrive::redrive(&pool, &request).await.map_err(cli_error)? {
+        RedriveOutcome::DryRun { matched } => println!("would redrive {matched}"),
+        RedriveOutcome::Redriven { redriven } => {
+            info!(log, "redrive done"; "redriven" => redriven, "filter" => format!("{:?}", request.filter));
+            println!("redriven {redriven}");
+        }
     }
     Ok(())
 }
@@ -463,6 +553,51 @@ mod tests {
         );
         let partner = table.lines().find(|l| l.contains("acme")).unwrap();
         assert!(partner.trim_end().ends_with("75.0%"), "{table}");
+    }
+
+    #[test]
+    fn redrive_takes_its_filters_including_a_debit_event_type() {
+        let cli = parse_from([
+            "webhookd",
+            "redrive",
+            "--config-id",
+            "7",
+            "--event-type",
+            "-debit",
+            "--failed-after",
+            "2026-11-28T09:00:00Z",
+            "--failed-before",
+            "2026-11-28T12:00:00+02:00",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Redrive(args) = cli.command else {
+            panic!("not redrive")
+        };
+        let request = args.request().unwrap();
+        assert!(request.dry_run);
+        assert_eq!(request.limit, redrive::MAX_ROWS);
+        assert_eq!(request.filter.config_id, Some(7));
+        assert_eq!(request.filter.event_type, Some(EventType::Debit));
+        assert_eq!(
+            request.filter.failed_before.unwrap().to_rfc3339(),
+            "2026-11-28T10:00:00+00:00"
+        );
+        assert!(parse_from(["webhookd", "redrive", "--failed-after", "yesterday"]).is_err());
+        assert!(parse_from(["webhookd", "redrive", "--event-type", "credit"]).is_err());
+        let reversed = parse_from([
+            "webhookd",
+            "redrive",
+            "--created-after",
+            "2026-11-28T10:00:00Z",
+            "--created-before",
+            "2026-11-28T09:00:00Z",
+        ])
+        .unwrap();
+        let Command::Redrive(args) = reversed.command else {
+            panic!("not redrive")
+        };
+        assert_eq!(args.request().unwrap_err().field(), Some("created_before"));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub const KEYS: &[&str] = &[
     "retry_jitter",
     "response_body_limit",
     "shutdown_timeout",
+    "retention_completed",
+    "retention_failed",
+    "retention_interval",
     "api_token",
     "outbound_allow_networks",
     "log_level",
@@ -108,6 +111,12 @@ struct Raw {
     response_body_limit: usize,
     #[serde(with = "humantime_serde")]
     shutdown_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    retention_completed: Duration,
+    #[serde(with = "humantime_serde")]
+    retention_failed: Duration,
+    #[serde(with = "humantime_serde")]
+    retention_interval: Duration,
     api_token: Secret,
     outbound_allow_networks: String,
     log_level: LogLevel,
@@ -123,6 +132,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub retry: RetryPolicy,
     pub shutdown_timeout: Duration,
+    pub retention: RetentionSettings,
     /// Accepted bearer tokens; empty means the API is open.
     pub api_tokens: Vec<Secret>,
     pub log_level: LogLevel,
@@ -145,6 +155,18 @@ pub struct DeliverySettings {
     pub host_concurrency: usize,
     pub response_body_limit: usize,
     pub allow_networks: Vec<IpNet>,
+}
+
+/// How long finished rows are kept, and how often the worker processes prune the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Completed rows are deleted this long after `completed_at`; `None` (`0s`) keeps them.
+    pub completed: Option<Duration>,
+    /// Failed rows are deleted this long after they failed, cancelled rows this long after
+    /// they were cancelled; `None` (`0s`) keeps them.
+    pub failed: Option<Duration>,
+    /// Time between two pruning passes.
+    pub interval: Duration,
 }
 
 /// Values given on the command line; each wins over every other layer.
@@ -254,6 +276,9 @@ impl Settings {
                 ),
             ));
         }
+        if raw.retention_interval.is_zero() {
+            return Err(invalid("retention_interval", "must be positive"));
+        }
         if raw.delivery_host_concurrency == 0 {
             return Err(invalid("delivery_host_concurrency", "must be at least 1"));
         }
@@ -312,6 +337,11 @@ impl Settings {
             },
             retry,
             shutdown_timeout: raw.shutdown_timeout,
+            retention: RetentionSettings {
+                completed: Some(raw.retention_completed).filter(|age| !age.is_zero()),
+                failed: Some(raw.retention_failed).filter(|age| !age.is_zero()),
+                interval: raw.retention_interval,
+            },
             api_tokens,
             log_level: raw.log_level,
             log_format: raw.log_format,
@@ -357,6 +387,15 @@ mod tests {
         assert_eq!(s.retry.max_delay(), Duration::from_secs(300));
         assert_eq!(s.retry.jitter(), 0.25);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(
+            s.retention.completed,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(
+            s.retention.failed,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+        assert_eq!(s.retention.interval, Duration::from_secs(60));
         assert!(s.api_tokens.is_empty());
         assert!(s.delivery.allow_networks.is_empty());
         assert_eq!(s.log_level, LogLevel::Info);
@@ -411,10 +450,23 @@ mod tests {
             ),
             ("SERVER_ADDR", "nowhere", "server_addr"),
             ("LOG_FORMAT", "xml", "log_format"),
+            ("RETENTION_INTERVAL", "0s", "retention_interval"),
+            ("RETENTION_COMPLETED", "a week", "retention_completed"),
         ] {
             let err = load(&[(key, value)], &[]).unwrap_err().to_string();
             assert!(err.contains(expected), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_zero_retention_age_keeps_rows_forever() {
+        let s = load(
+            &[("RETENTION_COMPLETED", "0s"), ("RETENTION_FAILED", "36h")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.retention.completed, None);
+        assert_eq!(s.retention.failed, Some(Duration::from_secs(36 * 3600)));
     }
 
     #[test]

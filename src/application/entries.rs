@@ -1,21 +1,34 @@
-//! Reading, listing and cancelling queue entries.
+//! Reading, listing, cancelling and retrying queue entries.
 
 use uuid::Uuid;
 
 use crate::domain::delivery::Status;
-use crate::infra::db::models::QueueRow;
+use crate::infra::db::models::{AttemptRecord, QueueRow};
 use crate::infra::db::queue::{self, ListFilter};
-use crate::infra::db::DbPool;
+use crate::infra::db::{history, DbPool};
 
 use super::{conn, AppError};
 
 pub const MAX_PAGE: i64 = 500;
 
-pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError> {
+/// An entry with every attempt made for it: those of earlier retry cycles first, in order,
+/// then the current cycle's.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub row: QueueRow,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
-    queue::find(&mut conn, queue_id)
+    let row = queue::find(&mut conn, queue_id)
         .await?
-        .ok_or(AppError::NotFound("webhook"))
+        .ok_or(AppError::NotFound("webhook"))?;
+    let archived = history::archived(&mut conn, queue_id).await?;
+    Ok(Entry {
+        attempts: row.attempts_after(archived),
+        row,
+    })
 }
 
 /// One page, newest first, and the cursor of the next page when there is one.
@@ -47,4 +60,28 @@ pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError>
         ));
     }
     Ok(row)
+}
+
+/// Puts a failed entry through a fresh retry cycle: due now, attempts numbered from 0 again,
+/// the earlier attempts kept in its history. Anything but a failed, live entry is a conflict.
+pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError> {
+    let mut conn = conn(pool).await?;
+    let row = queue::find(&mut conn, queue_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))?;
+    if let Some(restarted) = history::restart(&mut conn, &[row.id]).await?.pop() {
+        return Ok(restarted);
+    }
+    // Not restarted: say why, from the row as it is now (another retry may just have won).
+    let now = queue::find(&mut conn, queue_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))?;
+    Err(AppError::Conflict(if now.deleted_at.is_some() {
+        "the webhook was cancelled; only a failed webhook can be retried".into()
+    } else {
+        format!(
+            "the webhook is {}; only a failed webhook can be retried",
+            now.status
+        )
+    }))
 }

@@ -1,10 +1,12 @@
-//! Use cases over a connection pool: configs, submits, reading entries, stats, metrics, and
-//! the delivery workers.
+//! Use cases over a connection pool: configs, submits, reading and retrying entries, bulk
+//! redrive, stats, metrics, the delivery workers and retention.
 
 pub mod configs;
 pub mod entries;
 pub mod error;
 pub mod metrics;
+pub mod redrive;
+pub mod retention;
 pub mod stats;
 pub mod submit;
 pub mod worker;

@@ -5,6 +5,7 @@
 //! * `/flaky/{n}/...` — 500 for the first `n` calls to that exact path and query, then 200
 //! * `/retry-after/{secs}/...` — 429 with `Retry-After: secs` on the first call, then 200
 //! * `/slow/{ms}/...` — 200 after `ms` milliseconds
+//! * `/slow-fail/{ms}/...` — 500 after `ms` milliseconds
 //! * `/hang/...` — never answers
 //! * `/endless/...` — 200 with a body that never ends
 //! * `/redirect/...` — 302 to `Location` given in the query parameter `to`
@@ -163,6 +164,10 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
         "slow" => {
             tokio::time::sleep(Duration::from_millis(arg(1))).await;
             HttpResponse::Ok().body("slow ok")
+        }
+        "slow-fail" => {
+            tokio::time::sleep(Duration::from_millis(arg(1))).await;
+            HttpResponse::InternalServerError().body("slow failure")
         }
         "hang" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -1,5 +1,5 @@
 //! The delivery engine: workers claim due rows, call partners, and hand outcomes to one
-//! batching writer.
+//! batching writer. The process's retention pruner runs alongside (`application::retention`).
 //!
 //! No transaction or pooled connection is held while a partner is called: a claim is one
 //! statement, each call runs as its own task, and outcomes are written later, fenced on the
@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
+use crate::application::retention;
 use crate::config::Settings;
 use crate::domain::delivery::{Outcome, Transition};
 use crate::domain::retry::RetryPolicy;
@@ -54,9 +55,10 @@ struct Shared {
     log: Logger,
 }
 
-/// Runs `settings.worker.count` workers until `stop` is cancelled, then shuts down gracefully:
-/// in-flight calls get `shutdown_timeout` to finish, rows not yet called are handed back, and
-/// every outcome is written before this returns. What the workers do is recorded in `metrics`.
+/// Runs `settings.worker.count` workers and the retention pruner until `stop` is cancelled,
+/// then shuts down gracefully: in-flight calls get `shutdown_timeout` to finish, rows not yet
+/// called are handed back, and every outcome is written before this returns. What the workers
+/// do is recorded in `metrics`.
 pub async fn run(
     settings: &Settings,
     pool: DbPool,
@@ -93,6 +95,12 @@ pub async fn run(
         listener_stop.clone(),
         log.new(o!("task" => "listener")),
     ));
+    let pruner = tokio::spawn(retention::run(
+        settings.database_url.expose().to_string(),
+        settings.retention.clone(),
+        stop.clone(),
+        log.new(o!("task" => "pruner")),
+    ));
     let writer = tokio::spawn(writer::run(
         pool,
         finished_rx,
@@ -125,6 +133,8 @@ pub async fn run(
     drop(shared);
     listener_stop.cancel();
     let _ = listener.await;
+    // The pruner stops at the end of its current batch.
+    pruner.await.context("retention pruner panicked")?;
     // Every worker is gone, so every sender of outcomes is too: the writer drains and ends.
     writer.await.context("outcome writer panicked")?;
     info!(log, "workers stopped");

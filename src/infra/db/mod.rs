@@ -4,9 +4,11 @@
 
 pub mod claims;
 pub mod configs;
+pub mod history;
 pub mod listener;
 pub mod models;
 pub mod queue;
+pub mod retention;
 pub mod schema;
 pub mod stats;
 

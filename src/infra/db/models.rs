@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use uuid::Uuid;
 
-use super::schema::{webhook_configs, webhook_queue};
+use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 
@@ -139,9 +139,13 @@ pub struct QueueRow {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// One attempt as recorded in a row's `retry_N_*` columns.
+/// One attempt: of the current retry cycle (a row's `retry_N_*` columns) or of an earlier one
+/// (`webhook_attempt_history`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AttemptRecord {
+    /// The retry cycle: 0 for the first, one more after each manual retry or redrive.
+    pub cycle: i32,
+    /// The attempt's number within its cycle (the N of `retry_N_*`).
     pub attempt: i32,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -151,11 +155,50 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+/// An attempt of an earlier retry cycle, archived when the entry was retried or redriven.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = webhook_attempt_history)]
+pub struct ArchivedAttemptRow {
+    pub cycle: i32,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub http_status: Option<i32>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<ArchivedAttemptRow> for AttemptRecord {
+    fn from(a: ArchivedAttemptRow) -> Self {
+        AttemptRecord {
+            cycle: a.cycle,
+            attempt: a.attempt,
+            started_at: Some(a.started_at),
+            completed_at: a.completed_at,
+            duration_ms: a.duration_ms,
+            http_status: a.http_status,
+            response_body: a.response_body,
+            error: a.error,
+        }
+    }
+}
+
 impl QueueRow {
-    /// The attempts that were made, in order (a slot with no start time was never used).
-    pub fn attempts(&self) -> Vec<AttemptRecord> {
+    /// Every attempt of the entry in order: the archived ones (which must come ordered by cycle
+    /// and attempt) and then the current cycle's, numbered one past the last archived cycle.
+    pub fn attempts_after(&self, archived: Vec<ArchivedAttemptRow>) -> Vec<AttemptRecord> {
+        let current = archived.last().map_or(0, |a| a.cycle + 1);
+        let mut attempts: Vec<AttemptRecord> = archived.into_iter().map(Into::into).collect();
+        attempts.extend(self.attempts(current));
+        attempts
+    }
+
+    /// The attempts of the current cycle, in order (a slot with no start time was never used),
+    /// labelled with `cycle`.
+    fn attempts(&self, cycle: i32) -> Vec<AttemptRecord> {
         (0..=crate::domain::retry::MAX_RETRIES_LIMIT)
-            .map(|n| self.attempt(n))
+            .map(|n| self.attempt(cycle, n))
             .filter(|a| a.started_at.is_some())
             .collect()
     }
@@ -164,14 +207,15 @@ impl QueueRow {
     pub fn last_error(&self) -> Option<String> {
         (0..=crate::domain::retry::MAX_RETRIES_LIMIT)
             .rev()
-            .map(|n| self.attempt(n))
+            .map(|n| self.attempt(0, n))
             .find(|a| a.started_at.is_some())
             .and_then(|a| a.error)
     }
 
-    fn attempt(&self, n: i32) -> AttemptRecord {
+    fn attempt(&self, cycle: i32, n: i32) -> AttemptRecord {
         match n {
             0 => AttemptRecord {
+                cycle,
                 attempt: 0,
                 started_at: self.retry_0_started_at,
                 completed_at: self.retry_0_completed_at,
@@ -181,6 +225,7 @@ impl QueueRow {
                 error: self.retry_0_error.clone(),
             },
             1 => AttemptRecord {
+                cycle,
                 attempt: 1,
                 started_at: self.retry_1_started_at,
                 completed_at: self.retry_1_completed_at,
@@ -190,6 +235,7 @@ impl QueueRow {
                 error: self.retry_1_error.clone(),
             },
             2 => AttemptRecord {
+                cycle,
                 attempt: 2,
                 started_at: self.retry_2_started_at,
                 completed_at: self.retry_2_completed_at,
@@ -199,6 +245,7 @@ impl QueueRow {
                 error: self.retry_2_error.clone(),
             },
             3 => AttemptRecord {
+                cycle,
                 attempt: 3,
                 started_at: self.retry_3_started_at,
                 completed_at: self.retry_3_completed_at,
@@ -208,6 +255,7 @@ impl QueueRow {
                 error: self.retry_3_error.clone(),
             },
             4 => AttemptRecord {
+                cycle,
                 attempt: 4,
                 started_at: self.retry_4_started_at,
                 completed_at: self.retry_4_completed_at,
@@ -217,6 +265,7 @@ impl QueueRow {
                 error: self.retry_4_error.clone(),
             },
             5 => AttemptRecord {
+                cycle,
                 attempt: 5,
                 started_at: self.retry_5_started_at,
                 completed_at: self.retry_5_completed_at,
@@ -226,6 +275,7 @@ impl QueueRow {
                 error: self.retry_5_error.clone(),
             },
             6 => AttemptRecord {
+                cycle,
                 attempt: 6,
                 started_at: self.retry_6_started_at,
                 completed_at: self.retry_6_completed_at,

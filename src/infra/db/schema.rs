@@ -11,6 +11,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    webhook_attempt_history (id) {
+        id -> Int8,
+        queue_id -> Uuid,
+        cycle -> Int4,
+        attempt -> Int4,
+        started_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+        duration_ms -> Nullable<Int8>,
+        http_status -> Nullable<Int4>,
+        response_body -> Nullable<Text>,
+        error -> Nullable<Text>,
+        archived_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     webhook_configs (id) {
         id -> Int8,
         name -> Text,
@@ -111,6 +127,7 @@ diesel::joinable!(webhook_queue -> webhook_configs (config_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     webhook_attempt_counts,
+    webhook_attempt_history,
     webhook_configs,
     webhook_queue,
     webhook_queue_counts,

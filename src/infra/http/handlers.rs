@@ -5,12 +5,15 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::json::{read_json, read_json_limited, Fields, BATCH_BODY_LIMIT};
-use super::views::{ConfigView, EntryView, Page};
+use super::views::{ConfigView, EntryView, Page, RedriveView};
 use super::ApiState;
 use crate::application::configs::{self, ConfigInput};
+use crate::application::redrive::{self, RedriveRequest};
 use crate::application::submit::{self, SubmitRequest, Submitted};
 use crate::application::{entries, metrics, stats, AppError};
+use crate::domain::delivery::Status;
 use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES};
+use crate::infra::db::history::RedriveFilter;
 use crate::infra::db::queue::ListFilter;
 
 type State = web::Data<ApiState>;
@@ -30,8 +33,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/webhooks", web::get().to(list_webhooks))
         .route("/webhooks/stats", web::get().to(get_stats))
         .route("/webhooks/throughput", web::get().to(get_throughput))
+        .route("/webhooks/redrive", web::post().to(redrive_webhooks))
         .route("/webhooks/{queue_id}", web::get().to(get_webhook))
         .route("/webhooks/{queue_id}", web::delete().to(cancel_webhook))
+        .route("/webhooks/{queue_id}/retry", web::post().to(retry_webhook))
         .default_service(web::to(not_found));
 }
 
@@ -219,13 +224,61 @@ async fn submit_batch(state: State, request: HttpRequest, payload: web::Payload)
 }
 
 async fn get_webhook(state: State, queue_id: web::Path<String>) -> Reply {
-    let row = entries::get(&state.pool, queue_id_path(&queue_id)?).await?;
-    Ok(HttpResponse::Ok().json(EntryView::with_attempts(row)))
+    let entry = entries::get(&state.pool, queue_id_path(&queue_id)?).await?;
+    Ok(HttpResponse::Ok().json(EntryView::with_attempts(entry)))
 }
 
 async fn cancel_webhook(state: State, queue_id: web::Path<String>) -> Reply {
     let row = entries::cancel(&state.pool, queue_id_path(&queue_id)?).await?;
     Ok(HttpResponse::Ok().json(EntryView::summary(row)))
+}
+
+async fn retry_webhook(state: State, queue_id: web::Path<String>) -> Reply {
+    let row = entries::retry(&state.pool, queue_id_path(&queue_id)?).await?;
+    Ok(HttpResponse::Ok().json(EntryView::summary(row)))
+}
+
+/// `{"config_id", "event_type", "status", "failed_after", "failed_before", "created_after",
+/// "created_before", "dry_run", "limit"}`, every field optional.
+fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, AppError> {
+    let mut fields = Fields::new(body)?;
+    let config_id = fields.optional_integer("config_id")?;
+    let event_type = fields
+        .optional_string("event_type")?
+        .map(|t| {
+            t.parse::<EventType>()
+                .map_err(|e| AppError::invalid("event_type", e))
+        })
+        .transpose()?;
+    if let Some(status) = fields.optional_string("status")? {
+        let status: Status = status
+            .parse()
+            .map_err(|e: String| AppError::invalid("status", e))?;
+        if status != Status::Failed {
+            return Err(AppError::invalid(
+                "status",
+                "only failed webhooks can be redriven",
+            ));
+        }
+    }
+    let filter = RedriveFilter {
+        config_id,
+        event_type,
+        failed_after: fields.optional_timestamp("failed_after")?,
+        failed_before: fields.optional_timestamp("failed_before")?,
+        created_after: fields.optional_timestamp("created_after")?,
+        created_before: fields.optional_timestamp("created_before")?,
+    };
+    let dry_run = fields.optional_bool("dry_run")?.unwrap_or(false);
+    let limit = fields.optional_integer("limit")?;
+    fields.finish()?;
+    RedriveRequest::new(filter, dry_run, limit)
+}
+
+async fn redrive_webhooks(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
+    let redrive_request = redrive_request(read_json(&request, payload).await?)?;
+    let outcome = redrive::redrive(&state.pool, &redrive_request).await?;
+    Ok(HttpResponse::Ok().json(RedriveView::from(outcome)))
 }
 
 /// `?status=&event_type=&config_id=&created_after=&created_before=&limit=&cursor=`

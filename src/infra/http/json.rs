@@ -2,6 +2,7 @@
 //! object one by one so every violation names its field (422), and unknown fields are refused.
 
 use actix_web::{web, HttpRequest};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
@@ -128,6 +129,17 @@ impl Fields {
             .map(|v| {
                 v.as_bool()
                     .ok_or_else(|| AppError::invalid(name, "must be true or false"))
+            })
+            .transpose()
+    }
+
+    /// An RFC 3339 timestamp, as UTC.
+    pub fn optional_timestamp(&mut self, name: &str) -> Result<Option<DateTime<Utc>>, AppError> {
+        self.optional_string(name)?
+            .map(|text| {
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| AppError::invalid(name, "must be an RFC 3339 timestamp"))
             })
             .transpose()
     }

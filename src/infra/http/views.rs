@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::application::entries::Entry;
+use crate::application::redrive::RedriveOutcome;
 use crate::infra::db::models::{AttemptRecord, ConfigRow, QueueRow};
 
 #[derive(Serialize)]
@@ -59,15 +61,14 @@ pub struct EntryView {
 
 impl EntryView {
     pub fn summary(row: QueueRow) -> Self {
-        Self::build(row, false)
+        Self::build(row, None)
     }
 
-    pub fn with_attempts(row: QueueRow) -> Self {
-        Self::build(row, true)
+    pub fn with_attempts(entry: Entry) -> Self {
+        Self::build(entry.row, Some(entry.attempts))
     }
 
-    fn build(row: QueueRow, attempts: bool) -> Self {
-        let attempts = attempts.then(|| row.attempts());
+    fn build(row: QueueRow, attempts: Option<Vec<AttemptRecord>>) -> Self {
         let last_error = row.last_error();
         Self {
             id: row.id,
@@ -95,4 +96,31 @@ impl EntryView {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+/// `{"dry_run": true, "matched": N}` or `{"dry_run": false, "redriven": N}`.
+#[derive(Serialize)]
+pub struct RedriveView {
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redriven: Option<i64>,
+}
+
+impl From<RedriveOutcome> for RedriveView {
+    fn from(outcome: RedriveOutcome) -> Self {
+        match outcome {
+            RedriveOutcome::DryRun { matched } => Self {
+                dry_run: true,
+                matched: Some(matched),
+                redriven: None,
+            },
+            RedriveOutcome::Redriven { redriven } => Self {
+                dry_run: false,
+                matched: None,
+                redriven: Some(redriven),
+            },
+        }
+    }
 }

@@ -1,0 +1,135 @@
+//! Retention: the pruner that every worker process runs, deleting finished rows older than
+//! `RETENTION_COMPLETED` / `RETENTION_FAILED` (with their attempt history) and throughput
+//! counts older than a day.
+//!
+//! One process prunes at a time: a pass first takes a PostgreSQL advisory lock on a connection
+//! of its own, and a process that finds it taken skips the pass. The deletes themselves run on
+//! that connection in batches of [`BATCH`] rows, one short statement each, so no lock is held
+//! for long and a queue of millions is trimmed without stalling the workers.
+
+use std::time::Duration;
+
+use slog::{debug, info, warn, Logger};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RetentionSettings;
+use crate::infra::db;
+use crate::infra::db::retention::{self, Rule};
+
+use super::AppError;
+
+/// Rows deleted by one statement.
+pub const BATCH: i64 = 1000;
+
+/// What one pass removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// Archived attempts (`webhook_attempt_history`) of the deleted entries.
+    pub archived_attempts: i64,
+    /// Per-second rows of `webhook_throughput`.
+    pub throughput: i64,
+}
+
+impl Pruned {
+    pub fn entries(&self) -> i64 {
+        self.completed + self.failed + self.cancelled
+    }
+
+    fn add(&mut self, rule: Rule, removed: retention::Removed) {
+        match rule {
+            Rule::Completed => self.completed += removed.entries,
+            Rule::Failed => self.failed += removed.entries,
+            Rule::Cancelled => self.cancelled += removed.entries,
+        }
+        self.archived_attempts += removed.archived_attempts;
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// This process held the lock and pruned (possibly nothing).
+    Done(Pruned),
+    /// Another process holds the pruning lock; nothing was done.
+    Busy,
+}
+
+fn age_of(rule: Rule, settings: &RetentionSettings) -> Option<Duration> {
+    match rule {
+        Rule::Completed => settings.completed,
+        Rule::Failed | Rule::Cancelled => settings.failed,
+    }
+}
+
+/// One pruning pass, unless another process is pruning. Stops between batches once `stop` is
+/// cancelled.
+pub async fn prune_once(
+    database_url: &str,
+    settings: &RetentionSettings,
+    stop: &CancellationToken,
+) -> Result<Pass, AppError> {
+    let mut conn = db::connect(database_url)
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    if !retention::try_lock(&mut conn).await? {
+        return Ok(Pass::Busy);
+    }
+    let mut pruned = Pruned::default();
+    for rule in Rule::ALL {
+        let Some(age) = age_of(rule, settings) else {
+            continue;
+        };
+        while !stop.is_cancelled() {
+            let removed = retention::delete_batch(&mut conn, rule, age, BATCH).await?;
+            pruned.add(rule, removed);
+            if removed.entries < BATCH {
+                break;
+            }
+        }
+    }
+    while !stop.is_cancelled() {
+        let removed = retention::delete_throughput_batch(&mut conn, BATCH).await?;
+        pruned.throughput += removed;
+        if removed < BATCH {
+            break;
+        }
+    }
+    // Closing the connection would release the lock too; unlocking says so explicitly.
+    retention::unlock(&mut conn).await?;
+    Ok(Pass::Done(pruned))
+}
+
+/// Prunes every `settings.interval` until `stop` is cancelled, logging what each pass removed.
+pub async fn run(
+    database_url: String,
+    settings: RetentionSettings,
+    stop: CancellationToken,
+    log: Logger,
+) {
+    info!(log, "pruner started";
+        "retention_completed" => settings.completed.map(|d| humantime::format_duration(d).to_string()),
+        "retention_failed" => settings.failed.map(|d| humantime::format_duration(d).to_string()),
+        "interval_ms" => settings.interval.as_millis() as u64);
+    let mut ticks = tokio::time::interval(settings.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        match prune_once(&database_url, &settings, &stop).await {
+            Ok(Pass::Done(p)) if p.entries() + p.archived_attempts + p.throughput > 0 => {
+                info!(log, "pruned old rows"; "completed" => p.completed, "failed" => p.failed,
+                    "cancelled" => p.cancelled, "archived_attempts" => p.archived_attempts,
+                    "throughput_rows" => p.throughput);
+            }
+            Ok(Pass::Done(_)) => debug!(log, "nothing to prune"),
+            Ok(Pass::Busy) => debug!(log, "another process is pruning; pass skipped"),
+            Err(e) => warn!(log, "pruning failed; trying again next interval"; "error" => %e,
+                "cause" => e.cause().unwrap_or_default()),
+        }
+    }
+    info!(log, "pruner stopped");
+}

@@ -1,0 +1,184 @@
+//! Fresh retry cycles for failed entries (manual retry and bulk redrive) and the attempt
+//! history they leave behind.
+//!
+//! [`restart`] is the one statement that closes a failed entry's cycle: it copies the attempts
+//! in its `retry_N_*` columns to `webhook_attempt_history`, clears them, makes the row due now
+//! and announces it. [`RedriveFilter`] is the one definition of which rows a redrive matches.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel::sql_types::{Array, Int8};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::models::{ArchivedAttemptRow, QueueRow};
+use super::schema::{webhook_attempt_history, webhook_queue};
+use crate::domain::delivery::Status;
+use crate::domain::event::EventType;
+
+/// Puts the given rows through a fresh retry cycle, in one statement, and returns them as they
+/// are now. Only rows that are still `failed` and not cancelled when their lock is taken are
+/// touched, so concurrent callers never archive a cycle twice: the second one waits for the
+/// first's row lock, then finds the row `pending` and leaves it alone. (Should it ever get
+/// past that, the unique index on `(queue_id, cycle, attempt)` makes it fail instead.)
+///
+/// The statistics are unchanged by the move: the queue's UPDATE trigger takes the cleared
+/// attempts off `webhook_attempt_counts` and the history's INSERT trigger puts them back.
+pub async fn restart(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<Vec<QueueRow>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(restart_sql())
+        .bind::<Array<Int8>, _>(ids)
+        .load(conn)
+        .await
+}
+
+fn restart_sql() -> String {
+    format!(
+        "WITH picked AS (
+             SELECT q.* FROM webhook_queue q
+             WHERE q.id = ANY($1) AND q.status = 'failed' AND q.deleted_at IS NULL
+             ORDER BY q.id
+             FOR UPDATE
+         ), archived AS (
+             INSERT INTO webhook_attempt_history
+                 (queue_id, cycle, attempt, started_at, completed_at, duration_ms, http_status, response_body, error)
+             SELECT p.queue_id, c.cycle, v.attempt, v.started_at, v.completed_at, v.duration_ms, v.http_status,
+                    v.response_body, v.error
+             FROM picked p
+             CROSS JOIN LATERAL (
+                 SELECT coalesce(max(h.cycle) + 1, 0) AS cycle
+                 FROM webhook_attempt_history h WHERE h.queue_id = p.queue_id
+             ) c
+             CROSS JOIN LATERAL (VALUES
+                 (0, p.retry_0_started_at, p.retry_0_completed_at, p.retry_0_duration_ms, p.retry_0_http_status,
+                     p.retry_0_response_body, p.retry_0_error),
+                 (1, p.retry_1_started_at, p.retry_1_completed_at, p.retry_1_duration_ms, p.retry_1_http_status,
+                     p.retry_1_response_body, p.retry_1_error),
+                 (2, p.retry_2_started_at, p.retry_2_completed_at, p.retry_2_duration_ms, p.retry_2_http_status,
+                     p.retry_2_response_body, p.retry_2_error),
+                 (3, p.retry_3_started_at, p.retry_3_completed_at, p.retry_3_duration_ms, p.retry_3_http_status,
+                     p.retry_3_response_body, p.retry_3_error),
+                 (4, p.retry_4_started_at, p.retry_4_completed_at, p.retry_4_duration_ms, p.retry_4_http_status,
+                     p.retry_4_response_body, p.retry_4_error),
+                 (5, p.retry_5_started_at, p.retry_5_completed_at, p.retry_5_duration_ms, p.retry_5_http_status,
+                     p.retry_5_response_body, p.retry_5_error),
+                 (6, p.retry_6_started_at, p.retry_6_completed_at, p.retry_6_duration_ms, p.retry_6_http_status,
+                     p.retry_6_response_body, p.retry_6_error)
+             ) AS v(attempt, started_at, completed_at, duration_ms, http_status, response_body, error)
+             WHERE v.started_at IS NOT NULL
+         ), reset AS (
+             UPDATE webhook_queue q SET
+                 status = 'pending', retry_count = 0, next_retry_at = now(), completed_at = NULL,
+                 worker_id = NULL, locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
+                 retry_0_started_at = NULL, retry_0_completed_at = NULL, retry_0_duration_ms = NULL,
+                 retry_0_http_status = NULL, retry_0_response_body = NULL, retry_0_error = NULL,
+                 retry_1_started_at = NULL, retry_1_completed_at = NULL, retry_1_duration_ms = NULL,
+                 retry_1_http_status = NULL, retry_1_response_body = NULL, retry_1_error = NULL,
+                 retry_2_started_at = NULL, retry_2_completed_at = NULL, retry_2_duration_ms = NULL,
+                 retry_2_http_status = NULL, retry_2_response_body = NULL, retry_2_error = NULL,
+                 retry_3_started_at = NULL, retry_3_completed_at = NULL, retry_3_duration_ms = NULL,
+                 retry_3_http_status = NULL, retry_3_response_body = NULL, retry_3_error = NULL,
+                 retry_4_started_at = NULL, retry_4_completed_at = NULL, retry_4_duration_ms = NULL,
+                 retry_4_http_status = NULL, retry_4_response_body = NULL, retry_4_error = NULL,
+                 retry_5_started_at = NULL, retry_5_completed_at = NULL, retry_5_duration_ms = NULL,
+                 retry_5_http_status = NULL, retry_5_response_body = NULL, retry_5_error = NULL,
+                 retry_6_started_at = NULL, retry_6_completed_at = NULL, retry_6_duration_ms = NULL,
+                 retry_6_http_status = NULL, retry_6_response_body = NULL, retry_6_error = NULL
+             FROM picked p
+             WHERE q.id = p.id
+             RETURNING q.*
+         ), notified AS (
+             SELECT pg_notify('{channel}', '') AS sent WHERE EXISTS (SELECT 1 FROM reset)
+         )
+         SELECT reset.* FROM reset LEFT JOIN notified ON true",
+        channel = super::NEW_ROWS_CHANNEL
+    )
+}
+
+/// The archived attempts of one entry, by cycle and attempt.
+pub async fn archived(
+    conn: &mut AsyncPgConnection,
+    queue_id: Uuid,
+) -> Result<Vec<ArchivedAttemptRow>, Error> {
+    webhook_attempt_history::table
+        .filter(webhook_attempt_history::queue_id.eq(queue_id))
+        .order((
+            webhook_attempt_history::cycle,
+            webhook_attempt_history::attempt,
+        ))
+        .select(ArchivedAttemptRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Which failed entries a redrive takes; every filter optional. Cancelled rows never match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedriveFilter {
+    pub config_id: Option<i64>,
+    pub event_type: Option<EventType>,
+    /// Failed at or after this instant (`updated_at`, written when the last attempt failed).
+    pub failed_after: Option<DateTime<Utc>>,
+    /// Failed before this instant.
+    pub failed_before: Option<DateTime<Utc>>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl RedriveFilter {
+    fn query(&self) -> webhook_queue::BoxedQuery<'static, Pg> {
+        use webhook_queue::dsl;
+        let mut query = dsl::webhook_queue
+            .filter(dsl::status.eq(Status::Failed.as_str()))
+            .filter(dsl::deleted_at.is_null())
+            .into_boxed();
+        if let Some(config_id) = self.config_id {
+            query = query.filter(dsl::config_id.eq(config_id));
+        }
+        if let Some(event_type) = self.event_type {
+            query = query.filter(dsl::event_type.eq(event_type.as_str()));
+        }
+        if let Some(after) = self.failed_after {
+            query = query.filter(dsl::updated_at.ge(after));
+        }
+        if let Some(before) = self.failed_before {
+            query = query.filter(dsl::updated_at.lt(before));
+        }
+        if let Some(after) = self.created_after {
+            query = query.filter(dsl::created_at.ge(after));
+        }
+        if let Some(before) = self.created_before {
+            query = query.filter(dsl::created_at.lt(before));
+        }
+        query
+    }
+}
+
+/// How many rows match the filter now.
+pub async fn count_redrivable(
+    conn: &mut AsyncPgConnection,
+    filter: &RedriveFilter,
+) -> Result<i64, Error> {
+    filter.query().count().get_result(conn).await
+}
+
+/// The ids of up to `limit` matching rows with an id above `after_id`, in id order: a redrive
+/// walks the matches once, so a row that fails again during the run is not taken twice.
+pub async fn redrivable_ids(
+    conn: &mut AsyncPgConnection,
+    filter: &RedriveFilter,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<i64>, Error> {
+    filter
+        .query()
+        .filter(webhook_queue::id.gt(after_id))
+        .select(webhook_queue::id)
+        .order(webhook_queue::id)
+        .limit(limit)
+        .load(conn)
+        .await
+}
