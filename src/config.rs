@@ -38,6 +38,7 @@ pub const KEYS: &[&str] = &[
     "response_body_limit",
     "shutdown_timeout",
     "api_token",
+    "ingest_rate_limit",
     "outbound_allow_networks",
     "log_level",
     "log_format",
@@ -109,6 +110,7 @@ struct Raw {
     #[serde(with = "humantime_serde")]
     shutdown_timeout: Duration,
     api_token: Secret,
+    ingest_rate_limit: u32,
     outbound_allow_networks: String,
     log_level: LogLevel,
     log_format: LogFormat,
@@ -125,6 +127,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Accepted bearer tokens; empty means the API is open.
     pub api_tokens: Vec<Secret>,
+    /// Events per second each caller may submit (burst the same); 0 means no limit.
+    pub ingest_rate_limit: u32,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
 }
@@ -313,6 +317,7 @@ impl Settings {
             retry,
             shutdown_timeout: raw.shutdown_timeout,
             api_tokens,
+            ingest_rate_limit: raw.ingest_rate_limit,
             log_level: raw.log_level,
             log_format: raw.log_format,
         })
@@ -358,6 +363,7 @@ mod tests {
         assert_eq!(s.retry.jitter(), 0.25);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert!(s.api_tokens.is_empty());
+        assert_eq!(s.ingest_rate_limit, 0);
         assert!(s.delivery.allow_networks.is_empty());
         assert_eq!(s.log_level, LogLevel::Info);
         assert_eq!(s.log_format, LogFormat::Json);
@@ -411,6 +417,7 @@ mod tests {
             ),
             ("SERVER_ADDR", "nowhere", "server_addr"),
             ("LOG_FORMAT", "xml", "log_format"),
+            ("INGEST_RATE_LIMIT", "-5", "ingest_rate_limit"),
         ] {
             let err = load(&[(key, value)], &[]).unwrap_err().to_string();
             assert!(err.contains(expected), "{key}={value}: {err}");
