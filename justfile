@@ -54,6 +54,10 @@ bench-stats *args:
     export DATABASE_URL
     cargo run --release --example bench_stats -- "$@"
 
+# Fuzz request parsing and URL building with cargo-fuzz for SECONDS (default 300); not part of `test`
+fuzz seconds="300":
+    @scripts/fuzz.sh {{ seconds }}
+
 # Build the container image `webhookd`
 docker-build:
     docker build -t webhookd .

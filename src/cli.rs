@@ -254,10 +254,12 @@ async fn open_pool(settings: &Settings) -> anyhow::Result<db::DbPool> {
         settings.database_url.expose(),
         settings.database_max_connections,
     )?;
-    let mut conn = pool
-        .get()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+    let mut conn = pool.get().await.map_err(|e| match e {
+        deadpool::managed::PoolError::Backend(cause) => {
+            anyhow::anyhow!("cannot connect to the database: {cause}")
+        }
+        other => anyhow::anyhow!("cannot connect to the database: {other}"),
+    })?;
     db::ping(&mut conn)
         .await
         .context("database does not answer")?;

@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "retention_failed",
     "retention_interval",
     "api_token",
+    "ingest_rate_limit",
     "outbound_allow_networks",
     "log_level",
     "log_format",
@@ -118,6 +119,7 @@ struct Raw {
     #[serde(with = "humantime_serde")]
     retention_interval: Duration,
     api_token: Secret,
+    ingest_rate_limit: u32,
     outbound_allow_networks: String,
     log_level: LogLevel,
     log_format: LogFormat,
@@ -135,6 +137,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// Accepted bearer tokens; empty means the API is open.
     pub api_tokens: Vec<Secret>,
+    /// Events per second each caller may submit (burst the same); 0 means no limit.
+    pub ingest_rate_limit: u32,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
 }
@@ -343,6 +347,7 @@ impl Settings {
                 interval: raw.retention_interval,
             },
             api_tokens,
+            ingest_rate_limit: raw.ingest_rate_limit,
             log_level: raw.log_level,
             log_format: raw.log_format,
         })
@@ -397,6 +402,7 @@ mod tests {
         );
         assert_eq!(s.retention.interval, Duration::from_secs(60));
         assert!(s.api_tokens.is_empty());
+        assert_eq!(s.ingest_rate_limit, 0);
         assert!(s.delivery.allow_networks.is_empty());
         assert_eq!(s.log_level, LogLevel::Info);
         assert_eq!(s.log_format, LogFormat::Json);
@@ -452,6 +458,7 @@ mod tests {
             ("LOG_FORMAT", "xml", "log_format"),
             ("RETENTION_INTERVAL", "0s", "retention_interval"),
             ("RETENTION_COMPLETED", "a week", "retention_completed"),
+            ("INGEST_RATE_LIMIT", "-5", "ingest_rate_limit"),
         ] {
             let err = load(&[(key, value)], &[]).unwrap_err().to_string();
             assert!(err.contains(expected), "{key}={value}: {err}");

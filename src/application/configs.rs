@@ -2,8 +2,9 @@
 
 use crate::domain::outbound::AddressPolicy;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
+use crate::domain::signing::SigningKey;
 use crate::domain::url_template::UrlTemplate;
-use crate::infra::db::models::{ConfigForm, ConfigRow};
+use crate::infra::db::models::{ConfigForm, ConfigRow, SecretChange};
 use crate::infra::db::{configs, DbPool};
 
 use super::{conn, AppError};
@@ -16,16 +17,23 @@ pub struct ConfigInput {
     pub chargeback_url: Option<String>,
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    pub signing: SecretChange,
 }
 
 impl ConfigInput {
     /// Checks everything that does not need the database.
+    ///
+    /// `signing_secret` is write-only and has three states, the same on create and replace:
+    /// absent (`None`) keeps the stored secret (so a PUT that round-trips a config read from
+    /// the API, which never shows the secret, does not silently turn signing off); `null`
+    /// (`Some(None)`) removes it; a `whsec_<base64>` string (`Some(Some(..))`) sets it.
     pub fn new(
         name: String,
         postback_url: Option<String>,
         chargeback_url: Option<String>,
         max_retries: Option<i64>,
         is_active: bool,
+        signing_secret: Option<Option<String>>,
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
         let name = name.trim().to_string();
@@ -51,20 +59,29 @@ impl ConfigInput {
             Some(n) if (0..=MAX_RETRIES_LIMIT as i64).contains(&n) => Some(n as i32),
             Some(_) => return Err(AppError::invalid("max_retries", "must be between 0 and 6")),
         };
+        let signing = match signing_secret {
+            None => SecretChange::Keep,
+            Some(None) => SecretChange::Remove,
+            Some(Some(secret)) => SecretChange::Set(
+                SigningKey::from_secret(&secret)
+                    .map_err(|e| AppError::invalid("signing_secret", e.to_string()))?,
+            ),
+        };
         Ok(Self {
             name,
             postback_url,
             chargeback_url,
             max_retries,
             is_active,
+            signing,
         })
     }
 
-    fn form(self) -> ConfigForm {
+    fn form(&self) -> ConfigForm {
         ConfigForm {
-            name: self.name,
-            postback_url: self.postback_url,
-            chargeback_url: self.chargeback_url,
+            name: self.name.clone(),
+            postback_url: self.postback_url.clone(),
+            chargeback_url: self.chargeback_url.clone(),
             max_retries: self.max_retries,
             is_active: self.is_active,
         }
@@ -99,7 +116,7 @@ fn name_taken(error: diesel::result::Error) -> AppError {
 
 pub async fn create(pool: &DbPool, input: ConfigInput) -> Result<ConfigRow, AppError> {
     let mut conn = conn(pool).await?;
-    configs::insert(&mut conn, &input.form())
+    configs::insert(&mut conn, &input.form(), &input.signing)
         .await
         .map_err(name_taken)
 }
@@ -118,7 +135,7 @@ pub async fn get(pool: &DbPool, id: i64) -> Result<ConfigRow, AppError> {
 
 pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<ConfigRow, AppError> {
     let mut conn = conn(pool).await?;
-    configs::replace(&mut conn, id, &input.form())
+    configs::replace(&mut conn, id, &input.form(), &input.signing)
         .await
         .map_err(name_taken)?
         .ok_or(AppError::NotFound("config"))

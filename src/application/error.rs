@@ -31,6 +31,9 @@ pub enum AppError {
     /// 415
     #[error("request body must be JSON (Content-Type: application/json)")]
     NotJson,
+    /// 429: the caller's ingest budget is spent; answered with `Retry-After`.
+    #[error("too many events; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// 422: well-formed but invalid.
     #[error("{message}")]
     Invalid {
@@ -68,6 +71,7 @@ impl AppError {
             AppError::Conflict(_) => 409,
             AppError::TooLarge(_) => 413,
             AppError::NotJson => 415,
+            AppError::RateLimited { .. } => 429,
             AppError::Invalid { .. } => 422,
             AppError::Unavailable(_) => 503,
             AppError::Internal(_) => 500,
@@ -82,6 +86,7 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::TooLarge(_) => "payload_too_large",
             AppError::NotJson => "unsupported_media_type",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::Invalid { .. } => "validation_failed",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal_error",

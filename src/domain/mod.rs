@@ -5,4 +5,5 @@ pub mod event;
 pub mod outbound;
 pub mod redact;
 pub mod retry;
+pub mod signing;
 pub mod url_template;

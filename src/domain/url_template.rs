@@ -187,7 +187,13 @@ impl UrlTemplate {
                 }
             }
         }
-        let mut separator_needed = self.has_query && !out.ends_with(['?', '&']);
+        // A separator is needed unless the query so far is empty or ends with one; judged on
+        // the query itself, so a `?` that is part of the query ("...??") is not mistaken
+        // for its start.
+        let mut separator_needed = match out.split_once('?') {
+            Some((_, query)) => !(query.is_empty() || query.ends_with('&')),
+            None => false,
+        };
         if !self.has_query && params.iter().any(|(k, _)| !used.contains(k)) {
             out.push('?');
         }
@@ -244,6 +250,15 @@ mod tests {
         assert_eq!(
             build("http://h/p?x=1&", &[("a", "1")]).unwrap(),
             "http://h/p?x=1&a=1"
+        );
+        // Found by the fuzz invariants: a `?` inside the query is not a fresh start.
+        assert_eq!(
+            build("http://h/p??", &[("a", "1")]).unwrap(),
+            "http://h/p??&a=1"
+        );
+        assert_eq!(
+            build("http://h/p?x=?", &[("a", "1")]).unwrap(),
+            "http://h/p?x=?&a=1"
         );
         assert_eq!(build("http://h/p", &[]).unwrap(), "http://h/p");
     }

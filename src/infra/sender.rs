@@ -1,5 +1,6 @@
 //! Calling a partner: one GET, no redirects, bounded in time and in bytes read, and only to
 //! addresses the outbound policy allows — checked on the address actually connected to.
+//! When the partner's config has a signing secret, the call is signed (see `domain::signing`).
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
@@ -9,11 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use uuid::Uuid;
 
-use crate::config::DeliverySettings;
+use crate::config::{DeliverySettings, Secret};
 use crate::domain::delivery::{FailureKind, Outcome};
 use crate::domain::event::EventType;
 use crate::domain::outbound::{AddressPolicy, Forbidden};
 use crate::domain::retry::parse_retry_after;
+use crate::domain::signing::SigningKey;
 
 pub const USER_AGENT: &str = concat!("webhookd/", env!("CARGO_PKG_VERSION"));
 
@@ -24,6 +26,8 @@ pub struct Call<'a> {
     pub queue_id: Uuid,
     pub event_type: EventType,
     pub attempt: i32,
+    /// The partner's `whsec_...` secret when its calls are signed.
+    pub signing_secret: Option<&'a Secret>,
 }
 
 /// What a call produced and how long it took.
@@ -103,32 +107,60 @@ impl Sender {
     }
 
     async fn outcome(&self, call: Call<'_>) -> Outcome {
+        let Ok(url) = url::Url::parse(call.url) else {
+            return Outcome::NoResponse {
+                kind: FailureKind::Other,
+                message: "the stored URL is not a valid http(s) URL".into(),
+            };
+        };
         // Literal addresses never reach the resolver, so they are checked here.
-        match url::Url::parse(call.url).map(|u| u.host().map(|h| h.to_owned())) {
-            Ok(Some(url::Host::Ipv4(ip))) => {
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => {
                 if let Err(e) = self.policy.check(IpAddr::V4(ip)) {
                     return blocked(&e);
                 }
             }
-            Ok(Some(url::Host::Ipv6(ip))) => {
+            Some(url::Host::Ipv6(ip)) => {
                 if let Err(e) = self.policy.check(IpAddr::V6(ip)) {
                     return blocked(&e);
                 }
             }
-            Ok(Some(url::Host::Domain(_))) => {}
-            Ok(None) | Err(_) => {
+            Some(url::Host::Domain(_)) => {}
+            None => {
                 return Outcome::NoResponse {
                     kind: FailureKind::Other,
                     message: "the stored URL is not a valid http(s) URL".into(),
                 }
             }
         }
-        let request = self
+        let queue_id = call.queue_id.to_string();
+        let mut request = self
             .client
-            .get(call.url)
-            .header("X-Webhook-Id", call.queue_id.to_string())
+            .get(url.clone())
+            .header("X-Webhook-Id", &queue_id)
             .header("X-Webhook-Event", call.event_type.as_str())
             .header("X-Webhook-Attempt", call.attempt.to_string());
+        if let Some(secret) = call.signing_secret {
+            // A partner that expects signed calls never gets an unsigned one.
+            let key = match SigningKey::from_secret(secret.expose()) {
+                Ok(key) => key,
+                Err(e) => {
+                    return Outcome::NoResponse {
+                        kind: FailureKind::Other,
+                        message: format!("not sent: the config's signing secret is invalid ({e})"),
+                    }
+                }
+            };
+            let timestamp = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            // What the partner's server sees as the request target.
+            let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+            request = request
+                .header("webhook-id", &queue_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", key.sign(&queue_id, timestamp, target));
+        }
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(e) => return self.failure(e),
@@ -174,7 +206,7 @@ impl Sender {
                 humantime::format_duration(self.timeout)
             )
         } else {
-            describe(&error.without_url())
+            super::describe(&error.without_url())
         };
         Outcome::NoResponse { kind, message }
     }
@@ -196,18 +228,4 @@ fn find_source<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -
         current = e.source();
     }
     None
-}
-
-/// The error and its causes on one line, e.g. `error sending request: tcp connect error: Connection refused`.
-fn describe(error: &(dyn StdError + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
 }

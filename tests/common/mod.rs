@@ -2,7 +2,10 @@
 //! in-process on port 0, a real HTTP receiver on loopback, and log capture.
 #![allow(dead_code)]
 
+pub mod pg;
+pub mod process;
 pub mod receiver;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -198,6 +201,8 @@ pub struct Options {
     pub workers: bool,
     /// Settings as environment variables (`WORKER_COUNT` …); tests get short delays by default.
     pub env: Vec<(&'static str, String)>,
+    /// A bearer token that `TestApp::http` sends with every request (none by default).
+    pub bearer: Option<String>,
 }
 
 impl Default for Options {
@@ -206,6 +211,7 @@ impl Default for Options {
             api: true,
             workers: false,
             env: vec![],
+            bearer: None,
         }
     }
 }
@@ -220,6 +226,12 @@ impl Options {
 
     pub fn env(mut self, key: &'static str, value: impl ToString) -> Self {
         self.env.push((key, value.to_string()));
+        self
+    }
+
+    /// Makes `TestApp::http` (and so `post`, `get`, `submit`, ...) authenticate as `token`.
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.bearer = Some(token.to_string());
         self
     }
 }
@@ -251,8 +263,17 @@ pub fn settings_for(db_url: &str, env: &[(&'static str, String)]) -> Settings {
 
 /// A plain HTTP client for talking to the app and receivers.
 pub fn http_client() -> reqwest::Client {
+    http_client_with(reqwest::header::HeaderMap::new())
+}
+
+/// An HTTP client that sends `headers` with every request.
+pub fn http_client_with(headers: reqwest::header::HeaderMap) -> reqwest::Client {
     webhookd::infra::sender::install_crypto_provider();
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub struct TestApp {
@@ -273,7 +294,12 @@ pub async fn spawn(options: Options) -> TestApp {
 
 pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
     let settings = settings_for(&db.url, &options.env);
-    let pool = db::pool(&db.url, settings.database_max_connections).unwrap();
+    // `DATABASE_URL` in `options.env` (say, with a password) reaches the same database.
+    let pool = db::pool(
+        settings.database_url.expose(),
+        settings.database_max_connections,
+    )
+    .unwrap();
     let logs = LogCapture::default();
     let log = logs.logger();
     let stop = CancellationToken::new();
@@ -311,7 +337,12 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
                 .unwrap();
         }));
     }
-    let http = http_client();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &options.bearer {
+        let value = format!("Bearer {token}");
+        headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+    }
+    let http = http_client_with(headers);
     TestApp {
         db,
         pool,

@@ -57,7 +57,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on([127, 0, 0, 1].into()).await
+    }
+
+    /// A receiver on another loopback address, e.g. 127.0.0.2.
+    pub async fn start_on(ip: std::net::IpAddr) -> Self {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(State::default());
         let data = web::Data::from(state.clone());
@@ -83,6 +88,10 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -295,6 +295,7 @@ async fn deliver(shared: Arc<Shared>, worker_id: String, row: ClaimedRow, log: L
             queue_id: row.queue_id,
             event_type: row.event_type,
             attempt,
+            signing_secret: row.signing_secret.as_ref(),
         })
         .await;
     let completed_at = Utc::now();

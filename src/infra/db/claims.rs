@@ -12,6 +12,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::config::Secret;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 
@@ -36,10 +37,15 @@ pub struct ClaimedRow {
     /// With the worker id, the fence for every later write.
     #[diesel(sql_type = Timestamptz)]
     pub locked_at: DateTime<Utc>,
+    /// The config's signing secret as it is now (`whsec_...`), read with the claim so that
+    /// signing costs no query per call.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub signing_secret: Option<Secret>,
 }
 
 /// Claims up to `limit` due rows in one statement: pending rows whose time has come and
-/// processing rows whose lease ran out, never a cancelled one.
+/// processing rows whose lease ran out, never a cancelled one. Each row comes back with its
+/// config's current signing secret.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
@@ -65,10 +71,10 @@ pub async fn claim(
          UPDATE webhook_queue q
          SET status = 'processing', worker_id = $1, locked_at = now(),
              lock_expires_at = now() + make_interval(secs => $3), updated_at = now()
-         FROM picked
-         WHERE q.id = picked.id
+         FROM picked, webhook_configs c
+         WHERE q.id = picked.id AND c.id = q.config_id
          RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
-                   q.retry_count, q.max_retries, q.locked_at",
+                   q.retry_count, q.max_retries, q.locked_at, c.signing_secret",
     )
     .bind::<Text, _>(worker_id)
     .bind::<Int8, _>(limit)

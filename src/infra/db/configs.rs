@@ -4,12 +4,16 @@ use diesel::prelude::*;
 use diesel::result::Error;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::models::{ConfigForm, ConfigRow};
+use super::models::{ConfigForm, ConfigRow, SecretChange};
 use super::schema::webhook_configs::dsl::*;
 
-pub async fn insert(conn: &mut AsyncPgConnection, form: &ConfigForm) -> Result<ConfigRow, Error> {
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    form: &ConfigForm,
+    secret: &SecretChange,
+) -> Result<ConfigRow, Error> {
     diesel::insert_into(webhook_configs)
-        .values(form)
+        .values((form, signing_secret.eq(secret.column_value().flatten())))
         .returning(ConfigRow::as_returning())
         .get_result(conn)
         .await
@@ -47,9 +51,11 @@ pub async fn replace(
     conn: &mut AsyncPgConnection,
     config_id: i64,
     form: &ConfigForm,
+    secret: &SecretChange,
 ) -> Result<Option<ConfigRow>, Error> {
+    let secret = secret.column_value().map(|value| signing_secret.eq(value));
     diesel::update(webhook_configs.find(config_id))
-        .set((form, updated_at.eq(diesel::dsl::now)))
+        .set((form, secret, updated_at.eq(diesel::dsl::now)))
         .returning(ConfigRow::as_returning())
         .get_result(conn)
         .await

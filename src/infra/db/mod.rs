@@ -1,6 +1,8 @@
 //! PostgreSQL: the pool, the embedded migrations, and one module of queries per concern.
 //!
-//! Query functions take `&mut AsyncPgConnection`; callers own transactions.
+//! Query functions take `&mut AsyncPgConnection`; callers own transactions. Every connection —
+//! pooled, the LISTEN connection, migrations — is opened by [`establish`], so TLS settings in
+//! the URL (see [`target`]) apply to all of them.
 
 pub mod claims;
 pub mod configs;
@@ -11,17 +13,23 @@ pub mod queue;
 pub mod retention;
 pub mod schema;
 pub mod stats;
+pub mod target;
 
 use std::time::Duration;
 
 use deadpool::Runtime;
 use diesel::connection::SimpleConnection;
-use diesel::Connection;
+use diesel::ConnectionError;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::FutureExt;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::Socket;
+
+pub use target::ConnectTarget;
 
 pub type DbPool = Pool<AsyncPgConnection>;
 pub type PooledConn = Object<AsyncPgConnection>;
@@ -40,6 +48,8 @@ pub enum DbSetupError {
     Connect(String),
     #[error("database URL is not valid: {0}")]
     Url(String),
+    #[error("database TLS: {0}")]
+    Tls(String),
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("{0}")]
@@ -49,7 +59,14 @@ pub enum DbSetupError {
 /// A pool whose checkout fails fast when the database is unreachable, so that requests answer
 /// 503 promptly instead of hanging.
 pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool, DbSetupError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    let target = ConnectTarget::parse(database_url)?;
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |_url| {
+        let target = target.clone();
+        async move { establish(&target).await }.boxed()
+    });
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
@@ -60,18 +77,43 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool, DbSetupError>
         .map_err(|e| DbSetupError::Connect(e.to_string()))
 }
 
-/// Opens one connection outside the pool (for LISTEN and for startup checks).
+/// Opens one connection outside the pool (for LISTEN, migrations and startup checks).
 pub async fn connect(database_url: &str) -> Result<AsyncPgConnection, DbSetupError> {
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        AsyncPgConnection::establish(database_url),
-    )
-    .await
-    {
+    connect_to(&ConnectTarget::parse(database_url)?).await
+}
+
+async fn connect_to(target: &ConnectTarget) -> Result<AsyncPgConnection, DbSetupError> {
+    match tokio::time::timeout(Duration::from_secs(5), establish(target)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(DbSetupError::Connect(e.to_string())),
         Err(_) => Err(DbSetupError::Connect("timed out after 5s".into())),
     }
+}
+
+/// The one way a connection is opened: plain or TLS as the target says.
+pub async fn establish(target: &ConnectTarget) -> Result<AsyncPgConnection, ConnectionError> {
+    match &target.tls {
+        Some(tls) => establish_with(target, tls.clone()).await,
+        None => establish_with(target, tokio_postgres::NoTls).await,
+    }
+}
+
+async fn establish_with<T>(
+    target: &ConnectTarget,
+    tls: T,
+) -> Result<AsyncPgConnection, ConnectionError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, connection) = target
+        .config
+        .connect(tls)
+        .await
+        .map_err(|e| ConnectionError::BadConnection(super::describe(&e)))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 
 /// Checks that the database answers; used at startup and by `/health`.
@@ -85,11 +127,12 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), diesel::result::Er
 /// Creates the database named in the URL when it does not exist, then applies pending
 /// migrations. Returns the names of the migrations applied now.
 pub async fn migrate(database_url: &str) -> Result<Vec<String>, DbSetupError> {
-    create_database_if_missing(database_url).await?;
-    let url = database_url.to_string();
+    let target = ConnectTarget::parse(database_url)?;
+    create_database_if_missing(&target).await?;
+    let conn = connect_to(&target).await?;
+    // The wrapper drives the async connection from a blocking thread, on this runtime.
     tokio::task::spawn_blocking(move || {
-        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
-            .map_err(|e| DbSetupError::Connect(e.to_string()))?;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         // Several processes may start at once (`run` migrates first): one migrates, the
         // others wait and then find nothing pending.
         conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
@@ -104,17 +147,15 @@ pub async fn migrate(database_url: &str) -> Result<Vec<String>, DbSetupError> {
     .map_err(|e| DbSetupError::Migration(e.to_string()))?
 }
 
-async fn create_database_if_missing(database_url: &str) -> Result<(), DbSetupError> {
-    let mut url = url::Url::parse(database_url).map_err(|e| DbSetupError::Url(e.to_string()))?;
-    let name = url.path().trim_start_matches('/').to_string();
-    if name.is_empty() {
-        return Err(DbSetupError::Url("it names no database".into()));
-    }
-    url.set_path("/postgres");
-    let mut conn = match connect(url.as_str()).await {
+async fn create_database_if_missing(target: &ConnectTarget) -> Result<(), DbSetupError> {
+    let name = match target.database() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => return Err(DbSetupError::Url("it names no database".into())),
+    };
+    let mut conn = match connect_to(&target.with_database("postgres")).await {
         Ok(conn) => conn,
         // No maintenance database to talk to: let the real connection say what is wrong.
-        Err(_) => return connect(database_url).await.map(drop),
+        Err(_) => return connect_to(target).await.map(drop),
     };
     #[derive(diesel::QueryableByName)]
     struct Exists {

@@ -8,8 +8,10 @@ use diesel::sql_types::Text;
 use uuid::Uuid;
 
 use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
+use crate::config::Secret;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
+use crate::domain::signing::SigningKey;
 
 // The only place where status and event-type text meets the domain enums.
 macro_rules! text_enum {
@@ -24,6 +26,7 @@ macro_rules! text_enum {
 }
 text_enum!(Status);
 text_enum!(EventType);
+text_enum!(Secret);
 
 impl FromSql<Text, Pg> for Status {
     fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
@@ -39,6 +42,14 @@ impl FromSql<Text, Pg> for EventType {
     }
 }
 
+/// A stored signing secret is read as a [`Secret`] and parsed only when a call is signed, so
+/// that one bad value fails that partner's calls, not every claim.
+impl FromSql<Text, Pg> for Secret {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        Ok(Secret::new(<String as FromSql<Text, Pg>>::from_sql(bytes)?))
+    }
+}
+
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = webhook_configs)]
 pub struct ConfigRow {
@@ -50,6 +61,11 @@ pub struct ConfigRow {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Whether calls are signed. The secret itself is never read here: only the claim
+    /// statement returns it, to the worker that signs.
+    #[diesel(select_expression = webhook_configs::signing_secret.is_not_null())]
+    #[diesel(select_expression_type = diesel::dsl::IsNotNull<webhook_configs::signing_secret>)]
+    pub signing: bool,
 }
 
 impl ConfigRow {
@@ -62,7 +78,28 @@ impl ConfigRow {
     }
 }
 
-/// The writable fields of a config, for insert and for replace.
+/// What a create or replace does to a config's signing secret (write-only: never read back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretChange {
+    /// Leave it as it is (nothing on create).
+    Keep,
+    Remove,
+    Set(SigningKey),
+}
+
+impl SecretChange {
+    /// The value to write to `signing_secret`, or `None` to leave the column alone.
+    pub fn column_value(&self) -> Option<Option<String>> {
+        match self {
+            SecretChange::Keep => None,
+            SecretChange::Remove => Some(None),
+            SecretChange::Set(key) => Some(Some(key.to_secret())),
+        }
+    }
+}
+
+/// The writable fields of a config, for insert and for replace (the signing secret is
+/// written separately: see [`SecretChange`]).
 #[derive(Clone, Debug, Insertable, AsChangeset)]
 #[diesel(table_name = webhook_configs, treat_none_as_null = true)]
 pub struct ConfigForm {

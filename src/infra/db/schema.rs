@@ -36,6 +36,7 @@ diesel::table! {
         is_active -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        signing_secret -> Nullable<Text>,
     }
 }
 

@@ -4,15 +4,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::input::{config_input, submit_request};
 use super::json::{read_json, read_json_limited, Fields, BATCH_BODY_LIMIT};
+use super::ratelimit;
 use super::views::{ConfigView, EntryView, Page, RedriveView};
 use super::ApiState;
-use crate::application::configs::{self, ConfigInput};
+use crate::application::configs;
 use crate::application::redrive::{self, RedriveRequest};
-use crate::application::submit::{self, SubmitRequest, Submitted};
+use crate::application::submit::{self, Submitted};
 use crate::application::{entries, metrics, stats, AppError};
 use crate::domain::delivery::Status;
-use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES};
+use crate::domain::event::EventType;
 use crate::infra::db::history::RedriveFilter;
 use crate::infra::db::queue::ListFilter;
 
@@ -102,26 +104,8 @@ fn queue_id_path(raw: &str) -> Result<Uuid, AppError> {
     })
 }
 
-fn config_input(body: serde_json::Value, state: &ApiState) -> Result<ConfigInput, AppError> {
-    let mut fields = Fields::new(body)?;
-    let name = fields.string("name")?;
-    let postback_url = fields.optional_string("postback_url")?;
-    let chargeback_url = fields.optional_string("chargeback_url")?;
-    let max_retries = fields.optional_integer("max_retries")?;
-    let is_active = fields.optional_bool("is_active")?.unwrap_or(true);
-    fields.finish()?;
-    ConfigInput::new(
-        name,
-        postback_url,
-        chargeback_url,
-        max_retries,
-        is_active,
-        &state.policy,
-    )
-}
-
 async fn create_config(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
-    let input = config_input(read_json(&request, payload).await?, &state)?;
+    let input = config_input(read_json(&request, payload).await?, &state.policy)?;
     let config = configs::create(&state.pool, input).await?;
     Ok(HttpResponse::Created().json(ConfigView::from(config)))
 }
@@ -150,7 +134,7 @@ async fn replace_config(
     payload: web::Payload,
 ) -> Reply {
     let id = config_id_path(&id)?;
-    let input = config_input(read_json(&request, payload).await?, &state)?;
+    let input = config_input(read_json(&request, payload).await?, &state.policy)?;
     let config = configs::replace(&state.pool, id, input).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
@@ -160,34 +144,9 @@ async fn deactivate_config(state: State, id: web::Path<String>) -> Reply {
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
 
-fn submit_request(body: serde_json::Value) -> Result<SubmitRequest, AppError> {
-    let mut fields = Fields::new(body)?;
-    let event_type: EventType = fields
-        .string("event_type")?
-        .parse()
-        .map_err(|e: String| AppError::invalid("event_type", e))?;
-    let event_id = fields.optional_string("event_id")?;
-    if let Some(id) = &event_id {
-        if id.is_empty() || id.len() > MAX_EVENT_ID_BYTES {
-            return Err(AppError::invalid("event_id", "must be 1 to 255 bytes"));
-        }
-    }
-    let config_id = fields.integer("config_id")?;
-    let url_params_json = fields.optional("url_params").unwrap_or_else(|| json!({}));
-    fields.finish()?;
-    let url_params = UrlParams::from_json(&url_params_json)
-        .map_err(|e| AppError::invalid(e.field, e.message))?;
-    Ok(SubmitRequest {
-        event_type,
-        event_id,
-        config_id,
-        url_params,
-        url_params_json,
-    })
-}
-
 async fn submit_webhook(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
     let submit_request = submit_request(read_json(&request, payload).await?)?;
+    ratelimit::admit(&state, &request, 1)?;
     Ok(
         match submit::submit(&state.pool, submit_request, state.default_max_retries).await? {
             Submitted::Created(row) => HttpResponse::Created().json(EntryView::summary(row)),
@@ -208,6 +167,8 @@ async fn submit_batch(state: State, request: HttpRequest, payload: web::Payload)
     if events.is_empty() || events.len() > submit::MAX_BATCH {
         return Err(AppError::invalid("events", "must hold 1 to 1000 events"));
     }
+    // The budget counts events, not requests: a batch spends one per event it carries.
+    ratelimit::admit(&state, &request, events.len() as u32)?;
     let requests = events.into_iter().map(submit_request).collect();
     let results = submit::submit_batch(&state.pool, requests, state.default_max_retries).await?;
     let results: Vec<serde_json::Value> = results

@@ -116,6 +116,16 @@ impl Fields {
         self.optional(name).map(|v| as_string(name, v)).transpose()
     }
 
+    /// A string field where absent and `null` mean different things: `None` when absent,
+    /// `Some(None)` when `null`.
+    pub fn nullable_string(&mut self, name: &str) -> Result<Option<Option<String>>, AppError> {
+        match self.map.remove(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(value) => as_string(name, value).map(|s| Some(Some(s))),
+        }
+    }
+
     pub fn integer(&mut self, name: &str) -> Result<i64, AppError> {
         as_integer(name, self.required(name)?)
     }

@@ -3,7 +3,9 @@
 
 mod errors;
 mod handlers;
+pub mod input;
 mod json;
+pub mod ratelimit;
 mod views;
 
 use std::net::TcpListener;
@@ -13,9 +15,9 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpServer};
 use slog::{error, info, o, Logger};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use tokio_util::sync::CancellationToken;
 
 use crate::application::metrics::Metrics;
@@ -25,6 +27,7 @@ use crate::domain::outbound::AddressPolicy;
 use crate::infra::db::DbPool;
 
 pub use json::BODY_LIMIT;
+use ratelimit::{Caller, IngestLimiter};
 
 /// What handlers share.
 pub struct ApiState {
@@ -34,6 +37,8 @@ pub struct ApiState {
     pub tokens: Vec<Secret>,
     /// The process's metrics: requests are counted here and `/metrics` renders them.
     pub metrics: Arc<Metrics>,
+    /// `None` when `INGEST_RATE_LIMIT` is 0.
+    pub limiter: Option<IngestLimiter>,
     pub log: Logger,
 }
 
@@ -45,6 +50,7 @@ impl ApiState {
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),
             tokens: settings.api_tokens.clone(),
             metrics,
+            limiter: IngestLimiter::new(settings.ingest_rate_limit),
             log,
         }
     }
@@ -105,16 +111,19 @@ async fn authenticate(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         // Compare with every token, always, so timing tells nothing about which one is close.
-        let matched = state.tokens.iter().fold(0u8, |hit, token| {
-            hit | token
-                .expose()
-                .as_bytes()
-                .ct_eq(presented.as_bytes())
-                .unwrap_u8()
-        });
-        if matched == 0 {
+        let mut matched = Choice::from(0);
+        let mut which = 0u64;
+        for (i, token) in state.tokens.iter().enumerate() {
+            let hit = token.expose().as_bytes().ct_eq(presented.as_bytes());
+            which = u64::conditional_select(&which, &(i as u64), hit);
+            matched |= hit;
+        }
+        if !bool::from(matched) {
             return Err(AppError::Unauthorized.into());
         }
+        request
+            .extensions_mut()
+            .insert(Caller::Token(which as usize));
     }
     next.call(request).await
 }

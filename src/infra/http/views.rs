@@ -16,6 +16,8 @@ pub struct ConfigView {
     pub chargeback_url: Option<String>,
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    /// Whether calls are signed (Standard Webhooks). The secret is write-only: never shown.
+    pub signing: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -29,6 +31,7 @@ impl From<ConfigRow> for ConfigView {
             chargeback_url: c.chargeback_url,
             max_retries: c.max_retries,
             is_active: c.is_active,
+            signing: c.signing,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }

@@ -1,0 +1,1 @@
+ALTER TABLE webhook_configs DROP COLUMN signing_secret;
