@@ -584,7 +584,8 @@ async fn sane(client: &Client, doc: &StatsDocument, naive: &[NaiveRow]) -> anyho
     for (status, n) in by_status(&doc.by_status) {
         checks.push((format!("by_status.{status}"), n, live(None, status)));
     }
-    for (event_type, counts) in &doc.by_event_type {
+    for (event_type, counts) in doc.by_event_type.iter() {
+        let event_type = event_type.as_str();
         for (status, n) in by_status(counts) {
             checks.push((
                 format!("by_event_type[{event_type}].{status}"),

@@ -417,11 +417,11 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
         "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "all", s.pending, s.processing, s.completed, s.failed, d.total
     );
-    for (event_type, c) in &d.by_event_type {
+    for (event_type, c) in d.by_event_type.iter() {
         let _ = writeln!(
             out,
             "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            event_type,
+            event_type.as_str(),
             c.pending,
             c.processing,
             c.completed,

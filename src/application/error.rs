@@ -7,6 +7,23 @@
 //! may hold SQL, addresses or a partner's answer. `anyhow` is used only at the process edge.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde::Serialize;
+
+/// `error.code` of an error body: one per class of error, so a client can branch on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedRequest,
+    Unauthorized,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    ValidationFailed,
+    Unavailable,
+    InternalError,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -78,18 +95,18 @@ impl AppError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AppError::Malformed { .. } => "malformed_request",
-            AppError::Unauthorized => "unauthorized",
-            AppError::NotFound(_) => "not_found",
-            AppError::Conflict(_) => "conflict",
-            AppError::TooLarge(_) => "payload_too_large",
-            AppError::NotJson => "unsupported_media_type",
-            AppError::RateLimited { .. } => "rate_limited",
-            AppError::Invalid { .. } => "validation_failed",
-            AppError::Unavailable(_) => "unavailable",
-            AppError::Internal(_) => "internal_error",
+            AppError::Malformed { .. } => ErrorCode::MalformedRequest,
+            AppError::Unauthorized => ErrorCode::Unauthorized,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::Conflict(_) => ErrorCode::Conflict,
+            AppError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::NotJson => ErrorCode::UnsupportedMediaType,
+            AppError::RateLimited { .. } => ErrorCode::RateLimited,
+            AppError::Invalid { .. } => ErrorCode::ValidationFailed,
+            AppError::Unavailable(_) => ErrorCode::Unavailable,
+            AppError::Internal(_) => ErrorCode::InternalError,
         }
     }
 

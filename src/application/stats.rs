@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
@@ -12,7 +13,7 @@ use crate::infra::db::{stats, DbPool};
 use super::{conn, AppError};
 
 /// Counts of rows in each status; every status is always present.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StatusCounts {
     pub pending: i64,
     pub processing: i64,
@@ -50,40 +51,88 @@ impl StatusCounts {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+/// Counts per event type, both always present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ByEventType {
+    #[serde(rename = "+credit")]
+    pub credit: StatusCounts,
+    #[serde(rename = "-debit")]
+    pub debit: StatusCounts,
+}
+
+impl ByEventType {
+    pub fn get_mut(&mut self, event_type: EventType) -> &mut StatusCounts {
+        match event_type {
+            EventType::Credit => &mut self.credit,
+            EventType::Debit => &mut self.debit,
+        }
+    }
+
+    pub fn get(&self, event_type: EventType) -> &StatusCounts {
+        match event_type {
+            EventType::Credit => &self.credit,
+            EventType::Debit => &self.debit,
+        }
+    }
+
+    /// In the order of [`EventType::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (EventType, &StatusCounts)> {
+        EventType::ALL.into_iter().map(move |t| (t, self.get(t)))
+    }
+}
+
+/// Attempts recorded, of every retry cycle. Every field is always present, null where no
+/// attempt was made.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
 pub struct AttemptStats {
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
+    #[schema(required)]
     pub avg_duration_ms: Option<f64>,
     /// Percentiles come from a histogram whose buckets keep two significant digits of the
     /// duration, so they are exact below 100 ms and within 5% above.
+    #[schema(required)]
     pub p50_duration_ms: Option<i64>,
+    #[schema(required)]
     pub p95_duration_ms: Option<i64>,
+    #[schema(required)]
     pub p99_duration_ms: Option<i64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct PartnerStats {
     pub config_id: i64,
     pub name: String,
     pub by_status: StatusCounts,
     pub cancelled: i64,
+    /// completed ÷ (completed + failed); null when both are 0.
+    #[schema(required)]
     pub success_rate: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The statistics document (SPEC §5.2). Every field is always present, null where noted.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct StatsDocument {
+    /// Rows not cancelled: the sum of `by_status`.
     pub total: i64,
+    /// Cancelled rows excluded.
     pub by_status: StatusCounts,
     pub cancelled: i64,
-    pub by_event_type: BTreeMap<&'static str, StatusCounts>,
+    pub by_event_type: ByEventType,
+    /// completed ÷ (completed + failed); null when both are 0.
+    #[schema(required)]
     pub success_rate: Option<f64>,
     pub attempts: AttemptStats,
+    /// Null when nothing is pending.
+    #[schema(required)]
     pub oldest_pending_age_seconds: Option<f64>,
     pub completed_last_minute: i64,
     pub failed_last_minute: i64,
+    /// One per config that has rows, by config id.
     pub by_partner: Vec<PartnerStats>,
+    /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub generated_at: String,
 }
 
@@ -102,10 +151,7 @@ fn build(
 ) -> StatsDocument {
     let mut by_status = StatusCounts::default();
     let mut cancelled = 0;
-    let mut by_event_type: BTreeMap<&'static str, StatusCounts> = EventType::ALL
-        .iter()
-        .map(|t| (t.as_str(), StatusCounts::default()))
-        .collect();
+    let mut by_event_type = ByEventType::default();
     let mut partners: BTreeMap<i64, PartnerStats> = BTreeMap::new();
     for row in rows {
         let partner = partners
@@ -121,8 +167,8 @@ fn build(
             Ok(status) => {
                 by_status.add(status, row.n);
                 partner.by_status.add(status, row.n);
-                if let Some(counts) = by_event_type.get_mut(row.event_type.as_str()) {
-                    counts.add(status, row.n);
+                if let Ok(event_type) = row.event_type.parse::<EventType>() {
+                    by_event_type.get_mut(event_type).add(status, row.n);
                 }
             }
             Err(_) => {
@@ -185,9 +231,10 @@ pub const MAX_THROUGHPUT_MINUTES: i64 = 24 * 60;
 pub const MAX_THROUGHPUT_BUCKET_SECONDS: i64 = 3600;
 
 /// Rows that reached `completed` or `failed` in one bucket of time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ThroughputBucket {
     /// The bucket's first second.
+    #[schema(format = DateTime)]
     pub second: String,
     pub completed: i64,
     pub failed: i64,
@@ -195,10 +242,12 @@ pub struct ThroughputBucket {
 
 /// `GET /webhooks/throughput`: completions and failures over a window, in buckets of
 /// `bucket_seconds` aligned to the Unix epoch; buckets in which nothing finished are left out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Throughput {
     /// The start of the first bucket.
+    #[schema(format = DateTime)]
     pub since: String,
+    #[schema(format = DateTime)]
     pub until: String,
     pub bucket_seconds: i64,
     /// Totals over the window.

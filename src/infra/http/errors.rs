@@ -3,18 +3,38 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::application::error::ErrorCode;
 use crate::application::AppError;
+
+/// Every error answer of the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong. Fields are declared in alphabetical order, the order they always had.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// The input at fault (`event_type`, `url_params.user_id`, `queue_id` …), when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// What to fix, for a person; never the cause of a 5xx.
+    pub message: String,
+}
 
 impl AppError {
     /// `{"code", "message", "field"?}`: the inside of every error body.
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
-        if let Some(field) = self.field() {
-            error["field"] = json!(field);
+    pub fn body(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code(),
+            field: self.field().map(str::to_string),
+            message: self.to_string(),
         }
-        error
     }
 }
 
@@ -34,6 +54,6 @@ impl ResponseError for AppError {
             }
             _ => {}
         }
-        response.json(json!({ "error": self.body() }))
+        response.json(ErrorBody { error: self.body() })
     }
 }

@@ -1,16 +1,21 @@
 //! Thin handlers: read the request into typed input, call one application function, answer.
+//! Each carries its OpenAPI operation (`#[utoipa::path]`), next to the code it describes.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 use uuid::Uuid;
 
+use super::errors::ErrorBody;
 use super::input::{config_input, submit_request};
 use super::json::{read_json, read_json_limited, Fields, BATCH_BODY_LIMIT};
+use super::openapi::{
+    self, BatchBody, ConfigBody, ListQuery, RedriveBody, ServerErrors, SubmitBody, ThroughputQuery,
+};
 use super::ratelimit;
-use super::views::{ConfigView, EntryView, Page, RedriveView};
+use super::views::{BatchResult, BatchView, ConfigView, EntryView, HealthView, Page, RedriveView};
 use super::ApiState;
 use crate::application::configs;
 use crate::application::redrive::{self, RedriveRequest};
+use crate::application::stats::{StatsDocument, Throughput};
 use crate::application::submit::{self, Submitted};
 use crate::application::{entries, metrics, stats, AppError};
 use crate::domain::delivery::Status;
@@ -21,42 +26,67 @@ use crate::infra::db::queue::ListFilter;
 type State = web::Data<ApiState>;
 type Reply = Result<HttpResponse, AppError>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(dashboard))
-        .route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(prometheus))
-        .route("/webhook-configs", web::post().to(create_config))
-        .route("/webhook-configs", web::get().to(list_configs))
-        .route("/webhook-configs/{id}", web::get().to(get_config))
-        .route("/webhook-configs/{id}", web::put().to(replace_config))
-        .route("/webhook-configs/{id}", web::delete().to(deactivate_config))
-        .route("/webhooks", web::post().to(submit_webhook))
-        .route("/webhooks/batch", web::post().to(submit_batch))
-        .route("/webhooks", web::get().to(list_webhooks))
-        .route("/webhooks/stats", web::get().to(get_stats))
-        .route("/webhooks/throughput", web::get().to(get_throughput))
-        .route("/webhooks/redrive", web::post().to(redrive_webhooks))
-        .route("/webhooks/{queue_id}", web::get().to(get_webhook))
-        .route("/webhooks/{queue_id}", web::delete().to(cancel_webhook))
-        .route("/webhooks/{queue_id}/retry", web::post().to(retry_webhook))
-        .default_service(web::to(not_found));
+/// One list registers the routes (`routes`), names them (`ROUTES`) and makes the OpenAPI
+/// document's operations (`Paths`, from each handler's `#[utoipa::path]`), so a route cannot
+/// be served undocumented: a handler without its `#[utoipa::path]` does not compile here.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:ident,)*) => {
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($handler));)*
+            cfg.default_service(web::to(not_found));
+        }
+
+        /// Every route `routes` registers, as (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path),)*];
+
+        /// The operations of the OpenAPI document, one per route.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($handler),*))]
+        pub struct Paths;
+    };
+}
+
+// In matching order: fixed paths before the `{queue_id}` they would otherwise match.
+routes! {
+    get "/" => dashboard,
+    get "/health" => health,
+    get "/metrics" => prometheus,
+    get "/openapi.json" => openapi_document,
+    post "/webhook-configs" => create_config,
+    get "/webhook-configs" => list_configs,
+    get "/webhook-configs/{id}" => get_config,
+    put "/webhook-configs/{id}" => replace_config,
+    delete "/webhook-configs/{id}" => deactivate_config,
+    post "/webhooks" => submit_webhook,
+    post "/webhooks/batch" => submit_batch,
+    get "/webhooks" => list_webhooks,
+    get "/webhooks/stats" => get_stats,
+    get "/webhooks/throughput" => get_throughput,
+    post "/webhooks/redrive" => redrive_webhooks,
+    get "/webhooks/{queue_id}" => get_webhook,
+    delete "/webhooks/{queue_id}" => cancel_webhook,
+    post "/webhooks/{queue_id}/retry" => retry_webhook,
 }
 
 async fn not_found() -> Reply {
     Err(AppError::NotFound("route"))
 }
 
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "Up, and the database answers", body = HealthView),
+        (status = 503, description = "The database cannot be reached", body = HealthView),
+    ))]
 async fn health(state: State) -> HttpResponse {
     let database_ok =
         match tokio::time::timeout(std::time::Duration::from_secs(2), state.pool.get()).await {
             Ok(Ok(mut conn)) => crate::infra::db::ping(&mut conn).await.is_ok(),
             _ => false,
         };
-    let body = |status: &str, database: &str| json!({"status": status, "database": database, "version": env!("CARGO_PKG_VERSION")});
     if database_ok {
-        HttpResponse::Ok().json(body("ok", "ok"))
+        HttpResponse::Ok().json(HealthView::new(true))
     } else {
-        HttpResponse::ServiceUnavailable().json(body("unavailable", "unreachable"))
+        HttpResponse::ServiceUnavailable().json(HealthView::new(false))
     }
 }
 
@@ -65,6 +95,10 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The page carries no data, so it is open; it fetches the API with the token it is given.
 /// The policy lets it run its own inline script and talk to this origin only.
+#[utoipa::path(get, path = "/", tag = "operations",
+    summary = "The operator's dashboard",
+    description = "A self-contained page that reads the API with the token it is given (`/?token=…`).",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
 async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -79,11 +113,23 @@ async fn dashboard() -> HttpResponse {
         .body(DASHBOARD)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus metrics, OpenMetrics text format",
+        content_type = "application/openmetrics-text", body = String)))]
 async fn prometheus(state: State) -> HttpResponse {
     let body = metrics::scrape(&state.pool, &state.metrics, &state.log).await;
     HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
         .body(body)
+}
+
+/// This document. It holds no data, so it is open.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
+async fn openapi_document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(openapi::json())
 }
 
 fn config_id_path(raw: &str) -> Result<i64, AppError> {
@@ -104,12 +150,28 @@ fn queue_id_path(raw: &str) -> Result<Uuid, AppError> {
     })
 }
 
+#[utoipa::path(post, path = "/webhook-configs", tag = "configs",
+    request_body(content = ConfigBody, example = json!({"name": "acme",
+        "postback_url": "https://partner.example/credit?user={user_id}&amount={value}",
+        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true})),
+    responses(
+        (status = 201, description = "Created", body = ConfigView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "A config with this name exists already", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON (`Content-Type: application/json`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid, missing or unknown; `field` names it", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn create_config(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
     let input = config_input(read_json(&request, payload).await?, &state.policy)?;
     let config = configs::create(&state.pool, input).await?;
     Ok(HttpResponse::Created().json(ConfigView::from(config)))
 }
 
+/// Every config, active or not, in one page (`next_cursor` is always null).
+#[utoipa::path(get, path = "/webhook-configs", tag = "configs",
+    responses((status = 200, description = "Every config", body = Page<ConfigView>), ServerErrors))]
 async fn list_configs(state: State) -> Reply {
     let items: Vec<ConfigView> = configs::list(&state.pool)
         .await?
@@ -122,11 +184,35 @@ async fn list_configs(state: State) -> Reply {
     }))
 }
 
+#[utoipa::path(get, path = "/webhook-configs/{id}", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    responses(
+        (status = 200, description = "The config", body = ConfigView),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn get_config(state: State, id: web::Path<String>) -> Reply {
     let config = configs::get(&state.pool, config_id_path(&id)?).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
 
+/// Replaces every field: one left out takes its default.
+#[utoipa::path(put, path = "/webhook-configs/{id}", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    request_body(content = ConfigBody, example = json!({"name": "acme",
+        "postback_url": "https://partner.example/credit?user={user_id}&amount={value}",
+        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true})),
+    responses(
+        (status = 200, description = "The config as replaced", body = ConfigView),
+        (status = 400, description = "`id` is not an integer, or malformed JSON", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        (status = 409, description = "Another config has this name", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON (`Content-Type: application/json`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid, missing or unknown; `field` names it", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn replace_config(
     state: State,
     id: web::Path<String>,
@@ -139,11 +225,34 @@ async fn replace_config(
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
 
+/// Deactivates a config: it takes no new events; entries already queued are still delivered.
+#[utoipa::path(delete, path = "/webhook-configs/{id}", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    responses(
+        (status = 200, description = "The config, now inactive", body = ConfigView),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn deactivate_config(state: State, id: web::Path<String>) -> Reply {
     let config = configs::deactivate(&state.pool, config_id_path(&id)?).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
 
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks",
+    request_body(content = SubmitBody, example = json!({"event_type": "+credit", "event_id": "tx_123", "config_id": 1,
+        "url_params": {"value": "100", "user_id": "user_123", "token": "abc123", "signature": "xyz789"}})),
+    responses(
+        (status = 200, description = "Submitted before (same idempotency key and `url_params`): the existing entry; nothing was created", body = EntryView),
+        (status = 201, description = "Queued: the new entry", body = EntryView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "The idempotency key was submitted before with other `url_params`", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON (`Content-Type: application/json`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid, missing or unknown (`field` names it), or the config is inactive or has no URL for the event type", body = ErrorBody),
+        (status = 429, description = "Over INGEST_RATE_LIMIT; `Retry-After` says when to try again", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn submit_webhook(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
     let submit_request = submit_request(read_json(&request, payload).await?)?;
     ratelimit::admit(&state, &request, 1)?;
@@ -155,10 +264,29 @@ async fn submit_webhook(state: State, request: HttpRequest, payload: web::Payloa
     )
 }
 
+/// The fields of a batch body: what `submit_batch` reads, and `BatchBody` documents.
+pub const BATCH_FIELDS: &[&str] = &["events"];
+
 /// `{"events": [...]}` → `{"results": [{"status": 201|200, "entry": …} | {"status": 4xx, "error": …}]}`
 /// in request order; the batch as a whole is 200 when it could be read.
+#[utoipa::path(post, path = "/webhooks/batch", tag = "webhooks",
+    request_body(content = BatchBody, example = json!({"events": [
+        {"event_type": "+credit", "event_id": "tx_124", "config_id": 1, "url_params": {"value": "100", "user_id": "user_123"}},
+        {"event_type": "-debit", "event_id": "tx_125", "config_id": 1, "url_params": {"value": 25, "user_id": "user_123"}}]})),
+    responses(
+        (status = 200, description = "One result per event, in order: each is what `POST /webhooks` would have answered for it", body = BatchView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON (`Content-Type: application/json`)", body = ErrorBody),
+        (status = 422, description = "`events` is missing, not an array, empty or over 1000, or the body has another field", body = ErrorBody),
+        (status = 429, description = "Over INGEST_RATE_LIMIT (counted per event); `Retry-After` says when to try again", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn submit_batch(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
-    let mut fields = Fields::new(read_json_limited(&request, payload, BATCH_BODY_LIMIT).await?)?;
+    let mut fields = Fields::new(
+        read_json_limited(&request, payload, BATCH_BODY_LIMIT).await?,
+        BATCH_FIELDS,
+    )?;
     let events = match fields.required("events")? {
         serde_json::Value::Array(events) => events,
         _ => return Err(AppError::invalid("events", "must be an array")),
@@ -171,38 +299,86 @@ async fn submit_batch(state: State, request: HttpRequest, payload: web::Payload)
     ratelimit::admit(&state, &request, events.len() as u32)?;
     let requests = events.into_iter().map(submit_request).collect();
     let results = submit::submit_batch(&state.pool, requests, state.default_max_retries).await?;
-    let results: Vec<serde_json::Value> = results
+    let results = results
         .into_iter()
         .map(|result| match result {
-            Ok(Submitted::Created(row)) => json!({"status": 201, "entry": EntryView::summary(row)}),
-            Ok(Submitted::Existing(row)) => {
-                json!({"status": 200, "entry": EntryView::summary(row)})
-            }
-            Err(e) => json!({"status": e.status(), "error": e.body()}),
+            Ok(Submitted::Created(row)) => BatchResult::Entry {
+                entry: Box::new(EntryView::summary(row)),
+                status: 201,
+            },
+            Ok(Submitted::Existing(row)) => BatchResult::Entry {
+                entry: Box::new(EntryView::summary(row)),
+                status: 200,
+            },
+            Err(e) => BatchResult::Error {
+                error: e.body(),
+                status: e.status(),
+            },
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+    Ok(HttpResponse::Ok().json(BatchView { results }))
 }
 
+#[utoipa::path(get, path = "/webhooks/{queue_id}", tag = "webhooks",
+    params(("queue_id" = Uuid, Path, description = "The entry's queue_id")),
+    responses(
+        (status = 200, description = "The entry with `attempts`: every attempt made, oldest retry cycle first", body = EntryView),
+        (status = 400, description = "`queue_id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No entry has this queue_id", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn get_webhook(state: State, queue_id: web::Path<String>) -> Reply {
     let entry = entries::get(&state.pool, queue_id_path(&queue_id)?).await?;
     Ok(HttpResponse::Ok().json(EntryView::with_attempts(entry)))
 }
 
+/// Cancels an entry: it is never called again. Cancelling it again changes nothing.
+#[utoipa::path(delete, path = "/webhooks/{queue_id}", tag = "webhooks",
+    params(("queue_id" = Uuid, Path, description = "The entry's queue_id")),
+    responses(
+        (status = 200, description = "The entry, cancelled", body = EntryView),
+        (status = 400, description = "`queue_id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No entry has this queue_id", body = ErrorBody),
+        (status = 409, description = "The entry was delivered already", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn cancel_webhook(state: State, queue_id: web::Path<String>) -> Reply {
     let row = entries::cancel(&state.pool, queue_id_path(&queue_id)?).await?;
     Ok(HttpResponse::Ok().json(EntryView::summary(row)))
 }
 
+/// Puts a failed entry through a fresh retry cycle; its earlier attempts stay in `attempts`.
+#[utoipa::path(post, path = "/webhooks/{queue_id}/retry", tag = "webhooks",
+    params(("queue_id" = Uuid, Path, description = "The entry's queue_id")),
+    responses(
+        (status = 200, description = "The entry, pending again and due now", body = EntryView),
+        (status = 400, description = "`queue_id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No entry has this queue_id", body = ErrorBody),
+        (status = 409, description = "The entry is not `failed` (or was cancelled)", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn retry_webhook(state: State, queue_id: web::Path<String>) -> Reply {
     let row = entries::retry(&state.pool, queue_id_path(&queue_id)?).await?;
     Ok(HttpResponse::Ok().json(EntryView::summary(row)))
 }
 
-/// `{"config_id", "event_type", "status", "failed_after", "failed_before", "created_after",
-/// "created_before", "dry_run", "limit"}`, every field optional.
+/// The fields a redrive body may have: what `redrive_request` reads, and `RedriveBody`
+/// documents.
+pub const REDRIVE_FIELDS: &[&str] = &[
+    "config_id",
+    "event_type",
+    "status",
+    "failed_after",
+    "failed_before",
+    "created_after",
+    "created_before",
+    "dry_run",
+    "limit",
+];
+
+/// Every field of [`REDRIVE_FIELDS`] is optional.
 fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, AppError> {
-    let mut fields = Fields::new(body)?;
+    let mut fields = Fields::new(body, REDRIVE_FIELDS)?;
     let config_id = fields.optional_integer("config_id")?;
     let event_type = fields
         .optional_string("event_type")?
@@ -236,6 +412,19 @@ fn redrive_request(body: serde_json::Value) -> Result<RedriveRequest, AppError> 
     RedriveRequest::new(filter, dry_run, limit)
 }
 
+/// Puts every failed entry that matches through a fresh retry cycle, in batches of 1000.
+#[utoipa::path(post, path = "/webhooks/redrive", tag = "webhooks",
+    request_body(content = RedriveBody, example = json!({"config_id": 1, "event_type": "+credit", "status": "failed",
+        "failed_after": "2024-01-01T00:00:00Z", "failed_before": "2100-01-01T00:00:00Z",
+        "created_after": "2024-01-01T00:00:00Z", "created_before": "2100-01-01T00:00:00Z", "dry_run": true, "limit": 1000})),
+    responses(
+        (status = 200, description = "`matched` for a dry run, else `redriven`", body = RedriveView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not JSON (`Content-Type: application/json`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid or unknown (`field` names it), or a time range is empty", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn redrive_webhooks(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
     let redrive_request = redrive_request(read_json(&request, payload).await?)?;
     let outcome = redrive::redrive(&state.pool, &redrive_request).await?;
@@ -289,6 +478,13 @@ fn list_query(request: &HttpRequest) -> Result<(ListFilter, i64), AppError> {
     Ok((filter, limit))
 }
 
+/// Entries newest first, by keyset: pages never skip or repeat an entry.
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks", params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = Page<EntryView>),
+        (status = 422, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn list_webhooks(state: State, request: HttpRequest) -> Reply {
     let (filter, limit) = list_query(&request)?;
     let (rows, next_cursor) = entries::list(&state.pool, &filter, limit).await?;
@@ -319,12 +515,20 @@ fn throughput_query(request: &HttpRequest) -> Result<(i64, i64), AppError> {
     Ok((minutes, bucket_seconds))
 }
 
+#[utoipa::path(get, path = "/webhooks/throughput", tag = "operations", params(ThroughputQuery),
+    responses(
+        (status = 200, description = "Completions and failures per bucket, oldest first; empty buckets left out", body = Throughput),
+        (status = 422, description = "A parameter is out of range or unknown; `field` names it", body = ErrorBody),
+        ServerErrors,
+    ))]
 async fn get_throughput(state: State, request: HttpRequest) -> Reply {
     let (minutes, bucket_seconds) = throughput_query(&request)?;
     let throughput = stats::throughput(&state.pool, minutes, bucket_seconds).await?;
     Ok(HttpResponse::Ok().json(throughput))
 }
 
+#[utoipa::path(get, path = "/webhooks/stats", tag = "operations",
+    responses((status = 200, description = "The statistics document (SPEC §5.2)", body = StatsDocument), ServerErrors))]
 async fn get_stats(state: State) -> Reply {
     Ok(HttpResponse::Ok().json(stats::collect(&state.pool).await?))
 }

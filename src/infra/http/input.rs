@@ -10,13 +10,26 @@ use crate::application::AppError;
 use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES};
 use crate::domain::outbound::AddressPolicy;
 
+/// The fields a config body may have: what `config_input` reads, and `ConfigBody` documents.
+pub const CONFIG_FIELDS: &[&str] = &[
+    "name",
+    "postback_url",
+    "chargeback_url",
+    "max_retries",
+    "is_active",
+    "signing_secret",
+];
+
+/// The fields a submit may have: what `submit_request` reads, and `SubmitBody` documents.
+pub const SUBMIT_FIELDS: &[&str] = &["event_type", "event_id", "config_id", "url_params"];
+
 /// The body of `POST /webhook-configs` and `PUT /webhook-configs/{id}`.
 ///
 /// `signing_secret` is write-only: absent keeps the stored secret, `null` removes it, a
 /// `whsec_<base64>` string sets it (see [`ConfigInput::new`]). Responses show only
 /// `"signing": true|false`.
 pub fn config_input(body: Value, policy: &AddressPolicy) -> Result<ConfigInput, AppError> {
-    let mut fields = Fields::new(body)?;
+    let mut fields = Fields::new(body, CONFIG_FIELDS)?;
     let name = fields.string("name")?;
     let postback_url = fields.optional_string("postback_url")?;
     let chargeback_url = fields.optional_string("chargeback_url")?;
@@ -37,7 +50,7 @@ pub fn config_input(body: Value, policy: &AddressPolicy) -> Result<ConfigInput, 
 
 /// The body of `POST /webhooks` (SPEC §5.1).
 pub fn submit_request(body: Value) -> Result<SubmitRequest, AppError> {
-    let mut fields = Fields::new(body)?;
+    let mut fields = Fields::new(body, SUBMIT_FIELDS)?;
     let event_type: EventType = fields
         .string("event_type")?
         .parse()

@@ -83,14 +83,27 @@ fn field_with_nul(value: &Value, path: Option<&str>) -> Option<Option<String>> {
 }
 
 /// The fields of a JSON object, taken one at a time.
+///
+/// A parser names the fields it accepts up front, in a list that the OpenAPI document's body
+/// types are checked against. In debug builds (so in every test) it must then read exactly
+/// those: reading a field not on the list, or finishing without having read one that is, is
+/// a bug, and panics.
 pub struct Fields {
     map: Map<String, Value>,
+    accepted: &'static [&'static str],
+    /// Bit i: `accepted[i]` was read.
+    read: u64,
 }
 
 impl Fields {
-    pub fn new(value: Value) -> Result<Self, AppError> {
+    pub fn new(value: Value, accepted: &'static [&'static str]) -> Result<Self, AppError> {
+        debug_assert!(accepted.len() <= 64, "at most 64 fields");
         match value {
-            Value::Object(map) => Ok(Self { map }),
+            Value::Object(map) => Ok(Self {
+                map,
+                accepted,
+                read: 0,
+            }),
             _ => Err(AppError::Invalid {
                 field: None,
                 message: "the body must be a JSON object".into(),
@@ -100,7 +113,16 @@ impl Fields {
 
     /// A field that may be absent or null.
     pub fn optional(&mut self, name: &str) -> Option<Value> {
-        self.map.remove(name).filter(|v| !v.is_null())
+        self.take(name).filter(|v| !v.is_null())
+    }
+
+    /// Removes a field, null included, noting that it was read.
+    fn take(&mut self, name: &str) -> Option<Value> {
+        match self.accepted.iter().position(|a| *a == name) {
+            Some(i) => self.read |= 1 << i,
+            None => debug_assert!(false, "{name:?} is read but not in the accepted list"),
+        }
+        self.map.remove(name)
     }
 
     pub fn required(&mut self, name: &str) -> Result<Value, AppError> {
@@ -119,7 +141,7 @@ impl Fields {
     /// A string field where absent and `null` mean different things: `None` when absent,
     /// `Some(None)` when `null`.
     pub fn nullable_string(&mut self, name: &str) -> Result<Option<Option<String>>, AppError> {
-        match self.map.remove(name) {
+        match self.take(name) {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
             Some(value) => as_string(name, value).map(|s| Some(Some(s))),
@@ -156,6 +178,12 @@ impl Fields {
 
     /// Refuses whatever fields were not taken.
     pub fn finish(self) -> Result<(), AppError> {
+        debug_assert_eq!(
+            self.read.count_ones() as usize,
+            self.accepted.len(),
+            "every accepted field is read before finish: {:?}",
+            self.accepted
+        );
         match self.map.keys().next() {
             Some(unknown) => Err(AppError::invalid(unknown.clone(), "is not a known field")),
             None => Ok(()),
@@ -174,4 +202,42 @@ fn as_integer(name: &str, value: Value) -> Result<i64, AppError> {
     value
         .as_i64()
         .ok_or_else(|| AppError::invalid(name, "must be an integer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ACCEPTED: &[&str] = &["a", "b"];
+
+    #[test]
+    fn a_parser_reads_its_list_and_refuses_other_fields() {
+        let mut fields = Fields::new(json!({"a": "x", "b": null}), ACCEPTED).unwrap();
+        assert_eq!(fields.string("a").unwrap(), "x");
+        assert_eq!(fields.optional_integer("b").unwrap(), None);
+        fields.finish().unwrap();
+
+        let mut fields = Fields::new(json!({"a": "x", "c": 1}), ACCEPTED).unwrap();
+        fields.string("a").unwrap();
+        fields.optional("b");
+        let refused = fields.finish().unwrap_err();
+        assert_eq!((refused.status(), refused.field()), (422, Some("c")));
+    }
+
+    #[test]
+    #[should_panic(expected = "not in the accepted list")]
+    fn reading_a_field_off_the_list_is_a_bug() {
+        let mut fields = Fields::new(json!({}), ACCEPTED).unwrap();
+        fields.optional("c");
+    }
+
+    #[test]
+    #[should_panic(expected = "every accepted field is read")]
+    fn finishing_before_reading_every_listed_field_is_a_bug() {
+        let mut fields = Fields::new(json!({}), ACCEPTED).unwrap();
+        fields.optional("a");
+        let _ = fields.finish();
+    }
 }

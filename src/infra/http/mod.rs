@@ -5,6 +5,7 @@ mod errors;
 mod handlers;
 pub mod input;
 mod json;
+pub mod openapi;
 pub mod ratelimit;
 mod views;
 
@@ -26,6 +27,7 @@ use crate::config::{Secret, Settings};
 use crate::domain::outbound::AddressPolicy;
 use crate::infra::db::DbPool;
 
+pub use handlers::ROUTES;
 pub use json::BODY_LIMIT;
 use ratelimit::{Caller, IngestLimiter};
 
@@ -89,10 +91,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Routes that answer without a token: probes, scrapers, and the dashboard page (static; its
-/// data comes from the API, with the token the page is given).
+/// Routes that answer without a token: probes, scrapers, the dashboard page (static; its
+/// data comes from the API, with the token the page is given) and the OpenAPI document. The
+/// document's security requirements come from here too.
 fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/metrics" | "/")
+    matches!(path, "/health" | "/metrics" | "/" | "/openapi.json")
 }
 
 async fn authenticate(
