@@ -58,9 +58,37 @@ bench-stats *args:
 fuzz seconds="300":
     @scripts/fuzz.sh {{ seconds }}
 
-# Build the container image `webhookd`
+# Test suite under cargo-tarpaulin (ptrace): line coverage as HTML, lcov and a summary in target/coverage/
+test-coverage:
+    @scripts/coverage.sh
+
+# Build the container images: `webhookd` (production) and `webhookd-demo-receiver` (compose demo only)
 docker-build:
     docker build -t webhookd .
+    docker build --target demo -t webhookd-demo-receiver .
+
+# PostgreSQL, migrate, the API on 127.0.0.1:8080, `workers` work containers and the demo receiver, in Docker
+compose-up workers="1":
+    docker compose up --build --detach --scale work={{ workers }}
+    docker compose ps
+    @echo "submit demo events: RECEIVER=http://demo-receiver:9090 just create-sample-webhooks"
+    @echo "what the partner saw: docker compose logs --follow demo-receiver"
+
+# Stop the compose stack; its database volume stays (`docker compose down --volumes` drops it)
+compose-down:
+    docker compose down --remove-orphans
+
+# Validate deploy/kubernetes offline against the Kubernetes schemas (needs: pip install kubernetes-validate)
+k8s-validate:
+    @scripts/validate-deploy.sh k8s
+
+# Validate docker-compose.yml offline against the compose-spec schema (needs: pip install check-jsonschema)
+compose-validate:
+    @scripts/validate-deploy.sh compose
+
+# Peak memory of serve and work under a loopback load, for sizing deploy/kubernetes (see deploy/README.md)
+measure-rss *args:
+    scripts/measure-rss.py {{ args }}
 
 # Regenerate src/infra/db/schema.rs from migrations/ with `diesel print-schema` (needs diesel_cli)
 schema:

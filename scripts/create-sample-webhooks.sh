@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Create the demo partner config (or find the one that exists) and submit sample events to a
 # running webhookd API at $API (default http://127.0.0.1:8080). The partner URLs point at
-# examples/demo_receiver on 127.0.0.1:9090; events with fail_first=2 are refused twice there,
-# so webhookd retries them. Sends `Authorization: Bearer $API_TOKEN` when API_TOKEN is set.
+# examples/demo_receiver at $RECEIVER (default http://127.0.0.1:9090; under docker compose,
+# RECEIVER=http://demo-receiver:9090); events with fail_first=2 are refused twice there, so
+# webhookd retries them. Sends `Authorization: Bearer $API_TOKEN` when API_TOKEN is set.
+# The config is created once: with another RECEIVER, delete or rename demo-partner first.
 set -euo pipefail
 
 API="${API:-http://127.0.0.1:8080}"
+RECEIVER="${RECEIVER:-http://127.0.0.1:9090}"
 command -v python3 >/dev/null || { echo "python3 is needed to read the API's JSON" >&2; exit 1; }
 
 body="$(mktemp)"
@@ -36,8 +39,8 @@ fail() {
 json() { python3 -c "import json, sys; doc = json.load(sys.stdin); print($1)" <"$body"; }
 
 config='{"name":"demo-partner",
- "postback_url":"http://127.0.0.1:9090/postback?uid={user_id}&amount={value}",
- "chargeback_url":"http://127.0.0.1:9090/chargeback?uid={user_id}&amount={value}",
+ "postback_url":"'"$RECEIVER"'/postback?uid={user_id}&amount={value}",
+ "chargeback_url":"'"$RECEIVER"'/chargeback?uid={user_id}&amount={value}",
  "max_retries":3}'
 
 status="$(request POST /webhook-configs "$config")"

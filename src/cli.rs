@@ -16,7 +16,7 @@ use crate::application::{stats, worker, AppError};
 use crate::config::{Overrides, Settings};
 use crate::domain::event::EventType;
 use crate::infra::db::history::RedriveFilter;
-use crate::infra::{db, http};
+use crate::infra::{db, http, probe};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +85,16 @@ pub enum Command {
         webhookd redrive --config-id 7 --failed-after 2026-11-28T09:00:00Z"
     )]
     Redrive(RedriveArgs),
+    /// Health check for containers: exit 0 when the API answers 200 (or the database answers)
+    #[command(
+        long_about = "Health check for container runtimes (Docker HEALTHCHECK, Kubernetes exec \
+        probes): GETs --url and exits 0 when it answers 200 OK, 1 otherwise, with the reason on \
+        one line of stderr. It reads no settings and needs no database, so it answers even where \
+        the rest of the configuration is missing. With --database it instead opens one connection \
+        to the configured database (DATABASE_URL, --database-url or the config file) and runs \
+        SELECT 1: the readiness check of `work`, which has no HTTP server."
+    )]
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +166,31 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("not an RFC 3339 time like 2026-11-28T09:00:00Z ({e})"))
 }
 
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// URL to GET; healthy means it answers 200 OK
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080/health"
+    )]
+    pub url: url::Url,
+    /// Check the database instead: connect and run SELECT 1 (needs the database settings)
+    #[arg(long, conflicts_with = "url")]
+    pub database: bool,
+    /// Give up after this long (250ms, 2s, ...)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = positive_duration)]
+    pub timeout: Duration,
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Cli {
     fn overrides(&self) -> Overrides {
         let mut values: Vec<(&'static str, String)> = Vec::new();
@@ -220,6 +255,11 @@ pub fn main() -> std::process::ExitCode {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
+    // A health check must answer even where settings are incomplete: it loads none of them
+    // (except the database ones for --database) and starts no logger.
+    if let Command::Probe(args) = &cli.command {
+        return run_probe(&cli, args).await;
+    }
     let settings = Settings::load(&cli.overrides()).context("configuration")?;
     let log = crate::logging::root(settings.log_format, settings.log_level);
     let result = match cli.command {
@@ -229,11 +269,27 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run(_) => run(&settings, &log).await,
         Command::Stats(args) => print_stats(&settings, args.json).await,
         Command::Redrive(args) => run_redrive(&settings, &log, &args).await,
+        // Answered above, before any settings were loaded.
+        Command::Probe(_) => Ok(()),
     };
     // Let the async log drain flush before the process ends.
     drop(log);
     tokio::time::sleep(Duration::from_millis(20)).await;
     result
+}
+
+/// Prints a one-line verdict on stdout when healthy; an unhealthy verdict becomes the error
+/// that `main` prints on stderr before exiting 1.
+async fn run_probe(cli: &Cli, args: &ProbeArgs) -> anyhow::Result<()> {
+    let verdict = if args.database {
+        let settings = Settings::load(&cli.overrides()).context("configuration")?;
+        probe::database(settings.database_url.expose(), args.timeout).await
+    } else {
+        probe::http(&args.url, args.timeout).await
+    };
+    let line = verdict.map_err(|unhealthy| anyhow::anyhow!("unhealthy: {unhealthy}"))?;
+    println!("{line}");
+    Ok(())
 }
 
 async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
@@ -600,6 +656,31 @@ mod tests {
             panic!("not redrive")
         };
         assert_eq!(args.request().unwrap_err().field(), Some("created_before"));
+    }
+
+    #[test]
+    fn probe_defaults_to_the_local_health_route() {
+        let cli = parse_from(["webhookd", "probe"]).unwrap();
+        let Command::Probe(args) = cli.command else {
+            panic!("not a probe: {cli:?}");
+        };
+        assert_eq!(args.url.as_str(), "http://127.0.0.1:8080/health");
+        assert_eq!(args.timeout, Duration::from_secs(2));
+        assert!(!args.database);
+        let cli = parse_from(["webhookd", "probe", "--database", "--timeout", "500ms"]).unwrap();
+        let Command::Probe(args) = cli.command else {
+            panic!("not a probe: {cli:?}");
+        };
+        assert!(args.database);
+        assert_eq!(args.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_probe_flags_are_refused() {
+        assert!(parse_from(["webhookd", "probe", "--url", "not a url"]).is_err());
+        assert!(parse_from(["webhookd", "probe", "--timeout", "0s"]).is_err());
+        assert!(parse_from(["webhookd", "probe", "--timeout", "soon"]).is_err());
+        assert!(parse_from(["webhookd", "probe", "--database", "--url", "http://x/"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod http;
+pub mod probe;
 pub mod sender;
 
 /// An error and its causes on one line, e.g. `error sending request: tcp connect error:
