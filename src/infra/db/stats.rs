@@ -2,9 +2,9 @@
 //! nothing here scans `webhook_queue` beyond an index probe or two.
 
 use chrono::{DateTime, Utc};
+use diesel::result::Error;
 use diesel::sql_types::{BigInt, Bool, Int8, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
-use diesel::result::Error;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 #[derive(Debug, QueryableByName)]
@@ -66,7 +66,8 @@ pub const ROW_COUNTS_SQL: &str =
      HAVING sum(c.n) <> 0";
 
 /// The attempt-duration histogram, summed over shards, shortest first.
-pub const ATTEMPT_BUCKETS_SQL: &str = "SELECT succeeded, duration_ms, sum(n)::int8 AS n, sum(sum_ms)::int8 AS sum_ms
+pub const ATTEMPT_BUCKETS_SQL: &str =
+    "SELECT succeeded, duration_ms, sum(n)::int8 AS n, sum(sum_ms)::int8 AS sum_ms
      FROM webhook_attempt_counts GROUP BY succeeded, duration_ms HAVING sum(n) <> 0
      ORDER BY duration_ms";
 
@@ -93,7 +94,10 @@ pub async fn moments(conn: &mut AsyncPgConnection) -> Result<Moments, Error> {
 }
 
 /// Completions and failures per second since `since`, oldest first.
-pub async fn throughput(conn: &mut AsyncPgConnection, since: DateTime<Utc>) -> Result<Vec<ThroughputPoint>, Error> {
+pub async fn throughput(
+    conn: &mut AsyncPgConnection,
+    since: DateTime<Utc>,
+) -> Result<Vec<ThroughputPoint>, Error> {
     diesel::sql_query(
         "SELECT second, sum(completed)::int8 AS completed, sum(failed)::int8 AS failed
          FROM webhook_throughput WHERE second >= $1 GROUP BY second ORDER BY second",
