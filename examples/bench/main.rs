@@ -101,6 +101,9 @@ pub struct Args {
     /// Keep the bench database afterwards
     #[arg(long)]
     pub keep_db: bool,
+    /// The webhookd binary to run (default: the one built next to this bench)
+    #[arg(long)]
+    pub webhookd: Option<PathBuf>,
     /// Label stored with the results (e.g. the change being measured)
     #[arg(long, default_value = "")]
     pub label: String,
@@ -195,12 +198,13 @@ async fn setup(args: Args) -> Ctx {
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir).expect("target/bench");
     let exe = std::env::current_exe().expect("own path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("webhookd"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| root.join("target/release/webhookd"));
+    let bin = args.webhookd.clone().unwrap_or_else(|| {
+        exe.parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("webhookd"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| root.join("target/release/webhookd"))
+    });
 
     let db_name = format!(
         "webhookd_bench_{}",
