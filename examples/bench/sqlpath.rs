@@ -41,7 +41,8 @@ pub fn entry(config_id: i64, url_base: &str, tag: &str, n: u64) -> NewEntry {
     }
 }
 
-/// Inserts `rows` rows, `batch` per statement, from `concurrency` connections.
+/// Inserts `rows` rows, `batch` per statement (each followed by the NOTIFY the API sends), from
+/// `concurrency` connections.
 pub async fn insert(
     pool: &DbPool,
     config_id: i64,
