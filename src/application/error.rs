@@ -8,7 +8,7 @@
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AppError {
     /// 400: the request could not be read (malformed JSON, malformed id in the path).
     #[error("{message}")]

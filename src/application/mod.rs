@@ -4,6 +4,7 @@
 pub mod configs;
 pub mod entries;
 pub mod error;
+pub mod ingest;
 pub mod stats;
 pub mod submit;
 pub mod worker;

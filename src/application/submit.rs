@@ -75,6 +75,8 @@ fn prepare(
     })
 }
 
+/// One submit on its own. The API sends single submits through
+/// [`super::ingest::SubmitBatcher`] instead, which batches concurrent ones.
 pub async fn submit(
     pool: &DbPool,
     request: SubmitRequest,

@@ -154,12 +154,10 @@ fn submit_request(body: serde_json::Value) -> Result<SubmitRequest, AppError> {
 
 async fn submit_webhook(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
     let submit_request = submit_request(read_json(&request, payload).await?)?;
-    Ok(
-        match submit::submit(&state.pool, submit_request, state.default_max_retries).await? {
-            Submitted::Created(row) => HttpResponse::Created().json(EntryView::summary(row)),
-            Submitted::Existing(row) => HttpResponse::Ok().json(EntryView::summary(row)),
-        },
-    )
+    Ok(match state.submits.submit(submit_request).await? {
+        Submitted::Created(row) => HttpResponse::Created().json(EntryView::summary(row)),
+        Submitted::Existing(row) => HttpResponse::Ok().json(EntryView::summary(row)),
+    })
 }
 
 /// `{"events": [...]}` → `{"results": [{"status": 201|200, "entry": …} | {"status": 4xx, "error": …}]}`

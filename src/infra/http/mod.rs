@@ -17,6 +17,7 @@ use slog::{error, info, o, Logger};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use crate::application::ingest::SubmitBatcher;
 use crate::application::AppError;
 use crate::config::{Secret, Settings};
 use crate::domain::outbound::AddressPolicy;
@@ -27,6 +28,8 @@ pub use json::BODY_LIMIT;
 /// What handlers share.
 pub struct ApiState {
     pub pool: DbPool,
+    /// Single submits go through here, so concurrent ones share one insert and one commit.
+    pub submits: SubmitBatcher,
     pub default_max_retries: i32,
     pub policy: AddressPolicy,
     pub tokens: Vec<Secret>,
@@ -34,8 +37,10 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// Must be called within the Tokio runtime: it starts the submit batcher.
     pub fn new(settings: &Settings, pool: DbPool, log: Logger) -> Self {
         Self {
+            submits: SubmitBatcher::start(pool.clone(), settings.retry.max_retries()),
             pool,
             default_max_retries: settings.retry.max_retries(),
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),
