@@ -45,6 +45,19 @@ test: lint
     echo "cargo test --locked  (DATABASE_URL=$DATABASE_URL)"
     cargo test --locked
 
+# Benchmark in release mode against the PostgreSQL that answers (see `just db`): `just bench` prints
+# the table (ingest, delivery, latency, RSS, same-run ceilings; ~4 min), `just bench soak` runs
+# minutes at half the saturation rate. Extra flags after the mode: `just bench full --rounds 5`
+bench mode="full" *flags:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    DATABASE_URL="$(scripts/local-db.sh)"
+    export DATABASE_URL
+    echo "cargo build --release --locked --bin webhookd --example bench"
+    cargo build --release --locked --bin webhookd --example bench
+    echo "target/release/examples/bench {{mode}} {{flags}}"
+    target/release/examples/bench {{mode}} {{flags}}
+
 # Benchmark the statistics on a million-row queue, release build (arguments go to examples/bench_stats.rs, e.g. --runs 50 --keep)
 [positional-arguments]
 bench-stats *args:

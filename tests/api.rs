@@ -937,6 +937,62 @@ async fn concurrent_duplicate_submits_create_exactly_one_row() {
     app.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_submits_each_get_the_answer_they_would_get_alone() {
+    // Single submits that arrive together share one insert statement; each must still be
+    // answered as if it had come alone: created, invalid, or a conflict on a reused event id.
+    let app = spawn(Options::default()).await;
+    let config = app
+        .config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
+        .await;
+    let inactive = app.config("gone", "http://h/pb", "http://h/cb").await;
+    assert_eq!(
+        delete(&app, &format!("/webhook-configs/{inactive}"))
+            .await
+            .0,
+        200
+    );
+    let mut cases: Vec<(Value, &str)> = (0..30)
+        .map(|i| (credit(config, &format!("own-{i}")), "created"))
+        .collect();
+    cases.push((credit(inactive, "to-inactive"), "invalid"));
+    cases.push((
+        json!({"event_type": "+credit", "event_id": "no-user", "config_id": config, "url_params": {}}),
+        "invalid",
+    ));
+    // One event id with two different parameter sets: one wins, the other is a conflict.
+    cases.push((credit(config, "twice"), "pair"));
+    cases.push((
+        json!({"event_type": "+credit", "event_id": "twice", "config_id": config,
+               "url_params": {"user_id": "someone-else"}}),
+        "pair",
+    ));
+    let answers = futures_util::future::join_all(
+        cases
+            .iter()
+            .map(|(body, _)| app.post("/webhooks", body.clone())),
+    )
+    .await;
+    let mut pair = Vec::new();
+    for ((body, expect), (status, answer)) in cases.iter().zip(&answers) {
+        match *expect {
+            "created" => {
+                assert_eq!(*status, 201, "{body} -> {answer}");
+                assert_eq!(
+                    answer["event_id"], body["event_id"],
+                    "answer belongs to its request"
+                );
+            }
+            "invalid" => assert_eq!(*status, 422, "{body} -> {answer}"),
+            _ => pair.push(*status),
+        }
+    }
+    pair.sort();
+    assert_eq!(pair, vec![201, 409], "{answers:?}");
+    assert_eq!(queue_rows(&app).await, 31);
+    app.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listing, pagination and cancelling
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ pub enum ErrorCode {
     InternalError,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AppError {
     /// 400: the request could not be read (malformed JSON, malformed id in the path).
     #[error("{message}")]

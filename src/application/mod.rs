@@ -4,6 +4,7 @@
 pub mod configs;
 pub mod entries;
 pub mod error;
+pub mod ingest;
 pub mod metrics;
 pub mod redrive;
 pub mod retention;

@@ -1,35 +1,85 @@
 //! Per-host in-flight limits, so one slow or dead partner cannot hold every worker.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A host's limit: `cap` calls in flight, and at most `cap` more rows waiting for a turn.
-/// Rows beyond that are handed back to the queue for a while rather than occupying a worker.
+/// A row admitted to the fixed part of a host's waiting line may wait as long as a call may
+/// take; one admitted beyond it (the host answers fast, see [`HostLimiter::turn`]) expects a
+/// turn within this long.
+pub const BRIEF_WAIT: Duration = Duration::from_secs(1);
+
+/// Longest line a fast host may have, in multiples of its call limit.
+const MAX_LINE_FACTOR: usize = 64;
+
+/// A host's limit: `cap` calls in flight, and a waiting line of `cap` rows — longer while the
+/// host answers fast enough that the whole line is served within [`BRIEF_WAIT`]. Rows beyond
+/// that are handed back to the queue for a while rather than occupying a worker.
 pub struct HostLimiter {
     cap: usize,
+    epoch: Instant,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
 }
 
 struct Host {
     calls: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// Moving average of call durations, µs; 0 until a call has finished.
+    avg_call_us: AtomicU64,
+    /// When a call last finished, µs after the limiter's epoch; 0 for never.
+    last_finish_us: AtomicU64,
+}
+
+impl Host {
+    fn finished(&self, at_us: u64, took: Duration) {
+        let took = (took.as_micros() as u64).max(1);
+        let avg = self.avg_call_us.load(Ordering::Relaxed);
+        // An approximate average is enough: a lost update between racing calls is harmless.
+        let next = if avg == 0 {
+            took
+        } else {
+            avg - avg / 8 + took / 8
+        };
+        self.avg_call_us.store(next.max(1), Ordering::Relaxed);
+        self.last_finish_us.store(at_us.max(1), Ordering::Relaxed);
+    }
 }
 
 pub enum Turn {
-    /// Call now; the permit is held until the call ends.
-    Go(OwnedSemaphorePermit),
-    /// Wait for a permit with [`HostLimiter::wait`].
+    /// Call now; the slot is held until the call ends.
+    Go(Slot),
+    /// Wait for a slot with [`Waiter::wait`].
     Queue(Waiter),
-    /// The host has `cap` calls in flight and `cap` rows waiting: hand the row back.
+    /// The host's calls and waiting line are full: hand the row back.
     Saturated,
+}
+
+/// One call in flight to a host. Dropping it ends the call and frees the place.
+pub struct Slot {
+    host: Arc<Host>,
+    epoch: Instant,
+    started: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let at = now.duration_since(self.epoch).as_micros() as u64;
+        self.host.finished(at, now.duration_since(self.started));
+    }
 }
 
 /// A place in a host's waiting line; leaving it (drop) frees the place.
 pub struct Waiter {
     host: Arc<Host>,
+    epoch: Instant,
+    /// Admitted beyond the fixed line because the host answers fast: should get a turn within
+    /// [`BRIEF_WAIT`], and is handed back if it does not.
+    pub brief: bool,
 }
 
 impl Drop for Waiter {
@@ -39,13 +89,20 @@ impl Drop for Waiter {
 }
 
 impl Waiter {
-    pub async fn wait(self) -> OwnedSemaphorePermit {
-        self.host
+    pub async fn wait(self) -> Slot {
+        let permit = self
+            .host
             .calls
             .clone()
             .acquire_owned()
             .await
-            .expect("host semaphores are never closed")
+            .expect("host semaphores are never closed");
+        Slot {
+            host: self.host.clone(),
+            epoch: self.epoch,
+            started: Instant::now(),
+            _permit: permit,
+        }
     }
 }
 
@@ -53,31 +110,60 @@ impl HostLimiter {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
+            epoch: Instant::now(),
             hosts: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn turn(&self, host: &str) -> Turn {
-        let host = {
-            let mut hosts = self.hosts.lock().expect("host map lock poisoned");
-            hosts
-                .entry(host.to_string())
-                .or_insert_with(|| {
-                    Arc::new(Host {
-                        calls: Arc::new(Semaphore::new(self.cap)),
-                        waiting: AtomicUsize::new(0),
-                    })
-                })
-                .clone()
-        };
-        if let Ok(permit) = host.calls.clone().try_acquire_owned() {
-            return Turn::Go(permit);
+    fn host(&self, key: &str) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().expect("host map lock poisoned");
+        if let Some(host) = hosts.get(key) {
+            return host.clone();
         }
-        if host.waiting.fetch_add(1, Ordering::AcqRel) >= self.cap {
+        let host = Arc::new(Host {
+            calls: Arc::new(Semaphore::new(self.cap)),
+            waiting: AtomicUsize::new(0),
+            avg_call_us: AtomicU64::new(0),
+            last_finish_us: AtomicU64::new(0),
+        });
+        hosts.insert(key.to_string(), host.clone());
+        host
+    }
+
+    /// How many rows may wait for `host` at `now_us`: `cap`, or as many as its recent call
+    /// times say will be served within [`BRIEF_WAIT`] when a call finished within that long.
+    fn line_limit(&self, host: &Host, now_us: u64) -> usize {
+        let last = host.last_finish_us.load(Ordering::Relaxed);
+        let avg = host.avg_call_us.load(Ordering::Relaxed);
+        let brief = BRIEF_WAIT.as_micros() as u64;
+        if last == 0 || avg == 0 || now_us.saturating_sub(last) > brief {
+            return self.cap;
+        }
+        let served_in_time = (self.cap as u64).saturating_mul(brief / avg) as usize;
+        served_in_time.clamp(self.cap, self.cap * MAX_LINE_FACTOR)
+    }
+
+    pub fn turn(&self, key: &str) -> Turn {
+        let host = self.host(key);
+        if let Ok(permit) = host.calls.clone().try_acquire_owned() {
+            return Turn::Go(Slot {
+                host,
+                epoch: self.epoch,
+                started: Instant::now(),
+                _permit: permit,
+            });
+        }
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let place = host.waiting.fetch_add(1, Ordering::AcqRel);
+        if place >= self.line_limit(&host, now_us) {
             host.waiting.fetch_sub(1, Ordering::AcqRel);
             return Turn::Saturated;
         }
-        Turn::Queue(Waiter { host })
+        Turn::Queue(Waiter {
+            host,
+            epoch: self.epoch,
+            brief: place >= self.cap,
+        })
     }
 }
 
@@ -120,6 +206,33 @@ mod tests {
         };
         // The served waiter's place was freed: one waiter is left, so one more may queue.
         assert!(matches!(limiter.turn("a:80"), Turn::Queue(_)));
+    }
+
+    #[test]
+    fn a_host_that_answers_fast_gets_a_longer_line_and_a_stalled_one_only_cap() {
+        let limiter = HostLimiter::new(4);
+        let host = limiter.host("fast:80");
+        let brief = BRIEF_WAIT.as_micros() as u64;
+        // Nothing has finished yet: the fixed line.
+        assert_eq!(limiter.line_limit(&host, 10), 4);
+        // Calls of 2 ms, the last one just now: 4 calls at a time serve 2,000 rows a second.
+        for _ in 0..20 {
+            host.finished(1_000, Duration::from_millis(2));
+        }
+        assert_eq!(limiter.line_limit(&host, 1_000), 4 * MAX_LINE_FACTOR);
+        // Calls of 100 ms: 40 rows a second.
+        for _ in 0..100 {
+            host.finished(2_000, Duration::from_millis(100));
+        }
+        let limit = limiter.line_limit(&host, 2_000);
+        assert!((36..=44).contains(&limit), "{limit}");
+        // No call has finished for longer than the brief wait: the host may be stuck.
+        assert_eq!(limiter.line_limit(&host, 2_000 + brief + 1), 4);
+        // Calls slower than the brief wait never lengthen the line.
+        for _ in 0..100 {
+            host.finished(3_000, Duration::from_secs(5));
+        }
+        assert_eq!(limiter.line_limit(&host, 3_000), 4);
     }
 
     #[test]

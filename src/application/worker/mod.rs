@@ -264,17 +264,24 @@ async fn deliver(shared: Arc<Shared>, worker_id: String, row: ClaimedRow, log: L
             delay,
         )
     };
-    let _permit = match shared.hosts.turn(&host_key(&row.webhook_url)) {
-        Turn::Go(permit) => permit,
+    let _slot = match shared.hosts.turn(&host_key(&row.webhook_url)) {
+        Turn::Go(slot) => slot,
         Turn::Saturated => {
             let _ = shared.finished.send(release(HOST_BUSY_DEFER)).await;
             return;
         }
         Turn::Queue(waiter) => {
+            // A place in the fixed line may wait as long as a call may take; a place granted
+            // because the host answers fast expects its turn soon, or the host has slowed.
+            let patience = if waiter.brief {
+                hosts::BRIEF_WAIT
+            } else {
+                shared.http_timeout
+            };
             tokio::select! {
-                permit = waiter.wait() => permit,
-                // Waiting longer than a whole call may take means the host is stuck.
-                _ = tokio::time::sleep(shared.http_timeout) => {
+                slot = waiter.wait() => slot,
+                // Waiting longer than that means the host is stuck.
+                _ = tokio::time::sleep(patience) => {
                     let _ = shared.finished.send(release(HOST_BUSY_DEFER)).await;
                     return;
                 }

@@ -25,8 +25,9 @@ pub struct NewEntry {
     pub max_retries: i32,
 }
 
-/// Inserts entries in one statement and announces them with a single NOTIFY.
-/// Entries whose idempotency key exists already are skipped: only inserted rows come back.
+/// Inserts entries in one statement. Entries whose idempotency key exists already are skipped:
+/// only inserted rows come back. Workers are told with [`announce_new_rows`] once this has
+/// committed.
 pub async fn insert_new(
     conn: &mut AsyncPgConnection,
     entries: &[NewEntry],
@@ -34,18 +35,10 @@ pub async fn insert_new(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let query = format!(
-        "WITH ins AS (
-             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
-             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
-             RETURNING *
-         ), notified AS (
-             SELECT pg_notify('{channel}', '') AS sent WHERE EXISTS (SELECT 1 FROM ins)
-         )
-         SELECT ins.* FROM ins LEFT JOIN notified ON true",
-        channel = super::NEW_ROWS_CHANNEL
-    );
+    let query = "INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
+         ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
+         RETURNING *";
     diesel::sql_query(query)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
@@ -76,6 +69,22 @@ pub async fn insert_new(
         .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
         .load(conn)
         .await
+}
+
+/// Wakes idle workers (one NOTIFY on the new-rows channel) after rows were inserted.
+///
+/// Sent as a statement of its own, after the insert committed, never inside the inserting
+/// transaction: PostgreSQL serialises every transaction that notifies on one lock held until
+/// its commit is flushed, so a NOTIFY inside a durable insert would let only one insert commit
+/// per disk flush. A transaction that only notifies writes no WAL and waits for no flush.
+pub async fn announce_new_rows(conn: &mut AsyncPgConnection) -> Result<(), Error> {
+    diesel::sql_query(format!(
+        "SELECT pg_notify('{}', '')",
+        super::NEW_ROWS_CHANNEL
+    ))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// The existing rows for several idempotency keys, in one statement.

@@ -256,12 +256,10 @@ async fn deactivate_config(state: State, id: web::Path<String>) -> Reply {
 async fn submit_webhook(state: State, request: HttpRequest, payload: web::Payload) -> Reply {
     let submit_request = submit_request(read_json(&request, payload).await?)?;
     ratelimit::admit(&state, &request, 1)?;
-    Ok(
-        match submit::submit(&state.pool, submit_request, state.default_max_retries).await? {
-            Submitted::Created(row) => HttpResponse::Created().json(EntryView::summary(row)),
-            Submitted::Existing(row) => HttpResponse::Ok().json(EntryView::summary(row)),
-        },
-    )
+    Ok(match state.submits.submit(submit_request).await? {
+        Submitted::Created(row) => HttpResponse::Created().json(EntryView::summary(row)),
+        Submitted::Existing(row) => HttpResponse::Ok().json(EntryView::summary(row)),
+    })
 }
 
 /// The fields of a batch body: what `submit_batch` reads, and `BatchBody` documents.

@@ -21,6 +21,7 @@ use slog::{error, info, o, Logger};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use tokio_util::sync::CancellationToken;
 
+use crate::application::ingest::SubmitBatcher;
 use crate::application::metrics::Metrics;
 use crate::application::AppError;
 use crate::config::{Secret, Settings};
@@ -34,6 +35,8 @@ use ratelimit::{Caller, IngestLimiter};
 /// What handlers share.
 pub struct ApiState {
     pub pool: DbPool,
+    /// Single submits go through here, so concurrent ones share one insert and one commit.
+    pub submits: SubmitBatcher,
     pub default_max_retries: i32,
     pub policy: AddressPolicy,
     pub tokens: Vec<Secret>,
@@ -45,8 +48,10 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// Must be called within the Tokio runtime: it starts the submit batcher.
     pub fn new(settings: &Settings, pool: DbPool, metrics: Arc<Metrics>, log: Logger) -> Self {
         Self {
+            submits: SubmitBatcher::start(pool.clone(), settings.retry.max_retries()),
             pool,
             default_max_retries: settings.retry.max_retries(),
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),

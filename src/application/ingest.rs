@@ -1,0 +1,105 @@
+//! Micro-batching of single submits: concurrent `POST /webhooks` requests share one config
+//! lookup, one insert statement, one commit (one disk flush) and one NOTIFY.
+//!
+//! A request that finds a batch slot free goes to the database at once, alone or with whatever
+//! arrived with it, so a quiet API adds no delay. While every slot is busy, requests gather into
+//! the next batch, which leaves as soon as a slot frees: the busier the API, the larger the
+//! batches. Each request still gets exactly the answer [`submit::submit_batch`] gives it —
+//! 201, 200 for the same event again, 409, 422 — so idempotency works as for one submit
+//! (two requests with one idempotency key in one batch: the first is created, the second
+//! answered as a repeat of it).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::submit::{self, SubmitRequest, Submitted};
+use super::AppError;
+use crate::infra::db::DbPool;
+
+/// Batches in flight at once (each holds one pooled connection while it runs).
+const MAX_IN_FLIGHT: usize = 4;
+/// Most requests in one batch.
+const MAX_BATCH: usize = 500;
+
+type Reply = oneshot::Sender<Result<Submitted, AppError>>;
+
+/// The handle requests submit through; cheap to share.
+pub struct SubmitBatcher {
+    queue: mpsc::Sender<(SubmitRequest, Reply)>,
+}
+
+impl SubmitBatcher {
+    /// Starts the batching task on the current runtime; it ends when the batcher is dropped.
+    pub fn start(pool: DbPool, default_max_retries: i32) -> Self {
+        let (queue, requests) = mpsc::channel(MAX_BATCH * MAX_IN_FLIGHT);
+        let slots = (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT);
+        tokio::spawn(gather(pool, requests, slots, default_max_retries));
+        Self { queue }
+    }
+
+    /// Submits one event; the answer is the one a lone submit would get.
+    pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((request, reply))
+            .await
+            .map_err(|_| AppError::Unavailable("the submit batcher has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AppError::Internal("a submit batch ended without an answer".into()))?
+    }
+}
+
+async fn gather(
+    pool: DbPool,
+    mut requests: mpsc::Receiver<(SubmitRequest, Reply)>,
+    slots: usize,
+    default_max_retries: i32,
+) {
+    let slots = Arc::new(Semaphore::new(slots));
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if requests.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        // Until a slot frees up, later requests join this batch.
+        let slot = loop {
+            let room = MAX_BATCH - batch.len();
+            tokio::select! {
+                biased;
+                slot = slots.clone().acquire_owned() => break slot.expect("never closed"),
+                n = requests.recv_many(&mut batch, room), if room > 0 => {
+                    if n == 0 {
+                        // Every sender is gone: run what was gathered, then stop.
+                        break slots.clone().acquire_owned().await.expect("never closed");
+                    }
+                }
+            }
+        };
+        let pool = pool.clone();
+        let ready = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        tokio::spawn(async move {
+            run(&pool, ready, default_max_retries).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn run(pool: &DbPool, batch: Vec<(SubmitRequest, Reply)>, default_max_retries: i32) {
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|(r, tx)| (Ok(r), tx)).unzip();
+    match submit::submit_batch(pool, requests, default_max_retries).await {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The requester may have gone away; its event stays submitted.
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
