@@ -51,6 +51,10 @@ pub enum TemplateError {
     Invalid(String),
     #[error("is longer than 2048 bytes")]
     TooLong,
+    /// URL parsers drop control characters and surrounding spaces silently, so a template
+    /// that has them could check out here and still build a URL that does not parse.
+    #[error("must not contain control characters or leading or trailing spaces")]
+    ControlCharacter,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +65,9 @@ impl UrlTemplate {
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
         if template.len() > 2048 {
             return Err(TemplateError::TooLong);
+        }
+        if template.chars().any(char::is_control) || template.trim() != template {
+            return Err(TemplateError::ControlCharacter);
         }
         let (body, fragment) = match template.split_once('#') {
             Some((body, fragment)) => (body, Some(fragment.to_string())),
@@ -321,6 +328,13 @@ mod tests {
             ("http://h/{a b}", |e| matches!(e, BadPlaceholder(_))),
             ("http://h/{}", |e| matches!(e, BadPlaceholder(_))),
             ("http://h p/", |e| matches!(e, Invalid(_))),
+            // Found by `just fuzz`: trailing NULs vanish when the template is checked, but
+            // not once parameters are appended after them.
+            ("https://p.example\0\0", |e| *e == ControlCharacter),
+            ("http://h/p\t{a}", |e| *e == ControlCharacter),
+            ("http://h/p\n", |e| *e == ControlCharacter),
+            (" http://h/p", |e| *e == ControlCharacter),
+            ("http://h/p ", |e| *e == ControlCharacter),
         ];
         for (template, check) in cases {
             let err = UrlTemplate::parse(template).unwrap_err();
