@@ -332,3 +332,41 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
     assert!(receiver.received_at("/hang/pb").len() <= 4);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_statements_are_prepared_once_per_connection() {
+    use webhookd::infra::db::{self, claims, queue};
+    let test_db = common::TestDb::new().await;
+    let mut conn = db::connect(&test_db.url).await.unwrap();
+    for _ in 0..3 {
+        claims::claim(&mut conn, "w", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        claims::next_due(&mut conn).await.unwrap();
+        queue::find_by_keys(&mut conn, &[]).await.unwrap();
+        queue::announce_new_rows(&mut conn).await.unwrap();
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    let statements: Vec<Prepared> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query("SELECT statement FROM pg_prepared_statements"),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    for start in [
+        "WITH expired AS",
+        "SELECT least(",
+        "SELECT q.* FROM webhook_queue",
+        "SELECT pg_notify(",
+    ] {
+        let n = statements
+            .iter()
+            .filter(|s| s.statement.trim_start().starts_with(start))
+            .count();
+        assert_eq!(n, 1, "{start}… is prepared once, not per call");
+    }
+}

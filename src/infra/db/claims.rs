@@ -12,6 +12,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::prepared::prepared;
 use crate::config::Secret;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
@@ -52,8 +53,9 @@ pub async fn claim(
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<ClaimedRow>, Error> {
-    diesel::sql_query(
-        "WITH expired AS (
+    prepared(
+        diesel::sql_query(
+            "WITH expired AS (
              SELECT id FROM webhook_queue
              WHERE status = 'processing' AND lock_expires_at <= now() AND deleted_at IS NULL
              ORDER BY lock_expires_at
@@ -75,10 +77,11 @@ pub async fn claim(
          WHERE q.id = picked.id AND c.id = q.config_id
          RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
                    q.retry_count, q.max_retries, q.locked_at, c.signing_secret",
+        )
+        .bind::<Text, _>(worker_id)
+        .bind::<Int8, _>(limit)
+        .bind::<Double, _>(lease.as_secs_f64()),
     )
-    .bind::<Text, _>(worker_id)
-    .bind::<Int8, _>(limit)
-    .bind::<Double, _>(lease.as_secs_f64())
     .load(conn)
     .await
 }
@@ -117,7 +120,7 @@ pub async fn record_attempts(
     if writes.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<WrittenId> = diesel::sql_query(RECORD_ATTEMPTS_SQL)
+    let query = diesel::sql_query(RECORD_ATTEMPTS_SQL)
         .bind::<Array<Text>, _>(
             writes
                 .iter()
@@ -144,9 +147,8 @@ pub async fn record_attempts(
         .bind::<Array<Int4>, _>(writes.iter().map(|w| w.retry_count).collect::<Vec<_>>())
         .bind::<Array<Nullable<Timestamptz>>, _>(
             writes.iter().map(|w| w.next_retry_at).collect::<Vec<_>>(),
-        )
-        .load(conn)
-        .await?;
+        );
+    let rows: Vec<WrittenId> = prepared(query).load(conn).await?;
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
@@ -227,22 +229,24 @@ pub async fn release(
     if rows.is_empty() {
         return Ok(0);
     }
-    diesel::sql_query(
-        "UPDATE webhook_queue q
+    prepared(
+        diesel::sql_query(
+            "UPDATE webhook_queue q
          SET status = 'pending', locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
              next_retry_at = greatest(q.next_retry_at, now() + make_interval(secs => $4))
          FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(worker_id, id, locked_at)
          WHERE q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
            AND q.status = 'processing'",
+        )
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.worker_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Int8>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.locked_at).collect::<Vec<_>>())
+        .bind::<Double, _>(delay.as_secs_f64()),
     )
-    .bind::<Array<Text>, _>(
-        rows.iter()
-            .map(|r| r.worker_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Int8>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.locked_at).collect::<Vec<_>>())
-    .bind::<Double, _>(delay.as_secs_f64())
     .execute(conn)
     .await
 }
@@ -255,12 +259,12 @@ struct NextDue {
 
 /// When the next row becomes claimable (a pending row's due time or a lease's end), if any.
 pub async fn next_due(conn: &mut AsyncPgConnection) -> Result<Option<DateTime<Utc>>, Error> {
-    let row: NextDue = diesel::sql_query(
+    let row: NextDue = prepared(diesel::sql_query(
         "SELECT least(
              (SELECT min(next_retry_at) FROM webhook_queue WHERE status = 'pending' AND deleted_at IS NULL),
              (SELECT min(lock_expires_at) FROM webhook_queue WHERE status = 'processing' AND deleted_at IS NULL)
          ) AS at",
-    )
+    ))
     .get_result(conn)
     .await?;
     Ok(row.at)

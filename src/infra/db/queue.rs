@@ -9,6 +9,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::models::QueueRow;
+use super::prepared::prepared;
 use super::schema::webhook_queue;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
@@ -39,7 +40,7 @@ pub async fn insert_new(
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
          ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
          RETURNING *";
-    diesel::sql_query(query)
+    let query = diesel::sql_query(query)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
             entries
@@ -66,9 +67,8 @@ pub async fn insert_new(
                 .map(|e| e.url_params.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
-        .load(conn)
-        .await
+        .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>());
+    prepared(query).load(conn).await
 }
 
 /// Wakes idle workers (one NOTIFY on the new-rows channel) after rows were inserted.
@@ -78,10 +78,10 @@ pub async fn insert_new(
 /// its commit is flushed, so a NOTIFY inside a durable insert would let only one insert commit
 /// per disk flush. A transaction that only notifies writes no WAL and waits for no flush.
 pub async fn announce_new_rows(conn: &mut AsyncPgConnection) -> Result<(), Error> {
-    diesel::sql_query(format!(
+    prepared(diesel::sql_query(format!(
         "SELECT pg_notify('{}', '')",
         super::NEW_ROWS_CHANNEL
-    ))
+    )))
     .execute(conn)
     .await
     .map(drop)
@@ -92,14 +92,14 @@ pub async fn find_by_keys(
     conn: &mut AsyncPgConnection,
     keys: &[(i64, EventType, String)],
 ) -> Result<Vec<QueueRow>, Error> {
-    diesel::sql_query(
+    prepared(diesel::sql_query(
         "SELECT q.* FROM webhook_queue q
          JOIN unnest($1::int8[], $2::text[], $3::text[]) AS k(config_id, event_type, event_id)
            ON q.config_id = k.config_id AND q.event_type = k.event_type AND q.event_id = k.event_id",
     )
     .bind::<Array<Int8>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>()))
     .load(conn)
     .await
 }
