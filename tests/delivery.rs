@@ -344,7 +344,6 @@ async fn the_delivery_statements_are_prepared_once_per_connection() {
             .unwrap();
         claims::next_due(&mut conn).await.unwrap();
         queue::find_by_keys(&mut conn, &[]).await.unwrap();
-        queue::announce_new_rows(&mut conn).await.unwrap();
     }
     #[derive(diesel::QueryableByName)]
     struct Prepared {
@@ -361,7 +360,6 @@ async fn the_delivery_statements_are_prepared_once_per_connection() {
         "WITH expired AS",
         "SELECT least(",
         "SELECT q.* FROM webhook_queue",
-        "SELECT pg_notify(",
     ] {
         let n = statements
             .iter()

@@ -27,6 +27,27 @@ impl Drain {
     }
 }
 
+/// Submits and deliveries at once: closed-loop submit clients while `work` delivers.
+#[derive(Clone, Debug, Default)]
+pub struct Pipeline {
+    pub submitted: Counted,
+    /// Calls that reached the receiver during the submit window.
+    pub delivered: u64,
+    /// Rows not yet completed when the submitters stopped.
+    pub backlog: u64,
+}
+
+impl Pipeline {
+    pub fn delivered_rate(&self) -> f64 {
+        self.delivered as f64 / self.submitted.elapsed.as_secs_f64()
+    }
+
+    /// The rate at which events got all the way through: neither half can go faster.
+    pub fn rate(&self) -> f64 {
+        self.delivered_rate().min(self.submitted.rate())
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Latency {
     pub target_rate: f64,
@@ -52,6 +73,8 @@ pub struct Round {
     pub batch: Counted,
     pub preload: Rate,
     pub drain: Drain,
+    pub e2e_single: Pipeline,
+    pub e2e_batch: Pipeline,
     pub latency: Latency,
     pub work_rss_kib: u64,
 }
@@ -140,6 +163,36 @@ pub async fn drain_with_work(ctx: &Ctx, name: &str, rows: usize) -> (Drain, Proc
     )
 }
 
+/// Runs closed-loop submits (single POSTs, or batches when `batch`) against a running `work`,
+/// then waits until every submitted event has been called.
+pub async fn pipeline(ctx: &Ctx, batch: bool, tag: String) -> Pipeline {
+    let a = &ctx.args;
+    truncate(&ctx.side).await;
+    ctx.receiver.reset(false);
+    let submitted = if batch {
+        load::ingest_batch(ctx.api.clone(), a.batch_clients, a.batch, a.phase, tag).await
+    } else {
+        load::ingest_single(ctx.api.clone(), a.clients, a.phase, tag).await
+    };
+    let delivered = ctx.receiver.calls();
+    let backlog = query_f64(
+        &ctx.side,
+        "SELECT count(*) FROM webhook_queue WHERE status <> 'completed'",
+    )
+    .await as u64;
+    wait_for(
+        "the backlog to be delivered",
+        Duration::from_secs(300),
+        || ctx.receiver.calls() >= submitted.ok,
+    )
+    .await;
+    Pipeline {
+        submitted,
+        delivered,
+        backlog,
+    }
+}
+
 pub async fn latency_phase(ctx: &Ctx, rate: f64, duration: Duration, tag: String) -> Latency {
     ctx.receiver.reset(true);
     let paced = load::paced(ctx.api.clone(), rate, duration, 512, tag).await;
@@ -167,6 +220,53 @@ pub async fn latency_phase(ctx: &Ctx, rate: f64, duration: Duration, tag: String
         p99: load::percentile(&ms, 99.0),
         max: ms.last().copied().unwrap_or(f64::NAN),
     }
+}
+
+/// Latency at `--latency-rate`, or at a sweep of rates, against one `work`.
+pub async fn latency_sweep(ctx: Ctx) -> Ctx {
+    let a = &ctx.args;
+    let rates = if a.latency_rate.is_empty() {
+        vec![100.0, 500.0, 1000.0, 2000.0, 3000.0]
+    } else {
+        a.latency_rate.clone()
+    };
+    truncate(&ctx.side).await;
+    let warm = 100;
+    sqlpath::insert(
+        &ctx.pool,
+        ctx.api.config_id,
+        &ctx.url_base,
+        "warm",
+        warm,
+        warm,
+        1,
+    )
+    .await;
+    let (_, work) = drain_with_work(&ctx, "work-latency", warm).await;
+    for (n, rate) in rates.into_iter().enumerate() {
+        truncate(&ctx.side).await;
+        let l = latency_phase(&ctx, rate, a.latency_phase, format!("sweep-{n}")).await;
+        println!(
+            "  submit -> first call at {:>5.0}/s   p50 {:>6.1} ms, p95 {:>6.1} ms, p99 {:>6.1} ms, max {:>5.0} ms ({} sent, {} missing, {} skipped)",
+            l.target_rate, l.p50, l.p95, l.p99, l.max, l.sent, l.missing, l.skipped
+        );
+    }
+    println!(
+        "  work peak RSS {:.1} MiB",
+        work.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
+    );
+    work.stop(Duration::from_secs(30)).await;
+    ctx
+}
+
+fn print_pipeline(feed: &str, p: &Pipeline) {
+    println!(
+        "  webhookd: end to end, {feed:<22} {:>9.0} events/s (submitted {:.0}/s, delivered {:.0}/s, backlog {} at the end)",
+        p.rate(),
+        p.submitted.rate(),
+        p.delivered_rate(),
+        p.backlog
+    );
 }
 
 fn report_errors(what: &str, c: &Counted) {
@@ -268,9 +368,23 @@ async fn round(ctx: &Ctx, n: usize) -> Round {
         r.drain.startup.as_secs_f64() * 1000.0
     );
 
+    r.e2e_single = pipeline(ctx, false, format!("e2e-single-r{n}")).await;
+    report_errors("end-to-end, single submits", &r.e2e_single.submitted);
+    print_pipeline(&format!("single POSTs x{}", a.clients), &r.e2e_single);
+    r.e2e_batch = pipeline(ctx, true, format!("e2e-batch-r{n}")).await;
+    report_errors("end-to-end, batch submits", &r.e2e_batch.submitted);
+    print_pipeline(
+        &format!("batches {}x{}", a.batch_clients, a.batch),
+        &r.e2e_batch,
+    );
+
+    truncate(&ctx.side).await;
     r.latency = latency_phase(
         ctx,
-        r.drain.rate() / 2.0,
+        a.latency_rate
+            .first()
+            .copied()
+            .unwrap_or(r.e2e_single.rate() / 2.0),
         a.latency_phase,
         format!("lat-r{n}"),
     )
@@ -296,7 +410,8 @@ pub async fn full(ctx: Ctx) -> Ctx {
     println!(
         "  phases      HTTP ceiling {clients} clients x {phase:?}; SQL ceiling {rows} rows, {b}/statement, {c} connections, triggers off then on;\n              \
          ingest {clients} single-event clients x {phase:?}, {bc} batch clients x {batch} events x {phase:?};\n              \
-         drain of {rows} preloaded rows by a fresh `work`; latency: single submits paced at half the drain rate for {lat:?}",
+         drain of {rows} preloaded rows by a fresh `work`; end to end: the same single and batch clients x {phase:?} while `work` delivers;\n              \
+         latency: single submits paced at {lat_rate} for {lat:?}",
         clients = a.clients,
         phase = a.phase,
         rows = a.rows,
@@ -304,7 +419,11 @@ pub async fn full(ctx: Ctx) -> Ctx {
         c = a.sql_connections,
         bc = a.batch_clients,
         batch = a.batch,
-        lat = a.latency_phase
+        lat = a.latency_phase,
+        lat_rate = a
+            .latency_rate
+            .first()
+            .map_or("half the end-to-end single-submit rate".to_string(), |r| format!("{r:.0}/s")),
     );
     let mut rounds = Vec::new();
     for n in 1..=a.rounds {
@@ -330,7 +449,9 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
     let drn = m(&|r| r.sql_drain.per_sec());
     let single = m(&|r| r.single.rate());
     let batch = m(&|r| r.batch.rate());
-    let e2e = m(&|r| r.drain.rate());
+    let drain = m(&|r| r.drain.rate());
+    let e2e_single = m(&|r| r.e2e_single.rate());
+    let e2e = m(&|r| r.e2e_batch.rate());
     let p50 = m(&|r| r.latency.p50);
     let p95 = m(&|r| r.latency.p95);
     let p99 = m(&|r| r.latency.p99);
@@ -339,6 +460,8 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
     // Both halves of a delivery share the same two cores: if each used them fully, one
     // delivery would cost 1/sql + 1/http seconds of machine.
     let combined = 1.0 / (1.0 / drn.0 + 1.0 / http.0);
+    // End to end adds the insert: one event costs an insert, a claim and write, and a call.
+    let e2e_ceiling = 1.0 / (1.0 / ins.0 + 1.0 / drn.0 + 1.0 / http.0);
 
     let mut t = Table::new(&["figure", "median", "runs", "of ceiling"]);
     let runs = |v: &[f64], d: usize| {
@@ -391,6 +514,12 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
         "",
         "1/(1/C+1/A)",
     ]);
+    t.row(&[
+        "B, C and A sharing the CPUs (E)",
+        &format!("{e2e_ceiling:.0} rows/s"),
+        "",
+        "1/(1/B+1/C+1/A)",
+    ]);
     t.section("webhookd (serve and work processes)");
     t.row(&[
         &format!("ingest, single POSTs x{}", a.clients),
@@ -409,15 +538,31 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
         &pct(batch.0, ins.0, "B"),
     ]);
     t.row(&[
-        "end-to-end delivery (drain)",
+        "delivery alone (drain)",
+        &format!("{:.0} ev/s", drain.0),
+        &runs(&drain.1, 0),
+        &format!(
+            "{}, {}, {}",
+            pct(drain.0, drn.0, "C"),
+            pct(drain.0, http.0, "A"),
+            pct(drain.0, combined, "D")
+        ),
+    ]);
+    t.row(&[
+        &format!("end to end, batches {}x{}", a.batch_clients, a.batch),
         &format!("{:.0} ev/s", e2e.0),
         &runs(&e2e.1, 0),
         &format!(
-            "{}, {}, {}",
-            pct(e2e.0, drn.0, "C"),
-            pct(e2e.0, http.0, "A"),
-            pct(e2e.0, combined, "D")
+            "{}, {}",
+            pct(e2e.0, combined, "D"),
+            pct(e2e.0, e2e_ceiling, "E")
         ),
+    ]);
+    t.row(&[
+        &format!("end to end, single POSTs x{}", a.clients),
+        &format!("{:.0} ev/s", e2e_single.0),
+        &runs(&e2e_single.1, 0),
+        &pct(e2e_single.0, e2e_ceiling, "E"),
     ]);
     t.row(&[
         &format!("submit->call p50 at {:.0}/s", lat_rate.0),
@@ -497,6 +642,8 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
                 "delivery_rows": r.drain.rows,
                 "delivery_calls": r.drain.calls,
                 "delivery_seconds": r.drain.elapsed.as_secs_f64(),
+                "end_to_end_single": pipeline_json(&r.e2e_single),
+                "end_to_end_batch": pipeline_json(&r.e2e_batch),
                 "latency": {
                     "rate": r.latency.target_rate, "sent": r.latency.sent, "errors": r.latency.errors,
                     "skipped": r.latency.skipped, "missing": r.latency.missing,
@@ -529,7 +676,10 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
             "trigger_cost_claim_record": 1.0 - drn.0 / drn_off.0,
             "ingest_single_events_per_s": single.0,
             "ingest_batch_events_per_s": batch.0,
-            "delivery_events_per_s": e2e.0,
+            "delivery_events_per_s": drain.0,
+            "end_to_end_batch_events_per_s": e2e.0,
+            "end_to_end_single_events_per_s": e2e_single.0,
+            "ceiling_end_to_end_rows_per_s": e2e_ceiling,
             "latency_rate": lat_rate.0,
             "latency_p50_ms": p50.0,
             "latency_p95_ms": p95.0,
@@ -539,9 +689,12 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
             "ingest_single_of_http": single.0 / http.0,
             "ingest_single_of_sql_insert": single.0 / ins.0,
             "ingest_batch_of_sql_insert": batch.0 / ins.0,
-            "delivery_of_sql_claim_record": e2e.0 / drn.0,
-            "delivery_of_http": e2e.0 / http.0,
-            "delivery_of_combined": e2e.0 / combined,
+            "delivery_of_sql_claim_record": drain.0 / drn.0,
+            "delivery_of_http": drain.0 / http.0,
+            "delivery_of_combined": drain.0 / combined,
+            "end_to_end_batch_of_combined": e2e.0 / combined,
+            "end_to_end_batch_of_end_to_end_ceiling": e2e.0 / e2e_ceiling,
+            "end_to_end_single_of_end_to_end_ceiling": e2e_single.0 / e2e_ceiling,
         },
         "peak_rss_kib": { "serve": serve_rss, "work_max": work_rss, "bench": bench_rss },
         "rounds": round_json,
@@ -549,4 +702,14 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
     let path = ctx.out_dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("write results.json");
     println!("saved {}", path.display());
+}
+
+fn pipeline_json(p: &Pipeline) -> Value {
+    json!({
+        "events_per_s": p.rate(),
+        "submitted_per_s": p.submitted.rate(),
+        "submit_errors": p.submitted.errors,
+        "delivered_per_s": p.delivered_rate(),
+        "backlog_at_end": p.backlog,
+    })
 }

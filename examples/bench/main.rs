@@ -14,7 +14,9 @@
 //!   claim / outcome-write statements driven directly (no HTTP), with and without the
 //!   statement-level stats triggers;
 //! * webhookd: single-event and batched ingest, the drain of a preloaded queue by `work`
-//!   (end-to-end delivery at saturation), and submit → first call latency at half that rate;
+//!   (delivery alone), end to end at saturation (closed-loop submits while `work` delivers:
+//!   the rate events get through both), and submit → first call latency at half the
+//!   end-to-end rate with single submits;
 //! * peak RSS (`VmHWM`) of each process;
 //!
 //! and prints medians over the rounds with webhookd's rates as fractions of the ceilings;
@@ -45,12 +47,15 @@ use receiver::Receiver;
 pub enum Mode {
     Full,
     Soak,
+    /// Submit -> first call latency at several rates (`--latency-rate`, else a sweep)
+    Latency,
 }
 
 #[derive(Clone, Debug, Parser)]
 #[command(about = "webhookd end-to-end benchmark with same-run ceilings (see `just bench`)")]
 pub struct Args {
-    /// full: the table; soak: minutes at half the saturation rate, checking that nothing grows
+    /// full: the table; soak: minutes at half the saturation rate, checking that nothing grows;
+    /// latency: submit -> first call latency at several paced rates
     #[arg(value_enum, default_value = "full")]
     pub mode: Mode,
     /// PostgreSQL server (a fresh database is created on it); default: $DATABASE_URL
@@ -83,6 +88,10 @@ pub struct Args {
     /// Duration of the paced latency phase
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     pub latency_phase: Duration,
+    /// Rate of the latency phase in events/s (default: half the end-to-end saturation rate
+    /// with single submits, measured in the same round); `latency` mode takes a list (a,b,c)
+    #[arg(long, value_delimiter = ',')]
+    pub latency_rate: Vec<f64>,
     /// Soak duration
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub soak: Duration,
@@ -170,7 +179,7 @@ pub async fn show(side: &tokio_postgres::Client, name: &str) -> String {
 /// Empties the queue and the counters it feeds.
 pub async fn truncate(side: &tokio_postgres::Client) {
     side.batch_execute(
-        "TRUNCATE webhook_queue, webhook_queue_counts, webhook_throughput, webhook_attempt_counts",
+        "TRUNCATE webhook_queue, webhook_attempt_history, webhook_queue_counts, webhook_throughput, webhook_attempt_counts",
     )
     .await
     .expect("truncate");
@@ -426,6 +435,7 @@ fn main() {
         let ctx = match mode {
             Mode::Full => full::full(ctx).await,
             Mode::Soak => soak::run(ctx).await,
+            Mode::Latency => full::latency_sweep(ctx).await,
         };
         teardown(ctx).await;
         println!("bench finished in {:.0} s", started.elapsed().as_secs_f64());

@@ -1,13 +1,12 @@
-//! `bench soak`: serve and work for minutes at a steady rate (half the saturation rate unless
-//! `--soak-rate` says otherwise), sampling every 10 s that the hot table, its dead tuples and
-//! the claim's latency stay flat. The verdict compares the first third of each series with the
-//! last third.
+//! `bench soak`: serve and work for minutes at a steady rate (half the end-to-end saturation
+//! rate with single submits unless `--soak-rate` says otherwise), sampling every 10 s that the
+//! hot table, its dead tuples and the claim's latency stay flat. The verdict compares the first
+//! third of each series with the last third.
 //!
-//! Completed rows must be pruned for the table to stay small. This branch has no retention
-//! pruner, so the harness deletes completed rows older than 30 s every 10 s itself, and says
-//! so. When the server runs with `autovacuum = off` the per-table autovacuum settings cannot
-//! act, so the harness also runs a plain `VACUUM webhook_queue` after each prune, standing in
-//! for autovacuum, and says so.
+//! Completed rows must be pruned for the table to stay small: `work` runs its own retention
+//! pruner with `RETENTION_COMPLETED=30s`, `RETENTION_INTERVAL=10s`. When the server runs with
+//! `autovacuum = off` the per-table autovacuum settings cannot act, so the harness runs a plain
+//! `VACUUM webhook_queue` every 10 s, standing in for autovacuum, and says so.
 
 use std::time::{Duration, Instant};
 
@@ -15,14 +14,18 @@ use diesel_async::SimpleAsyncConnection;
 use serde_json::json;
 use webhookd::infra::db::{self, claims};
 
-use crate::full::drain_with_work;
+use crate::full::{drain_with_work, pipeline};
 use crate::load;
 use crate::procs::Proc;
 use crate::report::median;
 use crate::{query_f64, show, sqlpath, truncate, Ctx};
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-const KEEP_COMPLETED: &str = "30 seconds";
+/// What the soak's `work` keeps of completed rows, and how often it prunes.
+const RETENTION: [(&str, &str); 2] = [
+    ("RETENTION_COMPLETED", "30s"),
+    ("RETENTION_INTERVAL", "10s"),
+];
 
 #[derive(Clone, Debug, Default)]
 struct Sample {
@@ -89,15 +92,16 @@ pub async fn run(ctx: Ctx) -> Ctx {
             )
             .await;
             ctx.side.batch_execute("ANALYZE webhook_queue").await.ok();
-            let (drain, work) = drain_with_work(&ctx, "work-calibrate", a.rows).await;
+            let (_, work) = drain_with_work(&ctx, "work-calibrate", a.rows).await;
+            let e2e = pipeline(&ctx, false, "soak-cal-e2e".into()).await;
             work.stop(Duration::from_secs(30)).await;
             println!(
-                "saturation: work drained {} rows at {:.0} events/s; soaking at half that: {:.0} events/s",
-                a.rows,
-                drain.rate(),
-                drain.rate() / 2.0
+                "saturation: end to end with {} single-POST clients {:.0} events/s; soaking at half that: {:.0} events/s",
+                a.clients,
+                e2e.rate(),
+                e2e.rate() / 2.0
             );
-            drain.rate() / 2.0
+            e2e.rate() / 2.0
         }
     };
     truncate(&ctx.side).await;
@@ -107,13 +111,14 @@ pub async fn run(ctx: Ctx) -> Ctx {
         "soak: {:?} of single POST /webhooks at {rate:.0}/s (open loop), sampling every {:?}",
         a.soak, SAMPLE_EVERY
     );
-    println!("  pruning: no retention pruner on this branch: the harness deletes completed rows older than {KEEP_COMPLETED} every {SAMPLE_EVERY:?}");
+    println!("  pruning: by work's retention pruner, {RETENTION:?}");
     if vacuum_stand_in {
-        println!("  vacuum: this server runs with autovacuum = off, so the harness runs VACUUM webhook_queue after each prune in its place");
+        println!("  vacuum: this server runs with autovacuum = off, so the harness runs VACUUM webhook_queue every {SAMPLE_EVERY:?} in its place");
     }
 
     let mut env = ctx.work_env.clone();
     env.push(("WORKER_ID".into(), "work-soak".into()));
+    env.extend(RETENTION.map(|(k, v)| (k.to_string(), v.to_string())));
     let mut work = Proc::start(&ctx.bin, "work", "work-soak", &env, &ctx.out_dir);
     let mut probe = db::connect(&ctx.db_url).await.expect("probe connection");
     ctx.receiver.reset(true);
@@ -132,19 +137,23 @@ pub async fn run(ctx: Ctx) -> Ctx {
     );
     let mut samples: Vec<Sample> = Vec::new();
     let mut calls_before = 0u64;
+    let mut deleted_before = query_f64(
+        &ctx.side,
+        "SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhook_queue'",
+    )
+    .await;
     let mut next = started + SAMPLE_EVERY;
     while started.elapsed() < a.soak {
         tokio::time::sleep_until(next.into()).await;
         next += SAMPLE_EVERY;
         work.assert_running();
-        let pruned = ctx
-            .side
-            .execute(
-                &format!("DELETE FROM webhook_queue WHERE status = 'completed' AND completed_at < now() - interval '{KEEP_COMPLETED}'"),
-                &[],
-            )
-            .await
-            .unwrap_or(0) as f64;
+        let deleted = query_f64(
+            &ctx.side,
+            "SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhook_queue'",
+        )
+        .await;
+        let pruned = deleted - deleted_before;
+        deleted_before = deleted;
         if vacuum_stand_in {
             ctx.side.batch_execute("VACUUM webhook_queue").await.ok();
         }
@@ -282,7 +291,7 @@ pub async fn run(ctx: Ctx) -> Ctx {
         "label": a.label,
         "rate": rate,
         "seconds": a.soak.as_secs_f64(),
-        "pruning": format!("harness deletes completed rows older than {KEEP_COMPLETED} every 10 s (no retention pruner on this branch)"),
+        "pruning": format!("work's retention pruner, {RETENTION:?}"),
         "vacuum_stand_in": vacuum_stand_in,
         "samples": samples.iter().map(|s| json!({
             "t_s": s.at_s, "total_bytes": s.total_bytes, "n_dead_tup": s.dead, "n_live_tup": s.live,

@@ -93,7 +93,7 @@ pub const MAX_BATCH: usize = 1000;
 
 type Key = (i64, EventType, String);
 
-/// Submits events with one config lookup and one insert statement, then a single NOTIFY, plus
+/// Submits events with one config lookup and one insert statement (which notifies the workers), plus
 /// one lookup of existing rows when some idempotency keys were taken. Requests that failed to
 /// parse come in as errors and go out unchanged, in place, so answers line up with requests.
 pub async fn submit_batch(
@@ -128,11 +128,6 @@ pub async fn submit_batch(
         .into_iter()
         .map(|row| (row.queue_id, row))
         .collect();
-    if !inserted.is_empty() {
-        // The rows are committed whatever happens here; without the wake-up, workers find them
-        // at their next poll.
-        let _ = queue::announce_new_rows(&mut conn).await;
-    }
 
     // Keys that exist already: taken before (or earlier in this batch), or refused now but
     // submitted before — a producer retrying gets its entry even if the config has changed.

@@ -26,9 +26,14 @@ pub struct NewEntry {
     pub max_retries: i32,
 }
 
-/// Inserts entries in one statement. Entries whose idempotency key exists already are skipped:
-/// only inserted rows come back. Workers are told with [`announce_new_rows`] once this has
-/// committed.
+/// Inserts entries in one statement, which also wakes idle workers (one NOTIFY on the
+/// new-rows channel, delivered when the insert commits). Entries whose idempotency key exists
+/// already are skipped: only inserted rows come back.
+///
+/// The NOTIFY rides in the inserting transaction to save a round trip and a transaction on
+/// the submit path. PostgreSQL serialises the commits of transactions that notify (one lock,
+/// held until the commit is flushed), which costs little here: each API process runs one
+/// insert at a time (see `application::ingest`), and a batch carries up to a thousand events.
 pub async fn insert_new(
     conn: &mut AsyncPgConnection,
     entries: &[NewEntry],
@@ -36,10 +41,15 @@ pub async fn insert_new(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let query = "INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
-         ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
-         RETURNING *";
+    let query = "WITH inserted AS (
+             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
+             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
+             RETURNING *
+         ), announced AS (
+             SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
+         )
+         SELECT inserted.* FROM inserted LEFT JOIN announced ON true";
     let query = diesel::sql_query(query)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
@@ -67,24 +77,9 @@ pub async fn insert_new(
                 .map(|e| e.url_params.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>());
+        .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
+        .bind::<Text, _>(super::NEW_ROWS_CHANNEL);
     prepared(query).load(conn).await
-}
-
-/// Wakes idle workers (one NOTIFY on the new-rows channel) after rows were inserted.
-///
-/// Sent as a statement of its own, after the insert committed, never inside the inserting
-/// transaction: PostgreSQL serialises every transaction that notifies on one lock held until
-/// its commit is flushed, so a NOTIFY inside a durable insert would let only one insert commit
-/// per disk flush. A transaction that only notifies writes no WAL and waits for no flush.
-pub async fn announce_new_rows(conn: &mut AsyncPgConnection) -> Result<(), Error> {
-    prepared(diesel::sql_query(format!(
-        "SELECT pg_notify('{}', '')",
-        super::NEW_ROWS_CHANNEL
-    )))
-    .execute(conn)
-    .await
-    .map(drop)
 }
 
 /// The existing rows for several idempotency keys, in one statement.
