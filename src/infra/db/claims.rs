@@ -49,11 +49,11 @@ pub struct ClaimedRow {
 /// config's current signing secret.
 ///
 /// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for this
-/// statement's transaction only): it is a lease, not a record. Should PostgreSQL crash within
-/// a flush interval of it, the row is pending again and is called again — the at-least-once
-/// case a crash between a call and its outcome write already has — and the outcome write,
-/// fenced on this claim, changes nothing. Submits and outcome writes stay durable, and an
-/// outcome write's flush carries every claim before it.
+/// statement's transaction only): it is a lease, not a record. Should PostgreSQL crash before
+/// the WAL writer flushed it (at most 3 × `wal_writer_delay`), the row is pending again and is
+/// called again — the at-least-once case a crash between a call and its outcome write already
+/// has — and the outcome write, fenced on this claim, changes nothing. Submits and outcome
+/// writes stay durable, and an outcome write's flush carries every claim before it.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
