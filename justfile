@@ -46,8 +46,9 @@ test: lint
     cargo test --locked
 
 # Benchmark in release mode against the PostgreSQL that answers (see `just db`): `just bench` prints
-# the table (ingest, delivery, latency, RSS, same-run ceilings; ~4 min), `just bench soak` runs
-# minutes at half the saturation rate. Extra flags after the mode: `just bench full --rounds 5`
+# the table (ingest, delivery, end to end, latency, RSS, same-run ceilings; ~3 min), `just bench
+# latency` sweeps submit -> first call over paced rates, `just bench soak` runs minutes at half the
+# end-to-end rate. Extra flags after the mode: `just bench full --rounds 5`
 bench mode="full" *flags:
     #!/usr/bin/env bash
     set -euo pipefail
