@@ -608,7 +608,8 @@ async fn throughput_counts_what_completed_and_failed_in_the_window() {
         settled(&app, None, id).await;
     }
 
-    let before = chrono::Utc::now();
+    // `until` is sent with millisecond precision: compare at that precision.
+    let before = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
     let window = chrono::Duration::minutes(15);
     for (query, bucket) in [("?minutes=15", 1), ("?minutes=15&bucket_seconds=60", 60)] {
         let t = fetch_json(&app, &format!("/webhooks/throughput{query}"), None).await;

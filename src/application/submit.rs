@@ -93,9 +93,10 @@ pub const MAX_BATCH: usize = 1000;
 
 type Key = (i64, EventType, String);
 
-/// Submits events with one config lookup and one insert statement (which notifies the workers), plus
-/// one lookup of existing rows when some idempotency keys were taken. Requests that failed to
-/// parse come in as errors and go out unchanged, in place, so answers line up with requests.
+/// Submits events with one config lookup and one insert statement, which also notifies the
+/// workers, plus one lookup of existing rows when some idempotency keys were taken. Requests
+/// that failed to parse come in as errors and go out unchanged, in place, so answers line up
+/// with requests.
 pub async fn submit_batch(
     pool: &DbPool,
     requests: Vec<Result<SubmitRequest, AppError>>,
