@@ -286,6 +286,42 @@ async fn a_new_row_wakes_an_idle_worker_within_milliseconds_despite_a_5s_poll() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_handed_back_by_a_saturated_host_are_called_when_due_not_at_the_next_poll() {
+    let receiver = Receiver::start().await;
+    let app = spawn(
+        Options::with_workers()
+            .env("WORKER_POLL_INTERVAL", "30s")
+            .env("DELIVERY_HOST_CONCURRENCY", "1"),
+    )
+    .await;
+    let config = app
+        .config(
+            "one-at-a-time",
+            &receiver.url("/slow/400/pb"),
+            &receiver.url("/slow/400/cb"),
+        )
+        .await;
+    // One claim takes all six; the host takes one call and one waiting row, so the other four
+    // are handed back, due again a second later, with no new row to wake anyone.
+    let events: Vec<serde_json::Value> = (0..6)
+        .map(|i| json!({"event_type": "+credit", "event_id": format!("s{i}"), "config_id": config, "url_params": {}}))
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, body) = app
+        .post("/webhooks/batch", json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = receiver
+        .wait_for("/slow/400/pb", 6, Duration::from_secs(20))
+        .await;
+    let last = got.iter().map(|r| r.at - started).max().unwrap();
+    // Six calls of 0.4 s in a row plus a second or two of hand-back delays: far below the
+    // 30 s poll that would otherwise be the next look at the handed-back rows.
+    assert!(last < Duration::from_secs(10), "last call after {last:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_partner_does_not_delay_another_partners_events() {
     let receiver = Receiver::start().await;
     let app = spawn(

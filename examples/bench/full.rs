@@ -126,6 +126,15 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     }
 }
 
+/// Rows not completed yet.
+async fn uncompleted(ctx: &Ctx) -> f64 {
+    query_f64(
+        &ctx.side,
+        "SELECT count(*) FROM webhook_queue WHERE status <> 'completed'",
+    )
+    .await
+}
+
 pub async fn drain_with_work(ctx: &Ctx, name: &str, rows: usize) -> (Drain, Proc) {
     ctx.receiver.reset(false);
     let spawned = Instant::now();
@@ -142,11 +151,7 @@ pub async fn drain_with_work(ctx: &Ctx, name: &str, rows: usize) -> (Drain, Proc
     })
     .await;
     let done = loop {
-        let left = query_f64(
-            &ctx.side,
-            "SELECT count(*) FROM webhook_queue WHERE status <> 'completed'",
-        )
-        .await;
+        let left = uncompleted(ctx).await;
         if left == 0.0 {
             break Instant::now();
         }
@@ -175,11 +180,7 @@ pub async fn pipeline(ctx: &Ctx, batch: bool, tag: String) -> Pipeline {
         load::ingest_single(ctx.api.clone(), a.clients, a.phase, tag).await
     };
     let delivered = ctx.receiver.calls();
-    let backlog = query_f64(
-        &ctx.side,
-        "SELECT count(*) FROM webhook_queue WHERE status <> 'completed'",
-    )
-    .await as u64;
+    let backlog = uncompleted(ctx).await as u64;
     wait_for(
         "the backlog to be delivered",
         Duration::from_secs(300),
@@ -246,10 +247,7 @@ pub async fn latency_sweep(ctx: Ctx) -> Ctx {
     for (n, rate) in rates.into_iter().enumerate() {
         truncate(&ctx.side).await;
         let l = latency_phase(&ctx, rate, a.latency_phase, format!("sweep-{n}")).await;
-        println!(
-            "  submit -> first call at {:>5.0}/s   p50 {:>6.1} ms, p95 {:>6.1} ms, p99 {:>6.1} ms, max {:>5.0} ms ({} sent, {} missing, {} skipped)",
-            l.target_rate, l.p50, l.p95, l.p99, l.max, l.sent, l.missing, l.skipped
-        );
+        print_latency(&l);
     }
     println!(
         "  work peak RSS {:.1} MiB",
@@ -257,6 +255,13 @@ pub async fn latency_sweep(ctx: Ctx) -> Ctx {
     );
     work.stop(Duration::from_secs(30)).await;
     ctx
+}
+
+fn print_latency(l: &Latency) {
+    println!(
+        "  webhookd: submit -> first call at {:>5.0}/s   p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.0} ms ({} sent, {} missing, {} skipped)",
+        l.target_rate, l.p50, l.p95, l.p99, l.max, l.sent, l.missing, l.skipped
+    );
 }
 
 fn print_pipeline(feed: &str, p: &Pipeline) {
@@ -389,11 +394,7 @@ async fn round(ctx: &Ctx, n: usize) -> Round {
         format!("lat-r{n}"),
     )
     .await;
-    let l = &r.latency;
-    println!(
-        "  webhookd: submit -> first call at {:.0}/s        p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.0} ms ({} sent, {} missing, {} skipped)",
-        l.target_rate, l.p50, l.p95, l.p99, l.max, l.sent, l.missing, l.skipped
-    );
+    print_latency(&r.latency);
     r.work_rss_kib = work.peak_rss_kib().unwrap_or(0);
     let clean = work.stop(Duration::from_secs(30)).await;
     println!(

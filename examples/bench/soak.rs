@@ -21,6 +21,9 @@ use crate::report::median;
 use crate::{query_f64, show, sqlpath, truncate, Ctx};
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Rows deleted from the hot table so far (by the pruner: nothing else deletes during a soak).
+const DELETED_ROWS: &str =
+    "SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhook_queue'";
 /// Seconds before the verdict starts: completed rows kept 30 s, then two pruning passes.
 const WARM_UP_S: f64 = 50.0;
 /// What the soak's `work` keeps of completed rows, and how often it prunes.
@@ -139,21 +142,13 @@ pub async fn run(ctx: Ctx) -> Ctx {
     );
     let mut samples: Vec<Sample> = Vec::new();
     let mut calls_before = 0u64;
-    let mut deleted_before = query_f64(
-        &ctx.side,
-        "SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhook_queue'",
-    )
-    .await;
+    let mut deleted_before = query_f64(&ctx.side, DELETED_ROWS).await;
     let mut next = started + SAMPLE_EVERY;
     while started.elapsed() < a.soak {
         tokio::time::sleep_until(next.into()).await;
         next += SAMPLE_EVERY;
         work.assert_running();
-        let deleted = query_f64(
-            &ctx.side,
-            "SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhook_queue'",
-        )
-        .await;
+        let deleted = query_f64(&ctx.side, DELETED_ROWS).await;
         let pruned = deleted - deleted_before;
         deleted_before = deleted;
         if vacuum_stand_in {

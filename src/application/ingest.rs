@@ -4,25 +4,21 @@
 //! A request that arrives while no batch is running goes to the database at once, alone or with
 //! whatever arrived with it, so a quiet API adds no delay. While a batch runs, requests gather
 //! into the next one, which leaves as soon as it ends: the busier the API, the larger the
-//! batches. Each request still gets exactly the answer [`submit::submit_batch`] gives it —
-//! 201, 200 for the same event again, 409, 422 — so idempotency works as for one submit
-//! (two requests with one idempotency key in one batch: the first is created, the second
-//! answered as a repeat of it).
+//! batches. One batch at a time per process: four at a time made smaller batches, more
+//! statements per event and slower answers at the same rate (`just bench latency`), and the
+//! insert's NOTIFY (see `queue::insert_new`) never waits on another insert of this process.
+//!
+//! Each request still gets exactly the answer [`submit::submit_batch`] gives it — 201, 200 for
+//! the same event again, 409, 422 — so idempotency works as for one submit (two requests with
+//! one idempotency key in one batch: the first is created, the second answered as a repeat of
+//! it).
 
-use std::sync::Arc;
-
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::submit::{self, SubmitRequest, Submitted};
 use super::AppError;
 use crate::infra::db::DbPool;
 
-/// Batches in flight at once. One: while it runs the next one gathers, so the busier the API
-/// the larger the batches and the fewer statements per event, and the insert's NOTIFY (see
-/// `queue::insert_new`) never waits on another insert of this process. Four in flight made
-/// smaller batches and a busier database at the same rate, and slower answers
-/// (`just bench latency`).
-const MAX_IN_FLIGHT: usize = 1;
 /// Most requests in one batch.
 const MAX_BATCH: usize = 500;
 
@@ -36,8 +32,8 @@ pub struct SubmitBatcher {
 impl SubmitBatcher {
     /// Starts the batching task on the current runtime; it ends when the batcher is dropped.
     pub fn start(pool: DbPool, default_max_retries: i32) -> Self {
-        let (queue, requests) = mpsc::channel(MAX_BATCH * MAX_IN_FLIGHT);
-        tokio::spawn(gather(pool, requests, MAX_IN_FLIGHT, default_max_retries));
+        let (queue, requests) = mpsc::channel(MAX_BATCH);
+        tokio::spawn(gather(pool, requests, default_max_retries));
         Self { queue }
     }
 
@@ -54,38 +50,20 @@ impl SubmitBatcher {
     }
 }
 
+/// Runs one batch at a time; requests that arrive meanwhile wait in the channel and leave
+/// together as the next batch.
 async fn gather(
     pool: DbPool,
     mut requests: mpsc::Receiver<(SubmitRequest, Reply)>,
-    slots: usize,
     default_max_retries: i32,
 ) {
-    let slots = Arc::new(Semaphore::new(slots));
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        if requests.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        // Until a slot frees up, later requests join this batch.
-        let slot = loop {
-            let room = MAX_BATCH - batch.len();
-            tokio::select! {
-                biased;
-                slot = slots.clone().acquire_owned() => break slot.expect("never closed"),
-                n = requests.recv_many(&mut batch, room), if room > 0 => {
-                    if n == 0 {
-                        // Every sender is gone: run what was gathered, then stop.
-                        break slots.clone().acquire_owned().await.expect("never closed");
-                    }
-                }
-            }
-        };
-        let pool = pool.clone();
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ready = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        tokio::spawn(async move {
-            run(&pool, ready, default_max_retries).await;
-            drop(slot);
-        });
+        let pool = pool.clone();
+        // Its own task, so that a batch that panics answers its requesters with an error
+        // (their reply senders drop) and the batcher goes on.
+        let _ = tokio::spawn(async move { run(&pool, ready, default_max_retries).await }).await;
     }
 }
 

@@ -41,7 +41,7 @@ pub async fn run(
             }
         }
         write_attempts(&pool, &attempts, &wake, give_up_after, &metrics, &log).await;
-        write_releases(&pool, releases, give_up_after, &metrics, &log).await;
+        write_releases(&pool, releases, &wake, give_up_after, &metrics, &log).await;
     }
 }
 
@@ -86,17 +86,23 @@ async fn write_attempts(
         let wait = (earliest - chrono::Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO);
-        let wake = wake.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            wake.notify_one();
-        });
+        wake_after(wake, wait);
     }
+}
+
+/// Wakes one idle worker once `wait` has passed.
+fn wake_after(wake: &Arc<Notify>, wait: Duration) {
+    let wake = wake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        wake.notify_one();
+    });
 }
 
 async fn write_releases(
     pool: &DbPool,
     releases: Vec<(Release, Duration)>,
+    wake: &Arc<Notify>,
     give_up_after: Duration,
     metrics: &Metrics,
     log: &Logger,
@@ -117,7 +123,13 @@ async fn write_releases(
         })
         .await;
         match done {
-            Some(released) => metrics.handed_back(released),
+            Some(released) => {
+                metrics.handed_back(released);
+                // Rows handed back uncalled fall due again after the delay.
+                if released > 0 {
+                    wake_after(wake, delay);
+                }
+            }
             None => {
                 error!(log, "rows not handed back; they will be claimed again after the lease"; "rows" => rows.len())
             }
