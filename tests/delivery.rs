@@ -370,6 +370,42 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_claim_commits_without_waiting_for_the_disk() {
+    use diesel_async::SimpleAsyncConnection;
+    use webhookd::infra::db::{self, claims};
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        synchronous_commit: String,
+    }
+    async fn setting(conn: &mut diesel_async::AsyncPgConnection) -> String {
+        let row: Setting = diesel_async::RunQueryDsl::get_result(
+            diesel::sql_query("SHOW synchronous_commit"),
+            conn,
+        )
+        .await
+        .unwrap();
+        row.synchronous_commit
+    }
+    let test_db = common::TestDb::new().await;
+    let mut conn = db::connect(&test_db.url).await.unwrap();
+    assert_eq!(setting(&mut conn).await, "on");
+    // Inside the claim's transaction the commit is asynchronous ...
+    conn.batch_execute("BEGIN").await.unwrap();
+    claims::claim(&mut conn, "w", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(setting(&mut conn).await, "off");
+    conn.batch_execute("COMMIT").await.unwrap();
+    // ... and after it the pooled connection is durable again for outcome writes and submits.
+    assert_eq!(setting(&mut conn).await, "on");
+    claims::claim(&mut conn, "w", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(setting(&mut conn).await, "on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delivery_statements_are_prepared_once_per_connection() {
     use webhookd::infra::db::{self, claims, queue};
     let test_db = common::TestDb::new().await;
