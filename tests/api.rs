@@ -1788,3 +1788,94 @@ async fn a_batch_that_cannot_be_read_is_refused_whole_and_writes_nothing() {
         .all(|r| r["status"] == 201));
     assert_eq!(queue_rows(&app).await, 1000);
 }
+
+/// The one result of a batch of one event.
+async fn batch_of_one(app: &TestApp, event: Value) -> Value {
+    let (status, body) = app
+        .post("/webhooks/batch", json!({ "events": [event] }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["results"][0].clone()
+}
+
+/// The API keeps copies of configs (one statement per submit instead of two); a change made
+/// behind its back — by hand here, as by another API process — must apply to the very next
+/// submit, single or batched, and a refusal must never come from a stale copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_changed_by_hand_applies_to_the_next_submit() {
+    let app = spawn(Options::default()).await;
+    let config = app
+        .config(
+            "hand",
+            "http://127.0.0.1:1/old?u={user_id}",
+            "http://127.0.0.1:1/cb",
+        )
+        .await;
+    let db = app.db.client().await;
+    let url_of = |entry: &Value| entry["webhook_url"].as_str().unwrap().to_string();
+
+    // Both routes now hold a copy of the config.
+    assert_eq!(
+        url_of(&app.submit(credit(config, "a1")).await),
+        "http://127.0.0.1:1/old?u=u1"
+    );
+    assert_eq!(
+        url_of(&batch_of_one(&app, credit(config, "a2")).await["entry"]),
+        "http://127.0.0.1:1/old?u=u1"
+    );
+
+    db.execute(
+        "UPDATE webhook_configs SET postback_url = 'http://127.0.0.1:1/new?u={user_id}' WHERE id = $1",
+        &[&config],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        url_of(&app.submit(credit(config, "b1")).await),
+        "http://127.0.0.1:1/new?u=u1"
+    );
+    assert_eq!(
+        url_of(&batch_of_one(&app, credit(config, "b2")).await["entry"]),
+        "http://127.0.0.1:1/new?u=u1"
+    );
+
+    // Deactivated by hand: refused, and nothing written.
+    db.execute(
+        "UPDATE webhook_configs SET is_active = false WHERE id = $1",
+        &[&config],
+    )
+    .await
+    .unwrap();
+    let rows = queue_rows(&app).await;
+    let refused = app.post("/webhooks", credit(config, "c1")).await;
+    assert_error(&refused, INVALID, Some("config_id"), "deactivated by hand");
+    let refused = batch_of_one(&app, credit(config, "c2")).await;
+    assert_eq!(refused["status"], 422, "{refused}");
+    assert_eq!(refused["error"]["field"], "config_id");
+    assert_eq!(queue_rows(&app).await, rows);
+
+    // Active again, now with a template that needs one more parameter: the copy that refused
+    // is not trusted, the fresh config decides.
+    db.execute(
+        "UPDATE webhook_configs SET is_active = true,
+             postback_url = 'http://127.0.0.1:1/new?u={user_id}&t={token}' WHERE id = $1",
+        &[&config],
+    )
+    .await
+    .unwrap();
+    let refused = app.post("/webhooks", credit(config, "d1")).await;
+    assert_error(
+        &refused,
+        INVALID,
+        Some("url_params.token"),
+        "template changed by hand",
+    );
+    let entry = app
+        .submit(
+            json!({"event_type": "+credit", "event_id": "d2", "config_id": config,
+                       "url_params": {"user_id": "u1", "token": "t1"}}),
+        )
+        .await;
+    assert_eq!(url_of(&entry), "http://127.0.0.1:1/new?u=u1&t=t1");
+    assert_eq!(queue_rows(&app).await, rows + 1);
+}

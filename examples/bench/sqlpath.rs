@@ -12,7 +12,7 @@ use webhookd::domain::delivery::Status;
 use webhookd::domain::event::EventType;
 use webhookd::infra::db::claims::{self, AttemptWrite};
 use webhookd::infra::db::queue::{self, NewEntry};
-use webhookd::infra::db::DbPool;
+use webhookd::infra::db::{configs, DbPool};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rate {
@@ -61,6 +61,13 @@ pub async fn insert(
         let (url_base, tag) = (url_base.to_string(), tag.to_string());
         tasks.spawn(async move {
             let mut conn = pool.get().await.expect("a pooled connection");
+            // The API's insert checks the versions of the configs it built rows from.
+            let versions: Vec<(i64, i64)> = configs::find_versioned(&mut conn, &[config_id])
+                .await
+                .expect("the bench config")
+                .iter()
+                .map(|c| (c.row.id, c.version))
+                .collect();
             loop {
                 let from = next.fetch_add(batch, Ordering::Relaxed);
                 if from >= rows {
@@ -70,7 +77,7 @@ pub async fn insert(
                 let entries: Vec<NewEntry> = (from..to)
                     .map(|n| entry(config_id, &url_base, &tag, n as u64))
                     .collect();
-                let inserted = queue::insert_new(&mut conn, &entries)
+                let inserted = queue::insert_new(&mut conn, &entries, &versions)
                     .await
                     .expect("insert");
                 done.fetch_add(inserted.len() as u64, Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! Micro-batching of single submits: concurrent `POST /webhooks` requests share one config
-//! lookup, one insert statement, one commit (one disk flush) and one NOTIFY.
+//! Micro-batching of single submits: concurrent `POST /webhooks` requests share one insert
+//! statement, one commit (one disk flush) and one NOTIFY.
 //!
 //! A request that arrives while no batch is running goes to the database at once, alone or with
 //! whatever arrived with it, so a quiet API adds no delay. While a batch runs, requests gather
@@ -13,8 +13,11 @@
 //! one idempotency key in one batch: the first is created, the second answered as a repeat of
 //! it).
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
+use super::config_cache::ConfigCache;
 use super::submit::{self, SubmitRequest, Submitted};
 use super::AppError;
 use crate::infra::db::DbPool;
@@ -31,9 +34,9 @@ pub struct SubmitBatcher {
 
 impl SubmitBatcher {
     /// Starts the batching task on the current runtime; it ends when the batcher is dropped.
-    pub fn start(pool: DbPool, default_max_retries: i32) -> Self {
+    pub fn start(pool: DbPool, configs: Arc<ConfigCache>, default_max_retries: i32) -> Self {
         let (queue, requests) = mpsc::channel(MAX_BATCH);
-        tokio::spawn(gather(pool, requests, default_max_retries));
+        tokio::spawn(gather(pool, configs, requests, default_max_retries));
         Self { queue }
     }
 
@@ -54,23 +57,30 @@ impl SubmitBatcher {
 /// together as the next batch.
 async fn gather(
     pool: DbPool,
+    configs: Arc<ConfigCache>,
     mut requests: mpsc::Receiver<(SubmitRequest, Reply)>,
     default_max_retries: i32,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ready = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let pool = pool.clone();
+        let (pool, configs) = (pool.clone(), configs.clone());
         // Its own task, so that a batch that panics answers its requesters with an error
         // (their reply senders drop) and the batcher goes on.
-        let _ = tokio::spawn(async move { run(&pool, ready, default_max_retries).await }).await;
+        let _ = tokio::spawn(async move { run(&pool, &configs, ready, default_max_retries).await })
+            .await;
     }
 }
 
-async fn run(pool: &DbPool, batch: Vec<(SubmitRequest, Reply)>, default_max_retries: i32) {
+async fn run(
+    pool: &DbPool,
+    configs: &ConfigCache,
+    batch: Vec<(SubmitRequest, Reply)>,
+    default_max_retries: i32,
+) {
     let (requests, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|(r, tx)| (Ok(r), tx)).unzip();
-    match submit::submit_batch(pool, requests, default_max_retries).await {
+    match submit::submit_batch(pool, configs, requests, default_max_retries).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 // The requester may have gone away; its event stays submitted.

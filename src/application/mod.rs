@@ -1,6 +1,7 @@
 //! Use cases over a connection pool: configs, submits, reading and retrying entries, bulk
 //! redrive, stats, metrics, the delivery workers and retention.
 
+pub mod config_cache;
 pub mod configs;
 pub mod entries;
 pub mod error;

@@ -3,15 +3,18 @@
 
 use std::collections::HashMap;
 
+use diesel_async::AsyncPgConnection;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::event::{EventType, UrlParams};
 use crate::domain::url_template::UrlTemplate;
+use crate::infra::db::configs::{self, Versioned};
 use crate::infra::db::models::{ConfigRow, QueueRow};
 use crate::infra::db::queue::{self, NewEntry};
-use crate::infra::db::{configs, DbPool};
+use crate::infra::db::DbPool;
 
+use super::config_cache::ConfigCache;
 use super::{conn, AppError};
 
 /// A parsed submit request.
@@ -35,7 +38,7 @@ pub enum Submitted {
 
 /// Turns a request into the row to insert, or says which field is at fault.
 fn prepare(
-    config: Option<ConfigRow>,
+    config: Option<&ConfigRow>,
     request: &SubmitRequest,
     default_max_retries: i32,
 ) -> Result<NewEntry, AppError> {
@@ -75,30 +78,21 @@ fn prepare(
     })
 }
 
-/// One submit on its own. The API sends single submits through
-/// [`super::ingest::SubmitBatcher`] instead, which batches concurrent ones.
-pub async fn submit(
-    pool: &DbPool,
-    request: SubmitRequest,
-    default_max_retries: i32,
-) -> Result<Submitted, AppError> {
-    submit_batch(pool, vec![Ok(request)], default_max_retries)
-        .await?
-        .pop()
-        .expect("one result per request")
-}
-
 /// Most events in one batch submit.
 pub const MAX_BATCH: usize = 1000;
 
+/// How often a batch is built again because a config changed while it was submitted.
+const STALE_RETRIES: usize = 3;
+
 type Key = (i64, EventType, String);
 
-/// Submits events with one config lookup and one insert statement, which also notifies the
-/// workers, plus one lookup of existing rows when some idempotency keys were taken. Requests
-/// that failed to parse come in as errors and go out unchanged, in place, so answers line up
-/// with requests.
+/// Submits events with one insert statement, which also notifies the workers, plus a read of
+/// the configs when `cache` has no copy of one (or a copy refused an event, or was stale), and
+/// one lookup of existing rows when some idempotency keys were taken. Requests that failed to
+/// parse come in as errors and go out unchanged, in place, so answers line up with requests.
 pub async fn submit_batch(
     pool: &DbPool,
+    cache: &ConfigCache,
     requests: Vec<Result<SubmitRequest, AppError>>,
     default_max_retries: i32,
 ) -> Result<Vec<Result<Submitted, AppError>>, AppError> {
@@ -106,29 +100,54 @@ pub async fn submit_batch(
     let mut config_ids: Vec<i64> = requests.iter().flatten().map(|r| r.config_id).collect();
     config_ids.sort_unstable();
     config_ids.dedup();
-    let configs: HashMap<i64, ConfigRow> = configs::find_many(&mut conn, &config_ids)
-        .await?
-        .into_iter()
-        .map(|c| (c.id, c))
-        .collect();
-    // `None` where the request did not parse.
-    let prepared: Vec<Option<Result<NewEntry, AppError>>> = requests
-        .iter()
-        .map(|request| {
-            let r = request.as_ref().ok()?;
-            Some(prepare(
-                configs.get(&r.config_id).cloned(),
-                r,
-                default_max_retries,
-            ))
-        })
-        .collect();
-    let entries: Vec<NewEntry> = prepared.iter().flatten().flatten().cloned().collect();
-    let mut inserted: HashMap<Uuid, QueueRow> = queue::insert_new(&mut conn, &entries)
-        .await?
-        .into_iter()
-        .map(|row| (row.queue_id, row))
-        .collect();
+    let (mut configs, mut fresh) = match cache.copies(&config_ids) {
+        Some(copies) => (copies, false),
+        None => (read_configs(&mut conn, cache, &config_ids).await?, true),
+    };
+
+    let mut tries = 0;
+    let (prepared, mut inserted) = loop {
+        // `None` where the request did not parse.
+        let prepared: Vec<Option<Result<NewEntry, AppError>>> = requests
+            .iter()
+            .map(|request| {
+                let r = request.as_ref().ok()?;
+                Some(prepare(
+                    configs.get(&r.config_id).map(|c| &c.row),
+                    r,
+                    default_max_retries,
+                ))
+            })
+            .collect();
+        if !fresh && prepared.iter().flatten().any(Result::is_err) {
+            (configs, fresh) = (read_configs(&mut conn, cache, &config_ids).await?, true);
+            continue;
+        }
+        let entries: Vec<NewEntry> = prepared.iter().flatten().flatten().cloned().collect();
+        let mut used: Vec<(i64, i64)> = entries
+            .iter()
+            .map(|e| (e.config_id, configs[&e.config_id].version))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        match queue::insert_new(&mut conn, &entries, &used).await {
+            Ok(rows) => {
+                let rows: HashMap<Uuid, QueueRow> =
+                    rows.into_iter().map(|row| (row.queue_id, row)).collect();
+                break (prepared, rows);
+            }
+            Err(e) if queue::configs_changed(&e) && tries < STALE_RETRIES => {
+                tries += 1;
+                (configs, fresh) = (read_configs(&mut conn, cache, &config_ids).await?, true);
+            }
+            Err(e) if queue::configs_changed(&e) => {
+                return Err(AppError::Unavailable(
+                    "partner configs kept changing during this submit; try again".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
 
     // Keys that exist already: taken before (or earlier in this batch), or refused now but
     // submitted before — a producer retrying gets its entry even if the config has changed.
@@ -172,6 +191,21 @@ pub async fn submit_batch(
             }
         })
         .collect())
+}
+
+/// Reads configs from the database and keeps copies in `cache`.
+async fn read_configs(
+    conn: &mut AsyncPgConnection,
+    cache: &ConfigCache,
+    ids: &[i64],
+) -> Result<HashMap<i64, Versioned>, AppError> {
+    let fresh: HashMap<i64, Versioned> = configs::find_versioned(conn, ids)
+        .await?
+        .into_iter()
+        .map(|c| (c.row.id, c))
+        .collect();
+    cache.store(ids, &fresh);
+    Ok(fresh)
 }
 
 /// The answer when the idempotency key exists: the same event again (200), or a different

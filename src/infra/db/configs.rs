@@ -1,7 +1,9 @@
 //! Queries on `webhook_configs`.
 
+use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::Error;
+use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::models::{ConfigForm, ConfigRow, SecretChange};
@@ -31,12 +33,30 @@ pub async fn find(
         .optional()
 }
 
-pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<Vec<ConfigRow>, Error> {
-    webhook_configs
+/// A config as read, with the version it was read at: the row's `xmin`, which every update
+/// changes (through the API or by hand). `queue::insert_new` checks it.
+#[derive(Clone, Debug)]
+pub struct Versioned {
+    pub row: ConfigRow,
+    pub version: i64,
+}
+
+pub async fn find_versioned(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+) -> Result<Vec<Versioned>, Error> {
+    let rows: Vec<(ConfigRow, i64)> = webhook_configs
         .filter(id.eq_any(ids))
-        .select(ConfigRow::as_select())
+        .select((
+            ConfigRow::as_select(),
+            sql::<BigInt>("webhook_configs.xmin::text::int8"),
+        ))
         .load(conn)
-        .await
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, version)| Versioned { row, version })
+        .collect())
 }
 
 pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ConfigRow>, Error> {

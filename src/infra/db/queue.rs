@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::result::Error;
+use diesel::result::{DatabaseErrorKind, Error};
 use diesel::sql_types::{Array, Int4, Int8, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -30,6 +30,10 @@ pub struct NewEntry {
 /// new-rows channel, delivered when the insert commits). Entries whose idempotency key exists
 /// already are skipped: only inserted rows come back.
 ///
+/// `configs` are the `(id, version)` pairs of the configs the entries were built from, each id
+/// once: should one have changed since it was read, the statement inserts nothing and fails
+/// with an error [`configs_changed`] recognises (the check is `webhook_configs_unchanged`).
+///
 /// The NOTIFY rides in the inserting transaction to save a round trip and a transaction on
 /// the submit path. PostgreSQL serialises the commits of transactions that notify (one lock,
 /// held until the commit is flushed), which costs little here: each API process runs one
@@ -37,6 +41,7 @@ pub struct NewEntry {
 pub async fn insert_new(
     conn: &mut AsyncPgConnection,
     entries: &[NewEntry],
+    configs: &[(i64, i64)],
 ) -> Result<Vec<QueueRow>, Error> {
     if entries.is_empty() {
         return Ok(Vec::new());
@@ -44,6 +49,7 @@ pub async fn insert_new(
     let query = "WITH inserted AS (
              INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
+             WHERE webhook_configs_unchanged($9::int8[], $10::int8[])
              ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
              RETURNING *
          ), announced AS (
@@ -78,8 +84,20 @@ pub async fn insert_new(
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
-        .bind::<Text, _>(super::NEW_ROWS_CHANNEL);
+        .bind::<Text, _>(super::NEW_ROWS_CHANNEL)
+        .bind::<Array<Int8>, _>(configs.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>());
     prepared(query).load(conn).await
+}
+
+/// Whether `insert_new` failed because a config changed after it was read: the check raises
+/// SQLSTATE 40001 (serialization_failure). Read the configs again and retry; that is right too
+/// for a real serialization failure, which a stricter default isolation level could cause.
+pub fn configs_changed(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+    )
 }
 
 /// The existing rows for several idempotency keys, in one statement.

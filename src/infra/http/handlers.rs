@@ -296,7 +296,13 @@ async fn submit_batch(state: State, request: HttpRequest, payload: web::Payload)
     // The budget counts events, not requests: a batch spends one per event it carries.
     ratelimit::admit(&state, &request, events.len() as u32)?;
     let requests = events.into_iter().map(submit_request).collect();
-    let results = submit::submit_batch(&state.pool, requests, state.default_max_retries).await?;
+    let results = submit::submit_batch(
+        &state.pool,
+        &state.configs,
+        requests,
+        state.default_max_retries,
+    )
+    .await?;
     let results = results
         .into_iter()
         .map(|result| match result {

@@ -21,6 +21,7 @@ use slog::{error, info, o, Logger};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use tokio_util::sync::CancellationToken;
 
+use crate::application::config_cache::ConfigCache;
 use crate::application::ingest::SubmitBatcher;
 use crate::application::metrics::Metrics;
 use crate::application::AppError;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub pool: DbPool,
     /// Single submits go through here, so concurrent ones share one insert and one commit.
     pub submits: SubmitBatcher,
+    /// Copies of partner configs, checked by every insert that uses one.
+    pub configs: Arc<ConfigCache>,
     pub default_max_retries: i32,
     pub policy: AddressPolicy,
     pub tokens: Vec<Secret>,
@@ -50,8 +53,14 @@ pub struct ApiState {
 impl ApiState {
     /// Must be called within the Tokio runtime: it starts the submit batcher.
     pub fn new(settings: &Settings, pool: DbPool, metrics: Arc<Metrics>, log: Logger) -> Self {
+        let configs = Arc::new(ConfigCache::default());
         Self {
-            submits: SubmitBatcher::start(pool.clone(), settings.retry.max_retries()),
+            submits: SubmitBatcher::start(
+                pool.clone(),
+                configs.clone(),
+                settings.retry.max_retries(),
+            ),
+            configs,
             pool,
             default_max_retries: settings.retry.max_retries(),
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),

@@ -1,0 +1,1 @@
+DROP FUNCTION webhook_configs_unchanged(BIGINT[], BIGINT[]);
