@@ -1021,3 +1021,141 @@ async fn only_one_process_prunes_at_a_time_and_the_worker_prunes_once_the_lock_i
     );
     app.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The statistics counters under changes made by hand
+
+/// The counter tables against the rows they count: rows per partner, event type and bucket,
+/// and recorded attempts per outcome and duration bucket (no history rows here).
+async fn assert_counters_exact(db: &TestDb, after: &str) {
+    let client = db.client().await;
+    let table = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| match r.columns()[i].type_().name() {
+                            "int8" => r.get::<_, i64>(i).to_string(),
+                            "bool" => r.get::<_, bool>(i).to_string(),
+                            _ => r.get::<_, String>(i),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let counted = table(
+        "SELECT config_id, event_type, bucket, sum(n)::int8 FROM webhook_queue_counts
+         GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3",
+    )
+    .await;
+    let rows = table(
+        "SELECT config_id, event_type, CASE WHEN deleted_at IS NULL THEN status ELSE 'cancelled' END,
+                count(*) FROM webhook_queue GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .await;
+    assert_eq!(counted, rows, "rows by bucket, after: {after}");
+    let counted = table(
+        "SELECT succeeded, duration_ms, sum(n)::int8, sum(sum_ms)::int8 FROM webhook_attempt_counts
+         GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2",
+    )
+    .await;
+    let attempts = table(
+        "SELECT coalesce(v.status BETWEEN 200 AND 299, false), webhook_duration_bucket(coalesce(v.ms, 0)),
+                count(*), sum(coalesce(v.ms, 0))::int8
+         FROM webhook_queue q CROSS JOIN LATERAL (VALUES
+             (q.retry_0_completed_at, q.retry_0_http_status, q.retry_0_duration_ms),
+             (q.retry_1_completed_at, q.retry_1_http_status, q.retry_1_duration_ms),
+             (q.retry_2_completed_at, q.retry_2_http_status, q.retry_2_duration_ms),
+             (q.retry_3_completed_at, q.retry_3_http_status, q.retry_3_duration_ms),
+             (q.retry_4_completed_at, q.retry_4_http_status, q.retry_4_duration_ms),
+             (q.retry_5_completed_at, q.retry_5_http_status, q.retry_5_duration_ms),
+             (q.retry_6_completed_at, q.retry_6_http_status, q.retry_6_duration_ms)) AS v(done, status, ms)
+         WHERE v.done IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .await;
+    assert_eq!(counted, attempts, "attempts by bucket, after: {after}");
+}
+
+/// Whatever an operator changes by hand — status, attempts, partner, event type, cancellation,
+/// even a row's id — the counters behind the statistics stay exactly what the rows say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counters_stay_exact_through_every_kind_of_change_by_hand() {
+    let app = spawn(Options::default()).await;
+    let a = app
+        .config("a", "http://127.0.0.1:1/a", "http://127.0.0.1:1/a")
+        .await;
+    let b = app
+        .config("b", "http://127.0.0.1:1/b", "http://127.0.0.1:1/b")
+        .await;
+    for n in 0..7 {
+        app.submit(json!({"event_type": "+credit", "event_id": format!("e{n}"), "config_id": a}))
+            .await;
+    }
+    assert_counters_exact(&app.db, "submits").await;
+    let steps = [
+        // What a claim does: pending to processing, no attempt.
+        "UPDATE webhook_queue SET status = 'processing', worker_id = 'w', locked_at = now(),
+             lock_expires_at = now() + interval '1 minute' WHERE event_id IN ('e0', 'e1', 'e2')"
+            .to_string(),
+        // What an outcome write does: processing to completed, with the attempt.
+        "UPDATE webhook_queue SET status = 'completed', completed_at = now(), retry_0_started_at = now(),
+             retry_0_completed_at = now(), retry_0_duration_ms = 130, retry_0_http_status = 200
+         WHERE event_id = 'e0'"
+            .to_string(),
+        // An attempt corrected, the status unchanged.
+        "UPDATE webhook_queue SET retry_0_http_status = 503, retry_0_duration_ms = 2500
+         WHERE event_id = 'e0'"
+            .to_string(),
+        // Nothing that is counted.
+        "UPDATE webhook_queue SET updated_at = now(), lock_expires_at = now() + interval '2 minutes'
+         WHERE event_id IN ('e1', 'e2')"
+            .to_string(),
+        // Another partner, another event type, the status unchanged.
+        format!("UPDATE webhook_queue SET config_id = {b} WHERE event_id = 'e3'"),
+        "UPDATE webhook_queue SET event_type = '-debit' WHERE event_id = 'e4'".to_string(),
+        // Cancelled; then the cancelled row's status changed.
+        "UPDATE webhook_queue SET deleted_at = now() WHERE event_id = 'e5'".to_string(),
+        "UPDATE webhook_queue SET status = 'failed' WHERE event_id = 'e5'".to_string(),
+        // A new id (the rows are paired by id).
+        "UPDATE webhook_queue SET id = id + 1000, status = 'pending' WHERE event_id = 'e2'"
+            .to_string(),
+        // A new id and another outcome for the recorded attempt.
+        "UPDATE webhook_queue SET id = id + 2000, retry_0_http_status = 204 WHERE event_id = 'e0'"
+            .to_string(),
+        // Inserted with an attempt already recorded.
+        format!(
+            "INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params,
+                 max_retries, status, completed_at, retry_0_started_at, retry_0_completed_at,
+                 retry_0_duration_ms, retry_0_http_status)
+             VALUES (gen_random_uuid(), '+credit', 'h1', {a}, 'http://127.0.0.1:1/a', '{{}}', 3,
+                 'completed', now(), now(), now(), 40, 204)"
+        ),
+        "DELETE FROM webhook_queue WHERE event_id IN ('e1', 'h1')".to_string(),
+    ];
+    for step in &steps {
+        assert!(exec(&app.db, step).await > 0, "changes rows: {step}");
+        assert_counters_exact(&app.db, step).await;
+    }
+    // Rows that reached completed (e0) or failed (e5, cancelled) by an update, once each.
+    let throughput = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT sum(completed)::int8, sum(failed)::int8 FROM webhook_throughput",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (throughput.get::<_, i64>(0), throughput.get::<_, i64>(1)),
+        (1, 1)
+    );
+}
