@@ -1813,16 +1813,18 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
         .await;
     let db = app.db.client().await;
     let url_of = |entry: &Value| entry["webhook_url"].as_str().unwrap().to_string();
+    // A single and a batched submit, and the URLs they were queued with.
+    let both_routes = |tag: &'static str| {
+        let app = &app;
+        async move {
+            let single = app.submit(credit(config, &format!("{tag}1"))).await;
+            let batched = batch_of_one(app, credit(config, &format!("{tag}2"))).await;
+            [url_of(&single), url_of(&batched["entry"])]
+        }
+    };
 
     // Both routes now hold a copy of the config.
-    assert_eq!(
-        url_of(&app.submit(credit(config, "a1")).await),
-        "http://127.0.0.1:1/old?u=u1"
-    );
-    assert_eq!(
-        url_of(&batch_of_one(&app, credit(config, "a2")).await["entry"]),
-        "http://127.0.0.1:1/old?u=u1"
-    );
+    assert_eq!(both_routes("a").await, ["http://127.0.0.1:1/old?u=u1"; 2]);
 
     db.execute(
         "UPDATE webhook_configs SET postback_url = 'http://127.0.0.1:1/new?u={user_id}' WHERE id = $1",
@@ -1830,14 +1832,7 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        url_of(&app.submit(credit(config, "b1")).await),
-        "http://127.0.0.1:1/new?u=u1"
-    );
-    assert_eq!(
-        url_of(&batch_of_one(&app, credit(config, "b2")).await["entry"]),
-        "http://127.0.0.1:1/new?u=u1"
-    );
+    assert_eq!(both_routes("b").await, ["http://127.0.0.1:1/new?u=u1"; 2]);
 
     // Deactivated by hand: refused, and nothing written.
     db.execute(

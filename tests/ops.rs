@@ -47,6 +47,17 @@ async fn stats(app: &TestApp) -> Value {
     body
 }
 
+/// Every attempt recorded in the `retry_N_*` columns of `webhook_queue`: `status`, `ms`.
+const QUEUE_ATTEMPTS: &str = "SELECT v.status, v.ms FROM webhook_queue q CROSS JOIN LATERAL (VALUES
+        (q.retry_0_completed_at, q.retry_0_http_status, q.retry_0_duration_ms),
+        (q.retry_1_completed_at, q.retry_1_http_status, q.retry_1_duration_ms),
+        (q.retry_2_completed_at, q.retry_2_http_status, q.retry_2_duration_ms),
+        (q.retry_3_completed_at, q.retry_3_http_status, q.retry_3_duration_ms),
+        (q.retry_4_completed_at, q.retry_4_http_status, q.retry_4_duration_ms),
+        (q.retry_5_completed_at, q.retry_5_http_status, q.retry_5_duration_ms),
+        (q.retry_6_completed_at, q.retry_6_http_status, q.retry_6_duration_ms)) AS v(done, status, ms)
+    WHERE v.done IS NOT NULL";
+
 /// The statistics agree with the tables: rows per bucket, and attempts as recorded in the
 /// `retry_N_*` columns plus the archived ones.
 async fn assert_stats_match_tables(app: &TestApp) {
@@ -72,17 +83,15 @@ async fn assert_stats_match_tables(app: &TestApp) {
     assert_eq!(s["cancelled"], count("cancelled"), "{s:#}");
     let attempts = client
         .query_one(
-            "WITH recorded AS (
-                 SELECT v.status FROM webhook_queue q CROSS JOIN LATERAL (VALUES
-                     (q.retry_0_completed_at, q.retry_0_http_status), (q.retry_1_completed_at, q.retry_1_http_status),
-                     (q.retry_2_completed_at, q.retry_2_http_status), (q.retry_3_completed_at, q.retry_3_http_status),
-                     (q.retry_4_completed_at, q.retry_4_http_status), (q.retry_5_completed_at, q.retry_5_http_status),
-                     (q.retry_6_completed_at, q.retry_6_http_status)) AS v(done, status)
-                 WHERE v.done IS NOT NULL
-                 UNION ALL
-                 SELECT http_status FROM webhook_attempt_history WHERE completed_at IS NOT NULL
-             )
-             SELECT count(*), count(*) FILTER (WHERE status BETWEEN 200 AND 299) FROM recorded",
+            &format!(
+                "WITH recorded AS (
+                     {QUEUE_ATTEMPTS}
+                     UNION ALL
+                     SELECT http_status, duration_ms FROM webhook_attempt_history
+                     WHERE completed_at IS NOT NULL
+                 )
+                 SELECT count(*), count(*) FILTER (WHERE status BETWEEN 200 AND 299) FROM recorded"
+            ),
             &[],
         )
         .await
@@ -1029,11 +1038,11 @@ async fn only_one_process_prunes_at_a_time_and_the_worker_prunes_once_the_lock_i
 /// and recorded attempts per outcome and duration bucket (no history rows here).
 async fn assert_counters_exact(db: &TestDb, after: &str) {
     let client = db.client().await;
-    let table = |sql: &'static str| {
+    let table = |sql: String| {
         let client = &client;
         async move {
             client
-                .query(sql, &[])
+                .query(&sql, &[])
                 .await
                 .unwrap()
                 .iter()
@@ -1052,33 +1061,28 @@ async fn assert_counters_exact(db: &TestDb, after: &str) {
     };
     let counted = table(
         "SELECT config_id, event_type, bucket, sum(n)::int8 FROM webhook_queue_counts
-         GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3",
+         GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3"
+            .into(),
     )
     .await;
     let rows = table(
         "SELECT config_id, event_type, CASE WHEN deleted_at IS NULL THEN status ELSE 'cancelled' END,
-                count(*) FROM webhook_queue GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                count(*) FROM webhook_queue GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            .into(),
     )
     .await;
     assert_eq!(counted, rows, "rows by bucket, after: {after}");
     let counted = table(
         "SELECT succeeded, duration_ms, sum(n)::int8, sum(sum_ms)::int8 FROM webhook_attempt_counts
-         GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2",
+         GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2"
+            .into(),
     )
     .await;
-    let attempts = table(
-        "SELECT coalesce(v.status BETWEEN 200 AND 299, false), webhook_duration_bucket(coalesce(v.ms, 0)),
-                count(*), sum(coalesce(v.ms, 0))::int8
-         FROM webhook_queue q CROSS JOIN LATERAL (VALUES
-             (q.retry_0_completed_at, q.retry_0_http_status, q.retry_0_duration_ms),
-             (q.retry_1_completed_at, q.retry_1_http_status, q.retry_1_duration_ms),
-             (q.retry_2_completed_at, q.retry_2_http_status, q.retry_2_duration_ms),
-             (q.retry_3_completed_at, q.retry_3_http_status, q.retry_3_duration_ms),
-             (q.retry_4_completed_at, q.retry_4_http_status, q.retry_4_duration_ms),
-             (q.retry_5_completed_at, q.retry_5_http_status, q.retry_5_duration_ms),
-             (q.retry_6_completed_at, q.retry_6_http_status, q.retry_6_duration_ms)) AS v(done, status, ms)
-         WHERE v.done IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
-    )
+    let attempts = table(format!(
+        "SELECT coalesce(status BETWEEN 200 AND 299, false), webhook_duration_bucket(coalesce(ms, 0)),
+                count(*), sum(coalesce(ms, 0))::int8
+         FROM ({QUEUE_ATTEMPTS}) a GROUP BY 1, 2 ORDER BY 1, 2"
+    ))
     .await;
     assert_eq!(counted, attempts, "attempts by bucket, after: {after}");
 }
