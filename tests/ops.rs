@@ -1163,3 +1163,123 @@ async fn the_counters_stay_exact_through_every_kind_of_change_by_hand() {
         (1, 1)
     );
 }
+
+/// The insert of new rows and the claim count themselves, and the count triggers stand aside
+/// for them (migration 000005): through single and batch submits, a repeated event, claims of
+/// due rows and of an expired lease, successes, retries and failures, the counters stay exactly
+/// what the rows say. A change made after a self-counting statement in the same transaction is
+/// still counted by the triggers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statements_that_count_themselves_keep_the_counters_exact() {
+    let receiver = Receiver::start().await;
+    let env = |options: Options| {
+        options
+            .env("RETRY_BASE_DELAY", "20ms")
+            .env("RETRY_MAX_DELAY", "40ms")
+    };
+    let app = spawn(env(Options::default())).await;
+    let ok = app
+        .config(
+            "ok",
+            &receiver.url("/ok/{n}"),
+            &receiver.url("/ok/debit/{n}"),
+        )
+        .await;
+    let (_, failing) = app
+        .post(
+            "/webhook-configs",
+            json!({"name": "failing", "postback_url": receiver.url("/status/500/{n}"), "max_retries": 1}),
+        )
+        .await;
+    let failing = failing["id"].as_i64().unwrap();
+    for n in 0..3 {
+        app.submit(
+            json!({"event_type": "+credit", "event_id": format!("e{n}"), "config_id": ok,
+            "url_params": {"n": n.to_string()}}),
+        )
+        .await;
+    }
+    app.submit(json!({"event_type": "-debit", "event_id": "d0", "config_id": ok, "url_params": {"n": "0"}}))
+        .await;
+    let events: Vec<Value> = (0..3)
+        .map(|n| json!({"event_type": "+credit", "event_id": format!("f{n}"), "config_id": failing,
+            "url_params": {"n": n.to_string()}}))
+        .chain([json!({"event_type": "+credit", "event_id": "e1", "config_id": ok, "url_params": {"n": "1"}})])
+        .collect();
+    let (status, body) = app
+        .post("/webhooks/batch", json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<u64> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 201, 201, 200], "the last one repeats e1");
+    assert_counters_exact(&app.db, "single and batch submits, one repeated").await;
+
+    // A worker that died holding e0: its lease has run out. Made by hand, in a transaction whose
+    // first statement counted itself.
+    let mut client = app.db.client().await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute("SELECT webhook_statement_counts_itself()", &[])
+        .await
+        .unwrap();
+    let leased = tx
+        .execute(
+            "UPDATE webhook_queue SET status = 'processing', worker_id = 'dead-w0',
+                 locked_at = now() - interval '1 minute', lock_expires_at = now() - interval '1 second'
+             WHERE event_id = 'e0'",
+            &[],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(leased, 1);
+    assert_counters_exact(&app.db, "a change by hand after a self-counting statement").await;
+
+    let db = app.shutdown().await;
+    let app = common::spawn_on(db, env(Options::with_workers())).await;
+    eventually(
+        Duration::from_secs(10),
+        "every entry delivered or failed",
+        || async {
+            app.db
+            .count("SELECT count(*) FROM webhook_queue WHERE status NOT IN ('completed', 'failed')")
+            .await
+            == 0
+        },
+    )
+    .await;
+    let db = app.shutdown().await;
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM webhook_queue WHERE event_id = 'e0' AND status = 'completed'
+             AND worker_id <> 'dead-w0'"
+        )
+        .await,
+        1,
+        "the expired lease was taken over"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed' AND retry_count = 1")
+            .await,
+        3,
+        "the failing partner's events were tried twice"
+    );
+    assert_counters_exact(&db, "claims, takeover, outcomes").await;
+    let client = db.client().await;
+    let throughput = client
+        .query_one(
+            "SELECT sum(completed)::int8, sum(failed)::int8 FROM webhook_throughput",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (throughput.get::<_, i64>(0), throughput.get::<_, i64>(1)),
+        (4, 3)
+    );
+    receiver.stop().await;
+}

@@ -202,6 +202,29 @@ pub async fn commit_latency_ms(side: &tokio_postgres::Client) -> f64 {
     report::median(&samples)
 }
 
+/// The tail of durable one-row INSERT commits paced at 100/s for three seconds: (p99, max) in
+/// ms. No submit reaches a worker before its commit is flushed, so when the disk's flushes
+/// stall now and then, the submit -> first call p99 cannot be lower than this.
+pub async fn commit_tail_ms(side: &tokio_postgres::Client) -> (f64, f64) {
+    side.batch_execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (n int)")
+        .await
+        .expect("probe table");
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut samples = Vec::new();
+    for n in 0..300 {
+        pace.tick().await;
+        let t = Instant::now();
+        side.execute("INSERT INTO bench_commit_probe VALUES ($1)", &[&n])
+            .await
+            .expect("probe insert");
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    side.batch_execute("TRUNCATE bench_commit_probe").await.ok();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (load::percentile(&samples, 99.0), samples[samples.len() - 1])
+}
+
 async fn setup(args: Args) -> Ctx {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = root.join("target/bench");

@@ -48,6 +48,10 @@ pub struct ClaimedRow {
 /// processing rows whose lease ran out, never a cancelled one. Each row comes back with its
 /// config's current signing secret.
 ///
+/// The claim counts what it moves in `webhook_queue_counts` itself — due rows from pending to
+/// processing; a taken-over lease stays processing — so the update trigger stands aside for it
+/// (migration 000005). The rows are locked before they are counted, so the count is exact.
+///
 /// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for this
 /// statement's transaction only): it is a lease, not a record. Should PostgreSQL crash before
 /// the WAL writer flushed it (at most 3 × `wal_writer_delay`), the worker has lost its lease
@@ -78,16 +82,30 @@ pub async fn claim(
              LIMIT $2
              FOR UPDATE SKIP LOCKED
          ), picked AS (
-             (SELECT id FROM expired) UNION ALL (SELECT id FROM due) LIMIT $2
+             (SELECT id, false AS was_pending FROM expired)
+             UNION ALL (SELECT id, true FROM due)
+             LIMIT $2
+         ), claimed AS (
+             UPDATE webhook_queue q
+             SET status = 'processing', worker_id = $1, locked_at = now(),
+                 lock_expires_at = now() + make_interval(secs => $3), updated_at = now()
+             FROM picked, webhook_configs c,
+                  (SELECT set_config('synchronous_commit', 'off', true),
+                          webhook_statement_counts_itself()) AS lease_commit
+             WHERE q.id = picked.id AND c.id = q.config_id
+             RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
+                       q.retry_count, q.max_retries, q.locked_at, c.signing_secret, picked.was_pending
+         ), counted AS (
+             INSERT INTO webhook_queue_counts AS c (shard, config_id, event_type, bucket, n)
+             SELECT pg_backend_pid() % 16, config_id, event_type, moved.bucket, moved.delta * count(*)
+             FROM claimed, (VALUES ('pending', -1), ('processing', 1)) AS moved(bucket, delta)
+             WHERE was_pending
+             GROUP BY config_id, event_type, moved.bucket, moved.delta
+             ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = c.n + excluded.n
          )
-         UPDATE webhook_queue q
-         SET status = 'processing', worker_id = $1, locked_at = now(),
-             lock_expires_at = now() + make_interval(secs => $3), updated_at = now()
-         FROM picked, webhook_configs c,
-              (SELECT set_config('synchronous_commit', 'off', true)) AS lease_commit
-         WHERE q.id = picked.id AND c.id = q.config_id
-         RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
-                   q.retry_count, q.max_retries, q.locked_at, c.signing_secret",
+         SELECT id, queue_id, event_type, config_id, webhook_url, retry_count, max_retries,
+                locked_at, signing_secret
+         FROM claimed",
         )
         .bind::<Text, _>(worker_id)
         .bind::<Int8, _>(limit)

@@ -30,6 +30,10 @@ pub struct NewEntry {
 /// new-rows channel, delivered when the insert commits). Entries whose idempotency key exists
 /// already are skipped: only inserted rows come back.
 ///
+/// The statement counts its new rows (all pending) in `webhook_queue_counts` itself, so the
+/// insert trigger stands aside for it (migration 000005): the submit path's statement costs no
+/// PL/pgSQL call.
+///
 /// `configs` are the `(id, version)` pairs of the configs the entries were built from, each id
 /// once: should one have changed since it was read, the statement inserts nothing and fails
 /// with an error [`configs_changed`] recognises (the check is `webhook_configs_unchanged`).
@@ -49,9 +53,15 @@ pub async fn insert_new(
     let query = "WITH inserted AS (
              INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
-             WHERE webhook_configs_unchanged($9::int8[], $10::int8[])
+             WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
              ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
              RETURNING *
+         ), counted AS (
+             INSERT INTO webhook_queue_counts AS c (shard, config_id, event_type, bucket, n)
+             SELECT pg_backend_pid() % 16, config_id, event_type, 'pending', count(*)
+             FROM inserted
+             GROUP BY config_id, event_type
+             ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = c.n + excluded.n
          ), announced AS (
              SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
          )
