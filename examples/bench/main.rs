@@ -185,35 +185,40 @@ pub async fn truncate(side: &tokio_postgres::Client) {
     .expect("truncate");
 }
 
-/// Median latency of a durable one-row INSERT commit: the floor under every synchronous write.
+/// Median latency of a durable one-row INSERT commit, 60 back to back: the floor under every
+/// synchronous write.
 pub async fn commit_latency_ms(side: &tokio_postgres::Client) -> f64 {
-    side.batch_execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (n int)")
-        .await
-        .expect("probe table");
-    let mut samples = Vec::new();
-    for n in 0..60 {
-        let t = Instant::now();
-        side.execute("INSERT INTO bench_commit_probe VALUES ($1)", &[&n])
-            .await
-            .expect("probe insert");
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    side.batch_execute("TRUNCATE bench_commit_probe").await.ok();
-    report::median(&samples)
+    report::median(&probe_commits(side, 60, None).await)
 }
 
 /// The tail of durable one-row INSERT commits paced at 100/s for three seconds: (p99, max) in
 /// ms. No submit reaches a worker before its commit is flushed, so when the disk's flushes
 /// stall now and then, the submit -> first call p99 cannot be lower than this.
 pub async fn commit_tail_ms(side: &tokio_postgres::Client) -> (f64, f64) {
+    let mut samples = probe_commits(side, 300, Some(Duration::from_millis(10))).await;
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (load::percentile(&samples, 99.0), samples[samples.len() - 1])
+}
+
+/// Times `count` durable one-row INSERT commits (ms each), one every `pace` if given.
+async fn probe_commits(
+    side: &tokio_postgres::Client,
+    count: i32,
+    pace: Option<Duration>,
+) -> Vec<f64> {
     side.batch_execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (n int)")
         .await
         .expect("probe table");
-    let mut pace = tokio::time::interval(Duration::from_millis(10));
-    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks = pace.map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticks
+    });
     let mut samples = Vec::new();
-    for n in 0..300 {
-        pace.tick().await;
+    for n in 0..count {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+        }
         let t = Instant::now();
         side.execute("INSERT INTO bench_commit_probe VALUES ($1)", &[&n])
             .await
@@ -221,8 +226,7 @@ pub async fn commit_tail_ms(side: &tokio_postgres::Client) -> (f64, f64) {
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     side.batch_execute("TRUNCATE bench_commit_probe").await.ok();
-    samples.sort_by(|a, b| a.total_cmp(b));
-    (load::percentile(&samples, 99.0), samples[samples.len() - 1])
+    samples
 }
 
 async fn setup(args: Args) -> Ctx {
