@@ -91,7 +91,7 @@ pub async fn claim(
                  lock_expires_at = now() + make_interval(secs => $3), updated_at = now()
              FROM picked, webhook_configs c,
                   (SELECT set_config('synchronous_commit', 'off', true),
-                          webhook_statement_counts_itself()) AS lease_commit
+                          webhook_statement_counts_itself()) AS statement_settings
              WHERE q.id = picked.id AND c.id = q.config_id
              RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
                        q.retry_count, q.max_retries, q.locked_at, c.signing_secret, picked.was_pending
