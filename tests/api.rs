@@ -1465,7 +1465,7 @@ async fn stats_agree_with_the_rows() {
     }
     client
         .execute(
-            "UPDATE webhook_queue SET status = 'completed', completed_at = now()
+            "UPDATE webhook_queue SET status = 'completed', completed_at = now(), locked_at = NULL
              WHERE id = (SELECT min(id) FROM webhook_queue WHERE status = 'processing')",
             &[],
         )

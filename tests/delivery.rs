@@ -405,6 +405,195 @@ async fn only_the_claim_commits_without_waiting_for_the_disk() {
     assert_eq!(setting(&mut conn).await, "on");
 }
 
+/// A prepared statement keeps its generic plan until the table's statistics change; one made
+/// while `webhook_queue` was empty — never analyzed, or analyzed when it held other rows —
+/// must still reach rows only by index and, for the writes after a claim, only through the
+/// ids they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say() {
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+    use webhookd::infra::db::{self, claims};
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Statement {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    let test_db = common::TestDb::new().await;
+    let pool = db::pool(&test_db.url, 1).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    conn.batch_execute(
+        "SET plan_cache_mode = force_generic_plan;
+         CREATE FUNCTION pg_temp.plan_of(statement text) RETURNS SETOF text LANGUAGE plpgsql AS
+             $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN (COSTS OFF) ' || statement; END $$;",
+    )
+    .await
+    .unwrap();
+
+    let now = chrono::Utc::now();
+    claims::claim(&mut conn, "w", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let write = claims::AttemptWrite {
+        id: 1,
+        worker_id: "w".into(),
+        locked_at: now,
+        attempt: 0,
+        started_at: now,
+        completed_at: now,
+        duration_ms: 1,
+        http_status: Some(200),
+        response_body: Some(String::new()),
+        error: None,
+        status: webhookd::domain::delivery::Status::Completed,
+        retry_count: 0,
+        next_retry_at: None,
+    };
+    claims::record_attempts(&mut conn, &[write]).await.unwrap();
+    let held = claims::Release {
+        id: 1,
+        worker_id: "w".into(),
+        locked_at: now,
+    };
+    claims::release(&mut conn, &[held], Duration::ZERO)
+        .await
+        .unwrap();
+
+    let prepared: Vec<Statement> =
+        diesel::sql_query("SELECT name, statement FROM pg_prepared_statements")
+            .load(&mut conn)
+            .await
+            .unwrap();
+    let plan = |start: &str| {
+        let found = prepared
+            .iter()
+            .find(|s| s.statement.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("{start}… was not prepared"));
+        found.name.clone()
+    };
+    let ts = "'{2026-01-01T00:00:00Z}'";
+    let cases = [
+        (
+            plan("WITH expired AS"),
+            "('w', 10, 60)".to_string(),
+            vec!["webhook_queue_leased", "webhook_queue_due_pending", "Index Cond: (id = picked.id)"],
+        ),
+        (
+            plan("UPDATE webhook_queue q SET\n             status = v.status"),
+            format!(
+                "('{{w}}', '{{1}}', {ts}, '{{0}}', {ts}, {ts}, '{{1}}', '{{200}}', '{{\"\"}}', '{{NULL}}', \
+                 '{{completed}}', '{{0}}', '{{NULL}}')"
+            ),
+            vec!["Index Cond: (id = ANY ($2))"],
+        ),
+        (
+            plan("UPDATE webhook_queue q\n         SET status = 'pending'"),
+            format!("('{{w}}', '{{1}}', {ts}, 0)"),
+            vec!["Index Cond: (id = ANY ($2))"],
+        ),
+    ];
+    async fn assert_bounded(
+        conn: &mut diesel_async::AsyncPgConnection,
+        cases: &[(String, String, Vec<&str>)],
+        state: &str,
+    ) {
+        for (name, args, expected) in cases {
+            let lines: Vec<Line> = diesel::sql_query(format!(
+                "SELECT line FROM pg_temp.plan_of('EXECUTE {name}{}') AS line",
+                args.replace('\'', "''")
+            ))
+            .load(conn)
+            .await
+            .unwrap();
+            let plan = lines
+                .iter()
+                .map(|l| l.line.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(!plan.contains("Seq Scan"), "{state}, {name}:\n{plan}");
+            // The listing's (status, id) index holds no row in flight (migration 000006).
+            assert!(
+                !plan.contains("webhook_queue_status_id"),
+                "{state}, {name}:\n{plan}"
+            );
+            for part in expected {
+                assert!(plan.contains(part), "{state}, {name} lacks {part}:\n{plan}");
+            }
+        }
+    }
+    assert_bounded(&mut conn, &cases, "never analyzed").await;
+    // The statistics of a table full of pending rows, and the table emptied (a purge); the
+    // change of statistics makes the plans anew.
+    conn.batch_execute(
+        "INSERT INTO webhook_configs (name, postback_url) VALUES ('p', 'http://127.0.0.1:9/p');
+         INSERT INTO webhook_queue (queue_id, event_type, config_id, webhook_url, url_params, max_retries)
+         SELECT gen_random_uuid(), '+credit', (SELECT id FROM webhook_configs), 'http://127.0.0.1:9/p',
+                '{}', 3
+         FROM generate_series(1, 2000);
+         ANALYZE webhook_queue;
+         TRUNCATE webhook_queue CASCADE",
+    )
+    .await
+    .unwrap();
+    assert_bounded(&mut conn, &cases, "analyzed full, then emptied").await;
+}
+
+/// The fence of every write after a claim, `(worker_id, locked_at)`, stands for "still
+/// processing under this claim" only while nothing settles a row and leaves its lease behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_outside_processing_is_refused_and_changes_nothing() {
+    let test_db = common::TestDb::new().await;
+    let (client, connection) = tokio_postgres::connect(&test_db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "INSERT INTO webhook_configs (name, postback_url) VALUES ('p', 'http://127.0.0.1:9/p');
+             INSERT INTO webhook_queue (queue_id, event_type, config_id, webhook_url, url_params,
+                                        max_retries, status, worker_id, locked_at, lock_expires_at)
+             SELECT gen_random_uuid(), '+credit', id, 'http://127.0.0.1:9/p', '{}', 3,
+                    'processing', 'w', now(), now() + interval '1 minute'
+             FROM webhook_configs",
+        )
+        .await
+        .unwrap();
+    for bad in [
+        "UPDATE webhook_queue SET status = 'completed', completed_at = now()",
+        "UPDATE webhook_queue SET status = 'pending'",
+        "UPDATE webhook_queue SET locked_at = NULL",
+        "INSERT INTO webhook_queue (queue_id, event_type, config_id, webhook_url, url_params,
+                                    max_retries, locked_at)
+         SELECT gen_random_uuid(), '+credit', id, 'http://127.0.0.1:9/p', '{}', 3, now()
+         FROM webhook_configs",
+    ] {
+        let err = client.batch_execute(bad).await.unwrap_err();
+        let message = err.as_db_error().map(|e| e.message().to_string());
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("webhook_queue_locked_while_processing")),
+            "{bad}: {err:?}"
+        );
+    }
+    let row = client
+        .query_one(
+            "SELECT count(*), min(status), count(locked_at) FROM webhook_queue",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, String>(1), "processing");
+    assert_eq!(row.get::<_, i64>(2), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delivery_statements_are_prepared_once_per_connection() {
     use webhookd::infra::db::{self, claims, queue};

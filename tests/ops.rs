@@ -1109,8 +1109,9 @@ async fn the_counters_stay_exact_through_every_kind_of_change_by_hand() {
              lock_expires_at = now() + interval '1 minute' WHERE event_id IN ('e0', 'e1', 'e2')"
             .to_string(),
         // What an outcome write does: processing to completed, with the attempt.
-        "UPDATE webhook_queue SET status = 'completed', completed_at = now(), retry_0_started_at = now(),
-             retry_0_completed_at = now(), retry_0_duration_ms = 130, retry_0_http_status = 200
+        "UPDATE webhook_queue SET status = 'completed', completed_at = now(), locked_at = NULL,
+             retry_0_started_at = now(), retry_0_completed_at = now(), retry_0_duration_ms = 130,
+             retry_0_http_status = 200
          WHERE event_id = 'e0'"
             .to_string(),
         // An attempt corrected, the status unchanged.
@@ -1128,7 +1129,7 @@ async fn the_counters_stay_exact_through_every_kind_of_change_by_hand() {
         "UPDATE webhook_queue SET deleted_at = now() WHERE event_id = 'e5'".to_string(),
         "UPDATE webhook_queue SET status = 'failed' WHERE event_id = 'e5'".to_string(),
         // A new id (the rows are paired by id).
-        "UPDATE webhook_queue SET id = id + 1000, status = 'pending' WHERE event_id = 'e2'"
+        "UPDATE webhook_queue SET id = id + 1000, status = 'pending', locked_at = NULL WHERE event_id = 'e2'"
             .to_string(),
         // A new id and another outcome for the recorded attempt.
         "UPDATE webhook_queue SET id = id + 2000, retry_0_http_status = 204 WHERE event_id = 'e0'"

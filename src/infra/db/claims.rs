@@ -1,7 +1,11 @@
 //! The delivery statements, one place each: claim, outcome write, release, next due time.
 //!
 //! Every write after the claim is fenced on `(worker_id, locked_at)`: a worker whose lease
-//! expired and was taken over by another changes nothing.
+//! expired and was taken over by another changes nothing. Only a processing row has a
+//! `locked_at` (a CHECK constraint, migration 000006), so the fence needs no status test.
+//! The writes reach their rows only through the ids they hold (`q.id = ANY(ids)`): a plan
+//! that can do nothing else stays bounded by the batch, whatever the planner believes about
+//! the table's size or its statuses when it makes the prepared statement's generic plan.
 
 use std::time::Duration;
 
@@ -236,8 +240,7 @@ const RECORD_ATTEMPTS_SQL: &str = "UPDATE webhook_queue q SET
                      $13::timestamptz[])
               AS v(worker_id, id, locked_at, attempt, started, completed, duration_ms, http_status, body, error,
                    status, retry_count, next_retry_at)
-         WHERE q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
-           AND q.status = 'processing'
+         WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
          RETURNING q.id";
 
 /// A claimed row handed back uncalled.
@@ -264,8 +267,7 @@ pub async fn release(
          SET status = 'pending', locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
              next_retry_at = greatest(q.next_retry_at, now() + make_interval(secs => $4))
          FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(worker_id, id, locked_at)
-         WHERE q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
-           AND q.status = 'processing'",
+         WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at",
         )
         .bind::<Array<Text>, _>(
             rows.iter()

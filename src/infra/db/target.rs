@@ -80,6 +80,11 @@ impl ConnectTarget {
             url.set_query(None);
         } else {
             url.query_pairs_mut().clear().extend_pairs(rest);
+            // That wrote a space as `+` (form encoding), which tokio-postgres reads as a plus
+            // sign: `options=-c%20x=y` would reach the server as `-c+x=y`. A `+` of the value
+            // itself was written as `%2B`, so every `+` left is a space.
+            let query = url.query().map(|q| q.replace('+', "%20"));
+            url.set_query(query.as_deref());
         }
         let mut config: tokio_postgres::Config = url
             .as_str()
@@ -118,6 +123,16 @@ impl ConnectTarget {
             tokio_postgres::config::SslMode::Disable
         });
         Ok(ConnectTarget { config, tls, mode })
+    }
+
+    /// The same, with `options` (`-c name=value ...`) added to the URL's own session options.
+    pub fn with_options(mut self, options: &str) -> Self {
+        let combined = match self.config.get_options() {
+            Some(own) if !own.trim().is_empty() => format!("{own} {options}"),
+            _ => options.to_string(),
+        };
+        self.config.options(combined);
+        self
     }
 
     /// The same server and settings, another database (for `CREATE DATABASE`).
@@ -383,5 +398,22 @@ mod tests {
         let admin = target.with_database("postgres");
         assert_eq!(admin.database(), Some("postgres"));
         assert_eq!(admin.ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn added_session_options_keep_the_urls_own() {
+        let plain = ConnectTarget::parse("postgres://h/db")
+            .unwrap()
+            .with_options("-c enable_seqscan=off");
+        assert_eq!(plain.config.get_options(), Some("-c enable_seqscan=off"));
+        let own = ConnectTarget::parse(
+            "postgres://h/db?sslmode=disable&options=-c%20statement_timeout%3D5s%20-c%20x.y%3Da%2Bb",
+        )
+            .unwrap()
+            .with_options("-c enable_seqscan=off");
+        assert_eq!(
+            own.config.get_options(),
+            Some("-c statement_timeout=5s -c x.y=a+b -c enable_seqscan=off")
+        );
     }
 }
