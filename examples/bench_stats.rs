@@ -311,7 +311,7 @@ async fn load(url: &str, client: &Client, rows: i64) -> anyhow::Result<Loading> 
              SET status = 'completed', retry_0_started_at = now() - interval '80 milliseconds',
                  retry_0_completed_at = now(), retry_0_duration_ms = 80, retry_0_http_status = 200,
                  retry_0_response_body = 'ok', completed_at = now(), updated_at = now(),
-                 lock_expires_at = NULL
+                 locked_at = NULL, lock_expires_at = NULL
              WHERE id IN (SELECT id FROM webhook_queue
                           WHERE status = 'processing' AND deleted_at IS NULL AND retry_count = 0
                           LIMIT $1)",

@@ -304,12 +304,21 @@ async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A pool, after checking once that the database answers, so that a wrong URL fails at start.
-async fn open_pool(settings: &Settings) -> anyhow::Result<db::DbPool> {
-    let pool = db::pool(
-        settings.database_url.expose(),
-        settings.database_max_connections,
-    )?;
+/// Who a pool's connections serve: their session settings differ (`db::worker_pool`).
+#[derive(Clone, Copy)]
+enum PoolFor {
+    Api,
+    Workers,
+}
+
+/// A pool of `size` connections, after checking once that the database answers, so that a
+/// wrong URL fails at start.
+async fn open_pool(settings: &Settings, of: PoolFor, size: usize) -> anyhow::Result<db::DbPool> {
+    let url = settings.database_url.expose();
+    let pool = match of {
+        PoolFor::Api => db::pool(url, size)?,
+        PoolFor::Workers => db::worker_pool(url, size)?,
+    };
     let mut conn = pool.get().await.map_err(|e| match e {
         deadpool::managed::PoolError::Backend(cause) => {
             anyhow::anyhow!("cannot connect to the database: {cause}")
@@ -355,7 +364,7 @@ fn bind(settings: &Settings) -> anyhow::Result<std::net::TcpListener> {
 }
 
 async fn serve(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
-    let pool = open_pool(settings).await?;
+    let pool = open_pool(settings, PoolFor::Api, settings.database_max_connections).await?;
     let listener = bind(settings)?;
     let stop = shutdown_signal(log)?;
     warn_if_open(settings, log);
@@ -368,7 +377,12 @@ async fn serve(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
 /// The workers alone. Their metrics are recorded but not exposed: `work` runs no HTTP server,
 /// so it is watched through the queue gauges of a `serve` or `run` process and its logs.
 async fn work(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
-    let pool = open_pool(settings).await?;
+    let pool = open_pool(
+        settings,
+        PoolFor::Workers,
+        settings.database_max_connections,
+    )
+    .await?;
     let stop = shutdown_signal(log)?;
     let metrics = Arc::new(Metrics::new(Role::Workers));
     worker::run(
@@ -383,7 +397,12 @@ async fn work(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
 
 async fn run(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     migrate(settings, log).await?;
-    let pool = open_pool(settings).await?;
+    // DATABASE_MAX_CONNECTIONS is the process's: half for the workers, the rest for the API
+    // (one each at least).
+    let workers_size = (settings.database_max_connections / 2).max(1);
+    let api_size = (settings.database_max_connections - workers_size).max(1);
+    let pool = open_pool(settings, PoolFor::Api, api_size).await?;
+    let workers_pool = open_pool(settings, PoolFor::Workers, workers_size).await?;
     let listener = bind(settings)?;
     let stop = shutdown_signal(log)?;
     warn_if_open(settings, log);
@@ -391,14 +410,14 @@ async fn run(settings: &Settings, log: &Logger) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(Role::Both));
     let state = http::ApiState::new(
         settings,
-        pool.clone(),
+        pool,
         metrics.clone(),
         log.new(o!("component" => "api")),
     );
     let api = http::serve(listener, state, stop.clone(), settings.shutdown_timeout);
     let workers = worker::run(
         settings,
-        pool,
+        workers_pool,
         metrics,
         log.new(o!("component" => "worker")),
         stop.clone(),
@@ -425,7 +444,7 @@ fn cli_error(e: AppError) -> anyhow::Error {
 }
 
 async fn print_stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let pool = open_pool(settings).await?;
+    let pool = open_pool(settings, PoolFor::Api, settings.database_max_connections).await?;
     let document = stats::collect(&pool).await.map_err(cli_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&document)?);
@@ -437,7 +456,7 @@ async fn print_stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
 
 async fn run_redrive(settings: &Settings, log: &Logger, args: &RedriveArgs) -> anyhow::Result<()> {
     let request = args.request().map_err(cli_error)?;
-    let pool = open_pool(settings).await?;
+    let pool = open_pool(settings, PoolFor::Api, settings.database_max_connections).await?;
     match redrive::redrive(&pool, &request).await.map_err(cli_error)? {
         RedriveOutcome::DryRun { matched } => println!("would redrive {matched}"),
         RedriveOutcome::Redriven { redriven } => {

@@ -426,8 +426,24 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
         statement: String,
     }
     let test_db = common::TestDb::new().await;
-    let pool = db::pool(&test_db.url, 1).unwrap();
+    let settings =
+        "SELECT current_setting('enable_seqscan') || ' ' || current_setting('jit') AS line";
+    let api = db::pool(&test_db.url, 1).unwrap();
+    let line: Line = diesel::sql_query(settings)
+        .get_result(&mut api.get().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(line.line, "on on", "the API's sessions keep the defaults");
+    let pool = db::worker_pool(&test_db.url, 1).unwrap();
     let mut conn = pool.get().await.unwrap();
+    let line: Line = diesel::sql_query(settings)
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        line.line, "off off",
+        "the workers' sessions plan by index, without JIT"
+    );
     conn.batch_execute(
         "SET plan_cache_mode = force_generic_plan;
          CREATE FUNCTION pg_temp.plan_of(statement text) RETURNS SETOF text LANGUAGE plpgsql AS

@@ -329,8 +329,13 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
         }));
     }
     if options.workers {
-        let (settings, pool, log, stop) =
-            (settings.clone(), pool.clone(), log.clone(), stop.clone());
+        // The workers' own pool, as `webhookd work` and `run` have.
+        let pool = db::worker_pool(
+            settings.database_url.expose(),
+            settings.database_max_connections,
+        )
+        .unwrap();
+        let (settings, log, stop) = (settings.clone(), log.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             webhookd::application::worker::run(&settings, pool, metrics, log, stop)
                 .await

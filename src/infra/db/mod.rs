@@ -39,15 +39,17 @@ pub type PooledConn = Object<AsyncPgConnection>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// Session settings of pooled connections. Every pooled statement reaches `webhook_queue`
-/// through an index: the claim's partial indexes, the primary key for the ids a worker holds,
-/// the listing's keyset. A prepared statement keeps its generic plan until the table's
-/// statistics change, and a plan made while the table was empty (a new deployment, or wherever
-/// autovacuum is off) scans it whole: on a sequential scan it stays after the table has grown
-/// to millions of rows. Without sequential scans the planner takes the index even for a
-/// table it believes empty, which costs nothing there. Connections outside the pool (LISTEN,
-/// migrations, the retention pruner) keep the defaults.
-const INDEX_ONLY_PLANNING: &str = "-c enable_seqscan=off";
+/// Session settings of the workers' connections ([`worker_pool`]). Every statement a worker
+/// runs reaches `webhook_queue` through an index: the claim's partial indexes, the primary key
+/// for the ids it holds. A prepared statement keeps its generic plan until the table's
+/// statistics change, and a plan made while the table was empty (a new deployment, a purge)
+/// may scan it whole, then keep doing so while it grows — for good where autovacuum is off.
+/// Without sequential scans the planner takes the index even for a table it believes empty,
+/// which costs nothing there. Disabling a plan node adds a huge cost instead of forbidding it,
+/// and a plan that still needs one (a tiny table without a usable index) would then cross
+/// `jit_above_cost` and spend far longer compiling than running; hence no JIT either, which
+/// statements of a few milliseconds never gain from.
+const WORKER_SESSIONS: &str = "-c enable_seqscan=off -c jit=off";
 
 /// Advisory lock key held while migrations run.
 const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
@@ -72,14 +74,26 @@ pub enum DbSetupError {
 /// A pool whose checkout fails fast when the database is unreachable, so that requests answer
 /// 503 promptly instead of hanging.
 ///
-/// Its sessions plan without sequential scans (see [`INDEX_ONLY_PLANNING`]).
-///
 /// A connection handed back is reused without a test query (`RecyclingMethod::Fast`): one
 /// whose server went away is closed on our side and discarded at checkout, and one that breaks
 /// later fails its query like any other database error. The default (`Verified`) would spend a
 /// round trip on `SELECT 1` before every checkout.
 pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool, DbSetupError> {
-    let target = ConnectTarget::parse(database_url)?.with_options(INDEX_ONLY_PLANNING);
+    pool_to(ConnectTarget::parse(database_url)?, database_url, max_size)
+}
+
+/// A [`pool`] for the delivery workers, whose sessions plan every statement by index (see
+/// [`WORKER_SESSIONS`]).
+pub fn worker_pool(database_url: &str, max_size: usize) -> Result<DbPool, DbSetupError> {
+    let target = ConnectTarget::parse(database_url)?.with_options(WORKER_SESSIONS);
+    pool_to(target, database_url, max_size)
+}
+
+fn pool_to(
+    target: ConnectTarget,
+    database_url: &str,
+    max_size: usize,
+) -> Result<DbPool, DbSetupError> {
     let mut config = ManagerConfig::default();
     // Fast: no test query before each checkout; a closed connection is still discarded.
     config.recycling_method = RecyclingMethod::Fast;
