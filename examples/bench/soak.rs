@@ -44,8 +44,9 @@ struct Sample {
     pruned: f64,
 }
 
-/// Median time of a claim statement (50 rows) run on a side connection inside a transaction
-/// that is rolled back, so it takes nothing away from the workers for good.
+/// Median time of a claim statement (50 rows) run on a side connection, set up as the
+/// workers' are, inside a transaction that is rolled back, so it takes nothing away from the
+/// workers for good.
 async fn claim_probe(conn: &mut diesel_async::AsyncPgConnection) -> f64 {
     let mut took = Vec::new();
     for _ in 0..5 {
@@ -125,7 +126,9 @@ pub async fn run(ctx: Ctx) -> Ctx {
     env.push(("WORKER_ID".into(), "work-soak".into()));
     env.extend(RETENTION.map(|(k, v)| (k.to_string(), v.to_string())));
     let mut work = Proc::start(&ctx.bin, "work", "work-soak", &env, &ctx.out_dir);
-    let mut probe = db::connect(&ctx.db_url).await.expect("probe connection");
+    // A worker's session (its planner settings), so that the probe times the claim the workers run.
+    let probe_pool = db::worker_pool(&ctx.db_url, 1).expect("probe pool");
+    let mut probe = probe_pool.get().await.expect("probe connection");
     ctx.receiver.reset(true);
     let started = Instant::now();
     let generator = tokio::spawn(load::paced(
