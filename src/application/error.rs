@@ -133,10 +133,47 @@ impl From<DieselError> for AppError {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 AppError::Conflict("conflicts with an existing record".into())
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            // The connection was lost: closed, or never answered (diesel-async reports both as
+            // a command it could not send) ...
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => AppError::Unavailable(info.message().to_string()),
+            // ... or ended by the server (SQLSTATE 57P01, 57P02, 57P05: shutdown, crash, idle
+            // timeout), which diesel reports without its code. A server with translated
+            // messages makes this a 500.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().starts_with("terminating connection") =>
+            {
                 AppError::Unavailable(info.message().to_string())
             }
             other => AppError::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> AppError {
+        DieselError::DatabaseError(kind, Box::new(message.to_string())).into()
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_other_database_errors_are_internal() {
+        for (kind, message) in [
+            (DatabaseErrorKind::ClosedConnection, "connection closed"),
+            (DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            (
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+        ] {
+            let error = database_error(kind, message);
+            assert_eq!(error.status(), 503, "{message}: {error:?}");
+        }
+        let error = database_error(DatabaseErrorKind::Unknown, "division by zero");
+        assert_eq!(error.status(), 500, "{error:?}");
     }
 }
