@@ -486,7 +486,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
             .load(&mut conn)
             .await
             .unwrap();
-    let plan = |start: &str| {
+    let prepared_as = |start: &str| {
         let found = prepared
             .iter()
             .find(|s| s.statement.trim_start().starts_with(start))
@@ -496,12 +496,12 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
     let ts = "'{2026-01-01T00:00:00Z}'";
     let cases = [
         (
-            plan("WITH expired AS"),
+            prepared_as("WITH expired AS"),
             "('w', 10, 60)".to_string(),
             vec!["webhook_queue_leased", "webhook_queue_due_pending", "Index Cond: (id = picked.id)"],
         ),
         (
-            plan("UPDATE webhook_queue q SET\n             status = v.status"),
+            prepared_as("UPDATE webhook_queue q SET\n             status = v.status"),
             format!(
                 "('{{w}}', '{{1}}', {ts}, '{{0}}', {ts}, {ts}, '{{1}}', '{{200}}', '{{\"\"}}', '{{NULL}}', \
                  '{{completed}}', '{{0}}', '{{NULL}}')"
@@ -509,7 +509,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
             vec!["Index Cond: (id = ANY ($2))"],
         ),
         (
-            plan("UPDATE webhook_queue q\n         SET status = 'pending'"),
+            prepared_as("UPDATE webhook_queue q\n         SET status = 'pending'"),
             format!("('{{w}}', '{{1}}', {ts}, 0)"),
             vec!["Index Cond: (id = ANY ($2))"],
         ),
@@ -565,10 +565,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_outside_processing_is_refused_and_changes_nothing() {
     let test_db = common::TestDb::new().await;
-    let (client, connection) = tokio_postgres::connect(&test_db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = test_db.client().await;
     client
         .batch_execute(
             "INSERT INTO webhook_configs (name, postback_url) VALUES ('p', 'http://127.0.0.1:9/p');
