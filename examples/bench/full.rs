@@ -59,6 +59,9 @@ pub struct Latency {
     pub p95: f64,
     pub p99: f64,
     pub max: f64,
+    /// The submit's own share: how long the 201 took to come back, p50 and p99.
+    pub answered_p50: f64,
+    pub answered_p99: f64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -210,6 +213,8 @@ pub async fn latency_phase(ctx: &Ctx, rate: f64, duration: Duration, tag: String
     let arrivals = ctx.receiver.arrivals();
     ctx.receiver.reset(false);
     let (ms, missing) = load::latencies(&paced.sent, &arrivals);
+    let mut answered = paced.answered_ms;
+    answered.sort_by(|a, b| a.total_cmp(b));
     if let Some(e) = &paced.first_error {
         println!(
             "    latency phase: {} submit errors, first: {e}",
@@ -226,6 +231,8 @@ pub async fn latency_phase(ctx: &Ctx, rate: f64, duration: Duration, tag: String
         p95: load::percentile(&ms, 95.0),
         p99: load::percentile(&ms, 99.0),
         max: ms.last().copied().unwrap_or(f64::NAN),
+        answered_p50: load::percentile(&answered, 50.0),
+        answered_p99: load::percentile(&answered, 99.0),
     }
 }
 
@@ -270,6 +277,10 @@ fn print_latency(l: &Latency) {
     println!(
         "  webhookd: submit -> first call at {:>5.0}/s   p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.0} ms ({} sent, {} missing, {} skipped)",
         l.target_rate, l.p50, l.p95, l.p99, l.max, l.sent, l.missing, l.skipped
+    );
+    println!(
+        "    of which the submit until its 201: p50 {:.1} ms, p99 {:.1} ms",
+        l.answered_p50, l.answered_p99
     );
 }
 
@@ -472,6 +483,7 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
     let p50 = m(&|r| r.latency.p50);
     let p95 = m(&|r| r.latency.p95);
     let p99 = m(&|r| r.latency.p99);
+    let answered = m(&|r| r.latency.answered_p50);
     let lat_rate = m(&|r| r.latency.target_rate);
     let work_rss = rounds.iter().map(|r| r.work_rss_kib).max().unwrap_or(0);
     // Both halves of a delivery share the same two cores: if each used them fully, one
@@ -611,6 +623,12 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
         &runs(&p99.1, 1),
         &format!("{:.1}x commit p99", p99.0 / commit_p99.0),
     ]);
+    t.row(&[
+        "of p50: submit until 201, p50",
+        &format!("{:.1} ms", answered.0),
+        &runs(&answered.1, 1),
+        "",
+    ]);
     t.section("peak RSS (VmHWM)");
     t.row(&[
         "webhookd serve",
@@ -678,7 +696,8 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
                 "latency": {
                     "rate": r.latency.target_rate, "sent": r.latency.sent, "errors": r.latency.errors,
                     "skipped": r.latency.skipped, "missing": r.latency.missing,
-                    "p50_ms": r.latency.p50, "p95_ms": r.latency.p95, "p99_ms": r.latency.p99, "max_ms": r.latency.max
+                    "p50_ms": r.latency.p50, "p95_ms": r.latency.p95, "p99_ms": r.latency.p99, "max_ms": r.latency.max,
+                    "answered_p50_ms": r.latency.answered_p50, "answered_p99_ms": r.latency.answered_p99
                 },
                 "work_peak_rss_kib": r.work_rss_kib,
             })
@@ -717,6 +736,7 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
             "latency_p50_ms": p50.0,
             "latency_p95_ms": p95.0,
             "latency_p99_ms": p99.0,
+            "latency_answered_p50_ms": answered.0,
         },
         "fractions": {
             "ingest_single_of_http": single.0 / http.0,

@@ -212,6 +212,8 @@ pub async fn ingest_batch(
 #[derive(Default)]
 pub struct Paced {
     pub sent: Vec<(Uuid, Instant)>,
+    /// How long each accepted submit took to be answered, in milliseconds (unsorted).
+    pub answered_ms: Vec<f64>,
     pub errors: u64,
     pub first_error: Option<String>,
     /// Sends skipped because `max_in_flight` requests were already waiting.
@@ -280,7 +282,11 @@ pub async fn paced(
                 }
                 .await;
                 match result {
-                    Ok(id) => sent.lock().unwrap().push((id, at)),
+                    Ok(id) => {
+                        sent.lock()
+                            .unwrap()
+                            .push((id, at, at.elapsed().as_secs_f64() * 1000.0))
+                    }
                     Err(e) => tally.error(e),
                 }
                 in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -292,9 +298,13 @@ pub async fn paced(
     }
     while tasks.join_next().await.is_some() {}
     let counted = tally.finish(started.elapsed());
-    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    let (sent, answered_ms) = std::mem::take(&mut *sent.lock().unwrap())
+        .into_iter()
+        .map(|(id, at, ms)| ((id, at), ms))
+        .unzip();
     Paced {
         sent,
+        answered_ms,
         errors: counted.errors,
         first_error: counted.first_error,
         skipped,
