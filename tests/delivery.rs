@@ -405,6 +405,46 @@ async fn only_the_claim_commits_without_waiting_for_the_disk() {
     assert_eq!(setting(&mut conn).await, "on");
 }
 
+/// Both pools hand out the connection returned last, so a steady load keeps to the same
+/// server backends rather than rotating through all a burst opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pools_hand_out_the_connection_returned_last() {
+    use webhookd::infra::db;
+    #[derive(diesel::QueryableByName)]
+    struct Backend {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    async fn pid(conn: &mut diesel_async::AsyncPgConnection) -> i32 {
+        let row: Backend = diesel_async::RunQueryDsl::get_result(
+            diesel::sql_query("SELECT pg_backend_pid() AS pid"),
+            conn,
+        )
+        .await
+        .unwrap();
+        row.pid
+    }
+    let test_db = common::TestDb::new().await;
+    for pool in [
+        db::pool(&test_db.url, 3).unwrap(),
+        db::worker_pool(&test_db.url, 3).unwrap(),
+    ] {
+        let (mut first, mut second) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        let (first_pid, second_pid) = (pid(&mut first).await, pid(&mut second).await);
+        assert_ne!(first_pid, second_pid);
+        drop(first);
+        drop(second);
+        for _ in 0..3 {
+            let mut conn = pool.get().await.unwrap();
+            assert_eq!(
+                pid(&mut conn).await,
+                second_pid,
+                "the last one returned comes first"
+            );
+        }
+    }
+}
+
 /// A prepared statement keeps its generic plan until the table's statistics change; one made
 /// while `webhook_queue` was empty — never analyzed, or analyzed when it held other rows —
 /// must still reach rows only by index and, for the writes after a claim, only through the

@@ -18,6 +18,7 @@ pub mod target;
 
 use std::time::Duration;
 
+use deadpool::managed::QueueMode;
 use deadpool::Runtime;
 use diesel::connection::SimpleConnection;
 use diesel::ConnectionError;
@@ -105,6 +106,11 @@ fn pool_to(
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder(manager)
         .max_size(max_size)
+        // The connection handed back last is handed out next: a steady load keeps reusing the
+        // same few server backends, warm in the CPU's caches, instead of rotating through every
+        // connection a burst opened. Measured on `just bench` (5 alternating pairs of rounds):
+        // submit -> first call p50 2.9 ms against 3.5 ms with the default (first in, first out).
+        .queue_mode(QueueMode::Lifo)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(5)))
         .create_timeout(Some(Duration::from_secs(5)))
