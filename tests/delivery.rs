@@ -10,6 +10,21 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// One row of text: a query's column named `line`.
+#[derive(diesel::QueryableByName)]
+struct Line {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    line: String,
+}
+
+/// The text a one-row query returns as `line`.
+async fn line_of(conn: &mut diesel_async::AsyncPgConnection, sql: &str) -> String {
+    let row: Line = diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql), conn)
+        .await
+        .unwrap();
+    row.line
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_and_debit_reach_the_right_url_with_headers_and_complete_at_attempt_0() {
     let receiver = Receiver::start().await;
@@ -373,19 +388,8 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
 async fn only_the_claim_commits_without_waiting_for_the_disk() {
     use diesel_async::SimpleAsyncConnection;
     use webhookd::infra::db::{self, claims};
-    #[derive(diesel::QueryableByName)]
-    struct Setting {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        synchronous_commit: String,
-    }
     async fn setting(conn: &mut diesel_async::AsyncPgConnection) -> String {
-        let row: Setting = diesel_async::RunQueryDsl::get_result(
-            diesel::sql_query("SHOW synchronous_commit"),
-            conn,
-        )
-        .await
-        .unwrap();
-        row.synchronous_commit
+        line_of(conn, "SELECT current_setting('synchronous_commit') AS line").await
     }
     let test_db = common::TestDb::new().await;
     let mut conn = db::connect(&test_db.url).await.unwrap();
@@ -410,19 +414,8 @@ async fn only_the_claim_commits_without_waiting_for_the_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pools_hand_out_the_connection_returned_last() {
     use webhookd::infra::db;
-    #[derive(diesel::QueryableByName)]
-    struct Backend {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        pid: i32,
-    }
-    async fn pid(conn: &mut diesel_async::AsyncPgConnection) -> i32 {
-        let row: Backend = diesel_async::RunQueryDsl::get_result(
-            diesel::sql_query("SELECT pg_backend_pid() AS pid"),
-            conn,
-        )
-        .await
-        .unwrap();
-        row.pid
+    async fn pid(conn: &mut diesel_async::AsyncPgConnection) -> String {
+        line_of(conn, "SELECT pg_backend_pid()::text AS line").await
     }
     let test_db = common::TestDb::new().await;
     for pool in [
@@ -454,11 +447,6 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
     use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
     use webhookd::infra::db::{self, claims};
     #[derive(diesel::QueryableByName)]
-    struct Line {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        line: String,
-    }
-    #[derive(diesel::QueryableByName)]
     struct Statement {
         #[diesel(sql_type = diesel::sql_types::Text)]
         name: String,
@@ -469,19 +457,16 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
     let settings =
         "SELECT current_setting('enable_seqscan') || ' ' || current_setting('jit') AS line";
     let api = db::pool(&test_db.url, 1).unwrap();
-    let line: Line = diesel::sql_query(settings)
-        .get_result(&mut api.get().await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(line.line, "on on", "the API's sessions keep the defaults");
+    assert_eq!(
+        line_of(&mut api.get().await.unwrap(), settings).await,
+        "on on",
+        "the API's sessions keep the defaults"
+    );
     let pool = db::worker_pool(&test_db.url, 1).unwrap();
     let mut conn = pool.get().await.unwrap();
-    let line: Line = diesel::sql_query(settings)
-        .get_result(&mut conn)
-        .await
-        .unwrap();
     assert_eq!(
-        line.line, "off off",
+        line_of(&mut conn, settings).await,
+        "off off",
         "the workers' sessions plan by index, without JIT"
     );
     conn.batch_execute(
