@@ -410,9 +410,10 @@ async fn only_the_claim_commits_without_waiting_for_the_disk() {
 }
 
 /// Both pools hand out the connection returned last, so a steady load keeps to the same
-/// server backends rather than rotating through all a burst opened.
+/// server backends rather than rotating through all a burst opened; those left unused are
+/// closed, server side too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pools_hand_out_the_connection_returned_last() {
+async fn the_pools_hand_out_the_connection_returned_last_and_close_the_idle_ones() {
     use webhookd::infra::db;
     async fn pid(conn: &mut diesel_async::AsyncPgConnection) -> String {
         line_of(conn, "SELECT pg_backend_pid()::text AS line").await
@@ -435,6 +436,20 @@ async fn the_pools_hand_out_the_connection_returned_last() {
                 "the last one returned comes first"
             );
         }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(pool.get().await.unwrap());
+        assert_eq!(db::close_idle(&pool, Duration::from_millis(200)), 1);
+        assert_eq!(pool.status().size, 1, "the one just used stays");
+        assert_eq!(pid(&mut pool.get().await.unwrap()).await, second_pid);
+        eventually(WAIT, "the idle connection's backend to end", || async {
+            let alive = test_db
+                .count(&format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = {first_pid}"
+                ))
+                .await;
+            alive == 0
+        })
+        .await;
     }
 }
 

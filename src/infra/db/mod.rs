@@ -79,6 +79,9 @@ pub enum DbSetupError {
 /// whose server went away is closed on our side and discarded at checkout, and one that breaks
 /// later fails its query like any other database error. The default (`Verified`) would spend a
 /// round trip on `SELECT 1` before every checkout.
+///
+/// Built inside a Tokio runtime, the pool closes connections left unused for
+/// [`IDLE_CONNECTION_LIFETIME`].
 pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool, DbSetupError> {
     pool_to(ConnectTarget::parse(database_url)?, database_url, max_size)
 }
@@ -104,7 +107,7 @@ fn pool_to(
     });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(max_size)
         // The connection handed back last is handed out next: a steady load keeps reusing the
         // same few server backends, warm in the CPU's caches, instead of rotating through every
@@ -116,7 +119,35 @@ fn pool_to(
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
-        .map_err(|e| DbSetupError::Connect(e.to_string()))
+        .map_err(|e| DbSetupError::Connect(e.to_string()))?;
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(close_idle_connections(pool.weak()));
+    }
+    Ok(pool)
+}
+
+/// How long a pooled connection may sit unused before it is closed. Handed out last in, first
+/// out, the connections a burst opened would otherwise sit idle until the next burst, by then
+/// perhaps cut by a firewall or load balancer (AWS's NLB drops idle flows after 350 s) and
+/// failing the first request that gets them; and each holds a server backend meanwhile.
+pub const IDLE_CONNECTION_LIFETIME: Duration = Duration::from_secs(240);
+
+/// Closes the connections of `pool` unused for longer than `idle_for`; returns how many.
+pub fn close_idle(pool: &DbPool, idle_for: Duration) -> usize {
+    pool.retain(|_, metrics| metrics.last_used() < idle_for)
+        .removed
+        .len()
+}
+
+/// Every 30 s, closes what [`IDLE_CONNECTION_LIFETIME`] allows; ends with the pool.
+async fn close_idle_connections(
+    pool: deadpool::managed::WeakPool<AsyncDieselConnectionManager<AsyncPgConnection>>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let Some(pool) = pool.upgrade() else { return };
+        close_idle(&pool, IDLE_CONNECTION_LIFETIME);
+    }
 }
 
 /// Opens one connection outside the pool (for LISTEN, migrations and startup checks).
