@@ -104,6 +104,6 @@ compose-validate:
 measure-rss *args:
     scripts/measure-rss.py {{ args }}
 
-# Regenerate src/infra/db/schema.rs from migrations/ with `diesel print-schema` (needs diesel_cli)
+# Regenerate src/store/schema.rs from migrations/ with `diesel print-schema` (needs diesel_cli)
 schema:
     @scripts/print-schema.sh

@@ -48,11 +48,11 @@ use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
+use webhookd::api::{self, ApiState};
 use webhookd::application::metrics::{Metrics, Role};
 use webhookd::application::stats::{self, StatsDocument, StatusCounts};
 use webhookd::config::{Overrides, Settings};
-use webhookd::infra::db::{self, stats as stats_sql, DbPool};
-use webhookd::infra::http::{self, ApiState};
+use webhookd::store::{self, stats as stats_sql, DbPool};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/webhookd";
 const BENCH_DB: &str = "webhookd_bench_stats";
@@ -135,11 +135,11 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
 }
 
 async fn bench(args: &Args, url: &str) -> anyhow::Result<bool> {
-    db::migrate(url).await.context("applying migrations")?;
+    store::migrate(url).await.context("applying migrations")?;
     let client = connect(url).await?;
 
     let loading = load(url, &client, args.rows).await?;
-    let pool = db::pool(url, 4)?;
+    let pool = store::pool(url, 4)?;
     let document = stats::collect(&pool)
         .await
         .map_err(|e| anyhow!("stats::collect: {e}"))?;
@@ -637,13 +637,13 @@ impl Api {
         let metrics = Arc::new(Metrics::new(Role::Api));
         let state = ApiState::new(&settings, pool, metrics, log);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(http::serve(
+        let task = tokio::spawn(api::serve(
             listener,
             state,
             stop.clone(),
             settings.shutdown_timeout,
         ));
-        webhookd::infra::sender::install_crypto_provider();
+        webhookd::sender::install_crypto_provider();
         let http = reqwest::Client::builder().no_proxy().build()?;
         Ok(Self {
             base,

@@ -4,8 +4,8 @@
 //!
 //! Input layout: a URL template, a newline, then the bytes of a `POST /webhooks` body.
 
+use webhookd::api::input::submit_request;
 use webhookd::domain::url_template::UrlTemplate;
-use webhookd::infra::http::input::submit_request;
 
 /// Parses and builds; panics when an invariant breaks. Inputs that are refused (bad template,
 /// bad JSON, a 4xx from the request parser, a placeholder without a value) are fine: refusing

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Regenerate src/infra/db/schema.rs from migrations/: apply them to a fresh scratch database
+# Regenerate src/store/schema.rs from migrations/: apply them to a fresh scratch database
 # (webhookd_schema, on the server scripts/local-db.sh finds) and run `diesel print-schema`
 # there, so the file shows the migrations and not whatever a development database drifted to.
 # diesel.toml, when present, still decides how the file is printed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-out=src/infra/db/schema.rs
+out=src/store/schema.rs
 
 if ! command -v diesel >/dev/null; then
     echo "diesel_cli is not installed; install it with:" >&2

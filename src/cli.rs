@@ -15,8 +15,9 @@ use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
 use crate::application::{stats, worker, AppError};
 use crate::config::{Overrides, Settings};
 use crate::domain::event::EventType;
-use crate::infra::db::history::RedriveFilter;
-use crate::infra::{db, http, probe};
+use crate::store as db;
+use crate::store::history::RedriveFilter;
+use crate::{api as http, probe};
 
 #[derive(Debug, Parser)]
 #[command(

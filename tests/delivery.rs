@@ -387,12 +387,12 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_claim_commits_without_waiting_for_the_disk() {
     use diesel_async::SimpleAsyncConnection;
-    use webhookd::infra::db::{self, claims};
+    use webhookd::store::{self, claims};
     async fn setting(conn: &mut diesel_async::AsyncPgConnection) -> String {
         line_of(conn, "SELECT current_setting('synchronous_commit') AS line").await
     }
     let test_db = common::TestDb::new().await;
-    let mut conn = db::connect(&test_db.url).await.unwrap();
+    let mut conn = store::connect(&test_db.url).await.unwrap();
     assert_eq!(setting(&mut conn).await, "on");
     // Inside the claim's transaction the commit is asynchronous ...
     conn.batch_execute("BEGIN").await.unwrap();
@@ -414,14 +414,14 @@ async fn only_the_claim_commits_without_waiting_for_the_disk() {
 /// closed, server side too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pools_hand_out_the_connection_returned_last_and_close_the_idle_ones() {
-    use webhookd::infra::db;
+    use webhookd::store;
     async fn pid(conn: &mut diesel_async::AsyncPgConnection) -> String {
         line_of(conn, "SELECT pg_backend_pid()::text AS line").await
     }
     let test_db = common::TestDb::new().await;
     for pool in [
-        db::pool(&test_db.url, 3).unwrap(),
-        db::worker_pool(&test_db.url, 3).unwrap(),
+        store::pool(&test_db.url, 3).unwrap(),
+        store::worker_pool(&test_db.url, 3).unwrap(),
     ] {
         let (mut first, mut second) = (pool.get().await.unwrap(), pool.get().await.unwrap());
         let (first_pid, second_pid) = (pid(&mut first).await, pid(&mut second).await);
@@ -438,7 +438,7 @@ async fn the_pools_hand_out_the_connection_returned_last_and_close_the_idle_ones
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(pool.get().await.unwrap());
-        assert_eq!(db::close_idle(&pool, Duration::from_millis(200)), 1);
+        assert_eq!(store::close_idle(&pool, Duration::from_millis(200)), 1);
         assert_eq!(pool.status().size, 1, "the one just used stays");
         assert_eq!(pid(&mut pool.get().await.unwrap()).await, second_pid);
         eventually(WAIT, "the idle connection's backend to end", || async {
@@ -460,7 +460,7 @@ async fn the_pools_hand_out_the_connection_returned_last_and_close_the_idle_ones
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say() {
     use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-    use webhookd::infra::db::{self, claims};
+    use webhookd::store::{self, claims};
     #[derive(diesel::QueryableByName)]
     struct Statement {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -471,13 +471,13 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
     let test_db = common::TestDb::new().await;
     let settings =
         "SELECT current_setting('enable_seqscan') || ' ' || current_setting('jit') AS line";
-    let api = db::pool(&test_db.url, 1).unwrap();
+    let api = store::pool(&test_db.url, 1).unwrap();
     assert_eq!(
         line_of(&mut api.get().await.unwrap(), settings).await,
         "on on",
         "the API's sessions keep the defaults"
     );
-    let pool = db::worker_pool(&test_db.url, 1).unwrap();
+    let pool = store::worker_pool(&test_db.url, 1).unwrap();
     let mut conn = pool.get().await.unwrap();
     assert_eq!(
         line_of(&mut conn, settings).await,
@@ -649,9 +649,9 @@ async fn a_lease_outside_processing_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delivery_statements_are_prepared_once_per_connection() {
-    use webhookd::infra::db::{self, claims, queue};
+    use webhookd::store::{self, claims, queue};
     let test_db = common::TestDb::new().await;
-    let mut conn = db::connect(&test_db.url).await.unwrap();
+    let mut conn = store::connect(&test_db.url).await.unwrap();
     for _ in 0..3 {
         claims::claim(&mut conn, "w", 10, Duration::from_secs(60))
             .await

@@ -20,7 +20,7 @@ use common::receiver::Receiver;
 use common::{spawn, Options, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
-use webhookd::infra::http::{openapi, ROUTES};
+use webhookd::api::{openapi, ROUTES};
 
 const TOKEN: &str = "walk-the-document";
 

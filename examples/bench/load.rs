@@ -15,7 +15,7 @@ pub struct Api {
 }
 
 pub fn client(max_idle: usize) -> reqwest::Client {
-    webhookd::infra::sender::install_crypto_provider();
+    webhookd::sender::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)

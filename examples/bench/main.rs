@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use tokio_postgres::NoTls;
-use webhookd::infra::db::{self, DbPool};
+use webhookd::store::{self, DbPool};
 
 use load::Api;
 use procs::Proc;
@@ -300,7 +300,7 @@ async fn setup(args: Args) -> Ctx {
         .await
         .expect("side connection");
     tokio::spawn(connection);
-    let pool = db::pool(&db_url, args.sql_connections.max(2)).expect("pool");
+    let pool = store::pool(&db_url, args.sql_connections.max(2)).expect("pool");
 
     let serve = Proc::start(&bin, "serve", "serve", &serve_env, &out_dir);
     let client = load::client(args.clients.max(args.batch_clients) + 8);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use diesel_async::SimpleAsyncConnection;
 use serde_json::json;
-use webhookd::infra::db::{self, claims};
+use webhookd::store::{self, claims};
 
 use crate::full::{drain_with_work, pipeline};
 use crate::load;
@@ -127,7 +127,7 @@ pub async fn run(ctx: Ctx) -> Ctx {
     env.extend(RETENTION.map(|(k, v)| (k.to_string(), v.to_string())));
     let mut work = Proc::start(&ctx.bin, "work", "work-soak", &env, &ctx.out_dir);
     // A worker's session (its planner settings), so that the probe times the claim the workers run.
-    let probe_pool = db::worker_pool(&ctx.db_url, 1).expect("probe pool");
+    let probe_pool = store::worker_pool(&ctx.db_url, 1).expect("probe pool");
     let mut probe = probe_pool.get().await.expect("probe connection");
     ctx.receiver.reset(true);
     let started = Instant::now();

@@ -10,9 +10,9 @@ use chrono::Utc;
 use uuid::Uuid;
 use webhookd::domain::delivery::Status;
 use webhookd::domain::event::EventType;
-use webhookd::infra::db::claims::{self, AttemptWrite};
-use webhookd::infra::db::queue::{self, NewEntry};
-use webhookd::infra::db::{configs, DbPool};
+use webhookd::store::claims::{self, AttemptWrite};
+use webhookd::store::queue::{self, NewEntry};
+use webhookd::store::{configs, DbPool};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rate {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::infra::db::configs::Versioned;
+use crate::store::configs::Versioned;
 
 #[derive(Default)]
 pub struct ConfigCache {

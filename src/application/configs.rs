@@ -4,8 +4,8 @@ use crate::domain::outbound::AddressPolicy;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::SigningKey;
 use crate::domain::url_template::UrlTemplate;
-use crate::infra::db::models::{ConfigForm, ConfigRow, SecretChange};
-use crate::infra::db::{configs, DbPool};
+use crate::store::models::{ConfigForm, ConfigRow, SecretChange};
+use crate::store::{configs, DbPool};
 
 use super::{conn, AppError};
 

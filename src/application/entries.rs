@@ -3,9 +3,9 @@
 use uuid::Uuid;
 
 use crate::domain::delivery::Status;
-use crate::infra::db::models::{AttemptRecord, QueueRow};
-use crate::infra::db::queue::{self, ListFilter};
-use crate::infra::db::{history, DbPool};
+use crate::store::models::{AttemptRecord, QueueRow};
+use crate::store::queue::{self, ListFilter};
+use crate::store::{history, DbPool};
 
 use super::{conn, AppError};
 

@@ -2,7 +2,7 @@
 //!
 //! Error policy: a caller's mistake is a precise 4xx whose message says what to fix and whose
 //! `field` names the offending input. Anything else is our problem: it is logged with its
-//! cause where it becomes a response (`infra::http::errors`), and the body says only that the
+//! cause where it becomes a response (`api::errors`), and the body says only that the
 //! service is unavailable (503, database unreachable) or failed (500) — never the cause, which
 //! may hold SQL, addresses or a partner's answer. `anyhow` is used only at the process edge.
 

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::config_cache::ConfigCache;
 use super::submit::{self, SubmitRequest, Submitted};
 use super::AppError;
-use crate::infra::db::DbPool;
+use crate::store::DbPool;
 
 /// Most requests in one batch.
 const MAX_BATCH: usize = 500;

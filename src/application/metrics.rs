@@ -37,7 +37,7 @@ use prometheus_client::registry::{Registry, Unit};
 use slog::{warn, Logger};
 
 use crate::domain::delivery::{Outcome, Status};
-use crate::infra::db::{stats, DbPool};
+use crate::store::{stats, DbPool};
 
 use super::stats::StatusCounts;
 use super::{conn, AppError};

@@ -15,7 +15,7 @@ pub mod worker;
 
 pub use error::AppError;
 
-use crate::infra::db::{DbPool, PooledConn};
+use crate::store::{DbPool, PooledConn};
 
 /// Checks a connection out of the pool; an unreachable database is `Unavailable` (503).
 pub async fn conn(pool: &DbPool) -> Result<PooledConn, AppError> {

@@ -9,8 +9,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::infra::db::history::{self, RedriveFilter};
-use crate::infra::db::DbPool;
+use crate::store::history::{self, RedriveFilter};
+use crate::store::DbPool;
 
 use super::{conn, AppError};
 

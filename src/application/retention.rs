@@ -13,8 +13,8 @@ use slog::{debug, info, warn, Logger};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
-use crate::infra::db;
-use crate::infra::db::retention::{self, Rule};
+use crate::store;
+use crate::store::retention::{self, Rule};
 
 use super::AppError;
 
@@ -78,7 +78,7 @@ pub async fn prune_once(
     settings: &RetentionSettings,
     stop: &CancellationToken,
 ) -> Result<Pass, AppError> {
-    let mut conn = db::connect(database_url)
+    let mut conn = store::connect(database_url)
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     if !retention::try_lock(&mut conn).await? {

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
-use crate::infra::db::{stats, DbPool};
+use crate::store::{stats, DbPool};
 
 use super::{conn, AppError};
 

@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use crate::domain::event::{EventType, UrlParams};
 use crate::domain::url_template::UrlTemplate;
-use crate::infra::db::configs::{self, Versioned};
-use crate::infra::db::models::{ConfigRow, QueueRow};
-use crate::infra::db::queue::{self, NewEntry};
-use crate::infra::db::DbPool;
+use crate::store::configs::{self, Versioned};
+use crate::store::models::{ConfigRow, QueueRow};
+use crate::store::queue::{self, NewEntry};
+use crate::store::DbPool;
 
 use super::config_cache::ConfigCache;
 use super::{conn, AppError};

@@ -22,7 +22,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use webhookd::application::metrics::{Metrics, Role};
 use webhookd::config::{Overrides, Settings};
-use webhookd::infra::db::{self, DbPool};
+use webhookd::store::{self, DbPool};
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/webhookd";
 
@@ -101,7 +101,7 @@ impl TestDb {
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
                 .await
                 .unwrap();
-            db::migrate(&with_database(&base_url(), &building))
+            store::migrate(&with_database(&base_url(), &building))
                 .await
                 .expect("migrations apply");
             client
@@ -268,7 +268,7 @@ pub fn http_client() -> reqwest::Client {
 
 /// An HTTP client that sends `headers` with every request.
 pub fn http_client_with(headers: reqwest::header::HeaderMap) -> reqwest::Client {
-    webhookd::infra::sender::install_crypto_provider();
+    webhookd::sender::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .default_headers(headers)
@@ -295,7 +295,7 @@ pub async fn spawn(options: Options) -> TestApp {
 pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
     let settings = settings_for(&db.url, &options.env);
     // `DATABASE_URL` in `options.env` (say, with a password) reaches the same database.
-    let pool = db::pool(
+    let pool = store::pool(
         settings.database_url.expose(),
         settings.database_max_connections,
     )
@@ -314,23 +314,19 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
     };
     let metrics = Arc::new(Metrics::new(role));
     if options.api {
-        let state = webhookd::infra::http::ApiState::new(
-            &settings,
-            pool.clone(),
-            metrics.clone(),
-            log.clone(),
-        );
+        let state =
+            webhookd::api::ApiState::new(&settings, pool.clone(), metrics.clone(), log.clone());
         let stop = stop.clone();
         let timeout = settings.shutdown_timeout;
         tasks.push(tokio::spawn(async move {
-            webhookd::infra::http::serve(listener, state, stop, timeout)
+            webhookd::api::serve(listener, state, stop, timeout)
                 .await
                 .unwrap();
         }));
     }
     if options.workers {
         // The workers' own pool, as `webhookd work` and `run` have.
-        let pool = db::worker_pool(
+        let pool = store::worker_pool(
             settings.database_url.expose(),
             settings.database_max_connections,
         )

@@ -26,9 +26,9 @@ use crate::application::retention;
 use crate::config::Settings;
 use crate::domain::delivery::{Outcome, Transition};
 use crate::domain::retry::RetryPolicy;
-use crate::infra::db::claims::{self, AttemptWrite, ClaimedRow, Release};
-use crate::infra::db::{listener, DbPool};
-use crate::infra::sender::{Call, Sender};
+use crate::sender::{Call, Sender};
+use crate::store::claims::{self, AttemptWrite, ClaimedRow, Release};
+use crate::store::{listener, DbPool};
 
 use hosts::{host_key, HostLimiter, Turn};
 use writer::Finished;

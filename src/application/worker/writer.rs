@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::application::metrics::Metrics;
-use crate::infra::db::claims::{self, AttemptWrite, Release};
-use crate::infra::db::DbPool;
+use crate::store::claims::{self, AttemptWrite, Release};
+use crate::store::DbPool;
 use std::sync::Arc;
 
 /// Most rows written by one statement.

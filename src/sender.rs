@@ -206,7 +206,7 @@ impl Sender {
                 humantime::format_duration(self.timeout)
             )
         } else {
-            super::describe(&error.without_url())
+            crate::error_chain::describe(&error.without_url())
         };
         Outcome::NoResponse { kind, message }
     }

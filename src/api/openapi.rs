@@ -319,11 +319,11 @@ mod tests {
     fn body_types_document_exactly_the_fields_their_parsers_accept() {
         assert_eq!(
             properties::<SubmitBody>(),
-            sorted(crate::infra::http::input::SUBMIT_FIELDS)
+            sorted(crate::api::input::SUBMIT_FIELDS)
         );
         assert_eq!(
             properties::<ConfigBody>(),
-            sorted(crate::infra::http::input::CONFIG_FIELDS)
+            sorted(crate::api::input::CONFIG_FIELDS)
         );
         assert_eq!(
             properties::<RedriveBody>(),

@@ -185,7 +185,7 @@ where
         .config
         .connect(tls)
         .await
-        .map_err(|e| ConnectionError::BadConnection(super::describe(&e)))?;
+        .map_err(|e| ConnectionError::BadConnection(crate::error_chain::describe(&e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 

@@ -27,7 +27,7 @@ use crate::application::metrics::Metrics;
 use crate::application::AppError;
 use crate::config::{Secret, Settings};
 use crate::domain::outbound::AddressPolicy;
-use crate::infra::db::DbPool;
+use crate::store::DbPool;
 
 pub use handlers::ROUTES;
 pub use json::BODY_LIMIT;

@@ -1,14 +1,9 @@
-//! Everything that talks to the outside: PostgreSQL, the HTTP API, partner calls.
-
-pub mod db;
-pub mod http;
-pub mod probe;
-pub mod sender;
+//! An error and its causes on one line, for logs and stored attempt errors.
 
 /// An error and its causes on one line, e.g. `error sending request: tcp connect error:
 /// Connection refused` or `error performing TLS handshake: invalid peer certificate:
 /// UnknownIssuer`: the HTTP and PostgreSQL clients keep the useful part in the causes.
-pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![error.to_string()];
     let mut source = error.source();
     while let Some(e) = source {

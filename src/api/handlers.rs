@@ -20,8 +20,8 @@ use crate::application::submit::{self, Submitted};
 use crate::application::{entries, metrics, stats, AppError};
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
-use crate::infra::db::history::RedriveFilter;
-use crate::infra::db::queue::ListFilter;
+use crate::store::history::RedriveFilter;
+use crate::store::queue::ListFilter;
 
 type State = web::Data<ApiState>;
 type Reply = Result<HttpResponse, AppError>;
@@ -80,7 +80,7 @@ async fn not_found() -> Reply {
 async fn health(state: State) -> HttpResponse {
     let database_ok =
         match tokio::time::timeout(std::time::Duration::from_secs(2), state.pool.get()).await {
-            Ok(Ok(mut conn)) => crate::infra::db::ping(&mut conn).await.is_ok(),
+            Ok(Ok(mut conn)) => crate::store::ping(&mut conn).await.is_ok(),
             _ => false,
         };
     if database_ok {

@@ -23,7 +23,7 @@ const QUOTED_BODY: usize = 200;
 /// GETs `url` (no proxy, no redirects) and is healthy only on `200 OK`; anything else, a
 /// refused connection or no answer within `timeout`, is unhealthy. Returns a one-line summary.
 pub async fn http(url: &url::Url, timeout: Duration) -> Result<String, Unhealthy> {
-    super::sender::install_crypto_provider();
+    crate::sender::install_crypto_provider();
     let client = reqwest::Client::builder()
         .user_agent(concat!("webhookd-probe/", env!("CARGO_PKG_VERSION")))
         .no_proxy()
@@ -66,7 +66,7 @@ pub async fn database(database_url: &str, timeout: Duration) -> Result<String, U
         let mut conn = AsyncPgConnection::establish(database_url)
             .await
             .map_err(|e| Unhealthy(format!("cannot connect to the database: {}", chain(&e))))?;
-        super::db::ping(&mut conn)
+        crate::store::ping(&mut conn)
             .await
             .map_err(|e| Unhealthy(format!("the database does not answer: {}", chain(&e))))
     };

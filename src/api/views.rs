@@ -9,7 +9,7 @@ use super::errors::ErrorDetail;
 use super::openapi::{EventTypeName, StatusName, UrlParamValue};
 use crate::application::entries::Entry;
 use crate::application::redrive::RedriveOutcome;
-use crate::infra::db::models::{AttemptRecord, ConfigRow, QueueRow};
+use crate::store::models::{AttemptRecord, ConfigRow, QueueRow};
 
 /// A partner config. Every field is always present, null where it has no value.
 #[derive(Serialize, ToSchema)]
