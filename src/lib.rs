@@ -9,4 +9,5 @@ pub mod error_chain;
 pub mod logging;
 pub mod probe;
 pub mod sender;
+pub mod startup;
 pub mod store;

@@ -3,6 +3,7 @@
 
 pub mod config_cache;
 pub mod configs;
+pub mod engine;
 pub mod entries;
 pub mod error;
 pub mod ingest;
@@ -11,7 +12,6 @@ pub mod redrive;
 pub mod retention;
 pub mod stats;
 pub mod submit;
-pub mod worker;
 
 pub use error::AppError;
 

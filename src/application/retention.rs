@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use slog::{debug, info, warn, Logger};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
@@ -111,37 +110,4 @@ pub async fn prune_once(
     // Closing the connection would release the lock too; unlocking says so explicitly.
     retention::unlock(&mut conn).await?;
     Ok(Pass::Done(pruned))
-}
-
-/// Prunes every `settings.interval` until `stop` is cancelled, logging what each pass removed.
-pub async fn run(
-    database_url: String,
-    settings: RetentionSettings,
-    stop: CancellationToken,
-    log: Logger,
-) {
-    info!(log, "pruner started";
-        "retention_completed" => settings.completed.map(|d| humantime::format_duration(d).to_string()),
-        "retention_failed" => settings.failed.map(|d| humantime::format_duration(d).to_string()),
-        "interval_ms" => settings.interval.as_millis() as u64);
-    let mut ticks = tokio::time::interval(settings.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        match prune_once(&database_url, &settings, &stop).await {
-            Ok(Pass::Done(p)) if p.entries() + p.archived_attempts + p.throughput > 0 => {
-                info!(log, "pruned old rows"; "completed" => p.completed, "failed" => p.failed,
-                    "cancelled" => p.cancelled, "archived_attempts" => p.archived_attempts,
-                    "throughput_rows" => p.throughput);
-            }
-            Ok(Pass::Done(_)) => debug!(log, "nothing to prune"),
-            Ok(Pass::Busy) => debug!(log, "another process is pruning; pass skipped"),
-            Err(e) => warn!(log, "pruning failed; trying again next interval"; "error" => %e,
-                "cause" => e.cause().unwrap_or_default()),
-        }
-    }
-    info!(log, "pruner stopped");
 }

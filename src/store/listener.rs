@@ -1,82 +1,63 @@
-//! LISTEN for new rows on a dedicated connection that reconnects by itself.
+//! LISTEN for new rows on a connection of its own. Reconnecting, and waking workers, is the
+//! engine's listener service (`application::engine::listener`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use slog::{debug, info, warn, Logger};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-
-use super::{connect, ping, NEW_ROWS_CHANNEL};
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::StreamExt;
 
-/// How often an otherwise quiet listener checks its connection is alive.
+use super::{connect, ping, DbSetupError, NEW_ROWS_CHANNEL};
+
+/// How often an otherwise quiet subscription checks its connection is alive.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// Wakes one idle worker for every notification until `stop` is cancelled. A lost connection
-/// is re-established with backoff, and workers are woken after each reconnect, since
-/// notifications sent while it was down are gone.
-pub async fn run(database_url: String, wake: Arc<Notify>, stop: CancellationToken, log: Logger) {
-    let mut backoff = Duration::from_millis(100);
-    while !stop.is_cancelled() {
-        match subscribe(&database_url).await {
-            Ok(mut conn) => {
-                info!(log, "listening for new rows"; "channel" => NEW_ROWS_CHANNEL);
-                backoff = Duration::from_millis(100);
-                wake.notify_one();
-                if let Err(e) = pump(&mut conn, &wake, &stop, &log).await {
-                    warn!(log, "listener connection lost; reconnecting"; "error" => %e);
+/// Longest a keepalive query may take before the connection counts as lost.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(transparent)]
+    Connect(#[from] DbSetupError),
+    #[error("LISTEN connection failed")]
+    Database(#[from] diesel::result::Error),
+    #[error("the LISTEN connection did not answer its keepalive within {0:?}")]
+    KeepaliveTimeout(Duration),
+    #[error("the notification stream ended")]
+    StreamEnded,
+}
+
+/// A connection that listens on the new-rows channel.
+pub struct Subscription {
+    conn: AsyncPgConnection,
+}
+
+impl Subscription {
+    pub async fn open(database_url: &str) -> Result<Self, ListenError> {
+        let mut conn = connect(database_url).await?;
+        conn.batch_execute(&format!("LISTEN {NEW_ROWS_CHANNEL}"))
+            .await?;
+        Ok(Self { conn })
+    }
+
+    /// Waits for the next announcement of new rows. While none comes, checks every
+    /// [`KEEPALIVE`] that the connection still answers, so that a connection a firewall
+    /// dropped silently is noticed.
+    pub async fn next(&mut self) -> Result<(), ListenError> {
+        loop {
+            {
+                let mut notifications = std::pin::pin!(self.conn.notifications_stream());
+                tokio::select! {
+                    next = notifications.next() => return match next {
+                        Some(Ok(_)) => Ok(()),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Err(ListenError::StreamEnded),
+                    },
+                    _ = tokio::time::sleep(KEEPALIVE) => {}
                 }
             }
-            Err(e) => {
-                warn!(log, "cannot LISTEN; retrying"; "error" => %e, "retry_in_ms" => backoff.as_millis() as u64);
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn subscribe(database_url: &str) -> Result<AsyncPgConnection, String> {
-    let mut conn = connect(database_url).await.map_err(|e| e.to_string())?;
-    conn.batch_execute(&format!("LISTEN {NEW_ROWS_CHANNEL}"))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(conn)
-}
-
-async fn pump(
-    conn: &mut AsyncPgConnection,
-    wake: &Notify,
-    stop: &CancellationToken,
-    log: &Logger,
-) -> Result<(), String> {
-    loop {
-        let quiet = {
-            let mut notifications = std::pin::pin!(conn.notifications_stream());
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                next = notifications.next() => match next {
-                    Some(Ok(_)) => {
-                        debug!(log, "new rows announced");
-                        wake.notify_one();
-                        false
-                    }
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => return Err("notification stream ended".into()),
-                },
-                _ = tokio::time::sleep(KEEPALIVE) => true,
-            }
-        };
-        if quiet {
-            tokio::time::timeout(Duration::from_secs(5), ping(conn))
+            tokio::time::timeout(KEEPALIVE_TIMEOUT, ping(&mut self.conn))
                 .await
-                .map_err(|_| "keepalive timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| ListenError::KeepaliveTimeout(KEEPALIVE_TIMEOUT))??;
         }
     }
 }

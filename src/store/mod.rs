@@ -37,6 +37,8 @@ pub use target::ConnectTarget;
 
 pub type DbPool = Pool<AsyncPgConnection>;
 pub type PooledConn = Object<AsyncPgConnection>;
+/// Why a connection could not be had from a pool.
+pub type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 

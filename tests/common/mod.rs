@@ -10,19 +10,17 @@ pub mod tls;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use slog::{o, Drain, Logger};
-use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
-use tokio_util::sync::CancellationToken;
-use webhookd::application::metrics::{Metrics, Role};
+use webhookd::application::metrics::Role;
 use webhookd::config::{Overrides, Settings};
-use webhookd::store::{self, DbPool};
+use webhookd::startup::Application;
+use webhookd::store;
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/webhookd";
 
@@ -278,13 +276,11 @@ pub fn http_client_with(headers: reqwest::header::HeaderMap) -> reqwest::Client 
 
 pub struct TestApp {
     pub db: TestDb,
-    pub pool: DbPool,
     pub settings: Settings,
     pub base: String,
     pub http: reqwest::Client,
     pub logs: LogCapture,
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    app: Application,
 }
 
 pub async fn spawn(options: Options) -> TestApp {
@@ -292,52 +288,23 @@ pub async fn spawn(options: Options) -> TestApp {
     spawn_on(db, options).await
 }
 
+/// Starts what `options` asks for through `startup`, as `serve`, `work` or `run` would.
 pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
     let settings = settings_for(&db.url, &options.env);
-    // `DATABASE_URL` in `options.env` (say, with a password) reaches the same database.
-    let pool = store::pool(
-        settings.database_url.expose(),
-        settings.database_max_connections,
-    )
-    .unwrap();
     let logs = LogCapture::default();
-    let log = logs.logger();
-    let stop = CancellationToken::new();
-    let mut tasks = Vec::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    // One registry for what this "process" runs, as `webhookd run` has.
-    let role = match (options.api, options.workers) {
+    let runs = match (options.api, options.workers) {
         (true, true) => Role::Both,
         (false, true) => Role::Workers,
         _ => Role::Api,
     };
-    let metrics = Arc::new(Metrics::new(role));
-    if options.api {
-        let state =
-            webhookd::api::ApiState::new(&settings, pool.clone(), metrics.clone(), log.clone());
-        let stop = stop.clone();
-        let timeout = settings.shutdown_timeout;
-        tasks.push(tokio::spawn(async move {
-            webhookd::api::serve(listener, state, stop, timeout)
-                .await
-                .unwrap();
-        }));
-    }
-    if options.workers {
-        // The workers' own pool, as `webhookd work` and `run` have.
-        let pool = store::worker_pool(
-            settings.database_url.expose(),
-            settings.database_max_connections,
-        )
-        .unwrap();
-        let (settings, log, stop) = (settings.clone(), log.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            webhookd::application::worker::run(&settings, pool, metrics, log, stop)
-                .await
-                .unwrap();
-        }));
-    }
+    let app = Application::build(&settings, runs, &logs.logger())
+        .await
+        .expect("the test app starts");
+    // A process without the API has no address; requests to it fail to connect.
+    let base = match app.api_address() {
+        Some(address) => format!("http://{address}"),
+        None => "http://127.0.0.1:9".to_string(),
+    };
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = &options.bearer {
         let value = format!("Bearer {token}");
@@ -346,13 +313,11 @@ pub async fn spawn_on(db: TestDb, options: Options) -> TestApp {
     let http = http_client_with(headers);
     TestApp {
         db,
-        pool,
         settings,
         base,
         http,
         logs,
-        stop,
-        tasks,
+        app,
     }
 }
 
@@ -423,11 +388,8 @@ impl TestApp {
     }
 
     /// Stops API and workers gracefully and waits for them.
-    pub async fn shutdown(mut self) -> TestDb {
-        self.stop.cancel();
-        for task in self.tasks.drain(..) {
-            task.await.unwrap();
-        }
+    pub async fn shutdown(self) -> TestDb {
+        self.app.stop().await.expect("the test app stops cleanly");
         self.db
     }
 }

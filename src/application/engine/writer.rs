@@ -1,0 +1,216 @@
+//! The outcome writer: collects finished attempts and hand-backs from every worker of the
+//! process and writes them in batches, one statement per batch. It also keeps the process's
+//! timer queue of wake-ups: a retry it schedules, or a row it hands back, may fall due before
+//! an idle worker would look again.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slog::{error, warn, Logger};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use super::error::EngineError;
+use super::service::{Round, Service};
+use crate::application::metrics::Metrics;
+use crate::error_chain::describe;
+use crate::store::claims::{self, AttemptWrite, Release};
+use crate::store::DbPool;
+
+/// Most rows written by one statement.
+const MAX_ROWS_PER_WRITE: usize = 512;
+
+/// What a worker hands the writer.
+pub enum Finished {
+    Attempt(AttemptWrite),
+    /// A row handed back uncalled, due again after the delay.
+    Release(Release, Duration),
+}
+
+pub struct Writer {
+    pool: DbPool,
+    rx: mpsc::Receiver<Finished>,
+    batch: Vec<Finished>,
+    wake: Arc<Notify>,
+    /// When to wake one idle worker, earliest first.
+    timers: BinaryHeap<Reverse<Instant>>,
+    give_up_after: Duration,
+    metrics: Arc<Metrics>,
+    log: Logger,
+}
+
+impl Writer {
+    /// A writer of what is sent on `rx`. A failed write is retried for `give_up_after`, then
+    /// abandoned: its rows are claimed again once their leases end.
+    pub fn new(
+        pool: DbPool,
+        rx: mpsc::Receiver<Finished>,
+        wake: Arc<Notify>,
+        give_up_after: Duration,
+        metrics: Arc<Metrics>,
+        log: Logger,
+    ) -> Self {
+        Self {
+            pool,
+            rx,
+            batch: Vec::with_capacity(MAX_ROWS_PER_WRITE),
+            wake,
+            timers: BinaryHeap::new(),
+            give_up_after,
+            metrics,
+            log,
+        }
+    }
+
+    fn wake_after(&mut self, wait: Duration) {
+        self.timers.push(Reverse(Instant::now() + wait));
+    }
+
+    /// Wakes one idle worker for each timer that has come due.
+    fn ring_due_timers(&mut self) {
+        let now = Instant::now();
+        while self.timers.peek().is_some_and(|t| t.0 <= now) {
+            self.timers.pop();
+            self.wake.notify_one();
+        }
+    }
+
+    async fn write(&mut self) {
+        let mut attempts = Vec::new();
+        let mut releases: Vec<(Release, Duration)> = Vec::new();
+        for item in self.batch.drain(..) {
+            match item {
+                Finished::Attempt(write) => attempts.push(write),
+                Finished::Release(release, delay) => releases.push((release, delay)),
+            }
+        }
+        self.write_attempts(&attempts).await;
+        self.write_releases(releases).await;
+    }
+
+    async fn write_attempts(&mut self, attempts: &[AttemptWrite]) {
+        if attempts.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let pool = &self.pool;
+        let written = retrying(self.give_up_after, &self.log, "record attempts", || async {
+            let mut conn = pool.get().await?;
+            Ok(claims::record_attempts(&mut conn, attempts).await?)
+        })
+        .await;
+        let Some(written) = written else {
+            error!(self.log, "attempt outcomes not written; their rows will be claimed again after the lease";
+                "rows" => attempts.len());
+            return;
+        };
+        self.metrics.outcomes(
+            written.len(),
+            attempts.len() - written.len(),
+            started.elapsed(),
+        );
+        if written.len() < attempts.len() {
+            let written: HashSet<i64> = written.into_iter().collect();
+            for lost in attempts.iter().filter(|a| !written.contains(&a.id)) {
+                warn!(self.log, "lease lost before the outcome was written; outcome discarded";
+                    "row_id" => lost.id, "attempt" => lost.attempt, "worker_id" => &lost.worker_id);
+            }
+        }
+        if let Some(earliest) = attempts.iter().filter_map(|a| a.next_retry_at).min() {
+            let wait = (earliest - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            self.wake_after(wait);
+        }
+    }
+
+    async fn write_releases(&mut self, releases: Vec<(Release, Duration)>) {
+        let mut by_delay: Vec<(Duration, Vec<Release>)> = Vec::new();
+        for (release, delay) in releases {
+            match by_delay.iter_mut().find(|(d, _)| *d == delay) {
+                Some((_, rows)) => rows.push(release),
+                None => by_delay.push((delay, vec![release])),
+            }
+        }
+        for (delay, rows) in by_delay {
+            let pool = &self.pool;
+            let done = retrying(self.give_up_after, &self.log, "hand back rows", || async {
+                let mut conn = pool.get().await?;
+                Ok(claims::release(&mut conn, &rows, delay).await?)
+            })
+            .await;
+            match done {
+                Some(released) => {
+                    self.metrics.handed_back(released);
+                    if released > 0 {
+                        self.wake_after(delay);
+                    }
+                }
+                None => {
+                    error!(self.log, "rows not handed back; they will be claimed again after the lease";
+                        "rows" => rows.len())
+                }
+            }
+        }
+    }
+}
+
+impl Service for Writer {
+    const NAME: &'static str = "writer";
+
+    /// Writes the next batch of outcomes, or rings the timers that have come due.
+    async fn run_once(&mut self) -> Result<Round, EngineError> {
+        let next_timer = self.timers.peek().map(|t| t.0);
+        tokio::select! {
+            received = self.rx.recv_many(&mut self.batch, MAX_ROWS_PER_WRITE) => {
+                if received == 0 {
+                    return Ok(Round::Finished);
+                }
+                self.write().await;
+            }
+            _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {}
+        }
+        self.ring_due_timers();
+        Ok(Round::Again)
+    }
+
+    /// Runs until every sender is dropped and all they sent is written: outcomes are never
+    /// cut short by a stop, which only the workers obey.
+    async fn run(mut self, _stop: tokio_util::sync::CancellationToken) -> Result<(), EngineError> {
+        while self.run_once().await? != Round::Finished {}
+        Ok(())
+    }
+}
+
+/// Retries a database write with backoff until it succeeds or `give_up_after` has passed.
+async fn retrying<T, F, Fut>(
+    give_up_after: Duration,
+    log: &Logger,
+    what: &str,
+    mut op: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, EngineError>>,
+{
+    let deadline = Instant::now() + give_up_after;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(value) => return Some(value),
+            Err(e) if Instant::now() + backoff < deadline => {
+                warn!(log, "database write failed; retrying"; "what" => what, "error" => describe(&e),
+                    "retry_in_ms" => backoff.as_millis() as u64);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                error!(log, "database write failed; giving up"; "error" => describe(&e), "what" => what);
+                return None;
+            }
+        }
+    }
+}

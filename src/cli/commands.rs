@@ -1,0 +1,126 @@
+//! What each subcommand does once its settings are loaded.
+
+use anyhow::Context;
+use slog::{info, Logger};
+use tokio_util::sync::CancellationToken;
+
+use super::stats_table::stats_table;
+use super::{Cli, ProbeArgs, RedriveArgs};
+use crate::application::metrics::Role;
+use crate::application::redrive::{self, RedriveOutcome};
+use crate::application::{stats, AppError};
+use crate::config::Settings;
+use crate::probe;
+use crate::startup::{command_pool, Application};
+use crate::store;
+
+/// Prints a one-line verdict on stdout when healthy; an unhealthy verdict becomes the error
+/// that `main` prints on stderr before exiting 1.
+pub(super) async fn run_probe(cli: &Cli, args: &ProbeArgs) -> anyhow::Result<()> {
+    let verdict = if args.database {
+        let settings = Settings::load(&cli.overrides()).context("configuration")?;
+        probe::database(settings.database_url.expose(), args.timeout).await
+    } else {
+        probe::http(&args.url, args.timeout).await
+    };
+    let line = verdict.map_err(|unhealthy| anyhow::anyhow!("unhealthy: {unhealthy}"))?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Applies the migrations. `migrate` reports them on stdout, its own output; inside `run`
+/// they are log lines only, since a process's stdout may be read as its log stream.
+pub(super) async fn migrate(
+    settings: &Settings,
+    log: &Logger,
+    report: Report,
+) -> anyhow::Result<()> {
+    let applied = store::migrate(settings.database_url.expose()).await?;
+    info!(log, "database migrated"; "applied" => applied.len());
+    if report == Report::Stdout {
+        for name in &applied {
+            println!("applied {name}");
+        }
+        if applied.is_empty() {
+            println!("database is up to date");
+        }
+    }
+    Ok(())
+}
+
+/// Where a command reports what it did besides its log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Report {
+    Stdout,
+    LogOnly,
+}
+
+/// Cancelled on the first SIGTERM or SIGINT.
+fn shutdown_signal(log: &Logger) -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let stop = CancellationToken::new();
+    let (log, token) = (log.clone(), stop.clone());
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(log, "shutdown requested"; "signal" => name);
+        token.cancel();
+    });
+    Ok(stop)
+}
+
+/// `serve`, `work` and `run`: the process `startup` wires, until SIGTERM or SIGINT. `run`
+/// applies the migrations first.
+pub(super) async fn run_process(
+    settings: &Settings,
+    log: &Logger,
+    runs: Role,
+) -> anyhow::Result<()> {
+    if runs == Role::Both {
+        migrate(settings, log, Report::LogOnly).await?;
+    }
+    let app = Application::build(settings, runs, log).await?;
+    let stop = shutdown_signal(log)?;
+    app.run_until(stop).await
+}
+
+/// An application error as a one-line CLI error: the field at fault, or the logged cause.
+fn cli_error(e: AppError) -> anyhow::Error {
+    match (e.field(), e.cause()) {
+        (Some(field), _) => anyhow::anyhow!("{field}: {e}"),
+        (None, Some(cause)) => anyhow::anyhow!("{e}: {cause}"),
+        (None, None) => anyhow::anyhow!("{e}"),
+    }
+}
+
+pub(super) async fn print_stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let pool = command_pool(settings).await?;
+    let document = stats::collect(&pool).await.map_err(cli_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        print!("{}", stats_table(&document));
+    }
+    Ok(())
+}
+
+pub(super) async fn run_redrive(
+    settings: &Settings,
+    log: &Logger,
+    args: &RedriveArgs,
+) -> anyhow::Result<()> {
+    let request = args.request().map_err(cli_error)?;
+    let pool = command_pool(settings).await?;
+    match redrive::redrive(&pool, &request).await.map_err(cli_error)? {
+        RedriveOutcome::DryRun { matched } => println!("would redrive {matched}"),
+        RedriveOutcome::Redriven { redriven } => {
+            info!(log, "redrive done"; "redriven" => redriven, "filter" => format!("{:?}", request.filter));
+            println!("redriven {redriven}");
+        }
+    }
+    Ok(())
+}

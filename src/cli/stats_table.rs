@@ -1,0 +1,135 @@
+//! The human-readable form of the stats document (`webhookd stats`).
+
+use crate::application::stats;
+
+fn rate(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn ms<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{v} ms"))
+}
+
+/// The human-readable form of the stats document.
+pub fn stats_table(d: &stats::StatsDocument) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let s = &d.by_status;
+    let _ = writeln!(out, "webhook queue at {}", d.generated_at);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "pending", "processing", "completed", "failed", "total"
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "all", s.pending, s.processing, s.completed, s.failed, d.total
+    );
+    for (event_type, c) in d.by_event_type.iter() {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            event_type.as_str(),
+            c.pending,
+            c.processing,
+            c.completed,
+            c.failed,
+            c.total()
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "cancelled            {}", d.cancelled);
+    let _ = writeln!(out, "success rate         {}", rate(d.success_rate));
+    let _ = writeln!(
+        out,
+        "oldest pending       {}",
+        d.oldest_pending_age_seconds
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.1} s"))
+    );
+    let _ = writeln!(
+        out,
+        "last minute          {} completed, {} failed ({:.2}/s, {:.2}/s)",
+        d.completed_last_minute,
+        d.failed_last_minute,
+        d.completed_last_minute as f64 / 60.0,
+        d.failed_last_minute as f64 / 60.0
+    );
+    let a = &d.attempts;
+    let _ = writeln!(
+        out,
+        "attempts             {} ({} succeeded, {} failed)",
+        a.total, a.succeeded, a.failed
+    );
+    let _ = writeln!(
+        out,
+        "attempt duration     avg {}, p50 {}, p95 {}, p99 {}",
+        ms(a.avg_duration_ms),
+        ms(a.p50_duration_ms),
+        ms(a.p95_duration_ms),
+        ms(a.p99_duration_ms)
+    );
+    if !d.by_partner.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "config", "partner", "pending", "completed", "failed", "cancelled", "success"
+        );
+        for p in &d.by_partner {
+            let _ = writeln!(
+                out,
+                "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}",
+                p.config_id,
+                p.name,
+                p.by_status.pending + p.by_status.processing,
+                p.by_status.completed,
+                p.by_status.failed,
+                p.cancelled,
+                rate(p.success_rate)
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stats_table_shows_throughput_and_partner_success_rates() {
+        let counts = |completed, failed| stats::StatusCounts {
+            completed,
+            failed,
+            ..Default::default()
+        };
+        let document = stats::StatsDocument {
+            total: 4,
+            by_status: counts(3, 1),
+            cancelled: 0,
+            by_event_type: Default::default(),
+            success_rate: Some(0.75),
+            attempts: Default::default(),
+            oldest_pending_age_seconds: None,
+            completed_last_minute: 90,
+            failed_last_minute: 3,
+            by_partner: vec![stats::PartnerStats {
+                config_id: 4,
+                name: "acme".into(),
+                by_status: counts(3, 1),
+                cancelled: 0,
+                success_rate: Some(0.75),
+            }],
+            generated_at: "2026-11-28T12:00:00.000Z".into(),
+        };
+        let table = stats_table(&document);
+        assert!(
+            table.contains("last minute          90 completed, 3 failed (1.50/s, 0.05/s)"),
+            "{table}"
+        );
+        let partner = table.lines().find(|l| l.contains("acme")).unwrap();
+        assert!(partner.trim_end().ends_with("75.0%"), "{table}");
+    }
+}
