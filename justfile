@@ -31,10 +31,11 @@ create-sample-webhooks:
 get-stats:
     @curl -fsS ${API_TOKEN:+-H "Authorization: Bearer $API_TOKEN"} "${API:-http://127.0.0.1:8080}/webhooks/stats" | python3 -m json.tool
 
-# Formatting check and clippy with warnings as errors
+# Formatting check, clippy with warnings as errors, and no import cycle between modules
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    python3 scripts/module-cycles.py
 
 # Lint, then the whole test suite against a PostgreSQL that answers (see `just db`)
 test: lint
