@@ -1,4 +1,5 @@
-//! `webhookd migrate | serve | work | run | stats`: see `cli.rs` for each command.
+//! `webhookd migrate | serve | work | run | stats | redrive | probe`: `cli` parses the command
+//! line and runs the command; `startup` wires a process.
 
 fn main() -> std::process::ExitCode {
     webhookd::cli::main()

@@ -682,3 +682,64 @@ async fn the_delivery_statements_are_prepared_once_per_connection() {
         assert_eq!(n, 1, "{start}… is prepared once, not per call");
     }
 }
+
+/// A row that waited for its host's turn so long that its lease would end before the call
+/// could (a worker paused past its lease is the extreme case) is handed back uncalled, so no
+/// other worker can take it over mid-call and call the partner a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_lease_would_end_mid_call_is_handed_back_not_called() {
+    let receiver = Receiver::start().await;
+    // One call at a time to the receiver's host: of two rows claimed together, the second
+    // waits for the first's 800 ms call, and 800 ms + HTTP_TIMEOUT outlasts the lease.
+    let app = spawn(
+        Options::with_workers()
+            .env("WORKER_COUNT", "1")
+            .env("DELIVERY_HOST_CONCURRENCY", "1")
+            .env("HTTP_TIMEOUT", "1s")
+            .env("WORKER_LOCK_DURATION", "1500ms"),
+    )
+    .await;
+    let config = app
+        .config(
+            "slow",
+            &receiver.url("/slow/800/pb/{event_id}"),
+            &receiver.url("/ok/cb"),
+        )
+        .await;
+    let events: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|id| json!({"event_type": "+credit", "event_id": id, "config_id": config, "url_params": {}}))
+        .collect();
+    let (status, body) = app
+        .post("/webhooks/batch", json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    eventually(WAIT, "both rows completed", || async {
+        let (_, page) = app
+            .get(&format!("/webhooks?config_id={config}&status=completed"))
+            .await;
+        page["items"].as_array().unwrap().len() == 2
+    })
+    .await;
+    for id in ["a", "b"] {
+        assert_eq!(
+            receiver.received_at(&format!("/slow/800/pb/{id}")).len(),
+            1,
+            "row {id} called once"
+        );
+    }
+    let handed_back: Vec<_> = app
+        .logs
+        .lines()
+        .into_iter()
+        .filter(|l| l["msg"] == "lease would end before the call could; row handed back uncalled")
+        .collect();
+    assert_eq!(handed_back.len(), 1, "{}", app.logs.text());
+    let (_, page) = app.get(&format!("/webhooks?config_id={config}")).await;
+    for entry in page["items"].as_array().unwrap() {
+        // A hand-back spends no attempt.
+        assert_eq!(entry["retry_count"], 0, "{entry}");
+    }
+    app.shutdown().await;
+}

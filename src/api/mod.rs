@@ -59,6 +59,7 @@ impl ApiState {
                 pool.clone(),
                 configs.clone(),
                 settings.retry.max_retries(),
+                &log,
             ),
             configs,
             pool,

@@ -17,29 +17,49 @@
 
 use std::sync::Arc;
 
+use slog::Logger;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::config_cache::ConfigCache;
+use super::engine::service::{self, Round, Running, Service};
+use super::engine::EngineError;
 use super::submit::{self, SubmitRequest, Submitted};
 use super::AppError;
 use crate::store::DbPool;
 
 /// Most requests in one batch.
-const MAX_BATCH: usize = 500;
+const MAX_REQUESTS_PER_INSERT: usize = 500;
 
 type Reply = oneshot::Sender<Result<Submitted, AppError>>;
 
 /// The handle requests submit through; cheap to share.
 pub struct SubmitBatcher {
     queue: mpsc::Sender<(SubmitRequest, Reply)>,
+    /// Ends once the handle is dropped and the requests it took are answered.
+    _batcher: Running,
 }
 
 impl SubmitBatcher {
-    /// Starts the batching task on the current runtime; it ends when the batcher is dropped.
-    pub fn start(pool: DbPool, configs: Arc<ConfigCache>, default_max_retries: i32) -> Self {
-        let (queue, requests) = mpsc::channel(MAX_BATCH);
-        tokio::spawn(gather(pool, configs, requests, default_max_retries));
-        Self { queue }
+    /// Starts the batcher service on the current runtime.
+    pub fn start(
+        pool: DbPool,
+        configs: Arc<ConfigCache>,
+        default_max_retries: i32,
+        log: &Logger,
+    ) -> Self {
+        let (queue, requests) = mpsc::channel(MAX_REQUESTS_PER_INSERT);
+        let batcher = Batcher {
+            pool,
+            configs,
+            requests,
+            batch: Vec::with_capacity(MAX_REQUESTS_PER_INSERT),
+            default_max_retries,
+        };
+        Self {
+            queue,
+            _batcher: service::start(batcher, CancellationToken::new(), log),
+        }
     }
 
     /// Submits one event; the answer is the one a lone submit would get.
@@ -57,20 +77,42 @@ impl SubmitBatcher {
 
 /// Runs one batch at a time; requests that arrive meanwhile wait in the channel and leave
 /// together as the next batch.
-async fn gather(
+struct Batcher {
     pool: DbPool,
     configs: Arc<ConfigCache>,
-    mut requests: mpsc::Receiver<(SubmitRequest, Reply)>,
+    requests: mpsc::Receiver<(SubmitRequest, Reply)>,
+    batch: Vec<(SubmitRequest, Reply)>,
     default_max_retries: i32,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ready = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let (pool, configs) = (pool.clone(), configs.clone());
+}
+
+impl Service for Batcher {
+    const NAME: &'static str = "submit batcher";
+
+    /// Inserts the requests waiting now, as one batch.
+    async fn run_once(&mut self) -> Result<Round, EngineError> {
+        if self
+            .requests
+            .recv_many(&mut self.batch, MAX_REQUESTS_PER_INSERT)
+            .await
+            == 0
+        {
+            return Ok(Round::Finished);
+        }
+        let ready = std::mem::replace(&mut self.batch, Vec::with_capacity(MAX_REQUESTS_PER_INSERT));
+        let (pool, configs) = (self.pool.clone(), self.configs.clone());
+        let default_max_retries = self.default_max_retries;
         // Its own task, so that a batch that panics answers its requesters with an error
         // (their reply senders drop) and the batcher goes on.
         let _ = tokio::spawn(async move { run(&pool, &configs, ready, default_max_retries).await })
             .await;
+        Ok(Round::Again)
+    }
+
+    /// Batches until every handle is dropped and what they sent is answered: a request the
+    /// API accepted is never cut short.
+    async fn run(mut self, _stop: CancellationToken) -> Result<(), EngineError> {
+        while self.run_once().await? != Round::Finished {}
+        Ok(())
     }
 }
 

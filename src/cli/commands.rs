@@ -4,8 +4,8 @@ use anyhow::Context;
 use slog::{info, Logger};
 use tokio_util::sync::CancellationToken;
 
+use super::args::{Cli, ProbeArgs, RedriveArgs};
 use super::stats_table::stats_table;
-use super::{Cli, ProbeArgs, RedriveArgs};
 use crate::application::metrics::Role;
 use crate::application::redrive::{self, RedriveOutcome};
 use crate::application::{stats, AppError};

@@ -9,8 +9,8 @@ use slog::{info, o, warn, Logger};
 use tokio::time::Instant;
 
 use super::hosts::{self, host_key, Slot, Turn};
+use super::shared::Shared;
 use super::writer::Finished;
-use super::Shared;
 use crate::domain::delivery::{Outcome, Transition};
 use crate::sender::{Call, CallResult};
 use crate::store::claims::{AttemptWrite, ClaimedRow, Release};

@@ -13,6 +13,7 @@ mod hosts;
 pub mod listener;
 pub mod pruner;
 pub mod service;
+mod shared;
 mod worker;
 mod writer;
 
@@ -26,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 use crate::config::Settings;
-use crate::domain::retry::RetryPolicy;
 use crate::sender::Sender;
 use crate::store::DbPool;
 
@@ -34,32 +34,9 @@ pub use error::EngineError;
 use listener::Listener;
 use pruner::Pruner;
 use service::Running;
+use shared::Shared;
 use worker::Worker;
-use writer::{Finished, Writer};
-
-/// What every worker of a process shares.
-struct Shared {
-    pool: DbPool,
-    sender: Sender,
-    retry: RetryPolicy,
-    hosts: hosts::HostLimiter,
-    metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
-    /// Held while a worker of this process claims: see [`worker`]'s `claim`.
-    claiming: tokio::sync::Mutex<()>,
-    /// Left by a worker that wanted rows while another was claiming.
-    claim_again: AtomicBool,
-    finished: mpsc::Sender<Finished>,
-    batch_size: usize,
-    poll_interval: Duration,
-    lease: Duration,
-    http_timeout: Duration,
-    /// Cancelled at shutdown: stop claiming, hand back rows not yet called.
-    stop: CancellationToken,
-    /// Cancelled when the shutdown grace period is over: abandon calls still running.
-    abandon: CancellationToken,
-    log: Logger,
-}
+use writer::Writer;
 
 /// A running engine: `WORKER_COUNT` workers, the writer, the listener and the pruner.
 pub struct Engine {

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::deliver::{deliver, Claimed};
 use super::error::EngineError;
 use super::service::{Round, Service};
+use super::shared::Shared;
 use super::writer::Finished;
-use super::Shared;
 use crate::error_chain::describe;
 use crate::store::claims::{self, ClaimedRow, Release};
 
