@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common::receiver::Receiver;
@@ -175,10 +175,11 @@ async fn cli(db_url: &str, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_the_old_attempts() {
     let receiver = Receiver::start().await;
-    // A long poll interval: only the NOTIFY sent by the retry can wake a worker quickly.
+    // A poll far beyond the test's whole wait: only the NOTIFY sent by the retry can wake a
+    // worker in time.
     let app = spawn(
         Options::with_workers()
-            .env("WORKER_POLL_INTERVAL", "30s")
+            .env("WORKER_POLL_INTERVAL", "1h")
             .env("RETRY_BASE_DELAY", "20ms"),
     )
     .await;
@@ -200,17 +201,12 @@ async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_t
     );
     assert_eq!(stats(&app).await["attempts"]["total"], 2);
 
-    let retried_at = Instant::now();
     let (status, retried) = retry(&app, &queue_id).await;
     assert_eq!(status, 200, "{retried}");
     assert_eq!(retried["status"], "pending");
     assert_eq!(retried["retry_count"], 0);
 
     let done = app.wait_for_status(&queue_id, "completed", WAIT).await;
-    assert!(
-        retried_at.elapsed() < Duration::from_secs(5),
-        "the retried entry waited for the 30 s poll"
-    );
     assert_eq!(done["retry_count"], 0);
     assert_eq!(
         attempt_list(&done),

@@ -6,7 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use common::pg::PrivatePg;
 use common::process::{Proc, BIN};
@@ -196,14 +197,22 @@ async fn sigterm_under_load_exits_0_in_time_and_leaves_nothing_processing() {
         receiver.received_at("/slow/300/term").len() >= 30
     })
     .await;
-    let asked = Instant::now();
     first.signal("TERM");
-    let code = first.wait_exit(Duration::from_secs(10)).await;
-    let took = asked.elapsed();
-    assert_eq!(code, Some(0), "exit code; logs:\n{}", first.logs());
+    // The process times its own grace period (SHUTDOWN_TIMEOUT 3 s, ten times the 0.3 s
+    // calls) and says when it runs out; the test only bounds the whole wait generously.
+    let code = first.wait_exit(Duration::from_secs(60)).await;
+    let logs = first.logs();
+    assert_eq!(code, Some(0), "exit code; logs:\n{logs}");
+    let stopping = logs
+        .find("shutting down workers")
+        .unwrap_or_else(|| panic!("no graceful stop began; logs:\n{logs}"));
     assert!(
-        took < Duration::from_secs(3) + Duration::from_millis(1500),
-        "shutdown took {took:?}"
+        logs[stopping..].contains("workers stopped"),
+        "the workers did not report a clean stop; logs:\n{logs}"
+    );
+    assert!(
+        !logs.contains("shutdown grace period over"),
+        "calls under way outlasted the grace period; logs:\n{logs}"
     );
     let left = count(
         &db,
@@ -283,15 +292,27 @@ async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
     )
     .unwrap();
 
+    // The submitter runs until told to stop, noting for each accepted event the phase of the
+    // restart its request was sent in; the test moves on when the submitter has seen each phase.
+    const BEFORE: u8 = 0;
+    const DOWN: u8 = 1;
+    const AFTER: u8 = 2;
+    #[derive(Default)]
+    struct Seen {
+        accepted: Vec<(u8, String)>,
+        refused: usize,
+    }
+    let phase = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(BEFORE));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
     let submit = {
         let (http, api, config_id) = (http.clone(), api.clone(), config["id"].clone());
+        let (phase, done, seen) = (phase.clone(), done.clone(), seen.clone());
         tokio::spawn(async move {
-            let mut accepted = Vec::new();
-            let mut refused = 0;
-            let until = Instant::now() + Duration::from_secs(5);
             let mut i = 0;
-            while Instant::now() < until {
+            while !done.load(Ordering::SeqCst) {
                 i += 1;
+                let sent_in = phase.load(Ordering::SeqCst);
                 let body = serde_json::json!({"event_type": "+credit", "event_id": format!("r{i}"), "config_id": config_id});
                 let response = http
                     .post(format!("{api}/webhooks"))
@@ -304,31 +325,44 @@ async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
                     Ok(r) if r.status() == 201 => {
                         let entry: serde_json::Value =
                             serde_json::from_str(&r.text().await.unwrap()).unwrap();
-                        accepted.push((
-                            Instant::now(),
-                            entry["queue_id"].as_str().unwrap().to_string(),
-                        ));
+                        let id = entry["queue_id"].as_str().unwrap().to_string();
+                        seen.lock().unwrap().accepted.push((sent_in, id));
                     }
-                    _ => refused += 1,
+                    _ => seen.lock().unwrap().refused += 1,
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            (accepted, refused)
         })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let accepted_in = |p: u8| {
+        let seen = seen.lock().unwrap();
+        seen.accepted.iter().filter(|(at, _)| *at == p).count()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "events accepted before the restart",
+        || async { accepted_in(BEFORE) >= 20 },
+    )
+    .await;
     pg.down();
-    let restarted_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    phase.store(DOWN, Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(30),
+        "the API to notice the restart",
+        || async { seen.lock().unwrap().refused > 0 },
+    )
+    .await;
     pg.up();
-    let (accepted, refused) = submit.await.unwrap();
-    assert!(refused > 0, "the restart was not noticed by the API");
-    assert!(
-        accepted
-            .iter()
-            .any(|(at, _)| *at > restarted_at + Duration::from_secs(1)),
-        "the API accepted nothing after the restart"
-    );
+    phase.store(AFTER, Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(30),
+        "the API to accept events after the restart",
+        || async { accepted_in(AFTER) >= 20 },
+    )
+    .await;
+    done.store(true, Ordering::SeqCst);
+    submit.await.unwrap();
+    let accepted = std::mem::take(&mut seen.lock().unwrap().accepted);
     eventually(
         Duration::from_secs(30),
         "every accepted event delivered",

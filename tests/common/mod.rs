@@ -6,6 +6,7 @@ pub mod pg;
 pub mod process;
 pub mod receiver;
 pub mod tls;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
