@@ -10,9 +10,21 @@ use super::common::{Page, ServerErrors};
 use super::errors::ErrorBody;
 use super::json::{read_body, too_large, Body, Fields, BODY_LIMIT};
 use super::state::{Reply, State};
-use crate::application::configs::{self, Config, ConfigInput};
+use crate::application::configs::{self, Config, ConfigInput, MAX_NAME_LEN};
 use crate::application::AppError;
 use crate::domain::outbound::AddressPolicy;
+use crate::domain::retry::MAX_RETRIES_LIMIT;
+use crate::domain::signing::KEY_BYTES;
+
+// utoipa's schema attributes take number literals only, so the limits `ConfigBody` states are
+// checked here against the constants that enforce them.
+const _: () = assert!(
+    MAX_NAME_LEN == 200
+        && MAX_RETRIES_LIMIT == 6
+        && *KEY_BYTES.start() == 24
+        && *KEY_BYTES.end() == 64,
+    "a limit changed: change the documented one in api/configs.rs too"
+);
 
 /// `POST /webhook-configs` and `PUT /webhook-configs/{id}` (which replaces every field). A
 /// field that is null counts as absent.

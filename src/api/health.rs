@@ -31,8 +31,12 @@ pub enum Health {
     Unavailable,
 }
 
-/// Whether a database connection could be had and used within 2 s.
+/// Whether a database connection could be had and used within [`DATABASE_WAIT`].
 #[derive(Serialize, ToSchema)]
+#[schema(description = format!(
+    "Whether a database connection could be had and used within {} s.",
+    DATABASE_WAIT.as_secs()
+))]
 #[serde(rename_all = "lowercase")]
 pub enum Reachability {
     Ok,

@@ -14,6 +14,13 @@ use crate::application::stats::{
 };
 use crate::application::AppError;
 
+// utoipa's param attributes take number literals only, so the limits `ThroughputQuery` states
+// are checked here against the constants that enforce them.
+const _: () = assert!(
+    MAX_THROUGHPUT_MINUTES == 1440 && MAX_THROUGHPUT_BUCKET_SECONDS == 3600,
+    "a limit changed: change the documented one in api/stats.rs too"
+);
+
 /// `GET /webhooks/throughput` window and bucket width.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -21,7 +21,7 @@ use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
 use crate::application::submit::{self, SubmitRequest, Submitted, MAX_EVENTS_PER_BATCH};
 use crate::application::AppError;
 use crate::domain::delivery::Status;
-use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES};
+use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES, MAX_PARAM_NAME_LEN};
 use crate::store::history::RedriveFilter;
 use crate::store::queue::ListFilter;
 
@@ -84,6 +84,18 @@ pub enum UrlParamValue {
 // ---------------------------------------------------------------------------------------------
 // Request bodies and query
 // ---------------------------------------------------------------------------------------------
+
+// utoipa's schema and param attributes take number literals only, so the limits the document
+// states below are checked here against the constants that enforce them.
+const _: () = assert!(
+    MAX_EVENT_ID_BYTES == 255
+        && MAX_PARAM_NAME_LEN == 64
+        && MAX_EVENTS_PER_BATCH == 1000
+        && redrive::MAX_ROWS == 100_000
+        && entries::MAX_PAGE == 500
+        && entries::DEFAULT_PAGE == 50,
+    "a limit changed: change the documented one in api/webhooks.rs too"
+);
 
 /// `POST /webhooks`, and each event of `POST /webhooks/batch` (SPEC §5.1). A field that is
 /// null counts as absent.
@@ -693,8 +705,10 @@ pub(super) async fn retry_webhook(state: State, queue_id: web::Path<String>) -> 
     Ok(HttpResponse::Ok().json(EntryView::from(entry)))
 }
 
-/// Puts every failed entry that matches through a fresh retry cycle, in batches of 1000.
+/// Puts every failed entry that matches through a fresh retry cycle, in batches of
+/// [`redrive::BATCH`].
 #[utoipa::path(post, path = "/webhooks/redrive", tag = "webhooks",
+    summary = format!("Puts every failed entry that matches through a fresh retry cycle, in batches of {}.", redrive::BATCH),
     request_body(content = RedriveBody, example = json!({"config_id": 1, "event_type": "+credit", "status": "failed",
         "failed_after": "2024-01-01T00:00:00Z", "failed_before": "2100-01-01T00:00:00Z",
         "created_after": "2024-01-01T00:00:00Z", "created_before": "2100-01-01T00:00:00Z", "dry_run": true, "limit": 1000})),
