@@ -4,7 +4,7 @@
 //!
 //! Input layout: a URL template, a newline, then the bytes of a `POST /webhooks` body.
 
-use webhookd::api::input::submit_request;
+use webhookd::api::submit_request;
 use webhookd::domain::url_template::UrlTemplate;
 
 /// Parses and builds; panics when an invariant breaks. Inputs that are refused (bad template,

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::application::error::ErrorCode;
+use crate::application::error::ErrorCode as Class;
 use crate::application::AppError;
 
 /// Every error answer of the API.
@@ -27,11 +27,44 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// `error.code` of an error body: one per class of error, so a client can branch on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedRequest,
+    Unauthorized,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    ValidationFailed,
+    Unavailable,
+    InternalError,
+}
+
+impl From<Class> for ErrorCode {
+    fn from(class: Class) -> Self {
+        match class {
+            Class::MalformedRequest => ErrorCode::MalformedRequest,
+            Class::Unauthorized => ErrorCode::Unauthorized,
+            Class::NotFound => ErrorCode::NotFound,
+            Class::Conflict => ErrorCode::Conflict,
+            Class::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Class::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Class::RateLimited => ErrorCode::RateLimited,
+            Class::ValidationFailed => ErrorCode::ValidationFailed,
+            Class::Unavailable => ErrorCode::Unavailable,
+            Class::InternalError => ErrorCode::InternalError,
+        }
+    }
+}
+
 impl AppError {
     /// `{"code", "message", "field"?}`: the inside of every error body.
     pub fn body(&self) -> ErrorDetail {
         ErrorDetail {
-            code: self.code(),
+            code: self.code().into(),
             field: self.field().map(str::to_string),
             message: self.to_string(),
         }

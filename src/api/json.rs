@@ -1,5 +1,6 @@
 //! Reading request bodies: size cap, content type, JSON syntax (400), then the fields of an
 //! object one by one so every violation names its field (422), and unknown fields are refused.
+//! Each body is a [`Body`] type, which the OpenAPI document shows and the handler reads into.
 
 use actix_web::{web, HttpRequest};
 use chrono::{DateTime, Utc};
@@ -8,17 +9,50 @@ use serde_json::{Map, Value};
 
 use crate::application::AppError;
 
+/// Largest body a route takes, but the batch route.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Body limit of `POST /webhooks/batch`: room for 1,000 events.
+/// Body limit of `POST /webhooks/batch`: room for a full batch of events.
 pub const BATCH_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Reads a JSON body of at most [`BODY_LIMIT`] bytes.
-pub async fn read_json(request: &HttpRequest, payload: web::Payload) -> Result<Value, AppError> {
-    read_json_limited(request, payload, BODY_LIMIT).await
+/// A request body, read field by field into the type that also documents it (its
+/// `ToSchema`), so what the document shows and what the handler reads are one type.
+pub trait Body: Sized {
+    /// The fields the body may have: the ones `read` takes, and the type's schema shows (the
+    /// OpenAPI tests check both).
+    const FIELDS: &'static [&'static str];
+    /// Largest body accepted, in bytes.
+    const LIMIT: usize = BODY_LIMIT;
+
+    /// Takes the fields in a fixed order, so the first fault reported is the first in that
+    /// order, and ends with `fields.finish()` to refuse the others.
+    fn read(fields: Fields) -> Result<Self, AppError>;
+
+    fn from_json(value: Value) -> Result<Self, AppError> {
+        Self::read(Fields::new(value, Self::FIELDS)?)
+    }
 }
 
-/// Reads a JSON body of at most `limit` bytes (the batch route allows more than the rest).
-pub async fn read_json_limited(
+/// Reads the request's body as `B`: content type, size, JSON syntax, then the fields.
+pub async fn read_body<B: Body>(
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<B, AppError> {
+    B::from_json(read_json(request, payload, B::LIMIT).await?)
+}
+
+/// The 413 answer's description in the OpenAPI document: `Body over 64 KiB`.
+pub fn too_large(limit: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    match limit {
+        n if n % MIB == 0 => format!("Body over {} MiB", n / MIB),
+        n if n % KIB == 0 => format!("Body over {} KiB", n / KIB),
+        n => format!("Body over {n} bytes"),
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes.
+async fn read_json(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

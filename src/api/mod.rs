@@ -1,13 +1,22 @@
-//! The HTTP API (actix-web): routes, thin handlers, auth, request logging and metrics, and
-//! the dashboard page.
+//! The HTTP API (actix-web), the adapter that drives the application: one module per
+//! resource (`configs`, `webhooks`, `stats`, `health`), each with its handlers, the request
+//! types that parse and document its bodies, and the views it answers with; `openapi` holds
+//! the route table and the document made from it. Here: the server and its request logger.
+//!
+//! Imports go one way: `mod.rs` → `openapi` → the resources → `common`, `json`, `auth`,
+//! `state`, `ratelimit`, `errors` → `application`.
 
+mod auth;
+mod common;
+mod configs;
 mod errors;
-mod handlers;
-pub mod input;
+mod health;
 mod json;
 pub mod openapi;
 pub mod ratelimit;
-mod views;
+mod state;
+mod stats;
+mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -16,62 +25,15 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpMessage, HttpServer};
-use slog::{error, info, o, Logger};
-use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+use actix_web::{web, App, HttpServer};
+use slog::{error, info, o};
 use tokio_util::sync::CancellationToken;
 
-use crate::application::config_cache::ConfigCache;
-use crate::application::ingest::SubmitBatcher;
-use crate::application::metrics::Metrics;
 use crate::application::AppError;
-use crate::config::{Secret, Settings};
-use crate::domain::outbound::AddressPolicy;
-use crate::store::DbPool;
 
-pub use handlers::ROUTES;
-pub use json::BODY_LIMIT;
-use ratelimit::{Caller, IngestLimiter};
-
-/// What handlers share.
-pub struct ApiState {
-    pub pool: DbPool,
-    /// Single submits go through here, so concurrent ones share one insert and one commit.
-    pub submits: SubmitBatcher,
-    /// Copies of partner configs, checked by every insert that uses one.
-    pub configs: Arc<ConfigCache>,
-    pub default_max_retries: i32,
-    pub policy: AddressPolicy,
-    pub tokens: Vec<Secret>,
-    /// The process's metrics: requests are counted here and `/metrics` renders them.
-    pub metrics: Arc<Metrics>,
-    /// `None` when `INGEST_RATE_LIMIT` is 0.
-    pub limiter: Option<IngestLimiter>,
-    pub log: Logger,
-}
-
-impl ApiState {
-    /// Must be called within the Tokio runtime: it starts the submit batcher.
-    pub fn new(settings: &Settings, pool: DbPool, metrics: Arc<Metrics>, log: Logger) -> Self {
-        let configs = Arc::new(ConfigCache::default());
-        Self {
-            submits: SubmitBatcher::start(
-                pool.clone(),
-                configs.clone(),
-                settings.retry.max_retries(),
-                &log,
-            ),
-            configs,
-            pool,
-            default_max_retries: settings.retry.max_retries(),
-            policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),
-            tokens: settings.api_tokens.clone(),
-            metrics,
-            limiter: IngestLimiter::new(settings.ingest_rate_limit),
-            log,
-        }
-    }
-}
+pub use openapi::ROUTES;
+pub use state::ApiState;
+pub use webhooks::submit_request;
 
 /// Serves the API on `listener` until `stop` is cancelled; then stops accepting and lets
 /// requests in flight finish within `shutdown_timeout`.
@@ -88,9 +50,9 @@ pub async fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(from_fn(authenticate))
+            .wrap(from_fn(auth::authenticate))
             .wrap(from_fn(log_request))
-            .configure(handlers::routes)
+            .configure(openapi::routes)
     })
     .listen(listener)?
     .disable_signals()
@@ -104,46 +66,6 @@ pub async fn serve(
     server.await?;
     info!(log, "API stopped");
     Ok(())
-}
-
-/// Routes that answer without a token: probes, scrapers, the dashboard page (static; its
-/// data comes from the API, with the token the page is given) and the OpenAPI document. The
-/// document's security requirements come from here too.
-fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/metrics" | "/" | "/openapi.json")
-}
-
-async fn authenticate(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = request
-        .app_data::<web::Data<ApiState>>()
-        .expect("ApiState is registered")
-        .clone();
-    if !state.tokens.is_empty() && !is_open(request.path()) {
-        let presented = request
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare with every token, always, so timing tells nothing about which one is close.
-        let mut matched = Choice::from(0);
-        let mut which = 0u64;
-        for (i, token) in state.tokens.iter().enumerate() {
-            let hit = token.expose().as_bytes().ct_eq(presented.as_bytes());
-            which = u64::conditional_select(&which, &(i as u64), hit);
-            matched |= hit;
-        }
-        if !bool::from(matched) {
-            return Err(AppError::Unauthorized.into());
-        }
-        request
-            .extensions_mut()
-            .insert(Caller::Token(which as usize));
-    }
-    next.call(request).await
 }
 
 /// One line and one count per request; the cause of a 5xx is logged here and nowhere returned.

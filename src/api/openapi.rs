@@ -1,25 +1,81 @@
-//! The OpenAPI 3.1 document served at `GET /openapi.json`, generated from the code: each
-//! handler's `#[utoipa::path]`, the views' `ToSchema`, and the request-body and query types
-//! below, which exist only to be documented (bodies are read field by field, see `json.rs`).
+//! The route table and the OpenAPI 3.1 document served at `GET /openapi.json`, made from it:
+//! each handler's `#[utoipa::path]`, and the request and view types of the resource modules.
 //!
-//! What keeps it from drifting: the operations are the routes `handlers::routes` registers
-//! (one list makes both), the bearer requirement and its 401 come from the same `is_open` the
-//! middleware asks, a body type's fields are checked against the list its parser accepts, and
-//! `tests/openapi.rs` validates the document and walks it against a live instance.
+//! What keeps the document from drifting: one list registers the routes and names the
+//! document's operations, the bearer requirement and its 401 come from the same `is_open` the
+//! middleware asks, a body type is the type its handler reads (and its fields are checked
+//! against the list it accepts), and `tests/openapi.rs` validates the document and walks it
+//! against a live instance.
 
-use std::collections::{BTreeMap, HashMap};
+use actix_web::{web, HttpResponse};
 use std::sync::LazyLock;
 
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder};
-use utoipa::{IntoParams, IntoResponses, OpenApi, PartialSchema, ToSchema};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::OpenApi;
 
+use super::auth::is_open;
+use super::common::error_response;
 use super::errors::ErrorBody;
-use super::handlers;
-use crate::domain::delivery::Status;
-use crate::domain::event::EventType;
+use super::state::Reply;
+use super::{configs, health, stats, webhooks};
+use crate::application::AppError;
+
+/// One list registers the routes (`routes`), names them (`ROUTES`) and makes the OpenAPI
+/// document's operations (`Paths`, from each handler's `#[utoipa::path]`), so a route cannot
+/// be served undocumented: a handler without its `#[utoipa::path]` does not compile here.
+macro_rules! routes {
+    ($($method:ident $path:literal => $($handler:ident)::+,)*) => {
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($($handler)::+));)*
+            cfg.default_service(web::to(not_found));
+        }
+
+        /// Every route `routes` registers, as (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path),)*];
+
+        /// The operations of the OpenAPI document, one per route.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($($handler)::+),*))]
+        struct Paths;
+    };
+}
+
+// In matching order: fixed paths before the `{queue_id}` they would otherwise match.
+routes! {
+    get "/" => health::dashboard,
+    get "/health" => health::health,
+    get "/metrics" => health::prometheus,
+    get "/openapi.json" => openapi_document,
+    post "/webhook-configs" => configs::create_config,
+    get "/webhook-configs" => configs::list_configs,
+    get "/webhook-configs/{id}" => configs::get_config,
+    put "/webhook-configs/{id}" => configs::replace_config,
+    delete "/webhook-configs/{id}" => configs::deactivate_config,
+    post "/webhooks" => webhooks::submit_webhook,
+    post "/webhooks/batch" => webhooks::submit_batch,
+    get "/webhooks" => webhooks::list_webhooks,
+    get "/webhooks/stats" => stats::get_stats,
+    get "/webhooks/throughput" => stats::get_throughput,
+    post "/webhooks/redrive" => webhooks::redrive_webhooks,
+    get "/webhooks/{queue_id}" => webhooks::get_webhook,
+    delete "/webhooks/{queue_id}" => webhooks::cancel_webhook,
+    post "/webhooks/{queue_id}/retry" => webhooks::retry_webhook,
+}
+
+async fn not_found() -> Reply {
+    Err(AppError::NotFound("route"))
+}
+
+/// This document. It holds no data, so it is open.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
+async fn openapi_document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json())
+}
 
 /// Name of the security scheme in the document.
 const BEARER: &str = "bearer_token";
@@ -46,14 +102,14 @@ struct ApiDoc;
 /// middleware asks for it.
 pub fn document() -> Document {
     let mut document = ApiDoc::openapi();
-    document.merge(handlers::Paths::openapi());
+    document.merge(Paths::openapi());
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         BEARER,
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
     for (path, item) in document.paths.paths.iter_mut() {
-        if super::is_open(path) {
+        if is_open(path) {
             continue;
         }
         let operations = [
@@ -94,209 +150,15 @@ pub fn json() -> &'static str {
     &JSON
 }
 
-fn error_response(description: &str) -> Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
-                .build(),
-        )
-        .build()
-}
-
-/// 500 and 503, which any route that reads the database can answer.
-pub struct ServerErrors;
-
-impl IntoResponses for ServerErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        [
-            (
-                "500",
-                "A bug or an unexpected database answer; the cause is logged, never returned",
-            ),
-            ("503", "The database cannot be reached"),
-        ]
-        .into_iter()
-        .map(|(status, description)| (status.to_string(), error_response(description).into()))
-        .collect()
-    }
-}
-
-/// A string enum of `names`.
-fn string_enum(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(names))
-        .into()
-}
-
-/// `+credit` or `-debit`: the names of the domain's `EventType`s.
-pub struct EventTypeName;
-
-impl PartialSchema for EventTypeName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(EventType::ALL.map(EventType::as_str))
-    }
-}
-
-impl ToSchema for EventTypeName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "EventType".into()
-    }
-}
-
-/// The names of the domain's delivery `Status`es.
-pub struct StatusName;
-
-impl PartialSchema for StatusName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(Status::ALL.map(Status::as_str))
-    }
-}
-
-impl ToSchema for StatusName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "Status".into()
-    }
-}
-
-/// A URL parameter's value: strings are sent as they are, numbers and booleans as their JSON
-/// text.
-#[derive(ToSchema)]
-#[serde(untagged)]
-pub enum UrlParamValue {
-    String(String),
-    Number(f64),
-    Boolean(bool),
-}
-
-/// `POST /webhooks`, and each event of `POST /webhooks/batch` (SPEC §5.1). A field that is
-/// null counts as absent.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitBody {
-    pub event_type: EventTypeName,
-    /// The producer's id of the event, 1 to 255 bytes: with `config_id` and `event_type` it
-    /// is the idempotency key. The same event again answers 200 with the existing entry; the
-    /// same key with other `url_params` is a 409.
-    #[schema(min_length = 1, max_length = 255)]
-    pub event_id: Option<String>,
-    /// An active config with a URL for `event_type`.
-    pub config_id: i64,
-    /// The partner URL's parameters; keys are 1 to 64 characters of `A-Z a-z 0-9 _ . -`.
-    pub url_params: Option<HashMap<String, UrlParamValue>>,
-}
-
-/// `POST /webhooks/batch`.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchBody {
-    /// Each is answered as `POST /webhooks` would answer it, in `results`.
-    #[schema(min_items = 1, max_items = 1000)]
-    pub events: Vec<SubmitBody>,
-}
-
-/// `POST /webhook-configs` and `PUT /webhook-configs/{id}` (which replaces every field). A
-/// field that is null counts as absent.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigBody {
-    /// Unique, 1 to 200 characters once trimmed.
-    #[schema(min_length = 1, max_length = 200)]
-    pub name: String,
-    /// URL template for `+credit` events: `{placeholders}` name `url_params` keys. A config
-    /// needs this, `chargeback_url` or both; a literal address host must be one deliveries may
-    /// reach.
-    pub postback_url: Option<String>,
-    /// URL template for `-debit` events.
-    pub chargeback_url: Option<String>,
-    /// Attempts after the first; absent means the service's default.
-    #[schema(minimum = 0, maximum = 6)]
-    pub max_retries: Option<i64>,
-    /// Default true; an inactive config takes no new events.
-    pub is_active: Option<bool>,
-    /// Write-only Standard Webhooks secret `whsec_<base64 of 24-64 bytes>`: absent keeps the
-    /// stored one, null removes it. Responses show only `signing`.
-    pub signing_secret: Option<String>,
-}
-
-/// `POST /webhooks/redrive`: every field optional; the filters are ANDed. A field that is
-/// null counts as absent.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RedriveBody {
-    pub config_id: Option<i64>,
-    pub event_type: Option<EventTypeName>,
-    pub status: Option<RedriveStatus>,
-    #[schema(format = DateTime)]
-    pub failed_after: Option<String>,
-    /// Later than `failed_after`.
-    #[schema(format = DateTime)]
-    pub failed_before: Option<String>,
-    #[schema(format = DateTime)]
-    pub created_after: Option<String>,
-    /// Later than `created_after`.
-    #[schema(format = DateTime)]
-    pub created_before: Option<String>,
-    /// Count the matching entries, change nothing. Default false.
-    pub dry_run: Option<bool>,
-    /// Most entries to take, default and maximum 100000.
-    #[schema(minimum = 1, maximum = 100_000)]
-    pub limit: Option<i64>,
-}
-
-/// Only failed entries can be redriven; the field is accepted for clarity.
-#[derive(ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RedriveStatus {
-    Failed,
-}
-
-/// `GET /webhooks` filters and paging, newest first.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    #[param(inline, example = "failed")]
-    pub status: Option<StatusName>,
-    #[param(inline, example = "+credit")]
-    pub event_type: Option<EventTypeName>,
-    #[param(example = 1)]
-    pub config_id: Option<i64>,
-    /// RFC 3339.
-    #[param(format = DateTime, example = "2024-01-01T00:00:00Z")]
-    pub created_after: Option<String>,
-    /// RFC 3339.
-    #[param(format = DateTime, example = "2100-01-01T00:00:00Z")]
-    pub created_before: Option<String>,
-    /// true: only cancelled entries; false: only live ones; absent: both.
-    #[param(example = false)]
-    pub cancelled: Option<bool>,
-    /// Default 50.
-    #[param(minimum = 1, maximum = 500, example = 10)]
-    pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    #[param(example = "9223372036854775807")]
-    pub cursor: Option<String>,
-}
-
-/// `GET /webhooks/throughput` window and bucket width.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ThroughputQuery {
-    /// How far back to look; default 15.
-    #[param(minimum = 1, maximum = 1440, example = 60)]
-    pub minutes: Option<i64>,
-    /// Width of a bucket; default 1.
-    #[param(minimum = 1, maximum = 3600, example = 60)]
-    pub bucket_seconds: Option<i64>,
-}
-
 #[cfg(test)]
 mod tests {
     use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    use utoipa::PartialSchema;
 
+    use super::super::configs::ConfigBody;
+    use super::super::json::Body;
+    use super::super::webhooks::{BatchBody, RedriveBody, SubmitBody};
     use super::*;
 
     /// The property names of a documented object schema, sorted.
@@ -309,43 +171,24 @@ mod tests {
         names
     }
 
-    fn sorted(names: &[&str]) -> Vec<String> {
-        let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        names.sort();
-        names
+    /// A body type documents the fields it reads, and refuses others as its reader does.
+    fn documents_what_it_reads<B: Body + PartialSchema>() {
+        let mut accepted: Vec<String> = B::FIELDS.iter().map(|n| n.to_string()).collect();
+        accepted.sort();
+        assert_eq!(properties::<B>(), accepted);
+        let RefOr::T(Schema::Object(object)) = B::schema() else {
+            panic!("an object schema");
+        };
+        let json = serde_json::to_value(&object.additional_properties).unwrap();
+        assert_eq!(json, serde_json::json!(false), "{:?}", object.title);
     }
 
     #[test]
-    fn body_types_document_exactly_the_fields_their_parsers_accept() {
-        assert_eq!(
-            properties::<SubmitBody>(),
-            sorted(crate::api::input::SUBMIT_FIELDS)
-        );
-        assert_eq!(
-            properties::<ConfigBody>(),
-            sorted(crate::api::input::CONFIG_FIELDS)
-        );
-        assert_eq!(
-            properties::<RedriveBody>(),
-            sorted(handlers::REDRIVE_FIELDS)
-        );
-        assert_eq!(properties::<BatchBody>(), sorted(handlers::BATCH_FIELDS));
-    }
-
-    #[test]
-    fn body_types_refuse_unknown_fields_as_the_parsers_do() {
-        for schema in [
-            SubmitBody::schema(),
-            ConfigBody::schema(),
-            RedriveBody::schema(),
-            BatchBody::schema(),
-        ] {
-            let RefOr::T(Schema::Object(object)) = schema else {
-                panic!("an object schema");
-            };
-            let json = serde_json::to_value(&object.additional_properties).unwrap();
-            assert_eq!(json, serde_json::json!(false), "{:?}", object.title);
-        }
+    fn body_types_document_exactly_the_fields_they_read() {
+        documents_what_it_reads::<SubmitBody>();
+        documents_what_it_reads::<BatchBody>();
+        documents_what_it_reads::<ConfigBody>();
+        documents_what_it_reads::<RedriveBody>();
     }
 
     #[test]
@@ -365,7 +208,7 @@ mod tests {
                 }
             }
         }
-        let mut registered: Vec<(String, String)> = handlers::ROUTES
+        let mut registered: Vec<(String, String)> = ROUTES
             .iter()
             .map(|(method, path)| (method.to_string(), path.to_string()))
             .collect();
@@ -383,7 +226,7 @@ mod tests {
                 .flatten()
             {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
-                assert_eq!(secured, !super::super::is_open(path), "{path}");
+                assert_eq!(secured, !is_open(path), "{path}");
                 assert_eq!(
                     operation.responses.responses.contains_key("401"),
                     secured,

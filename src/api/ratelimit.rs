@@ -14,7 +14,6 @@ use actix_web::{HttpMessage, HttpRequest};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::ApiState;
 use crate::application::AppError;
 
 /// How many admissions pass between two sweeps of idle callers out of the limiter's map.
@@ -74,8 +73,12 @@ impl IngestLimiter {
 }
 
 /// Spends `events` of this request's caller's budget; a no-op when no limit is set.
-pub fn admit(state: &ApiState, request: &HttpRequest, events: u32) -> Result<(), AppError> {
-    let Some(limiter) = &state.limiter else {
+pub fn admit(
+    limiter: Option<&IngestLimiter>,
+    request: &HttpRequest,
+    events: u32,
+) -> Result<(), AppError> {
+    let Some(limiter) = limiter else {
         return Ok(());
     };
     let caller = request

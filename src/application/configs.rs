@@ -4,10 +4,47 @@ use crate::domain::outbound::AddressPolicy;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::SigningKey;
 use crate::domain::url_template::UrlTemplate;
+use chrono::{DateTime, Utc};
+
 use crate::store::models::{ConfigForm, ConfigRow, SecretChange};
 use crate::store::{configs, DbPool};
 
 use super::{conn, AppError};
+
+/// Longest config name, once trimmed.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A partner config as the use cases return it: what callers may see of a stored config (the
+/// signing secret is write-only, so only whether there is one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub id: i64,
+    pub name: String,
+    pub postback_url: Option<String>,
+    pub chargeback_url: Option<String>,
+    /// `None`: the service's default.
+    pub max_retries: Option<i32>,
+    pub is_active: bool,
+    pub signing: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ConfigRow> for Config {
+    fn from(row: ConfigRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            postback_url: row.postback_url,
+            chargeback_url: row.chargeback_url,
+            max_retries: row.max_retries,
+            is_active: row.is_active,
+            signing: row.signing,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
 
 /// A validated config as submitted to create or replace.
 #[derive(Clone, Debug)]
@@ -37,8 +74,11 @@ impl ConfigInput {
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
         let name = name.trim().to_string();
-        if name.is_empty() || name.len() > 200 {
-            return Err(AppError::invalid("name", "must be 1 to 200 characters"));
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(AppError::invalid(
+                "name",
+                format!("must be 1 to {MAX_NAME_LEN} characters"),
+            ));
         }
         for (field, url) in [
             ("postback_url", &postback_url),
@@ -57,7 +97,12 @@ impl ConfigInput {
         let max_retries = match max_retries {
             None => None,
             Some(n) if (0..=MAX_RETRIES_LIMIT as i64).contains(&n) => Some(n as i32),
-            Some(_) => return Err(AppError::invalid("max_retries", "must be between 0 and 6")),
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "max_retries",
+                    format!("must be between 0 and {MAX_RETRIES_LIMIT}"),
+                ))
+            }
         };
         let signing = match signing_secret {
             None => SecretChange::Keep,
@@ -114,37 +159,42 @@ fn name_taken(error: diesel::result::Error) -> AppError {
     }
 }
 
-pub async fn create(pool: &DbPool, input: ConfigInput) -> Result<ConfigRow, AppError> {
+pub async fn create(pool: &DbPool, input: ConfigInput) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
-    configs::insert(&mut conn, &input.form(), &input.signing)
+    let row = configs::insert(&mut conn, &input.form(), &input.signing)
         .await
-        .map_err(name_taken)
+        .map_err(name_taken)?;
+    Ok(row.into())
 }
 
-pub async fn list(pool: &DbPool) -> Result<Vec<ConfigRow>, AppError> {
+pub async fn list(pool: &DbPool) -> Result<Vec<Config>, AppError> {
     let mut conn = conn(pool).await?;
-    Ok(configs::list(&mut conn).await?)
+    let rows = configs::list(&mut conn).await?;
+    Ok(rows.into_iter().map(Config::from).collect())
 }
 
-pub async fn get(pool: &DbPool, id: i64) -> Result<ConfigRow, AppError> {
+pub async fn get(pool: &DbPool, id: i64) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
     configs::find(&mut conn, id)
         .await?
+        .map(Config::from)
         .ok_or(AppError::NotFound("config"))
 }
 
-pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<ConfigRow, AppError> {
+pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
     configs::replace(&mut conn, id, &input.form(), &input.signing)
         .await
         .map_err(name_taken)?
+        .map(Config::from)
         .ok_or(AppError::NotFound("config"))
 }
 
 /// Deactivates a config: it takes no new events; rows already queued are still delivered.
-pub async fn deactivate(pool: &DbPool, id: i64) -> Result<ConfigRow, AppError> {
+pub async fn deactivate(pool: &DbPool, id: i64) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
     configs::deactivate(&mut conn, id)
         .await?
+        .map(Config::from)
         .ok_or(AppError::NotFound("config"))
 }

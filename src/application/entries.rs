@@ -1,33 +1,124 @@
 //! Reading, listing, cancelling and retrying queue entries.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::delivery::Status;
+use crate::domain::event::EventType;
 use crate::store::models::{AttemptRecord, QueueRow};
 use crate::store::queue::{self, ListFilter};
 use crate::store::{history, DbPool};
 
 use super::{conn, AppError};
 
+/// Most entries one page of a listing holds.
 pub const MAX_PAGE: i64 = 500;
+/// Entries a page holds when the caller does not say.
+pub const DEFAULT_PAGE: i64 = 50;
+
+/// A queue entry as the use cases return it: its state, without the attempt slots it is
+/// stored with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub id: i64,
+    pub queue_id: Uuid,
+    pub event_type: EventType,
+    pub event_id: Option<String>,
+    pub config_id: i64,
+    /// The partner URL, built once at submit.
+    pub webhook_url: String,
+    /// The parameters as submitted.
+    pub url_params: serde_json::Value,
+    pub status: Status,
+    /// The attempt due next, or the one that ended the entry.
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub next_retry_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `None` while the entry is live.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// The error of the latest attempt; `None` when none was made or it succeeded.
+    pub last_error: Option<String>,
+}
+
+impl From<QueueRow> for Entry {
+    fn from(row: QueueRow) -> Self {
+        let last_error = row.last_error();
+        Self {
+            id: row.id,
+            queue_id: row.queue_id,
+            event_type: row.event_type,
+            event_id: row.event_id,
+            config_id: row.config_id,
+            webhook_url: row.webhook_url,
+            url_params: row.url_params,
+            status: row.status,
+            retry_count: row.retry_count,
+            max_retries: row.max_retries,
+            next_retry_at: row.next_retry_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            completed_at: row.completed_at,
+            cancelled_at: row.deleted_at,
+            last_error,
+        }
+    }
+}
+
+/// One call made for an entry, of the current retry cycle or an earlier one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    /// The retry cycle: 0 for the first, one more after each manual retry or redrive.
+    pub cycle: i32,
+    /// The attempt's number within its cycle.
+    pub attempt: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    /// `None` while the attempt is in flight.
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    /// `None` when no answer came (timeout, connection refused …).
+    pub http_status: Option<i32>,
+    /// The partner's answer body, cut at the configured response body limit.
+    pub response_body: Option<String>,
+    /// Why the attempt failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+impl From<AttemptRecord> for Attempt {
+    fn from(a: AttemptRecord) -> Self {
+        Self {
+            cycle: a.cycle,
+            attempt: a.attempt,
+            started_at: a.started_at,
+            completed_at: a.completed_at,
+            duration_ms: a.duration_ms,
+            http_status: a.http_status,
+            response_body: a.response_body,
+            error: a.error,
+        }
+    }
+}
 
 /// An entry with every attempt made for it: those of earlier retry cycles first, in order,
 /// then the current cycle's.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub row: QueueRow,
-    pub attempts: Vec<AttemptRecord>,
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryWithAttempts {
+    pub entry: Entry,
+    pub attempts: Vec<Attempt>,
 }
 
-pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
+pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<EntryWithAttempts, AppError> {
     let mut conn = conn(pool).await?;
     let row = queue::find(&mut conn, queue_id)
         .await?
         .ok_or(AppError::NotFound("webhook"))?;
     let archived = history::archived(&mut conn, queue_id).await?;
-    Ok(Entry {
-        attempts: row.attempts_after(archived),
-        row,
+    let attempts = row.attempts_after(archived);
+    Ok(EntryWithAttempts {
+        entry: row.into(),
+        attempts: attempts.into_iter().map(Attempt::from).collect(),
     })
 }
 
@@ -36,7 +127,7 @@ pub async fn list(
     pool: &DbPool,
     filter: &ListFilter,
     limit: i64,
-) -> Result<(Vec<QueueRow>, Option<String>), AppError> {
+) -> Result<(Vec<Entry>, Option<String>), AppError> {
     let mut conn = conn(pool).await?;
     let mut rows = queue::list(&mut conn, filter, limit + 1).await?;
     let next_cursor = if rows.len() as i64 > limit {
@@ -45,11 +136,11 @@ pub async fn list(
     } else {
         None
     };
-    Ok((rows, next_cursor))
+    Ok((rows.into_iter().map(Entry::from).collect(), next_cursor))
 }
 
 /// Cancels an entry: it is never called again. A completed entry cannot be cancelled.
-pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError> {
+pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
     let row = queue::cancel(&mut conn, queue_id)
         .await?
@@ -59,18 +150,18 @@ pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError>
             "the webhook was delivered already".into(),
         ));
     }
-    Ok(row)
+    Ok(row.into())
 }
 
 /// Puts a failed entry through a fresh retry cycle: due now, attempts numbered from 0 again,
 /// the earlier attempts kept in its history. Anything but a failed, live entry is a conflict.
-pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<QueueRow, AppError> {
+pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
     let row = queue::find(&mut conn, queue_id)
         .await?
         .ok_or(AppError::NotFound("webhook"))?;
     if let Some(restarted) = history::restart(&mut conn, &[row.id]).await?.pop() {
-        return Ok(restarted);
+        return Ok(restarted.into());
     }
     // Not restarted: say why, from the row as it is now (another retry may just have won).
     let now = queue::find(&mut conn, queue_id)

@@ -7,11 +7,9 @@
 //! may hold SQL, addresses or a partner's answer. `anyhow` is used only at the process edge.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use serde::Serialize;
 
-/// `error.code` of an error body: one per class of error, so a client can branch on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+/// The class of an error, so a caller can branch on it (`error.code` of an API error body).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     MalformedRequest,
     Unauthorized,

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
@@ -13,7 +12,7 @@ use crate::store::{stats, DbPool};
 use super::{conn, AppError};
 
 /// Counts of rows in each status; every status is always present.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StatusCounts {
     pub pending: i64,
     pub processing: i64,
@@ -52,7 +51,7 @@ impl StatusCounts {
 }
 
 /// Counts per event type, both always present.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ByEventType {
     #[serde(rename = "+credit")]
     pub credit: StatusCounts,
@@ -83,36 +82,31 @@ impl ByEventType {
 
 /// Attempts recorded, of every retry cycle. Every field is always present, null where no
 /// attempt was made.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AttemptStats {
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
-    #[schema(required)]
     pub avg_duration_ms: Option<f64>,
     /// Percentiles come from a histogram whose buckets keep two significant digits of the
     /// duration, so they are exact below 100 ms and within 5% above.
-    #[schema(required)]
     pub p50_duration_ms: Option<i64>,
-    #[schema(required)]
     pub p95_duration_ms: Option<i64>,
-    #[schema(required)]
     pub p99_duration_ms: Option<i64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PartnerStats {
     pub config_id: i64,
     pub name: String,
     pub by_status: StatusCounts,
     pub cancelled: i64,
     /// completed ÷ (completed + failed); null when both are 0.
-    #[schema(required)]
     pub success_rate: Option<f64>,
 }
 
 /// The statistics document (SPEC §5.2). Every field is always present, null where noted.
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatsDocument {
     /// Rows not cancelled: the sum of `by_status`.
     pub total: i64,
@@ -121,18 +115,15 @@ pub struct StatsDocument {
     pub cancelled: i64,
     pub by_event_type: ByEventType,
     /// completed ÷ (completed + failed); null when both are 0.
-    #[schema(required)]
     pub success_rate: Option<f64>,
     pub attempts: AttemptStats,
     /// Null when nothing is pending.
-    #[schema(required)]
     pub oldest_pending_age_seconds: Option<f64>,
     pub completed_last_minute: i64,
     pub failed_last_minute: i64,
     /// One per config that has rows, by config id.
     pub by_partner: Vec<PartnerStats>,
     /// RFC 3339 UTC.
-    #[schema(format = DateTime)]
     pub generated_at: String,
 }
 
@@ -231,10 +222,9 @@ pub const MAX_THROUGHPUT_MINUTES: i64 = 24 * 60;
 pub const MAX_THROUGHPUT_BUCKET_SECONDS: i64 = 3600;
 
 /// Rows that reached `completed` or `failed` in one bucket of time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ThroughputBucket {
     /// The bucket's first second.
-    #[schema(format = DateTime)]
     pub second: String,
     pub completed: i64,
     pub failed: i64,
@@ -242,12 +232,10 @@ pub struct ThroughputBucket {
 
 /// `GET /webhooks/throughput`: completions and failures over a window, in buckets of
 /// `bucket_seconds` aligned to the Unix epoch; buckets in which nothing finished are left out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Throughput {
     /// The start of the first bucket.
-    #[schema(format = DateTime)]
     pub since: String,
-    #[schema(format = DateTime)]
     pub until: String,
     pub bucket_seconds: i64,
     /// Totals over the window.

@@ -15,6 +15,7 @@ use crate::store::queue::{self, NewEntry};
 use crate::store::DbPool;
 
 use super::config_cache::ConfigCache;
+use super::entries::Entry;
 use super::{conn, AppError};
 
 /// A parsed submit request.
@@ -30,10 +31,10 @@ pub struct SubmitRequest {
 
 #[derive(Debug)]
 pub enum Submitted {
-    /// A new row (201).
-    Created(QueueRow),
+    /// A new entry (201).
+    Created(Entry),
     /// The same event was submitted before (200); nothing was created.
-    Existing(QueueRow),
+    Existing(Entry),
 }
 
 /// Turns a request into the row to insert, or says which field is at fault.
@@ -78,8 +79,8 @@ fn prepare(
     })
 }
 
-/// Most events in one batch submit.
-pub const MAX_BATCH: usize = 1000;
+/// Most events one `POST /webhooks/batch` may carry.
+pub const MAX_EVENTS_PER_BATCH: usize = 1000;
 
 /// How often a batch is built again because a config changed while it was submitted.
 const STALE_RETRIES: usize = 3;
@@ -181,7 +182,7 @@ pub async fn submit_batch(
             let found = key_of(&request).and_then(|key| existing.get(&key).cloned());
             match (entry, found) {
                 (Ok(entry), _) if inserted.contains_key(&entry.queue_id) => Ok(Submitted::Created(
-                    inserted.remove(&entry.queue_id).expect("checked"),
+                    inserted.remove(&entry.queue_id).expect("checked").into(),
                 )),
                 (_, Some(row)) => same_event(row, &request.url_params_json),
                 (Ok(_), None) => Err(AppError::Internal(
@@ -212,7 +213,7 @@ async fn read_configs(
 /// one under a reused id (409).
 fn same_event(existing: QueueRow, url_params: &Value) -> Result<Submitted, AppError> {
     if existing.url_params == *url_params {
-        Ok(Submitted::Existing(existing))
+        Ok(Submitted::Existing(existing.into()))
     } else {
         Err(AppError::Conflict(format!(
             "event {} was submitted before with different url_params",

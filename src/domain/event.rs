@@ -12,6 +12,8 @@ pub const MAX_PARAMS: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 2048;
 /// Longest producer event id, in bytes.
 pub const MAX_EVENT_ID_BYTES: usize = 255;
+/// Longest parameter key or placeholder name.
+pub const MAX_PARAM_NAME_LEN: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
@@ -49,9 +51,10 @@ impl FromStr for EventType {
     }
 }
 
-/// Whether `name` may be a parameter key or placeholder: 1–64 of `A-Z a-z 0-9 _ . -`.
+/// Whether `name` may be a parameter key or placeholder: 1 to [`MAX_PARAM_NAME_LEN`] of
+/// `A-Z a-z 0-9 _ . -`.
 pub fn is_valid_param_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    (1..=MAX_PARAM_NAME_LEN).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
@@ -79,14 +82,17 @@ impl UrlParams {
             return Err(err("url_params".into(), "must be an object"));
         };
         if map.len() > MAX_PARAMS {
-            return Err(err("url_params".into(), "has more than 64 parameters"));
+            return Err(err(
+                "url_params".into(),
+                &format!("has more than {MAX_PARAMS} parameters"),
+            ));
         }
         let mut params = BTreeMap::new();
         for (key, value) in map {
             if !is_valid_param_name(key) {
                 return Err(err(
                     "url_params".into(),
-                    "keys must be 1-64 characters of A-Z a-z 0-9 _ . -",
+                    &format!("keys must be 1-{MAX_PARAM_NAME_LEN} characters of A-Z a-z 0-9 _ . -"),
                 ));
             }
             let field = format!("url_params.{key}");
@@ -97,7 +103,10 @@ impl UrlParams {
                 _ => return Err(err(field, "must be a string, number or boolean")),
             };
             if text.len() > MAX_VALUE_BYTES {
-                return Err(err(field, "is longer than 2048 bytes"));
+                return Err(err(
+                    field,
+                    &format!("is longer than {MAX_VALUE_BYTES} bytes"),
+                ));
             }
             params.insert(key.clone(), text);
         }

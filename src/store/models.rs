@@ -178,28 +178,21 @@ pub struct QueueRow {
 
 /// One attempt: of the current retry cycle (a row's `retry_N_*` columns) or of an earlier one
 /// (`webhook_attempt_history`).
-/// Every field is always present, null where it has no value.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AttemptRecord {
     /// The retry cycle: 0 for the first, one more after each manual retry or redrive.
     pub cycle: i32,
     /// The attempt's number within its cycle (the N of `retry_N_*`).
     pub attempt: i32,
-    #[schema(required)]
     pub started_at: Option<DateTime<Utc>>,
     /// Null while the attempt is in flight.
-    #[schema(required)]
     pub completed_at: Option<DateTime<Utc>>,
-    #[schema(required)]
     pub duration_ms: Option<i64>,
     /// The partner's HTTP status; null when no answer came (timeout, connection refused …).
-    #[schema(required)]
     pub http_status: Option<i32>,
     /// The partner's answer body, cut at the configured response body limit.
-    #[schema(required)]
     pub response_body: Option<String>,
     /// Why the attempt failed; null when it succeeded.
-    #[schema(required)]
     pub error: Option<String>,
 }
 

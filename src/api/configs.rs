@@ -1,0 +1,232 @@
+//! `/webhook-configs`: partner configurations — the handlers, the body they read and the view
+//! they answer with.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::common::{Page, ServerErrors};
+use super::errors::ErrorBody;
+use super::json::{read_body, too_large, Body, Fields, BODY_LIMIT};
+use super::state::{Reply, State};
+use crate::application::configs::{self, Config, ConfigInput, MAX_NAME_LEN};
+use crate::application::AppError;
+use crate::domain::outbound::AddressPolicy;
+use crate::domain::retry::MAX_RETRIES_LIMIT;
+use crate::domain::signing::KEY_BYTES;
+
+// utoipa's schema attributes take number literals only, so the limits `ConfigBody` states are
+// checked here against the constants that enforce them.
+const _: () = assert!(
+    MAX_NAME_LEN == 200
+        && MAX_RETRIES_LIMIT == 6
+        && *KEY_BYTES.start() == 24
+        && *KEY_BYTES.end() == 64,
+    "a limit changed: change the documented one in api/configs.rs too"
+);
+
+/// `POST /webhook-configs` and `PUT /webhook-configs/{id}` (which replaces every field). A
+/// field that is null counts as absent.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBody {
+    /// Unique, 1 to 200 characters once trimmed.
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    /// URL template for `+credit` events: `{placeholders}` name `url_params` keys. A config
+    /// needs this, `chargeback_url` or both; a literal address host must be one deliveries may
+    /// reach.
+    pub postback_url: Option<String>,
+    /// URL template for `-debit` events.
+    pub chargeback_url: Option<String>,
+    /// Attempts after the first; absent means the service's default.
+    #[schema(minimum = 0, maximum = 6)]
+    pub max_retries: Option<i64>,
+    /// Default true; an inactive config takes no new events.
+    pub is_active: Option<bool>,
+    /// Write-only Standard Webhooks secret `whsec_<base64 of 24-64 bytes>`: absent keeps the
+    /// stored one, null removes it. Responses show only `signing`.
+    #[schema(value_type = Option<String>)]
+    pub signing_secret: Option<Option<String>>,
+}
+
+impl Body for ConfigBody {
+    const FIELDS: &'static [&'static str] = &[
+        "name",
+        "postback_url",
+        "chargeback_url",
+        "max_retries",
+        "is_active",
+        "signing_secret",
+    ];
+
+    fn read(mut fields: Fields) -> Result<Self, AppError> {
+        let body = Self {
+            name: fields.string("name")?,
+            postback_url: fields.optional_string("postback_url")?,
+            chargeback_url: fields.optional_string("chargeback_url")?,
+            max_retries: fields.optional_integer("max_retries")?,
+            is_active: fields.optional_bool("is_active")?,
+            signing_secret: fields.nullable_string("signing_secret")?,
+        };
+        fields.finish()?;
+        Ok(body)
+    }
+}
+
+impl ConfigBody {
+    /// The config to create or replace. `signing_secret` is write-only: absent keeps the
+    /// stored secret, `null` removes it, a `whsec_<base64>` string sets it (see
+    /// [`ConfigInput::new`]).
+    pub fn into_input(self, policy: &AddressPolicy) -> Result<ConfigInput, AppError> {
+        ConfigInput::new(
+            self.name,
+            self.postback_url,
+            self.chargeback_url,
+            self.max_retries,
+            self.is_active.unwrap_or(true),
+            self.signing_secret,
+            policy,
+        )
+    }
+}
+
+/// A partner config. Every field is always present, null where it has no value.
+#[derive(Serialize, ToSchema)]
+pub struct ConfigView {
+    pub id: i64,
+    pub name: String,
+    /// URL template for `+credit` events.
+    #[schema(required)]
+    pub postback_url: Option<String>,
+    /// URL template for `-debit` events.
+    #[schema(required)]
+    pub chargeback_url: Option<String>,
+    /// Attempts after the first; null means the service's default.
+    #[schema(required)]
+    pub max_retries: Option<i32>,
+    pub is_active: bool,
+    /// Whether calls are signed (Standard Webhooks). The secret is write-only: never shown.
+    pub signing: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Config> for ConfigView {
+    fn from(c: Config) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            postback_url: c.postback_url,
+            chargeback_url: c.chargeback_url,
+            max_retries: c.max_retries,
+            is_active: c.is_active,
+            signing: c.signing,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+fn config_id_path(raw: &str) -> Result<i64, AppError> {
+    raw.parse().map_err(|_| {
+        AppError::malformed(
+            Some("id"),
+            format!("{raw:?} is not a config id (an integer)"),
+        )
+    })
+}
+
+#[utoipa::path(post, path = "/webhook-configs", tag = "configs",
+    request_body(content = ConfigBody, example = json!({"name": "acme",
+        "postback_url": "https://partner.example/credit?user={user_id}&amount={value}",
+        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true})),
+    responses(
+        (status = 201, description = "Created", body = ConfigView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "A config with this name exists already", body = ErrorBody),
+        (status = 413, description = too_large(BODY_LIMIT), body = ErrorBody),
+        (status = 415, description = "Body not JSON (`Content-Type: application/json`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid, missing or unknown; `field` names it", body = ErrorBody),
+        ServerErrors,
+    ))]
+pub(super) async fn create_config(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Reply {
+    let body: ConfigBody = read_body(&request, payload).await?;
+    let config = configs::create(&state.pool, body.into_input(&state.policy)?).await?;
+    Ok(HttpResponse::Created().json(ConfigView::from(config)))
+}
+
+/// Every config, active or not, in one page (`next_cursor` is always null).
+#[utoipa::path(get, path = "/webhook-configs", tag = "configs",
+    responses((status = 200, description = "Every config", body = Page<ConfigView>), ServerErrors))]
+pub(super) async fn list_configs(state: State) -> Reply {
+    let items: Vec<ConfigView> = configs::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+#[utoipa::path(get, path = "/webhook-configs/{id}", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    responses(
+        (status = 200, description = "The config", body = ConfigView),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        ServerErrors,
+    ))]
+pub(super) async fn get_config(state: State, id: web::Path<String>) -> Reply {
+    let config = configs::get(&state.pool, config_id_path(&id)?).await?;
+    Ok(HttpResponse::Ok().json(ConfigView::from(config)))
+}
+
+/// Replaces every field: one left out takes its default.
+#[utoipa::path(put, path = "/webhook-configs/{id}", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    request_body(content = ConfigBody, example = json!({"name": "acme",
+        "postback_url": "https://partner.example/credit?user={user_id}&amount={value}",
+        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true})),
+    responses(
+        (status = 200, description = "The config as replaced", body = ConfigView),
+        (status = 400, description = "`id` is not an integer, or malformed JSON", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        (status = 409, description = "Another config has this name", body = ErrorBody),
+        (status = 413, description = too_large(BODY_LIMIT), body = ErrorBody),
+        (status = 415, description = "Body not JSON (`Content-Type: application/json`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid, missing or unknown; `field` names it", body = ErrorBody),
+        ServerErrors,
+    ))]
+pub(super) async fn replace_config(
+    state: State,
+    id: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Reply {
+    let id = config_id_path(&id)?;
+    let body: ConfigBody = read_body(&request, payload).await?;
+    let config = configs::replace(&state.pool, id, body.into_input(&state.policy)?).await?;
+    Ok(HttpResponse::Ok().json(ConfigView::from(config)))
+}
+
+/// Deactivates a config: it takes no new events; entries already queued are still delivered.
+#[utoipa::path(delete, path = "/webhook-configs/{id}", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    responses(
+        (status = 200, description = "The config, now inactive", body = ConfigView),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        ServerErrors,
+    ))]
+pub(super) async fn deactivate_config(state: State, id: web::Path<String>) -> Reply {
+    let config = configs::deactivate(&state.pool, config_id_path(&id)?).await?;
+    Ok(HttpResponse::Ok().json(ConfigView::from(config)))
+}
