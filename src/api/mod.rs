@@ -90,12 +90,12 @@ async fn log_request(
                 .response()
                 .error()
                 .and_then(|e| e.as_error::<AppError>())
-                .and_then(|e| e.cause().map(str::to_string)),
+                .and_then(|e| e.cause()),
         ),
         Err(e) => (
             e.as_response_error().status_code().as_u16(),
             e.as_error::<AppError>()
-                .and_then(|e| e.cause().map(str::to_string)),
+                .and_then(|e| e.cause()),
         ),
     };
     state.metrics.request(&method, route, status);

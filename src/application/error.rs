@@ -6,7 +6,12 @@
 //! service is unavailable (503, database unreachable) or failed (500) — never the cause, which
 //! may hold SQL, addresses or a partner's answer. `anyhow` is used only at the process edge.
 
+use std::fmt;
+use std::sync::Arc;
+
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use crate::error_chain::describe;
 
 /// The class of an error, so a caller can branch on it (`error.code` of an API error body).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,11 +62,47 @@ pub enum AppError {
     },
     /// 503: the database cannot be reached. The cause is logged, never returned.
     #[error("service unavailable")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// 500: a bug or an unexpected database answer. The cause is logged, never returned.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
+
+/// Why a 5xx happened: the error itself with its chain of sources, so that the log line
+/// names the root of it. Shared, since one failed batch answers many requests.
+#[derive(Clone, Debug)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+/// A cause that is a sentence of ours rather than another error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+impl From<String> for Cause {
+    fn from(text: String) -> Self {
+        Self::new(Message(text))
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(text: &str) -> Self {
+        Self::from(text.to_string())
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(self.0.as_ref()))
+    }
+}
+
+impl std::error::Error for Cause {}
 
 impl AppError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -115,38 +156,60 @@ impl AppError {
         }
     }
 
-    /// The cause to log for a 5xx.
-    pub fn cause(&self) -> Option<&str> {
+    /// The cause to log for a 5xx, with its sources.
+    pub fn cause(&self) -> Option<String> {
         match self {
-            AppError::Unavailable(cause) | AppError::Internal(cause) => Some(cause),
+            AppError::Unavailable(cause) | AppError::Internal(cause) => Some(cause.to_string()),
             _ => None,
         }
+    }
+
+    pub fn unavailable(cause: impl Into<Cause>) -> Self {
+        AppError::Unavailable(cause.into())
+    }
+
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        AppError::Internal(cause.into())
     }
 }
 
 impl From<DieselError> for AppError {
     fn from(error: DieselError) -> Self {
+        let lost_connection = match &error {
+            // The connection was lost: closed, or never answered (diesel-async reports both as
+            // a command it could not send) ...
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => true,
+            // ... or ended by the server (SQLSTATE 57P01, 57P02, 57P05: shutdown, crash, idle
+            // timeout), which diesel reports without its code. A server with translated
+            // messages makes this a 500.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+                info.message().starts_with("terminating connection")
+            }
+            _ => false,
+        };
         match error {
             DieselError::NotFound => AppError::NotFound("record"),
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 AppError::Conflict("conflicts with an existing record".into())
             }
-            // The connection was lost: closed, or never answered (diesel-async reports both as
-            // a command it could not send) ...
-            DieselError::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                info,
-            ) => AppError::Unavailable(info.message().to_string()),
-            // ... or ended by the server (SQLSTATE 57P01, 57P02, 57P05: shutdown, crash, idle
-            // timeout), which diesel reports without its code. A server with translated
-            // messages makes this a 500.
-            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if info.message().starts_with("terminating connection") =>
-            {
-                AppError::Unavailable(info.message().to_string())
-            }
-            other => AppError::Internal(other.to_string()),
+            error if lost_connection => AppError::Unavailable(Cause::new(error)),
+            other => AppError::Internal(Cause::new(other)),
         }
+    }
+}
+
+impl From<crate::store::PoolError> for AppError {
+    fn from(error: crate::store::PoolError) -> Self {
+        AppError::Unavailable(Cause::new(error))
+    }
+}
+
+impl From<crate::store::DbSetupError> for AppError {
+    fn from(error: crate::store::DbSetupError) -> Self {
+        AppError::Unavailable(Cause::new(error))
     }
 }
 

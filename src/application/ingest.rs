@@ -68,10 +68,10 @@ impl SubmitBatcher {
         self.queue
             .send((request, reply))
             .await
-            .map_err(|_| AppError::Unavailable("the submit batcher has stopped".into()))?;
+            .map_err(|_| AppError::unavailable("the submit batcher has stopped"))?;
         answer
             .await
-            .map_err(|_| AppError::Internal("a submit batch ended without an answer".into()))?
+            .map_err(|_| AppError::internal("a submit batch ended without an answer"))?
     }
 }
 

@@ -21,5 +21,5 @@ use crate::store::{DbPool, PooledConn};
 pub async fn conn(pool: &DbPool) -> Result<PooledConn, AppError> {
     pool.get()
         .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))
+        .map_err(AppError::from)
 }

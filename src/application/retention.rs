@@ -79,7 +79,7 @@ pub async fn prune_once(
 ) -> Result<Pass, AppError> {
     let mut conn = store::connect(database_url)
         .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+        .map_err(AppError::from)?;
     if !retention::try_lock(&mut conn).await? {
         return Ok(Pass::Busy);
     }

@@ -56,7 +56,7 @@ fn prepare(
         )
     })?;
     let template = UrlTemplate::parse(template).map_err(|e| {
-        AppError::Internal(format!(
+        AppError::internal(format!(
             "stored template of config {} is invalid: {e}",
             config.id
         ))
@@ -142,8 +142,8 @@ pub async fn submit_batch(
                 (configs, fresh) = (read_configs(&mut conn, cache, &config_ids).await?, true);
             }
             Err(e) if queue::configs_changed(&e) => {
-                return Err(AppError::Unavailable(
-                    "partner configs kept changing during this submit; try again".into(),
+                return Err(AppError::unavailable(
+                    "partner configs kept changing during this submit; try again",
                 ))
             }
             Err(e) => return Err(e.into()),
@@ -185,8 +185,8 @@ pub async fn submit_batch(
                     inserted.remove(&entry.queue_id).expect("checked").into(),
                 )),
                 (_, Some(row)) => same_event(row, &request.url_params_json),
-                (Ok(_), None) => Err(AppError::Internal(
-                    "idempotency conflict without an existing row".into(),
+                (Ok(_), None) => Err(AppError::internal(
+                    "idempotency conflict without an existing row",
                 )),
                 (Err(refusal), None) => Err(refusal),
             }
