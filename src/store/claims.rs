@@ -52,9 +52,11 @@ pub struct ClaimedRow {
 /// processing rows whose lease ran out, never a cancelled one. Each row comes back with its
 /// config's current signing secret.
 ///
-/// The claim counts what it moves in `webhook_queue_counts` itself — due rows from pending to
-/// processing; a taken-over lease stays processing — so the update trigger stands aside for it
-/// (migration 000005). The rows are locked before they are counted, so the count is exact.
+/// The claim counts what it moves itself, through `webhook_queue_counts_add` (migration
+/// 000007) — due rows from pending to processing; a taken-over lease stays processing — so the
+/// update trigger stands aside for it (migration 000005). The rows are locked before they are
+/// counted, so the count is exact. `counted` only SELECTs, and PostgreSQL runs such a CTE only
+/// when the final SELECT reads it: hence the join.
 ///
 /// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for this
 /// statement's transaction only): it is a lease, not a record. Should PostgreSQL crash before
@@ -100,16 +102,14 @@ pub async fn claim(
              RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
                        q.retry_count, q.max_retries, q.locked_at, c.signing_secret, picked.was_pending
          ), counted AS (
-             INSERT INTO webhook_queue_counts AS c (shard, config_id, event_type, bucket, n)
-             SELECT pg_backend_pid() % 16, config_id, event_type, moved.bucket, moved.delta * count(*)
-             FROM claimed, (VALUES ('pending', -1), ('processing', 1)) AS moved(bucket, delta)
-             WHERE was_pending
-             GROUP BY config_id, event_type, moved.bucket, moved.delta
-             ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = c.n + excluded.n
+             SELECT webhook_queue_counts_add(array_agg(claimed.config_id), array_agg(claimed.event_type),
+                                             array_agg(moved.bucket), array_agg(moved.delta))
+             FROM claimed, (VALUES ('pending', -1::int8), ('processing', 1::int8)) AS moved(bucket, delta)
+             WHERE claimed.was_pending
          )
-         SELECT id, queue_id, event_type, config_id, webhook_url, retry_count, max_retries,
-                locked_at, signing_secret
-         FROM claimed",
+         SELECT claimed.id, claimed.queue_id, claimed.event_type, claimed.config_id, claimed.webhook_url,
+                claimed.retry_count, claimed.max_retries, claimed.locked_at, claimed.signing_secret
+         FROM claimed LEFT JOIN counted ON true",
         )
         .bind::<Text, _>(worker_id)
         .bind::<Int8, _>(limit)

@@ -30,9 +30,11 @@ pub struct NewEntry {
 /// new-rows channel, delivered when the insert commits). Entries whose idempotency key exists
 /// already are skipped: only inserted rows come back.
 ///
-/// The statement counts its new rows (all pending) in `webhook_queue_counts` itself, so the
-/// insert trigger stands aside for it (migration 000005): the submit path's statement costs no
-/// PL/pgSQL call.
+/// The statement counts its new rows (all pending) itself, through `webhook_queue_counts_add`
+/// (migration 000007), so the insert trigger stands aside for it (migration 000005): the
+/// submit path pays one cached PL/pgSQL call, not the trigger's transition table and its three
+/// statements. `counted` and `announced` only SELECT, and PostgreSQL runs such a CTE only when
+/// the final SELECT reads it: hence the joins.
 ///
 /// `configs` are the `(id, version)` pairs of the configs the entries were built from, each id
 /// once: should one have changed since it was read, the statement inserts nothing and fails
@@ -57,15 +59,13 @@ pub async fn insert_new(
              ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
              RETURNING *
          ), counted AS (
-             INSERT INTO webhook_queue_counts AS c (shard, config_id, event_type, bucket, n)
-             SELECT pg_backend_pid() % 16, config_id, event_type, 'pending', count(*)
+             SELECT webhook_queue_counts_add(array_agg(config_id), array_agg(event_type),
+                                             array_agg(webhook_count_bucket(status, deleted_at)), array_agg(1::int8))
              FROM inserted
-             GROUP BY config_id, event_type
-             ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = c.n + excluded.n
          ), announced AS (
              SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
          )
-         SELECT inserted.* FROM inserted LEFT JOIN announced ON true";
+         SELECT inserted.* FROM inserted LEFT JOIN counted ON true LEFT JOIN announced ON true";
     let query = diesel::sql_query(query)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
