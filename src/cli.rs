@@ -16,7 +16,7 @@ use crate::application::{stats, worker, AppError};
 use crate::config::{Overrides, Settings};
 use crate::domain::event::EventType;
 use crate::store as db;
-use crate::store::history::RedriveFilter;
+use crate::store::queue::cycle::RedriveFilter;
 use crate::{api as http, probe};
 
 #[derive(Debug, Parser)]

@@ -953,7 +953,7 @@ async fn only_one_process_prunes_at_a_time_and_the_worker_prunes_once_the_lock_i
     holder
         .execute(
             "SELECT pg_advisory_lock($1)",
-            &[&webhookd::store::retention::LOCK_KEY],
+            &[&webhookd::store::queue::retention::LOCK_KEY],
         )
         .await
         .unwrap();
@@ -1000,7 +1000,7 @@ async fn only_one_process_prunes_at_a_time_and_the_worker_prunes_once_the_lock_i
     holder
         .execute(
             "SELECT pg_advisory_unlock($1)",
-            &[&webhookd::store::retention::LOCK_KEY],
+            &[&webhookd::store::queue::retention::LOCK_KEY],
         )
         .await
         .unwrap();

@@ -20,8 +20,8 @@ use crate::application::submit::{self, Submitted};
 use crate::application::{entries, metrics, stats, AppError};
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
-use crate::store::history::RedriveFilter;
-use crate::store::queue::ListFilter;
+use crate::store::queue::cycle::RedriveFilter;
+use crate::store::queue::listing::ListFilter;
 
 type State = web::Data<ApiState>;
 type Reply = Result<HttpResponse, AppError>;

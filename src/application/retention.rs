@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
 use crate::store;
-use crate::store::retention::{self, Rule};
+use crate::store::queue::retention::{self, Rule};
 
 use super::AppError;
 

@@ -27,7 +27,9 @@ use crate::config::Settings;
 use crate::domain::delivery::{Outcome, Transition};
 use crate::domain::retry::RetryPolicy;
 use crate::sender::{Call, Sender};
-use crate::store::claims::{self, AttemptWrite, ClaimedRow, Release};
+use crate::store::queue::claim::{self as claims, ClaimedRow};
+use crate::store::queue::outcome::AttemptWrite;
+use crate::store::queue::release::Release;
 use crate::store::{listener, DbPool};
 
 use hosts::{host_key, HostLimiter, Turn};

@@ -8,7 +8,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::application::metrics::Metrics;
-use crate::store::claims::{self, AttemptWrite, Release};
+use crate::store::queue::outcome::{self, AttemptWrite};
+use crate::store::queue::release::{self, Release};
 use crate::store::DbPool;
 use std::sync::Arc;
 
@@ -59,7 +60,7 @@ async fn write_attempts(
     let started = Instant::now();
     let written = retrying(give_up_after, log, "record attempts", || async {
         let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        claims::record_attempts(&mut conn, attempts)
+        outcome::record_attempts(&mut conn, attempts)
             .await
             .map_err(|e| e.to_string())
     })
@@ -117,7 +118,7 @@ async fn write_releases(
     for (delay, rows) in by_delay {
         let done = retrying(give_up_after, log, "hand back rows", || async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            claims::release(&mut conn, &rows, delay)
+            release::release(&mut conn, &rows, delay)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -13,10 +13,10 @@ use diesel::sql_types::{Array, Int8};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::models::{ArchivedAttemptRow, QueueRow};
-use super::schema::{webhook_attempt_history, webhook_queue};
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
+use crate::store::models::{ArchivedAttemptRow, QueueRow};
+use crate::store::schema::{webhook_attempt_history, webhook_queue};
 
 /// Puts the given rows through a fresh retry cycle, in one statement, and returns them as they
 /// are now. Only rows that are still `failed` and not cancelled when their lock is taken are
@@ -95,7 +95,7 @@ fn restart_sql() -> String {
              SELECT pg_notify('{channel}', '') AS sent WHERE EXISTS (SELECT 1 FROM reset)
          )
          SELECT reset.* FROM reset LEFT JOIN notified ON true",
-        channel = super::NEW_ROWS_CHANNEL
+        channel = crate::store::NEW_ROWS_CHANNEL
     )
 }
 
