@@ -1,6 +1,8 @@
 //! The outcome write: a batch of attempts recorded in their rows' `retry_N_*` slots, each
 //! with the row's next status, fenced on the claim (see [`super`]).
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use diesel::result::Error;
 use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz};
@@ -8,6 +10,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::domain::delivery::Status;
+use crate::store::attempt_slots::each_slot_column;
 use crate::store::prepared::prepared;
 
 /// The outcome of one attempt, ready to be written.
@@ -44,7 +47,7 @@ pub async fn record_attempts(
     if writes.is_empty() {
         return Ok(Vec::new());
     }
-    let query = diesel::sql_query(RECORD_ATTEMPTS_SQL)
+    let query = diesel::sql_query(RECORD_ATTEMPTS_SQL.as_str())
         .bind::<Array<Text>, _>(
             writes
                 .iter()
@@ -76,60 +79,31 @@ pub async fn record_attempts(
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
-const RECORD_ATTEMPTS_SQL: &str = "UPDATE webhook_queue q SET
+/// The outcome write: the row's next status, and the attempt in the slot it names (every other
+/// slot keeps its value). `$2` are the ids, by which the plan reaches the rows.
+static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let slots = each_slot_column(
+        |n, field| {
+            format!("retry_{n}_{field} = CASE WHEN v.attempt = {n} THEN v.{field} ELSE q.retry_{n}_{field} END")
+        },
+        ",\n             ",
+    );
+    format!(
+        "UPDATE webhook_queue q SET
              status = v.status,
              retry_count = v.retry_count,
              next_retry_at = coalesce(v.next_retry_at, q.next_retry_at),
-             completed_at = CASE WHEN v.status = 'completed' THEN v.completed ELSE q.completed_at END,
+             completed_at = CASE WHEN v.status = 'completed' THEN v.completed_at ELSE q.completed_at END,
              locked_at = NULL,
              lock_expires_at = NULL,
              updated_at = now(),
-             retry_0_started_at = CASE WHEN v.attempt = 0 THEN v.started ELSE q.retry_0_started_at END,
-             retry_0_completed_at = CASE WHEN v.attempt = 0 THEN v.completed ELSE q.retry_0_completed_at END,
-             retry_0_duration_ms = CASE WHEN v.attempt = 0 THEN v.duration_ms ELSE q.retry_0_duration_ms END,
-             retry_0_http_status = CASE WHEN v.attempt = 0 THEN v.http_status ELSE q.retry_0_http_status END,
-             retry_0_response_body = CASE WHEN v.attempt = 0 THEN v.body ELSE q.retry_0_response_body END,
-             retry_0_error = CASE WHEN v.attempt = 0 THEN v.error ELSE q.retry_0_error END,
-             retry_1_started_at = CASE WHEN v.attempt = 1 THEN v.started ELSE q.retry_1_started_at END,
-             retry_1_completed_at = CASE WHEN v.attempt = 1 THEN v.completed ELSE q.retry_1_completed_at END,
-             retry_1_duration_ms = CASE WHEN v.attempt = 1 THEN v.duration_ms ELSE q.retry_1_duration_ms END,
-             retry_1_http_status = CASE WHEN v.attempt = 1 THEN v.http_status ELSE q.retry_1_http_status END,
-             retry_1_response_body = CASE WHEN v.attempt = 1 THEN v.body ELSE q.retry_1_response_body END,
-             retry_1_error = CASE WHEN v.attempt = 1 THEN v.error ELSE q.retry_1_error END,
-             retry_2_started_at = CASE WHEN v.attempt = 2 THEN v.started ELSE q.retry_2_started_at END,
-             retry_2_completed_at = CASE WHEN v.attempt = 2 THEN v.completed ELSE q.retry_2_completed_at END,
-             retry_2_duration_ms = CASE WHEN v.attempt = 2 THEN v.duration_ms ELSE q.retry_2_duration_ms END,
-             retry_2_http_status = CASE WHEN v.attempt = 2 THEN v.http_status ELSE q.retry_2_http_status END,
-             retry_2_response_body = CASE WHEN v.attempt = 2 THEN v.body ELSE q.retry_2_response_body END,
-             retry_2_error = CASE WHEN v.attempt = 2 THEN v.error ELSE q.retry_2_error END,
-             retry_3_started_at = CASE WHEN v.attempt = 3 THEN v.started ELSE q.retry_3_started_at END,
-             retry_3_completed_at = CASE WHEN v.attempt = 3 THEN v.completed ELSE q.retry_3_completed_at END,
-             retry_3_duration_ms = CASE WHEN v.attempt = 3 THEN v.duration_ms ELSE q.retry_3_duration_ms END,
-             retry_3_http_status = CASE WHEN v.attempt = 3 THEN v.http_status ELSE q.retry_3_http_status END,
-             retry_3_response_body = CASE WHEN v.attempt = 3 THEN v.body ELSE q.retry_3_response_body END,
-             retry_3_error = CASE WHEN v.attempt = 3 THEN v.error ELSE q.retry_3_error END,
-             retry_4_started_at = CASE WHEN v.attempt = 4 THEN v.started ELSE q.retry_4_started_at END,
-             retry_4_completed_at = CASE WHEN v.attempt = 4 THEN v.completed ELSE q.retry_4_completed_at END,
-             retry_4_duration_ms = CASE WHEN v.attempt = 4 THEN v.duration_ms ELSE q.retry_4_duration_ms END,
-             retry_4_http_status = CASE WHEN v.attempt = 4 THEN v.http_status ELSE q.retry_4_http_status END,
-             retry_4_response_body = CASE WHEN v.attempt = 4 THEN v.body ELSE q.retry_4_response_body END,
-             retry_4_error = CASE WHEN v.attempt = 4 THEN v.error ELSE q.retry_4_error END,
-             retry_5_started_at = CASE WHEN v.attempt = 5 THEN v.started ELSE q.retry_5_started_at END,
-             retry_5_completed_at = CASE WHEN v.attempt = 5 THEN v.completed ELSE q.retry_5_completed_at END,
-             retry_5_duration_ms = CASE WHEN v.attempt = 5 THEN v.duration_ms ELSE q.retry_5_duration_ms END,
-             retry_5_http_status = CASE WHEN v.attempt = 5 THEN v.http_status ELSE q.retry_5_http_status END,
-             retry_5_response_body = CASE WHEN v.attempt = 5 THEN v.body ELSE q.retry_5_response_body END,
-             retry_5_error = CASE WHEN v.attempt = 5 THEN v.error ELSE q.retry_5_error END,
-             retry_6_started_at = CASE WHEN v.attempt = 6 THEN v.started ELSE q.retry_6_started_at END,
-             retry_6_completed_at = CASE WHEN v.attempt = 6 THEN v.completed ELSE q.retry_6_completed_at END,
-             retry_6_duration_ms = CASE WHEN v.attempt = 6 THEN v.duration_ms ELSE q.retry_6_duration_ms END,
-             retry_6_http_status = CASE WHEN v.attempt = 6 THEN v.http_status ELSE q.retry_6_http_status END,
-             retry_6_response_body = CASE WHEN v.attempt = 6 THEN v.body ELSE q.retry_6_response_body END,
-             retry_6_error = CASE WHEN v.attempt = 6 THEN v.error ELSE q.retry_6_error END
+             {slots}
          FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::int4[], $5::timestamptz[], $6::timestamptz[],
                      $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::int4[],
                      $13::timestamptz[])
-              AS v(worker_id, id, locked_at, attempt, started, completed, duration_ms, http_status, body, error,
-                   status, retry_count, next_retry_at)
+              AS v(worker_id, id, locked_at, attempt, started_at, completed_at, duration_ms, http_status,
+                   response_body, error, status, retry_count, next_retry_at)
          WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
-         RETURNING q.id";
+         RETURNING q.id"
+    )
+});
