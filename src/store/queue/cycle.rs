@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
+use super::listing::ListFilter;
 use crate::store::attempt_slots::each_slot_column;
 use crate::store::models::{ArchivedAttemptRow, QueueRow};
 use crate::store::prepared::prepared;
@@ -110,29 +111,24 @@ pub struct RedriveFilter {
 }
 
 impl RedriveFilter {
+    /// Failed, live entries as the listing filters them, narrowed by when they failed.
     fn query(&self) -> webhook_queue::BoxedQuery<'static, Pg> {
         use webhook_queue::dsl;
-        let mut query = dsl::webhook_queue
-            .filter(dsl::status.eq(Status::Failed.as_str()))
-            .filter(dsl::deleted_at.is_null())
-            .into_boxed();
-        if let Some(config_id) = self.config_id {
-            query = query.filter(dsl::config_id.eq(config_id));
-        }
-        if let Some(event_type) = self.event_type {
-            query = query.filter(dsl::event_type.eq(event_type.as_str()));
-        }
+        let listed = ListFilter {
+            status: Some(Status::Failed),
+            cancelled: Some(false),
+            event_type: self.event_type,
+            config_id: self.config_id,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            before_id: None,
+        };
+        let mut query = listed.query();
         if let Some(after) = self.failed_after {
             query = query.filter(dsl::updated_at.ge(after));
         }
         if let Some(before) = self.failed_before {
             query = query.filter(dsl::updated_at.lt(before));
-        }
-        if let Some(after) = self.created_after {
-            query = query.filter(dsl::created_at.ge(after));
-        }
-        if let Some(before) = self.created_before {
-            query = query.filter(dsl::created_at.lt(before));
         }
         query
     }

@@ -1,6 +1,8 @@
-//! Reading entries for the API: one by its public id, and the filtered listing, newest first.
+//! Reading entries for the API: one by its public id, and the filtered listing, newest first,
+//! whose filter is also the base of a redrive's.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::Error;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -33,38 +35,50 @@ pub struct ListFilter {
     pub before_id: Option<i64>,
 }
 
+impl ListFilter {
+    /// The rows that match: the one builder of these conditions, for the listing and for a
+    /// redrive (see `cycle::RedriveFilter`).
+    pub(super) fn query(&self) -> webhook_queue::BoxedQuery<'static, Pg> {
+        use webhook_queue::dsl;
+        let mut query = dsl::webhook_queue.into_boxed();
+        if let Some(status) = self.status {
+            query = query.filter(dsl::status.eq(status.as_str()));
+        }
+        if let Some(event_type) = self.event_type {
+            query = query.filter(dsl::event_type.eq(event_type.as_str()));
+        }
+        if let Some(config_id) = self.config_id {
+            query = query.filter(dsl::config_id.eq(config_id));
+        }
+        if let Some(after) = self.created_after {
+            query = query.filter(dsl::created_at.ge(after));
+        }
+        if let Some(before) = self.created_before {
+            query = query.filter(dsl::created_at.lt(before));
+        }
+        match self.cancelled {
+            Some(true) => query = query.filter(dsl::deleted_at.is_not_null()),
+            Some(false) => query = query.filter(dsl::deleted_at.is_null()),
+            None => {}
+        }
+        if let Some(before_id) = self.before_id {
+            query = query.filter(dsl::id.lt(before_id));
+        }
+        query
+    }
+}
+
 /// Newest first, at most `limit` rows.
 pub async fn list(
     conn: &mut AsyncPgConnection,
     filter: &ListFilter,
     limit: i64,
 ) -> Result<Vec<QueueRow>, Error> {
-    use webhook_queue::dsl;
-    let mut query = dsl::webhook_queue
+    filter
+        .query()
         .select(QueueRow::as_select())
-        .into_boxed();
-    if let Some(status) = filter.status {
-        query = query.filter(dsl::status.eq(status.as_str()));
-    }
-    if let Some(event_type) = filter.event_type {
-        query = query.filter(dsl::event_type.eq(event_type.as_str()));
-    }
-    if let Some(config_id) = filter.config_id {
-        query = query.filter(dsl::config_id.eq(config_id));
-    }
-    if let Some(after) = filter.created_after {
-        query = query.filter(dsl::created_at.ge(after));
-    }
-    if let Some(before) = filter.created_before {
-        query = query.filter(dsl::created_at.lt(before));
-    }
-    match filter.cancelled {
-        Some(true) => query = query.filter(dsl::deleted_at.is_not_null()),
-        Some(false) => query = query.filter(dsl::deleted_at.is_null()),
-        None => {}
-    }
-    if let Some(before_id) = filter.before_id {
-        query = query.filter(dsl::id.lt(before_id));
-    }
-    query.order(dsl::id.desc()).limit(limit).load(conn).await
+        .order(webhook_queue::id.desc())
+        .limit(limit)
+        .load(conn)
+        .await
 }
