@@ -15,9 +15,9 @@ use diesel::sql_types::{Array, Int8, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::listing::ListFilter;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
-use super::listing::ListFilter;
 use crate::store::attempt_slots::each_slot_column;
 use crate::store::models::{ArchivedAttemptRow, QueueRow};
 use crate::store::prepared::prepared;
