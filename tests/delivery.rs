@@ -467,7 +467,7 @@ async fn a_hanging_partner_does_not_delay_another_partners_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_claim_commits_without_waiting_for_the_disk() {
     use diesel_async::SimpleAsyncConnection;
-    use webhookd::store::{self, claims};
+    use webhookd::store::{self, queue::claim as claims};
     async fn setting(conn: &mut diesel_async::AsyncPgConnection) -> String {
         line_of(conn, "SELECT current_setting('synchronous_commit') AS line").await
     }
@@ -542,7 +542,8 @@ async fn the_pools_hand_out_the_connection_returned_last_and_close_the_idle_ones
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say() {
     use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-    use webhookd::store::{self, claims};
+    use webhookd::store;
+    use webhookd::store::queue::{claim as claims, outcome, release};
     #[derive(diesel::QueryableByName)]
     struct Statement {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -578,7 +579,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
     claims::claim(&mut conn, "w", 10, Duration::from_secs(60))
         .await
         .unwrap();
-    let write = claims::AttemptWrite {
+    let write = outcome::AttemptWrite {
         id: 1,
         worker_id: "w".into(),
         locked_at: now,
@@ -593,13 +594,13 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
         retry_count: 0,
         next_retry_at: None,
     };
-    claims::record_attempts(&mut conn, &[write]).await.unwrap();
-    let held = claims::Release {
+    outcome::record_attempts(&mut conn, &[write]).await.unwrap();
+    let held = release::Release {
         id: 1,
         worker_id: "w".into(),
         locked_at: now,
     };
-    claims::release(&mut conn, &[held], Duration::ZERO)
+    release::release(&mut conn, &[held], Duration::ZERO)
         .await
         .unwrap();
 
@@ -731,7 +732,8 @@ async fn a_lease_outside_processing_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delivery_statements_are_prepared_once_per_connection() {
-    use webhookd::store::{self, claims, queue};
+    use webhookd::store;
+    use webhookd::store::queue::{claim as claims, submit as queue};
     let test_db = common::TestDb::new().await;
     let mut conn = store::connect(&test_db.url).await.unwrap();
     for _ in 0..3 {

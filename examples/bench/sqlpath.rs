@@ -1,5 +1,5 @@
-//! The raw SQL ceiling: the library's own statements (`queue::insert_new`, `claims::claim`,
-//! `claims::record_attempts`) driven straight through pooled connections, batched, with no
+//! The raw SQL ceiling: the library's own statements (`submit::insert_new`, `claim::claim`,
+//! `outcome::record_attempts`) driven straight through pooled connections, batched, with no
 //! HTTP anywhere. This is what the database on this machine can do with webhookd's SQL.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,8 +10,9 @@ use chrono::Utc;
 use uuid::Uuid;
 use webhookd::domain::delivery::Status;
 use webhookd::domain::event::EventType;
-use webhookd::store::claims::{self, AttemptWrite};
-use webhookd::store::queue::{self, NewEntry};
+use webhookd::store::queue::claim;
+use webhookd::store::queue::outcome::{self, AttemptWrite};
+use webhookd::store::queue::submit::{self, NewEntry};
 use webhookd::store::{configs, DbPool};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -77,7 +78,7 @@ pub async fn insert(
                 let entries: Vec<NewEntry> = (from..to)
                     .map(|n| entry(config_id, &url_base, &tag, n as u64))
                     .collect();
-                let inserted = queue::insert_new(&mut conn, &entries, &versions)
+                let inserted = submit::insert_new(&mut conn, &entries, &versions)
                     .await
                     .expect("insert");
                 done.fetch_add(inserted.len() as u64, Ordering::Relaxed);
@@ -105,7 +106,7 @@ pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
             let worker_id = format!("sql-ceiling-{n}");
             let mut conn = pool.get().await.expect("a pooled connection");
             loop {
-                let rows = claims::claim(&mut conn, &worker_id, batch, Duration::from_secs(300))
+                let rows = claim::claim(&mut conn, &worker_id, batch, Duration::from_secs(300))
                     .await
                     .expect("claim");
                 if rows.is_empty() {
@@ -130,7 +131,7 @@ pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
                         next_retry_at: None,
                     })
                     .collect();
-                let written = claims::record_attempts(&mut conn, &writes)
+                let written = outcome::record_attempts(&mut conn, &writes)
                     .await
                     .expect("record");
                 done.fetch_add(written.len() as u64, Ordering::Relaxed);

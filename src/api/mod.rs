@@ -94,8 +94,7 @@ async fn log_request(
         ),
         Err(e) => (
             e.as_response_error().status_code().as_u16(),
-            e.as_error::<AppError>()
-                .and_then(|e| e.cause()),
+            e.as_error::<AppError>().and_then(|e| e.cause()),
         ),
     };
     state.metrics.request(&method, route, status);

@@ -22,8 +22,8 @@ use crate::application::submit::{self, SubmitRequest, Submitted, MAX_EVENTS_PER_
 use crate::application::AppError;
 use crate::domain::delivery::Status;
 use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES, MAX_PARAM_NAME_LEN};
-use crate::store::history::RedriveFilter;
-use crate::store::queue::ListFilter;
+use crate::store::queue::cycle::RedriveFilter;
+use crate::store::queue::listing::ListFilter;
 
 // ---------------------------------------------------------------------------------------------
 // Names the document shows for domain values

@@ -2,7 +2,7 @@
 //!
 //! A copy is never trusted on its own. Each carries the version it was read at, and the insert
 //! that uses it checks, in the same statement, that the config is still at that version
-//! (`queue::insert_new`); a stale copy fails the insert, which then changed nothing, and the
+//! (`submit::insert_new`); a stale copy fails the insert, which then changed nothing, and the
 //! batch is built again from a fresh read. A refusal — unknown or inactive config, no URL for
 //! the event type, a parameter the template lacks — is only ever decided on a fresh read, since
 //! no insert checks it. So a config changed through another API process, or by hand, applies

@@ -6,8 +6,9 @@ use uuid::Uuid;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::store::models::{AttemptRecord, QueueRow};
-use crate::store::queue::{self, ListFilter};
-use crate::store::{history, DbPool};
+use crate::store::queue::listing::{self, ListFilter};
+use crate::store::queue::{cancel, cycle};
+use crate::store::DbPool;
 
 use super::{conn, AppError};
 
@@ -111,10 +112,10 @@ pub struct EntryWithAttempts {
 
 pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<EntryWithAttempts, AppError> {
     let mut conn = conn(pool).await?;
-    let row = queue::find(&mut conn, queue_id)
+    let row = listing::find(&mut conn, queue_id)
         .await?
         .ok_or(AppError::NotFound("webhook"))?;
-    let archived = history::archived(&mut conn, queue_id).await?;
+    let archived = cycle::archived(&mut conn, queue_id).await?;
     let attempts = row.attempts_after(archived);
     Ok(EntryWithAttempts {
         entry: row.into(),
@@ -129,7 +130,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<(Vec<Entry>, Option<String>), AppError> {
     let mut conn = conn(pool).await?;
-    let mut rows = queue::list(&mut conn, filter, limit + 1).await?;
+    let mut rows = listing::list(&mut conn, filter, limit + 1).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| r.id.to_string())
@@ -142,7 +143,7 @@ pub async fn list(
 /// Cancels an entry: it is never called again. A completed entry cannot be cancelled.
 pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
-    let row = queue::cancel(&mut conn, queue_id)
+    let row = cancel::cancel(&mut conn, queue_id)
         .await?
         .ok_or(AppError::NotFound("webhook"))?;
     if row.deleted_at.is_none() && row.status == Status::Completed {
@@ -157,14 +158,14 @@ pub async fn cancel(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
 /// the earlier attempts kept in its history. Anything but a failed, live entry is a conflict.
 pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
-    let row = queue::find(&mut conn, queue_id)
+    let row = listing::find(&mut conn, queue_id)
         .await?
         .ok_or(AppError::NotFound("webhook"))?;
-    if let Some(restarted) = history::restart(&mut conn, &[row.id]).await?.pop() {
+    if let Some(restarted) = cycle::restart(&mut conn, &[row.id]).await?.pop() {
         return Ok(restarted.into());
     }
     // Not restarted: say why, from the row as it is now (another retry may just have won).
-    let now = queue::find(&mut conn, queue_id)
+    let now = listing::find(&mut conn, queue_id)
         .await?
         .ok_or(AppError::NotFound("webhook"))?;
     Err(AppError::Conflict(if now.deleted_at.is_some() {

@@ -7,7 +7,7 @@
 //! batches. One batch at a time per process: four at a time made smaller batches, more
 //! statements per event and slower answers at the same rate (`just bench latency`); two at a
 //! time changed nothing measurable (p50 at 4,800/s: 2.0–2.8 ms against 2.3–2.4 ms, three
-//! alternating runs). And the insert's NOTIFY (see `queue::insert_new`) never waits on
+//! alternating runs). And the insert's NOTIFY (see `submit::insert_new`) never waits on
 //! another insert of this process.
 //!
 //! Each request still gets exactly the answer [`submit::submit_batch`] gives it — 201, 200 for

@@ -19,7 +19,5 @@ use crate::store::{DbPool, PooledConn};
 
 /// Checks a connection out of the pool; an unreachable database is `Unavailable` (503).
 pub async fn conn(pool: &DbPool) -> Result<PooledConn, AppError> {
-    pool.get()
-        .await
-        .map_err(AppError::from)
+    pool.get().await.map_err(AppError::from)
 }

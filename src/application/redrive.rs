@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::store::history::{self, RedriveFilter};
+use crate::store::queue::cycle::{self, RedriveFilter};
 use crate::store::DbPool;
 
 use super::{conn, AppError};
@@ -79,7 +79,7 @@ pub enum RedriveOutcome {
 pub async fn redrive(pool: &DbPool, request: &RedriveRequest) -> Result<RedriveOutcome, AppError> {
     let mut conn = conn(pool).await?;
     if request.dry_run {
-        let matched = history::count_redrivable(&mut conn, &request.filter).await?;
+        let matched = cycle::count_redrivable(&mut conn, &request.filter).await?;
         return Ok(RedriveOutcome::DryRun {
             matched: matched.min(request.limit),
         });
@@ -88,10 +88,10 @@ pub async fn redrive(pool: &DbPool, request: &RedriveRequest) -> Result<RedriveO
     let mut after_id = 0;
     while redriven < request.limit {
         let wanted = BATCH.min(request.limit - redriven);
-        let ids = history::redrivable_ids(&mut conn, &request.filter, after_id, wanted).await?;
+        let ids = cycle::redrivable_ids(&mut conn, &request.filter, after_id, wanted).await?;
         let Some(&last) = ids.last() else { break };
         // A row retried or cancelled since it was read is left alone by `restart`.
-        redriven += history::restart(&mut conn, &ids).await?.len() as i64;
+        redriven += cycle::restart(&mut conn, &ids).await?.len() as i64;
         after_id = last;
         if (ids.len() as i64) < wanted {
             break;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
 use crate::store;
-use crate::store::retention::{self, Rule};
+use crate::store::queue::retention::{self, Rule};
 
 use super::AppError;
 
@@ -77,9 +77,7 @@ pub async fn prune_once(
     settings: &RetentionSettings,
     stop: &CancellationToken,
 ) -> Result<Pass, AppError> {
-    let mut conn = store::connect(database_url)
-        .await
-        .map_err(AppError::from)?;
+    let mut conn = store::connect(database_url).await.map_err(AppError::from)?;
     if !retention::try_lock(&mut conn).await? {
         return Ok(Pass::Busy);
     }

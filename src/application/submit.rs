@@ -11,7 +11,7 @@ use crate::domain::event::{EventType, UrlParams};
 use crate::domain::url_template::UrlTemplate;
 use crate::store::configs::{self, Versioned};
 use crate::store::models::{ConfigRow, QueueRow};
-use crate::store::queue::{self, NewEntry};
+use crate::store::queue::submit::{self, NewEntry};
 use crate::store::DbPool;
 
 use super::config_cache::ConfigCache;
@@ -131,17 +131,17 @@ pub async fn submit_batch(
             .collect();
         used.sort_unstable();
         used.dedup();
-        match queue::insert_new(&mut conn, &entries, &used).await {
+        match submit::insert_new(&mut conn, &entries, &used).await {
             Ok(rows) => {
                 let rows: HashMap<Uuid, QueueRow> =
                     rows.into_iter().map(|row| (row.queue_id, row)).collect();
                 break (prepared, rows);
             }
-            Err(e) if queue::configs_changed(&e) && tries < STALE_RETRIES => {
+            Err(e) if submit::configs_changed(&e) && tries < STALE_RETRIES => {
                 tries += 1;
                 (configs, fresh) = (read_configs(&mut conn, cache, &config_ids).await?, true);
             }
-            Err(e) if queue::configs_changed(&e) => {
+            Err(e) if submit::configs_changed(&e) => {
                 return Err(AppError::unavailable(
                     "partner configs kept changing during this submit; try again",
                 ))
@@ -167,7 +167,7 @@ pub async fn submit_batch(
     let existing: HashMap<Key, QueueRow> = if wanted.is_empty() {
         HashMap::new()
     } else {
-        queue::find_by_keys(&mut conn, &wanted)
+        submit::find_by_keys(&mut conn, &wanted)
             .await?
             .into_iter()
             .filter_map(|row| Some(((row.config_id, row.event_type, row.event_id.clone()?), row)))

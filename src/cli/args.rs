@@ -11,7 +11,7 @@ use crate::application::redrive::RedriveRequest;
 use crate::application::AppError;
 use crate::config::Overrides;
 use crate::domain::event::EventType;
-use crate::store::history::RedriveFilter;
+use crate::store::queue::cycle::RedriveFilter;
 
 #[derive(Debug, Parser)]
 #[command(

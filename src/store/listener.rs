@@ -6,7 +6,8 @@ use std::time::Duration;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt;
 
-use super::{connect, ping, DbSetupError, NEW_ROWS_CHANNEL};
+use super::setup_error::DbSetupError;
+use super::{connect, ping, NEW_ROWS_CHANNEL};
 
 /// How often an otherwise quiet subscription checks its connection is alive.
 const KEEPALIVE: Duration = Duration::from_secs(10);

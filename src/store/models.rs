@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use uuid::Uuid;
 
+use super::attempt_slots::ATTEMPT_SLOTS;
 use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
 use crate::config::Secret;
 use crate::domain::delivery::Status;
@@ -110,70 +111,102 @@ pub struct ConfigForm {
     pub is_active: bool,
 }
 
-/// A full `webhook_queue` row.
-#[derive(Clone, Debug, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = webhook_queue)]
-pub struct QueueRow {
-    pub id: i64,
-    pub queue_id: Uuid,
-    pub event_type: EventType,
-    pub event_id: Option<String>,
-    pub config_id: i64,
-    pub webhook_url: String,
-    pub url_params: serde_json::Value,
-    pub status: Status,
-    pub retry_count: i32,
-    pub max_retries: i32,
-    pub next_retry_at: DateTime<Utc>,
-    pub retry_0_started_at: Option<DateTime<Utc>>,
-    pub retry_0_completed_at: Option<DateTime<Utc>>,
-    pub retry_0_duration_ms: Option<i64>,
-    pub retry_0_http_status: Option<i32>,
-    pub retry_0_response_body: Option<String>,
-    pub retry_0_error: Option<String>,
-    pub retry_1_started_at: Option<DateTime<Utc>>,
-    pub retry_1_completed_at: Option<DateTime<Utc>>,
-    pub retry_1_duration_ms: Option<i64>,
-    pub retry_1_http_status: Option<i32>,
-    pub retry_1_response_body: Option<String>,
-    pub retry_1_error: Option<String>,
-    pub retry_2_started_at: Option<DateTime<Utc>>,
-    pub retry_2_completed_at: Option<DateTime<Utc>>,
-    pub retry_2_duration_ms: Option<i64>,
-    pub retry_2_http_status: Option<i32>,
-    pub retry_2_response_body: Option<String>,
-    pub retry_2_error: Option<String>,
-    pub retry_3_started_at: Option<DateTime<Utc>>,
-    pub retry_3_completed_at: Option<DateTime<Utc>>,
-    pub retry_3_duration_ms: Option<i64>,
-    pub retry_3_http_status: Option<i32>,
-    pub retry_3_response_body: Option<String>,
-    pub retry_3_error: Option<String>,
-    pub retry_4_started_at: Option<DateTime<Utc>>,
-    pub retry_4_completed_at: Option<DateTime<Utc>>,
-    pub retry_4_duration_ms: Option<i64>,
-    pub retry_4_http_status: Option<i32>,
-    pub retry_4_response_body: Option<String>,
-    pub retry_4_error: Option<String>,
-    pub retry_5_started_at: Option<DateTime<Utc>>,
-    pub retry_5_completed_at: Option<DateTime<Utc>>,
-    pub retry_5_duration_ms: Option<i64>,
-    pub retry_5_http_status: Option<i32>,
-    pub retry_5_response_body: Option<String>,
-    pub retry_5_error: Option<String>,
-    pub retry_6_started_at: Option<DateTime<Utc>>,
-    pub retry_6_completed_at: Option<DateTime<Utc>>,
-    pub retry_6_duration_ms: Option<i64>,
-    pub retry_6_http_status: Option<i32>,
-    pub retry_6_response_body: Option<String>,
-    pub retry_6_error: Option<String>,
-    pub worker_id: Option<String>,
-    pub locked_at: Option<DateTime<Utc>>,
-    pub lock_expires_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub deleted_at: Option<DateTime<Utc>>,
+// `QueueRow` with one group of `retry_N_*` fields per attempt slot, and the slot read back by
+// its number. The slots are listed once, in the invocation below; diesel needs a field per
+// column, and the check below ties the list to `ATTEMPT_SLOTS`.
+macro_rules! queue_row {
+    ($($n:literal => $started_at:ident $completed_at:ident $duration_ms:ident $http_status:ident
+        $response_body:ident $error:ident;)*) => {
+        /// A full `webhook_queue` row.
+        #[derive(Clone, Debug, Queryable, QueryableByName, Selectable)]
+        #[diesel(table_name = webhook_queue)]
+        pub struct QueueRow {
+            pub id: i64,
+            pub queue_id: Uuid,
+            pub event_type: EventType,
+            pub event_id: Option<String>,
+            pub config_id: i64,
+            pub webhook_url: String,
+            pub url_params: serde_json::Value,
+            pub status: Status,
+            pub retry_count: i32,
+            pub max_retries: i32,
+            pub next_retry_at: DateTime<Utc>,
+            $(
+                pub $started_at: Option<DateTime<Utc>>,
+                pub $completed_at: Option<DateTime<Utc>>,
+                pub $duration_ms: Option<i64>,
+                pub $http_status: Option<i32>,
+                pub $response_body: Option<String>,
+                pub $error: Option<String>,
+            )*
+            pub worker_id: Option<String>,
+            pub locked_at: Option<DateTime<Utc>>,
+            pub lock_expires_at: Option<DateTime<Utc>>,
+            pub created_at: DateTime<Utc>,
+            pub updated_at: DateTime<Utc>,
+            pub completed_at: Option<DateTime<Utc>>,
+            pub deleted_at: Option<DateTime<Utc>>,
+        }
+
+        impl QueueRow {
+            /// Slot `n` of the current cycle as an attempt labelled with `cycle`.
+            fn attempt(&self, cycle: i32, n: i32) -> AttemptRecord {
+                match n {
+                    $($n => AttemptRecord {
+                        cycle,
+                        attempt: n,
+                        started_at: self.$started_at,
+                        completed_at: self.$completed_at,
+                        duration_ms: self.$duration_ms,
+                        http_status: self.$http_status,
+                        response_body: self.$response_body.clone(),
+                        error: self.$error.clone(),
+                    },)*
+                    _ => unreachable!("a row has {ATTEMPT_SLOTS} attempt slots"),
+                }
+            }
+        }
+
+        /// The columns the invocation names, slot by slot, for the test that checks them.
+        #[cfg(test)]
+        const DECLARED_SLOT_COLUMNS: &[[&str; 6]] = &[$([
+            stringify!($started_at),
+            stringify!($completed_at),
+            stringify!($duration_ms),
+            stringify!($http_status),
+            stringify!($response_body),
+            stringify!($error),
+        ]),*];
+
+        // The slots are numbered 0, 1, ... and there are `ATTEMPT_SLOTS` of them.
+        const _: () = {
+            let numbers = [$($n),*];
+            assert!(numbers.len() == ATTEMPT_SLOTS as usize);
+            let mut i = 0;
+            while i < numbers.len() {
+                assert!(numbers[i] == i as i32);
+                i += 1;
+            }
+        };
+    };
+}
+
+queue_row! {
+    0 => retry_0_started_at retry_0_completed_at retry_0_duration_ms retry_0_http_status
+        retry_0_response_body retry_0_error;
+    1 => retry_1_started_at retry_1_completed_at retry_1_duration_ms retry_1_http_status
+        retry_1_response_body retry_1_error;
+    2 => retry_2_started_at retry_2_completed_at retry_2_duration_ms retry_2_http_status
+        retry_2_response_body retry_2_error;
+    3 => retry_3_started_at retry_3_completed_at retry_3_duration_ms retry_3_http_status
+        retry_3_response_body retry_3_error;
+    4 => retry_4_started_at retry_4_completed_at retry_4_duration_ms retry_4_http_status
+        retry_4_response_body retry_4_error;
+    5 => retry_5_started_at retry_5_completed_at retry_5_duration_ms retry_5_http_status
+        retry_5_response_body retry_5_error;
+    6 => retry_6_started_at retry_6_completed_at retry_6_duration_ms retry_6_http_status
+        retry_6_response_body retry_6_error;
 }
 
 /// One attempt: of the current retry cycle (a row's `retry_N_*` columns) or of an earlier one
@@ -238,7 +271,7 @@ impl QueueRow {
     /// The attempts of the current cycle, in order (a slot with no start time was never used),
     /// labelled with `cycle`.
     fn attempts(&self, cycle: i32) -> Vec<AttemptRecord> {
-        (0..=crate::domain::retry::MAX_RETRIES_LIMIT)
+        (0..ATTEMPT_SLOTS)
             .map(|n| self.attempt(cycle, n))
             .filter(|a| a.started_at.is_some())
             .collect()
@@ -246,86 +279,23 @@ impl QueueRow {
 
     /// The error of the latest attempt made, `None` when none was made or it succeeded.
     pub fn last_error(&self) -> Option<String> {
-        (0..=crate::domain::retry::MAX_RETRIES_LIMIT)
+        (0..ATTEMPT_SLOTS)
             .rev()
             .map(|n| self.attempt(0, n))
             .find(|a| a.started_at.is_some())
             .and_then(|a| a.error)
     }
+}
 
-    fn attempt(&self, cycle: i32, n: i32) -> AttemptRecord {
-        match n {
-            0 => AttemptRecord {
-                cycle,
-                attempt: 0,
-                started_at: self.retry_0_started_at,
-                completed_at: self.retry_0_completed_at,
-                duration_ms: self.retry_0_duration_ms,
-                http_status: self.retry_0_http_status,
-                response_body: self.retry_0_response_body.clone(),
-                error: self.retry_0_error.clone(),
-            },
-            1 => AttemptRecord {
-                cycle,
-                attempt: 1,
-                started_at: self.retry_1_started_at,
-                completed_at: self.retry_1_completed_at,
-                duration_ms: self.retry_1_duration_ms,
-                http_status: self.retry_1_http_status,
-                response_body: self.retry_1_response_body.clone(),
-                error: self.retry_1_error.clone(),
-            },
-            2 => AttemptRecord {
-                cycle,
-                attempt: 2,
-                started_at: self.retry_2_started_at,
-                completed_at: self.retry_2_completed_at,
-                duration_ms: self.retry_2_duration_ms,
-                http_status: self.retry_2_http_status,
-                response_body: self.retry_2_response_body.clone(),
-                error: self.retry_2_error.clone(),
-            },
-            3 => AttemptRecord {
-                cycle,
-                attempt: 3,
-                started_at: self.retry_3_started_at,
-                completed_at: self.retry_3_completed_at,
-                duration_ms: self.retry_3_duration_ms,
-                http_status: self.retry_3_http_status,
-                response_body: self.retry_3_response_body.clone(),
-                error: self.retry_3_error.clone(),
-            },
-            4 => AttemptRecord {
-                cycle,
-                attempt: 4,
-                started_at: self.retry_4_started_at,
-                completed_at: self.retry_4_completed_at,
-                duration_ms: self.retry_4_duration_ms,
-                http_status: self.retry_4_http_status,
-                response_body: self.retry_4_response_body.clone(),
-                error: self.retry_4_error.clone(),
-            },
-            5 => AttemptRecord {
-                cycle,
-                attempt: 5,
-                started_at: self.retry_5_started_at,
-                completed_at: self.retry_5_completed_at,
-                duration_ms: self.retry_5_duration_ms,
-                http_status: self.retry_5_http_status,
-                response_body: self.retry_5_response_body.clone(),
-                error: self.retry_5_error.clone(),
-            },
-            6 => AttemptRecord {
-                cycle,
-                attempt: 6,
-                started_at: self.retry_6_started_at,
-                completed_at: self.retry_6_completed_at,
-                duration_ms: self.retry_6_duration_ms,
-                http_status: self.retry_6_http_status,
-                response_body: self.retry_6_response_body.clone(),
-                error: self.retry_6_error.clone(),
-            },
-            _ => unreachable!("the table records attempts 0 to 6"),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::attempt_slots::each_slot_column;
+
+    #[test]
+    fn the_declared_slots_are_the_columns_the_statements_write() {
+        let declared = DECLARED_SLOT_COLUMNS.concat().join(",");
+        let written = each_slot_column(|n, field| format!("retry_{n}_{field}"), ",");
+        assert_eq!(declared, written);
     }
 }

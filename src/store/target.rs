@@ -26,7 +26,7 @@ use rustls::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::DbSetupError;
+use super::setup_error::DbSetupError;
 
 /// How much a connection checks the server's certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use super::shared::Shared;
 use super::writer::Finished;
 use crate::domain::delivery::{Outcome, Transition};
 use crate::sender::{Call, CallResult};
-use crate::store::claims::{AttemptWrite, ClaimedRow, Release};
+use crate::store::queue::claim::ClaimedRow;
+use crate::store::queue::outcome::AttemptWrite;
+use crate::store::queue::release::Release;
 
 /// How long a row whose host is saturated waits before it may be claimed again.
 const HOST_BUSY_DEFER: Duration = Duration::from_secs(1);

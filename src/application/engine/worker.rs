@@ -18,7 +18,8 @@ use super::service::{Round, Service};
 use super::shared::Shared;
 use super::writer::Finished;
 use crate::error_chain::describe;
-use crate::store::claims::{self, ClaimedRow, Release};
+use crate::store::queue::claim::{self, ClaimedRow};
+use crate::store::queue::release::Release;
 
 pub struct Worker {
     shared: Arc<Shared>,
@@ -210,7 +211,7 @@ async fn claim(
     let started = std::time::Instant::now();
     let claimed = async {
         let mut conn = shared.pool.get().await?;
-        Ok(claims::claim(&mut conn, worker_id, limit as i64, shared.lease).await?)
+        Ok(claim::claim(&mut conn, worker_id, limit as i64, shared.lease).await?)
     }
     .await;
     drop(turn);
@@ -226,7 +227,7 @@ async fn claim(
 /// How long an idle worker may sleep: until the next row falls due, at most the poll interval.
 async fn idle_wait(shared: &Shared) -> Duration {
     let next_due = match shared.pool.get().await {
-        Ok(mut conn) => claims::next_due(&mut conn).await.ok().flatten(),
+        Ok(mut conn) => claim::next_due(&mut conn).await.ok().flatten(),
         Err(_) => None,
     };
     match next_due {

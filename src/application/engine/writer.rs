@@ -17,7 +17,8 @@ use super::error::EngineError;
 use super::service::{Round, Service};
 use crate::application::metrics::Metrics;
 use crate::error_chain::describe;
-use crate::store::claims::{self, AttemptWrite, Release};
+use crate::store::queue::outcome::{self, AttemptWrite};
+use crate::store::queue::release::{self, Release};
 use crate::store::DbPool;
 
 /// Most rows written by one statement.
@@ -99,7 +100,7 @@ impl Writer {
         let pool = &self.pool;
         let written = retrying(self.give_up_after, &self.log, "record attempts", || async {
             let mut conn = pool.get().await?;
-            Ok(claims::record_attempts(&mut conn, attempts).await?)
+            Ok(outcome::record_attempts(&mut conn, attempts).await?)
         })
         .await;
         let Some(written) = written else {
@@ -139,7 +140,7 @@ impl Writer {
             let pool = &self.pool;
             let done = retrying(self.give_up_after, &self.log, "hand back rows", || async {
                 let mut conn = pool.get().await?;
-                Ok(claims::release(&mut conn, &rows, delay).await?)
+                Ok(release::release(&mut conn, &rows, delay).await?)
             })
             .await;
             match done {

@@ -1,18 +1,14 @@
-//! Queries on `webhook_queue` for the API: insert, read, list, cancel.
-//! The delivery statements (claim, outcome write, release) live in `claims.rs`.
+//! Submit: new rows inserted (counted and announced in the same statement), and the rows
+//! that already hold some idempotency keys.
 
-use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
 use diesel::sql_types::{Array, Int4, Int8, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::models::QueueRow;
-use super::prepared::prepared;
-use super::schema::webhook_queue;
-use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
+use crate::store::models::QueueRow;
+use crate::store::prepared::prepared;
 
 /// A row to insert; `queue_id` is chosen by the caller so inserted rows can be matched back.
 #[derive(Clone, Debug)]
@@ -30,9 +26,11 @@ pub struct NewEntry {
 /// new-rows channel, delivered when the insert commits). Entries whose idempotency key exists
 /// already are skipped: only inserted rows come back.
 ///
-/// The statement counts its new rows (all pending) in `webhook_queue_counts` itself, so the
-/// insert trigger stands aside for it (migration 000005): the submit path's statement costs no
-/// PL/pgSQL call.
+/// The statement counts its new rows (all pending) itself, through `webhook_queue_counts_add`
+/// (migration 000007), so the insert trigger stands aside for it (migration 000005): the
+/// submit path pays one cached PL/pgSQL call, not the trigger's transition table and its three
+/// statements. `counted` and `announced` only SELECT, and PostgreSQL runs such a CTE only when
+/// the final SELECT reads it: hence the joins.
 ///
 /// `configs` are the `(id, version)` pairs of the configs the entries were built from, each id
 /// once: should one have changed since it was read, the statement inserts nothing and fails
@@ -57,15 +55,13 @@ pub async fn insert_new(
              ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
              RETURNING *
          ), counted AS (
-             INSERT INTO webhook_queue_counts AS c (shard, config_id, event_type, bucket, n)
-             SELECT pg_backend_pid() % 16, config_id, event_type, 'pending', count(*)
+             SELECT webhook_queue_counts_add(array_agg(config_id), array_agg(event_type),
+                                             array_agg(webhook_count_bucket(status, deleted_at)), array_agg(1::int8))
              FROM inserted
-             GROUP BY config_id, event_type
-             ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = c.n + excluded.n
          ), announced AS (
              SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
          )
-         SELECT inserted.* FROM inserted LEFT JOIN announced ON true";
+         SELECT inserted.* FROM inserted LEFT JOIN counted ON true LEFT JOIN announced ON true";
     let query = diesel::sql_query(query)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
@@ -94,7 +90,7 @@ pub async fn insert_new(
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
-        .bind::<Text, _>(super::NEW_ROWS_CHANNEL)
+        .bind::<Text, _>(crate::store::NEW_ROWS_CHANNEL)
         .bind::<Array<Int8>, _>(configs.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>());
     prepared(query).load(conn).await
@@ -125,87 +121,4 @@ pub async fn find_by_keys(
     .bind::<Array<Text>, _>(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>()))
     .load(conn)
     .await
-}
-
-pub async fn find(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Option<QueueRow>, Error> {
-    webhook_queue::table
-        .filter(webhook_queue::queue_id.eq(queue_id))
-        .select(QueueRow::as_select())
-        .first(conn)
-        .await
-        .optional()
-}
-
-/// Filters of the listing; every one optional.
-#[derive(Clone, Debug, Default)]
-pub struct ListFilter {
-    pub status: Option<Status>,
-    pub event_type: Option<EventType>,
-    pub config_id: Option<i64>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
-    pub cancelled: Option<bool>,
-    /// Only rows with an id below this one (keyset pagination, newest first).
-    pub before_id: Option<i64>,
-}
-
-/// Newest first, at most `limit` rows.
-pub async fn list(
-    conn: &mut AsyncPgConnection,
-    filter: &ListFilter,
-    limit: i64,
-) -> Result<Vec<QueueRow>, Error> {
-    use webhook_queue::dsl;
-    let mut query = dsl::webhook_queue
-        .select(QueueRow::as_select())
-        .into_boxed();
-    if let Some(status) = filter.status {
-        query = query.filter(dsl::status.eq(status.as_str()));
-    }
-    if let Some(event_type) = filter.event_type {
-        query = query.filter(dsl::event_type.eq(event_type.as_str()));
-    }
-    if let Some(config_id) = filter.config_id {
-        query = query.filter(dsl::config_id.eq(config_id));
-    }
-    if let Some(after) = filter.created_after {
-        query = query.filter(dsl::created_at.ge(after));
-    }
-    if let Some(before) = filter.created_before {
-        query = query.filter(dsl::created_at.lt(before));
-    }
-    match filter.cancelled {
-        Some(true) => query = query.filter(dsl::deleted_at.is_not_null()),
-        Some(false) => query = query.filter(dsl::deleted_at.is_null()),
-        None => {}
-    }
-    if let Some(before_id) = filter.before_id {
-        query = query.filter(dsl::id.lt(before_id));
-    }
-    query.order(dsl::id.desc()).limit(limit).load(conn).await
-}
-
-/// Marks a row cancelled unless it is completed already. Returns the row as it is afterwards,
-/// `None` when no such row exists; the caller tells a completed row by its status.
-pub async fn cancel(
-    conn: &mut AsyncPgConnection,
-    queue_id: Uuid,
-) -> Result<Option<QueueRow>, Error> {
-    use webhook_queue::dsl;
-    let cancelled = diesel::update(dsl::webhook_queue)
-        .filter(dsl::queue_id.eq(queue_id))
-        .filter(dsl::deleted_at.is_null())
-        .filter(dsl::status.ne(Status::Completed.as_str()))
-        .set((
-            dsl::deleted_at.eq(diesel::dsl::now),
-            dsl::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(QueueRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
-    match cancelled {
-        Some(row) => Ok(Some(row)),
-        None => find(conn, queue_id).await,
-    }
 }

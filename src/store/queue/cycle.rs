@@ -2,21 +2,26 @@
 //! history they leave behind.
 //!
 //! [`restart`] is the one statement that closes a failed entry's cycle: it copies the attempts
-//! in its `retry_N_*` columns to `webhook_attempt_history`, clears them, makes the row due now
+//! in its `retry_N_*` slots to `webhook_attempt_history`, clears them, makes the row due now
 //! and announces it. [`RedriveFilter`] is the one definition of which rows a redrive matches.
+
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::Error;
-use diesel::sql_types::{Array, Int8};
+use diesel::sql_types::{Array, Int8, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::models::{ArchivedAttemptRow, QueueRow};
-use super::schema::{webhook_attempt_history, webhook_queue};
+use super::listing::ListFilter;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
+use crate::store::attempt_slots::each_slot_column;
+use crate::store::models::{ArchivedAttemptRow, QueueRow};
+use crate::store::prepared::prepared;
+use crate::store::schema::{webhook_attempt_history, webhook_queue};
 
 /// Puts the given rows through a fresh retry cycle, in one statement, and returns them as they
 /// are now. Only rows that are still `failed` and not cancelled when their lock is taken are
@@ -30,13 +35,19 @@ pub async fn restart(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<Vec<Qu
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    diesel::sql_query(restart_sql())
-        .bind::<Array<Int8>, _>(ids)
-        .load(conn)
-        .await
+    prepared(
+        diesel::sql_query(RESTART_SQL.as_str())
+            .bind::<Array<Int8>, _>(ids)
+            .bind::<Text, _>(crate::store::NEW_ROWS_CHANNEL),
+    )
+    .load(conn)
+    .await
 }
 
-fn restart_sql() -> String {
+/// The new cycle: the picked rows' attempts (read by `webhook_queue_attempts`) archived,
+/// every slot cleared, the row due now, and one NOTIFY on the channel `$2`.
+static RESTART_SQL: LazyLock<String> = LazyLock::new(|| {
+    let cleared = each_slot_column(|n, field| format!("retry_{n}_{field} = NULL"), ", ");
     format!(
         "WITH picked AS (
              SELECT q.* FROM webhook_queue q
@@ -46,58 +57,29 @@ fn restart_sql() -> String {
          ), archived AS (
              INSERT INTO webhook_attempt_history
                  (queue_id, cycle, attempt, started_at, completed_at, duration_ms, http_status, response_body, error)
-             SELECT p.queue_id, c.cycle, v.attempt, v.started_at, v.completed_at, v.duration_ms, v.http_status,
-                    v.response_body, v.error
+             SELECT p.queue_id, c.cycle, a.attempt, a.started_at, a.completed_at, a.duration_ms, a.http_status,
+                    a.response_body, a.error
              FROM picked p
              CROSS JOIN LATERAL (
                  SELECT coalesce(max(h.cycle) + 1, 0) AS cycle
                  FROM webhook_attempt_history h WHERE h.queue_id = p.queue_id
              ) c
-             CROSS JOIN LATERAL (VALUES
-                 (0, p.retry_0_started_at, p.retry_0_completed_at, p.retry_0_duration_ms, p.retry_0_http_status,
-                     p.retry_0_response_body, p.retry_0_error),
-                 (1, p.retry_1_started_at, p.retry_1_completed_at, p.retry_1_duration_ms, p.retry_1_http_status,
-                     p.retry_1_response_body, p.retry_1_error),
-                 (2, p.retry_2_started_at, p.retry_2_completed_at, p.retry_2_duration_ms, p.retry_2_http_status,
-                     p.retry_2_response_body, p.retry_2_error),
-                 (3, p.retry_3_started_at, p.retry_3_completed_at, p.retry_3_duration_ms, p.retry_3_http_status,
-                     p.retry_3_response_body, p.retry_3_error),
-                 (4, p.retry_4_started_at, p.retry_4_completed_at, p.retry_4_duration_ms, p.retry_4_http_status,
-                     p.retry_4_response_body, p.retry_4_error),
-                 (5, p.retry_5_started_at, p.retry_5_completed_at, p.retry_5_duration_ms, p.retry_5_http_status,
-                     p.retry_5_response_body, p.retry_5_error),
-                 (6, p.retry_6_started_at, p.retry_6_completed_at, p.retry_6_duration_ms, p.retry_6_http_status,
-                     p.retry_6_response_body, p.retry_6_error)
-             ) AS v(attempt, started_at, completed_at, duration_ms, http_status, response_body, error)
-             WHERE v.started_at IS NOT NULL
+             CROSS JOIN LATERAL webhook_queue_attempts(p) a
+             WHERE a.started_at IS NOT NULL
          ), reset AS (
              UPDATE webhook_queue q SET
                  status = 'pending', retry_count = 0, next_retry_at = now(), completed_at = NULL,
                  worker_id = NULL, locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
-                 retry_0_started_at = NULL, retry_0_completed_at = NULL, retry_0_duration_ms = NULL,
-                 retry_0_http_status = NULL, retry_0_response_body = NULL, retry_0_error = NULL,
-                 retry_1_started_at = NULL, retry_1_completed_at = NULL, retry_1_duration_ms = NULL,
-                 retry_1_http_status = NULL, retry_1_response_body = NULL, retry_1_error = NULL,
-                 retry_2_started_at = NULL, retry_2_completed_at = NULL, retry_2_duration_ms = NULL,
-                 retry_2_http_status = NULL, retry_2_response_body = NULL, retry_2_error = NULL,
-                 retry_3_started_at = NULL, retry_3_completed_at = NULL, retry_3_duration_ms = NULL,
-                 retry_3_http_status = NULL, retry_3_response_body = NULL, retry_3_error = NULL,
-                 retry_4_started_at = NULL, retry_4_completed_at = NULL, retry_4_duration_ms = NULL,
-                 retry_4_http_status = NULL, retry_4_response_body = NULL, retry_4_error = NULL,
-                 retry_5_started_at = NULL, retry_5_completed_at = NULL, retry_5_duration_ms = NULL,
-                 retry_5_http_status = NULL, retry_5_response_body = NULL, retry_5_error = NULL,
-                 retry_6_started_at = NULL, retry_6_completed_at = NULL, retry_6_duration_ms = NULL,
-                 retry_6_http_status = NULL, retry_6_response_body = NULL, retry_6_error = NULL
+                 {cleared}
              FROM picked p
              WHERE q.id = p.id
              RETURNING q.*
          ), notified AS (
-             SELECT pg_notify('{channel}', '') AS sent WHERE EXISTS (SELECT 1 FROM reset)
+             SELECT pg_notify($2, '') AS sent WHERE EXISTS (SELECT 1 FROM reset)
          )
-         SELECT reset.* FROM reset LEFT JOIN notified ON true",
-        channel = super::NEW_ROWS_CHANNEL
+         SELECT reset.* FROM reset LEFT JOIN notified ON true"
     )
-}
+});
 
 /// The archived attempts of one entry, by cycle and attempt.
 pub async fn archived(
@@ -129,29 +111,24 @@ pub struct RedriveFilter {
 }
 
 impl RedriveFilter {
+    /// Failed, live entries as the listing filters them, narrowed by when they failed.
     fn query(&self) -> webhook_queue::BoxedQuery<'static, Pg> {
         use webhook_queue::dsl;
-        let mut query = dsl::webhook_queue
-            .filter(dsl::status.eq(Status::Failed.as_str()))
-            .filter(dsl::deleted_at.is_null())
-            .into_boxed();
-        if let Some(config_id) = self.config_id {
-            query = query.filter(dsl::config_id.eq(config_id));
-        }
-        if let Some(event_type) = self.event_type {
-            query = query.filter(dsl::event_type.eq(event_type.as_str()));
-        }
+        let listed = ListFilter {
+            status: Some(Status::Failed),
+            cancelled: Some(false),
+            event_type: self.event_type,
+            config_id: self.config_id,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            before_id: None,
+        };
+        let mut query = listed.query();
         if let Some(after) = self.failed_after {
             query = query.filter(dsl::updated_at.ge(after));
         }
         if let Some(before) = self.failed_before {
             query = query.filter(dsl::updated_at.lt(before));
-        }
-        if let Some(after) = self.created_after {
-            query = query.filter(dsl::created_at.ge(after));
-        }
-        if let Some(before) = self.created_before {
-            query = query.filter(dsl::created_at.lt(before));
         }
         query
     }

@@ -12,6 +12,8 @@ use diesel::sql_types::{BigInt, Bool, Double, Int8};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use crate::store::prepared::prepared;
+
 /// The advisory lock (in the webhookd database) held by the process that is pruning: the
 /// bytes of `wh-prune`. It shows in `pg_locks` as `locktype = 'advisory'` with
 /// `classid = 2003316080` and `objid = 1920298597`.
@@ -33,31 +35,46 @@ pub enum Rule {
     Cancelled,
 }
 
+// The batch delete of one rule: its condition (the age in seconds is `$1`) in one template.
+macro_rules! delete_batch_sql {
+    ($condition:literal) => {
+        concat!(
+            "WITH doomed AS (
+             SELECT id, queue_id FROM webhook_queue
+             WHERE ",
+            $condition,
+            "
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), history AS (
+             DELETE FROM webhook_attempt_history h USING doomed d WHERE h.queue_id = d.queue_id
+             RETURNING 1
+         ), gone AS (
+             DELETE FROM webhook_queue q USING doomed d WHERE q.id = d.id
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM gone)::int8 AS entries,
+                (SELECT count(*) FROM history)::int8 AS archived_attempts"
+        )
+    };
+}
+
 impl Rule {
     pub const ALL: [Rule; 3] = [Rule::Completed, Rule::Failed, Rule::Cancelled];
 
-    /// The condition, with the age in seconds as `$1`; each matches a partial index of the
-    /// second migration.
-    fn condition(self) -> &'static str {
+    /// The rule's batch delete; each condition matches a partial index of the second migration.
+    fn delete_sql(self) -> &'static str {
         match self {
-            Rule::Completed => {
+            Rule::Completed => delete_batch_sql!(
                 "status = 'completed' AND deleted_at IS NULL AND completed_at < now() - make_interval(secs => $1)"
-            }
-            Rule::Failed => {
+            ),
+            Rule::Failed => delete_batch_sql!(
                 "status = 'failed' AND deleted_at IS NULL AND updated_at < now() - make_interval(secs => $1)"
-            }
-            Rule::Cancelled => {
+            ),
+            Rule::Cancelled => delete_batch_sql!(
                 "deleted_at IS NOT NULL AND deleted_at < now() - make_interval(secs => $1)
                  AND (status <> 'processing' OR lock_expires_at < now())"
-            }
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Completed => "completed",
-            Rule::Failed => "failed",
-            Rule::Cancelled => "cancelled",
+            ),
         }
     }
 }
@@ -81,28 +98,13 @@ pub async fn delete_batch(
     age: Duration,
     batch: i64,
 ) -> Result<Removed, Error> {
-    let sql = format!(
-        "WITH doomed AS (
-             SELECT id, queue_id FROM webhook_queue
-             WHERE {condition}
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         ), history AS (
-             DELETE FROM webhook_attempt_history h USING doomed d WHERE h.queue_id = d.queue_id
-             RETURNING 1
-         ), gone AS (
-             DELETE FROM webhook_queue q USING doomed d WHERE q.id = d.id
-             RETURNING 1
-         )
-         SELECT (SELECT count(*) FROM gone)::int8 AS entries,
-                (SELECT count(*) FROM history)::int8 AS archived_attempts",
-        condition = rule.condition()
-    );
-    diesel::sql_query(sql)
-        .bind::<Double, _>(age.as_secs_f64())
-        .bind::<Int8, _>(batch)
-        .get_result(conn)
-        .await
+    prepared(
+        diesel::sql_query(rule.delete_sql())
+            .bind::<Double, _>(age.as_secs_f64())
+            .bind::<Int8, _>(batch),
+    )
+    .get_result(conn)
+    .await
 }
 
 #[derive(QueryableByName)]
@@ -116,8 +118,9 @@ pub async fn delete_throughput_batch(
     conn: &mut AsyncPgConnection,
     batch: i64,
 ) -> Result<i64, Error> {
-    let removed: Count = diesel::sql_query(
-        "WITH gone AS (
+    let removed: Count = prepared(
+        diesel::sql_query(
+            "WITH gone AS (
              DELETE FROM webhook_throughput t
              USING (SELECT second, shard FROM webhook_throughput
                     WHERE second < now() - make_interval(secs => $1)
@@ -127,9 +130,10 @@ pub async fn delete_throughput_batch(
              RETURNING 1
          )
          SELECT count(*)::int8 AS n FROM gone",
+        )
+        .bind::<Double, _>(THROUGHPUT_KEPT.as_secs_f64())
+        .bind::<Int8, _>(batch),
     )
-    .bind::<Double, _>(THROUGHPUT_KEPT.as_secs_f64())
-    .bind::<Int8, _>(batch)
     .get_result(conn)
     .await?;
     Ok(removed.n)
@@ -144,16 +148,16 @@ struct Locked {
 /// Takes the pruning lock for this session if no other session holds it. It is released by
 /// [`unlock`] or when the connection closes, so hold it on a connection of its own.
 pub async fn try_lock(conn: &mut AsyncPgConnection) -> Result<bool, Error> {
-    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-        .bind::<Int8, _>(LOCK_KEY)
-        .get_result(conn)
-        .await?;
+    let row: Locked = prepared(
+        diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked").bind::<Int8, _>(LOCK_KEY),
+    )
+    .get_result(conn)
+    .await?;
     Ok(row.locked)
 }
 
 pub async fn unlock(conn: &mut AsyncPgConnection) -> Result<(), Error> {
-    diesel::sql_query("SELECT pg_advisory_unlock($1)")
-        .bind::<Int8, _>(LOCK_KEY)
+    prepared(diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<Int8, _>(LOCK_KEY))
         .execute(conn)
         .await
         .map(drop)

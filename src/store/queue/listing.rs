@@ -1,0 +1,84 @@
+//! Reading entries for the API: one by its public id, and the filtered listing, newest first,
+//! whose filter is also the base of a redrive's.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::domain::delivery::Status;
+use crate::domain::event::EventType;
+use crate::store::models::QueueRow;
+use crate::store::schema::webhook_queue;
+
+pub async fn find(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Option<QueueRow>, Error> {
+    webhook_queue::table
+        .filter(webhook_queue::queue_id.eq(queue_id))
+        .select(QueueRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Filters of the listing; every one optional.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub event_type: Option<EventType>,
+    pub config_id: Option<i64>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub cancelled: Option<bool>,
+    /// Only rows with an id below this one (keyset pagination, newest first).
+    pub before_id: Option<i64>,
+}
+
+impl ListFilter {
+    /// The rows that match: the one builder of these conditions, for the listing and for a
+    /// redrive (see `cycle::RedriveFilter`).
+    pub(super) fn query(&self) -> webhook_queue::BoxedQuery<'static, Pg> {
+        use webhook_queue::dsl;
+        let mut query = dsl::webhook_queue.into_boxed();
+        if let Some(status) = self.status {
+            query = query.filter(dsl::status.eq(status.as_str()));
+        }
+        if let Some(event_type) = self.event_type {
+            query = query.filter(dsl::event_type.eq(event_type.as_str()));
+        }
+        if let Some(config_id) = self.config_id {
+            query = query.filter(dsl::config_id.eq(config_id));
+        }
+        if let Some(after) = self.created_after {
+            query = query.filter(dsl::created_at.ge(after));
+        }
+        if let Some(before) = self.created_before {
+            query = query.filter(dsl::created_at.lt(before));
+        }
+        match self.cancelled {
+            Some(true) => query = query.filter(dsl::deleted_at.is_not_null()),
+            Some(false) => query = query.filter(dsl::deleted_at.is_null()),
+            None => {}
+        }
+        if let Some(before_id) = self.before_id {
+            query = query.filter(dsl::id.lt(before_id));
+        }
+        query
+    }
+}
+
+/// Newest first, at most `limit` rows.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<Vec<QueueRow>, Error> {
+    filter
+        .query()
+        .select(QueueRow::as_select())
+        .order(webhook_queue::id.desc())
+        .limit(limit)
+        .load(conn)
+        .await
+}

@@ -1,0 +1,32 @@
+//! Every statement on `webhook_queue`, one file per step of an entry's life:
+//!
+//! | step | file | statement |
+//! | --- | --- | --- |
+//! | submit | [`submit`] | [`submit::insert_new`], [`submit::find_by_keys`] |
+//! | claim | [`claim`] | [`claim::claim`]; [`claim::next_due`], when the next claim can succeed |
+//! | outcome write | [`outcome`] | [`outcome::record_attempts`] |
+//! | hand-back | [`release`] | [`release::release`] |
+//! | new cycle (retry, redrive) | [`cycle`] | [`cycle::restart`], and which rows a redrive takes |
+//! | listing | [`listing`] | [`listing::find`], [`listing::list`], the filter listing and redrive share |
+//! | cancel | [`cancel`] | [`cancel::cancel`] |
+//! | retention | [`retention`] | [`retention::delete_batch`] and the pruning lock |
+//!
+//! The statistics counters are written in SQL only: by the functions of migration 000007
+//! (`webhook_counter_shard`, `webhook_*_add`), which the count triggers, [`submit::insert_new`]
+//! and [`claim::claim`] call; `store::stats` reads them.
+//!
+//! Every write after the claim is fenced on `(worker_id, locked_at)`: a worker whose lease
+//! expired and was taken over by another changes nothing. Only a processing row has a
+//! `locked_at` (a CHECK constraint, migration 000006), so the fence needs no status test.
+//! The writes reach their rows only through the ids they hold (`q.id = ANY(ids)`): a plan
+//! that can do nothing else stays bounded by the batch, whatever the planner believes about
+//! the table's size or its statuses when it makes the prepared statement's generic plan.
+
+pub mod cancel;
+pub mod claim;
+pub mod cycle;
+pub mod listing;
+pub mod outcome;
+pub mod release;
+pub mod retention;
+pub mod submit;
