@@ -446,3 +446,35 @@ async fn migrate_creates_the_database_and_is_idempotent_even_when_run_concurrent
         .await
         .unwrap();
 }
+
+/// `run` migrates before it serves, and says so in its log only: a log pipeline that reads a
+/// container's output with `LOG_FORMAT=json` must get JSON lines and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_writes_only_json_log_lines() {
+    let db = TestDb::new().await;
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut service = Proc::start(
+        "run",
+        &db.url,
+        "quiet",
+        &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))],
+    );
+    common::receiver::wait_http_ok(
+        &format!("http://127.0.0.1:{api_port}/health"),
+        Duration::from_secs(30),
+    )
+    .await;
+    service.signal("TERM");
+    assert_eq!(service.wait_exit(Duration::from_secs(60)).await, Some(0));
+    assert_eq!(service.stdout(), "", "run wrote on stdout");
+    let logs = service.logs();
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    assert!(logs.contains("database migrated"), "{logs}");
+}

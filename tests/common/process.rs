@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_webhookd");
 
-/// A `webhookd` child process whose stderr (JSON logs) goes to a file.
+/// A `webhookd` child process whose stderr (JSON logs) and stdout go to files.
 pub struct Proc {
     child: Child,
     log: PathBuf,
+    out: PathBuf,
 }
 
 impl Proc {
@@ -20,6 +21,7 @@ impl Proc {
             "webhookd-{worker_id}-{}.log",
             uuid::Uuid::new_v4().simple()
         ));
+        let out = log.with_extension("stdout");
         let mut cmd = Command::new(BIN);
         cmd.arg(command)
             .env_clear()
@@ -39,7 +41,7 @@ impl Proc {
             .env("LOG_LEVEL", "info")
             .env("LOG_FORMAT", "json")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in extra {
             cmd.env(k, v);
@@ -47,6 +49,7 @@ impl Proc {
         Proc {
             child: cmd.spawn().expect("the webhookd binary starts"),
             log,
+            out,
         }
     }
 
@@ -64,6 +67,11 @@ impl Proc {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the process wrote on stdout.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
     /// Waits for the process to exit, up to `timeout`; returns its exit code.
@@ -86,6 +94,7 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.out);
     }
 }
 
