@@ -102,6 +102,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         completed_at -> Nullable<Timestamptz>,
         deleted_at -> Nullable<Timestamptz>,
+        held_reason -> Nullable<Text>,
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn claim(
              FOR UPDATE SKIP LOCKED
          ), due AS (
              SELECT id FROM webhook_queue
-             WHERE status = 'pending' AND next_retry_at <= now() AND deleted_at IS NULL
+             WHERE status = 'pending' AND next_retry_at <= now() AND deleted_at IS NULL AND held_reason IS NULL
              ORDER BY next_retry_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
@@ -122,7 +122,7 @@ struct NextDue {
 pub async fn next_due(conn: &mut AsyncPgConnection) -> Result<Option<DateTime<Utc>>, Error> {
     let row: NextDue = prepared(diesel::sql_query(
         "SELECT least(
-             (SELECT min(next_retry_at) FROM webhook_queue WHERE status = 'pending' AND deleted_at IS NULL),
+             (SELECT min(next_retry_at) FROM webhook_queue WHERE status = 'pending' AND deleted_at IS NULL AND held_reason IS NULL),
              (SELECT min(lock_expires_at) FROM webhook_queue WHERE status = 'processing' AND deleted_at IS NULL)
          ) AS at",
     ))
