@@ -624,7 +624,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
             vec!["webhook_queue_leased", "webhook_queue_due_pending", "Index Cond: (id = picked.id)"],
         ),
         (
-            prepared_as("UPDATE webhook_queue q SET\n             status = v.status"),
+            prepared_as("WITH written AS"),
             format!(
                 "('{{w}}', '{{1}}', {ts}, '{{0}}', {ts}, {ts}, '{{1}}', '{{200}}', '{{\"\"}}', '{{NULL}}', \
                  '{{completed}}', '{{0}}', '{{NULL}}')"

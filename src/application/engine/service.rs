@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use slog::{error, info, Logger};
+use slog::{debug, error, Logger};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -70,16 +70,16 @@ pub struct Running {
 }
 
 /// Starts `service` on the current runtime. It stops when `stop` is cancelled (by
-/// [`Running::stop`] or by whoever else holds the token), and its end is logged.
+/// [`Running::stop`] or by whoever else holds the token); an end by an error is logged.
 pub fn start<S: Service>(service: S, stop: CancellationToken, log: &Logger) -> Running {
     let log = log.new(slog::o!("task" => S::NAME));
-    info!(log, "started");
+    debug!(log, "started");
     let task = tokio::spawn({
         let stop = stop.clone();
         async move {
             let result = service.run(stop).await;
             match &result {
-                Ok(()) => info!(log, "stopped"),
+                Ok(()) => debug!(log, "stopped"),
                 Err(e) => {
                     error!(log, "stopped by an error"; "error" => crate::error_chain::describe(e))
                 }
