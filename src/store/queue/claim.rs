@@ -95,20 +95,25 @@ pub async fn claim(
              ORDER BY next_retry_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
-         ), picked AS (
+         ), candidates AS (
              (SELECT id, NULL::int8 AS config_id, false AS was_pending FROM expired)
              UNION ALL (SELECT id, config_id, true FROM due)
              LIMIT $2
          ), refused AS (
              -- Partner health (migration 000009): held partners' rows, and rows over a rate limit.
-             SELECT r.* FROM (SELECT array_agg(id) AS ids, array_agg(config_id) AS config_ids
-                              FROM picked WHERE was_pending) p,
+             -- Always run (deferred reads it), so the asynchronous commit is set here too.
+             SELECT r.* FROM (SELECT array_agg(id) AS ids, array_agg(config_id) AS config_ids,
+                                     set_config('synchronous_commit', 'off', true)
+                              FROM candidates WHERE was_pending) p,
                              webhook_partner_admit(p.ids, p.config_ids) r
          ), deferred AS (
              UPDATE webhook_queue q
              SET next_retry_at = coalesce(r.not_before, q.next_retry_at), held_reason = r.held_reason,
                  updated_at = now()
-             FROM refused r WHERE q.id = r.id
+             FROM refused r WHERE q.id = ANY(ARRAY(SELECT id FROM refused)) AND q.id = r.id
+         ), picked AS MATERIALIZED (
+             SELECT id, was_pending FROM candidates
+             WHERE NOT EXISTS (SELECT 1 FROM refused WHERE refused.id = candidates.id)
          ), claimed AS (
              UPDATE webhook_queue q
              SET status = 'processing', worker_id = $1, locked_at = now(),
@@ -116,7 +121,7 @@ pub async fn claim(
              FROM picked, webhook_configs c,
                   (SELECT set_config('synchronous_commit', 'off', true),
                           webhook_statement_counts_itself()) AS statement_settings
-             WHERE q.id = picked.id AND c.id = q.config_id AND NOT EXISTS (SELECT 1 FROM refused WHERE refused.id = q.id)
+             WHERE q.id = picked.id AND c.id = q.config_id
              RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
                        q.retry_count, q.max_retries, q.locked_at, c.signing_secret,
                        c.retry_base_delay_ms, c.retry_max_delay_ms, picked.was_pending
