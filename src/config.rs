@@ -496,7 +496,11 @@ mod tests {
             ("RETENTION_INTERVAL", "0s", "retention_interval"),
             ("RETENTION_COMPLETED", "a week", "retention_completed"),
             ("INGEST_RATE_LIMIT", "-5", "ingest_rate_limit"),
-            ("CIRCUIT_FAILURE_THRESHOLD", "0", "circuit_failure_threshold"),
+            (
+                "CIRCUIT_FAILURE_THRESHOLD",
+                "0",
+                "circuit_failure_threshold",
+            ),
             ("CIRCUIT_PROBE_INTERVAL", "10m", "circuit_probe_interval"),
         ] {
             let err = load(&[(key, value)], &[]).unwrap_err().to_string();

@@ -44,8 +44,10 @@ async fn submit_batch(app: &TestApp, config_id: i64, prefix: &str, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         let events: Vec<Value> = chunk
             .iter()
-            .map(|i| json!({"event_type": "+credit", "event_id": format!("{prefix}{i}"),
-                            "config_id": config_id, "url_params": {"n": i}}))
+            .map(|i| {
+                json!({"event_type": "+credit", "event_id": format!("{prefix}{i}"),
+                            "config_id": config_id, "url_params": {"n": i}})
+            })
             .collect();
         let (status, body) = app.post("/webhooks/batch", json!({"events": events})).await;
         assert!(status == 200 || status == 201, "{status} {body}");
@@ -75,13 +77,24 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
     let receiver = Receiver::start().await;
     receiver.set_mode(Mode::Status(500)).await;
     let app = spawn(options()).await;
-    let id = app.config("down", &receiver.url("/switch/down"), &receiver.url("/switch/down")).await;
+    let id = app
+        .config(
+            "down",
+            &receiver.url("/switch/down"),
+            &receiver.url("/switch/down"),
+        )
+        .await;
     submit_batch(&app, id, "e", 500).await;
     let tripped = wait_state(&app, id, "tripped").await;
     assert_eq!(tripped["reason"], "failures");
     // Calls in flight when it tripped end; from then on only probes may reach the partner.
     eventually(Duration::from_secs(10), "no row in flight", || async {
-        count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'processing'").await == 0
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'processing'",
+        )
+        .await
+            == 0
     })
     .await;
     let quiet_from = Instant::now();
@@ -94,28 +107,58 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
         .into_iter()
         .filter(|r| r.at > quiet_from)
         .collect();
-    let allowed = probes_allowed(Duration::from_millis(200), outage + Duration::from_millis(200));
+    let allowed = probes_allowed(
+        Duration::from_millis(200),
+        outage + Duration::from_millis(200),
+    );
     assert!(
         during.len() <= allowed,
         "{} calls during {outage:?} of outage, the probe schedule allows {allowed}",
         during.len()
     );
     assert!(!during.is_empty(), "the tripped partner was never probed");
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'failed'").await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'failed'"
+        )
+        .await,
+        0
+    );
     let h = health(&app, id).await;
     assert!(h["held"].as_i64().unwrap() >= 499, "{h}");
 
     receiver.set_mode(Mode::Up).await;
-    eventually(Duration::from_secs(60), "every event delivered after recovery", || async {
-        count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 500
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every event delivered after recovery",
+        || async {
+            count(
+                &app,
+                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+            )
+            .await
+                == 500
+        },
+    )
     .await;
     assert_eq!(health(&app, id).await["state"], "active");
     // Attempts spent by the outage: only those counted before the trip (fewer than the
     // threshold); every failure from the trip on, probes included, cost nothing.
-    let paid = count(&app, "SELECT count(*) FROM webhook_queue WHERE retry_count > 0").await;
-    let most = count(&app, "SELECT coalesce(max(retry_count), 0)::int8 FROM webhook_queue").await;
-    assert!(paid < THRESHOLD, "{paid} events spent an attempt on the outage");
+    let paid = count(
+        &app,
+        "SELECT count(*) FROM webhook_queue WHERE retry_count > 0",
+    )
+    .await;
+    let most = count(
+        &app,
+        "SELECT coalesce(max(retry_count), 0)::int8 FROM webhook_queue",
+    )
+    .await;
+    assert!(
+        paid < THRESHOLD,
+        "{paid} events spent an attempt on the outage"
+    );
     assert!(most <= 1, "an event spent {most} attempts on the outage");
     println!(
         "outage: {calls_at_trip} calls before the trip settled, {} probe calls in {outage:?} \
@@ -125,9 +168,27 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
     let logs = app.logs.text();
     assert!(logs.contains("partner tripped"), "no trip logged");
     assert!(logs.contains("partner active again"), "no recovery logged");
-    let (_, metrics) = (0, app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap());
-    assert!(metrics.contains(&format!("webhookd_partner_trips_total{{config_id=\"{id}\"}} 1")), "{metrics}");
-    assert!(metrics.contains(&format!("webhookd_partner_state{{config_id=\"{id}\"}} 0")), "{metrics}");
+    let (_, metrics) = (
+        0,
+        app.http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        metrics.contains(&format!(
+            "webhookd_partner_trips_total{{config_id=\"{id}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("webhookd_partner_state{{config_id=\"{id}\"}} 0")),
+        "{metrics}"
+    );
     app.shutdown().await;
 }
 
@@ -136,16 +197,37 @@ async fn a_refused_partner_trips_and_drains_once_it_listens_again() {
     let receiver = Receiver::start().await;
     receiver.set_mode(Mode::Refused).await;
     let app = spawn(options()).await;
-    let id = app.config("refused", &receiver.url("/switch/r"), &receiver.url("/switch/r")).await;
+    let id = app
+        .config(
+            "refused",
+            &receiver.url("/switch/r"),
+            &receiver.url("/switch/r"),
+        )
+        .await;
     submit_batch(&app, id, "r", 50).await;
     let h = wait_state(&app, id, "tripped").await;
-    assert!(h["last_error"].as_str().unwrap().starts_with("connect"), "{h}");
+    assert!(
+        h["last_error"].as_str().unwrap().starts_with("connect"),
+        "{h}"
+    );
     receiver.set_mode(Mode::Up).await;
     eventually(Duration::from_secs(30), "all 50 delivered", || async {
-        count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 50
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+        )
+        .await
+            == 50
     })
     .await;
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_queue WHERE retry_count > 1").await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE retry_count > 1"
+        )
+        .await,
+        0
+    );
     app.shutdown().await;
 }
 
@@ -153,25 +235,45 @@ async fn a_refused_partner_trips_and_drains_once_it_listens_again() {
 async fn one_bad_event_fails_alone_and_does_not_trip_its_partner() {
     let receiver = Receiver::start().await;
     let app = spawn(options()).await;
-    let id = app.config("p", &receiver.url("/switch/p"), &receiver.url("/switch/p")).await;
+    let id = app
+        .config("p", &receiver.url("/switch/p"), &receiver.url("/switch/p"))
+        .await;
     submit_batch(&app, id, "good", 100).await;
     eventually(Duration::from_secs(30), "100 good delivered", || async {
-        count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 100
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+        )
+        .await
+            == 100
     })
     .await;
     // Seven 400s in a row (max_retries 6), more than the threshold of 5: the event's own.
     receiver.set_mode(Mode::Status(400)).await;
     let bad = app
-        .submit(json!({"event_type": "+credit", "event_id": "bad", "config_id": id, "url_params": {}}))
+        .submit(
+            json!({"event_type": "+credit", "event_id": "bad", "config_id": id, "url_params": {}}),
+        )
         .await;
     let entry = app
-        .wait_for_status(bad["queue_id"].as_str().unwrap(), "failed", Duration::from_secs(30))
+        .wait_for_status(
+            bad["queue_id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(entry["retry_count"], 6);
     let h = health(&app, id).await;
     assert_eq!(h["state"], "active", "{h}");
     assert_eq!(h["consecutive_failures"], 0, "{h}");
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'failed'").await, 1);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'failed'"
+        )
+        .await,
+        1
+    );
     app.shutdown().await;
 }
 
@@ -180,24 +282,39 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
     let receiver = Receiver::start().await;
     receiver.set_mode(Mode::Status(410)).await;
     let app = spawn(options()).await;
-    let gone = app.config("gone", &receiver.url("/switch/g"), &receiver.url("/switch/g")).await;
+    let gone = app
+        .config(
+            "gone",
+            &receiver.url("/switch/g"),
+            &receiver.url("/switch/g"),
+        )
+        .await;
     let first = app
-        .submit(json!({"event_type": "+credit", "event_id": "g0", "config_id": gone, "url_params": {}}))
+        .submit(
+            json!({"event_type": "+credit", "event_id": "g0", "config_id": gone, "url_params": {}}),
+        )
         .await;
     let h = wait_state(&app, gone, "paused").await;
     assert_eq!(h["reason"], "gone");
     eventually(Duration::from_secs(10), "the 410's event held", || async {
-        count(&app, "SELECT count(*) FROM webhook_queue WHERE held_reason = 'partner_paused'").await == 1
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE held_reason = 'partner_paused'",
+        )
+        .await
+            == 1
     })
     .await;
     let warned = app.logs.lines().into_iter().any(|l| {
-        l["msg"].as_str().is_some_and(|m| m.starts_with("partner paused"))
+        l["msg"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("partner paused"))
             && l["level"] == "WARN"
             && l["reason"] == "gone"
     });
     assert!(warned, "no warning for the 410");
     // New events for a paused partner are accepted held.
-    submit_batch(&app, gone, "g", 3).await;
+    submit_batch(&app, gone, "new", 3).await;
     assert_eq!(
         count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {gone} AND held_reason = 'partner_paused'")).await,
         4
@@ -205,11 +322,22 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
 
     // A second partner paused by hand while its events wait for their retries.
     receiver.set_mode(Mode::Status(503)).await;
-    let manual = app.config("manual", &receiver.url("/switch/m"), &receiver.url("/switch/m")).await;
+    let manual = app
+        .config(
+            "manual",
+            &receiver.url("/switch/m"),
+            &receiver.url("/switch/m"),
+        )
+        .await;
     let (status, body) = app
-        .send(reqwest::Method::PUT, &format!("/webhook-configs/{manual}"),
-              Some(json!({"name": "manual", "postback_url": receiver.url("/switch/m"),
-                          "circuit_failure_threshold": 1000, "retry_base_delay": "300ms"})))
+        .send(
+            reqwest::Method::PUT,
+            &format!("/webhook-configs/{manual}"),
+            Some(
+                json!({"name": "manual", "postback_url": receiver.url("/switch/m"),
+                          "circuit_failure_threshold": 1000, "retry_base_delay": "300ms"}),
+            ),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     submit_batch(&app, manual, "m", 5).await;
@@ -217,17 +345,25 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
         count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {manual} AND retry_count >= 1 AND status = 'pending'")).await == 5
     })
     .await;
-    let (status, body) = app.post(&format!("/webhook-configs/{manual}/pause"), json!({})).await;
+    let (status, body) = app
+        .post(&format!("/webhook-configs/{manual}/pause"), json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["health"]["state"], "paused");
     assert_eq!(body["health"]["reason"], "operator");
-    let (status, body) = app.post(&format!("/webhook-configs/{manual}/pause"), json!({})).await;
+    let (status, body) = app
+        .post(&format!("/webhook-configs/{manual}/pause"), json!({}))
+        .await;
     assert_eq!(status, 409, "{body}");
     eventually(Duration::from_secs(10), "the due events held", || async {
         count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {manual} AND held_reason = 'partner_paused'")).await == 5
     })
     .await;
-    let retries_before: i64 = count(&app, &format!("SELECT sum(retry_count) FROM webhook_queue WHERE config_id = {manual}")).await;
+    let retries_before: i64 = count(
+        &app,
+        &format!("SELECT sum(retry_count) FROM webhook_queue WHERE config_id = {manual}"),
+    )
+    .await;
 
     // Every process restarts: nothing changes.
     let db = app.shutdown().await;
@@ -237,32 +373,64 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
         let h = health(&app, id).await;
         assert_eq!(h["state"], "paused", "{h}");
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_queue WHERE held_reason = 'partner_paused'").await, 9);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE held_reason = 'partner_paused'"
+        )
+        .await,
+        9
+    );
     let calls_before_resume = receiver.received_at("/switch/g").len();
     assert_eq!(calls_before_resume, 1, "a paused partner was called");
 
     for id in [gone, manual] {
-        let (status, body) = app.post(&format!("/webhook-configs/{id}/resume"), json!({})).await;
+        let (status, body) = app
+            .post(&format!("/webhook-configs/{id}/resume"), json!({}))
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["health"]["state"], "active");
-        let (status, body) = app.post(&format!("/webhook-configs/{id}/resume"), json!({})).await;
+        let (status, body) = app
+            .post(&format!("/webhook-configs/{id}/resume"), json!({}))
+            .await;
         assert_eq!(status, 409, "{body}");
     }
     eventually(Duration::from_secs(30), "all nine delivered", || async {
-        count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 9
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+        )
+        .await
+            == 9
     })
     .await;
-    let first = app.wait_for_status(first["queue_id"].as_str().unwrap(), "completed", Duration::from_secs(5)).await;
+    let first = app
+        .wait_for_status(
+            first["queue_id"].as_str().unwrap(),
+            "completed",
+            Duration::from_secs(5),
+        )
+        .await;
     assert_eq!(first["retry_count"], 0, "the 410 cost its event an attempt");
     assert_eq!(
-        count(&app, &format!("SELECT sum(retry_count) FROM webhook_queue WHERE config_id = {manual}")).await,
+        count(
+            &app,
+            &format!("SELECT sum(retry_count) FROM webhook_queue WHERE config_id = {manual}")
+        )
+        .await,
         retries_before,
         "the pause cost attempts"
     );
     // The CLI lists both, active again.
     let out = common::process::run_once(&["partners"], &[("DATABASE_URL", app.db.url.as_str())]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stdout.lines().any(|l| l.contains("gone") && l.contains("active")), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("gone") && l.contains("active")),
+        "{}",
+        out.stdout
+    );
     app.shutdown().await;
 }
 
@@ -270,7 +438,9 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
 async fn pause_resume_and_partner_settings_refuse_bad_input_and_change_nothing() {
     let receiver = Receiver::start().await;
     let app = spawn(Options::default()).await;
-    let id = app.config("x", &receiver.url("/ok"), &receiver.url("/ok")).await;
+    let id = app
+        .config("x", &receiver.url("/ok"), &receiver.url("/ok"))
+        .await;
     for (path, status) in [
         ("/webhook-configs/999/pause", 404),
         ("/webhook-configs/999/resume", 404),
@@ -304,10 +474,18 @@ async fn pause_resume_and_partner_settings_refuse_bad_input_and_change_nothing()
     let (status, answer) = app.post("/webhook-configs", body).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["field"], "retry_max_delay");
-    assert_eq!(count(&app, "SELECT count(*) FROM webhook_configs").await, 1, "a bad config was stored");
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM webhook_configs").await,
+        1,
+        "a bad config was stored"
+    );
     let mut body = base.clone();
-    for (k, v) in [("max_per_second", json!(50)), ("retry_base_delay", json!("250ms")),
-                   ("retry_max_delay", json!("1m")), ("circuit_failure_threshold", json!(3))] {
+    for (k, v) in [
+        ("max_per_second", json!(50)),
+        ("retry_base_delay", json!("250ms")),
+        ("retry_max_delay", json!("1m")),
+        ("circuit_failure_threshold", json!(3)),
+    ] {
         body[k] = v;
     }
     let (status, made) = app.post("/webhook-configs", body).await;
@@ -319,7 +497,11 @@ async fn pause_resume_and_partner_settings_refuse_bad_input_and_change_nothing()
     assert_eq!(made["health"]["state"], "active");
     assert_eq!(made["health"]["held"], 0);
     let (_, listed) = app.get("/webhook-configs").await;
-    assert!(listed["items"].as_array().unwrap().iter().all(|c| c["health"]["state"] == "active"));
+    assert!(listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["health"]["state"] == "active"));
     app.shutdown().await;
 }
 
@@ -329,8 +511,12 @@ async fn other_partners_keep_their_latency_while_one_is_tripped() {
     down.set_mode(Mode::Hanging).await;
     let up = Receiver::start_on([127, 0, 0, 2].into()).await;
     let app = spawn(options().env("WORKER_COUNT", 4)).await;
-    let hanging = app.config("hanging", &down.url("/switch/h"), &down.url("/switch/h")).await;
-    let healthy = app.config("healthy", &up.url("/ok/a"), &up.url("/ok/a")).await;
+    let hanging = app
+        .config("hanging", &down.url("/switch/h"), &down.url("/switch/h"))
+        .await;
+    let healthy = app
+        .config("healthy", &up.url("/ok/a"), &up.url("/ok/a"))
+        .await;
     let latency = |from: &'static str| {
         let app = &app;
         async move {
@@ -350,7 +536,12 @@ async fn other_partners_keep_their_latency_while_one_is_tripped() {
     };
     submit_batch(&app, healthy, "before", 50).await;
     eventually(Duration::from_secs(20), "baseline delivered", || async {
-        count(&app, "SELECT count(*) FROM webhook_queue WHERE status = 'completed'").await == 50
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+        )
+        .await
+            == 50
     })
     .await;
     let before = latency("before").await;
@@ -365,7 +556,11 @@ async fn other_partners_keep_their_latency_while_one_is_tripped() {
     println!("healthy partner latency ms (median, max): before {before:?}, while the other is tripped {during:?}");
     assert_eq!(health(&app, hanging).await["state"], "tripped");
     // Hanging calls take the HTTP timeout (1s); the healthy partner's events never wait on one.
-    assert!(during.1 < 1000.0, "a healthy event waited {:.0} ms", during.1);
+    assert!(
+        during.1 < 1000.0,
+        "a healthy event waited {:.0} ms",
+        during.1
+    );
     assert_eq!(count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {hanging} AND status = 'failed'")).await, 0);
     app.shutdown().await;
 }
@@ -395,9 +590,16 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
         .map(|i| Proc::start("work", &db.url, &format!("rate{i}"), &env))
         .collect();
     // 10 s measured at the receiver, from its first arrival, by its own arrival times.
-    let first = receiver.wait_for("/switch/rate", 1, Duration::from_secs(30)).await[0].at;
+    let first = receiver
+        .wait_for("/switch/rate", 1, Duration::from_secs(30))
+        .await[0]
+        .at;
     let deadline = Instant::now() + Duration::from_secs(40);
-    while receiver.received_at("/switch/rate").last().is_none_or(|r| r.at < first + Duration::from_secs(10)) {
+    while receiver
+        .received_at("/switch/rate")
+        .last()
+        .is_none_or(|r| r.at < first + Duration::from_secs(10))
+    {
         assert!(Instant::now() < deadline, "the receiver got too few calls");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -407,7 +609,10 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
         .filter(|r| r.at >= first && r.at < first + Duration::from_secs(10))
         .count();
     println!("three processes together: {in_window} calls in 10 s at 50/s");
-    assert!((400..=600).contains(&in_window), "{in_window} calls in 10 s, not 500 ± 20 %");
+    assert!(
+        (400..=600).contains(&in_window),
+        "{in_window} calls in 10 s, not 500 ± 20 %"
+    );
     let by_process: std::collections::HashSet<String> = db
         .client()
         .await
@@ -422,10 +627,20 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
     // The partner goes down: once one process trips it, none keeps calling it.
     receiver.set_mode(Mode::Status(500)).await;
     let tripped = || async {
-        db.count("SELECT count(*) FROM webhook_partner_state WHERE state = 'tripped'").await == 1
-            && db.count("SELECT count(*) FROM webhook_queue WHERE status = 'processing'").await == 0
+        db.count("SELECT count(*) FROM webhook_partner_state WHERE state = 'tripped'")
+            .await
+            == 1
+            && db
+                .count("SELECT count(*) FROM webhook_queue WHERE status = 'processing'")
+                .await
+                == 0
     };
-    eventually(Duration::from_secs(30), "tripped, nothing in flight", tripped).await;
+    eventually(
+        Duration::from_secs(30),
+        "tripped, nothing in flight",
+        tripped,
+    )
+    .await;
     let quiet_from = Instant::now();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let during = receiver
@@ -433,8 +648,18 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
         .iter()
         .filter(|r| r.at > quiet_from)
         .count();
-    let allowed = probes_allowed(Duration::from_secs(1), quiet_from.elapsed() + Duration::from_secs(1));
-    assert!(during <= allowed, "{during} calls to a tripped partner, the probe schedule allows {allowed}");
-    assert_eq!(db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed'").await, 0);
+    let allowed = probes_allowed(
+        Duration::from_secs(1),
+        quiet_from.elapsed() + Duration::from_secs(1),
+    );
+    assert!(
+        during <= allowed,
+        "{during} calls to a tripped partner, the probe schedule allows {allowed}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed'")
+            .await,
+        0
+    );
     drop(procs);
 }

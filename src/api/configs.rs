@@ -344,7 +344,8 @@ pub(super) async fn deactivate_config(state: State, id: web::Path<String>) -> Re
     ))]
 pub(super) async fn pause_config(state: State, id: web::Path<String>) -> Reply {
     let id = config_id_path(&id)?;
-    let config = configs::control(&state.pool, id, Control::Pause, &state.metrics, &state.log).await?;
+    let config =
+        configs::control(&state.pool, id, Control::Pause, &state.metrics, &state.log).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
 
@@ -361,6 +362,7 @@ pub(super) async fn pause_config(state: State, id: web::Path<String>) -> Reply {
     ))]
 pub(super) async fn resume_config(state: State, id: web::Path<String>) -> Reply {
     let id = config_id_path(&id)?;
-    let config = configs::control(&state.pool, id, Control::Resume, &state.metrics, &state.log).await?;
+    let config =
+        configs::control(&state.pool, id, Control::Resume, &state.metrics, &state.log).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }

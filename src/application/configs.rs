@@ -178,10 +178,7 @@ impl PartnerSettingsInput {
                 )
             })?;
             if parsed < Duration::from_millis(1) || parsed > MAX_PARTNER_DELAY {
-                return Err(AppError::invalid(
-                    field,
-                    "must be between 1ms and 24h",
-                ));
+                return Err(AppError::invalid(field, "must be between 1ms and 24h"));
             }
             Ok(Some(parsed))
         };
@@ -211,6 +208,8 @@ impl ConfigInput {
     /// absent (`None`) keeps the stored secret (so a PUT that round-trips a config read from
     /// the API, which never shows the secret, does not silently turn signing off); `null`
     /// (`Some(None)`) removes it; a `whsec_<base64>` string (`Some(Some(..))`) sets it.
+    // One argument per field of the body, each parsed here, in the body's order.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         postback_url: Option<String>,

@@ -149,10 +149,7 @@ pub(super) async fn partners(
         .map_err(cli_error)?;
     println!(
         "partner {} ({}) is {}; {} events held",
-        config.id,
-        config.name,
-        config.health.state,
-        config.health.held
+        config.id, config.name, config.health.state, config.health.held
     );
     Ok(())
 }

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use super::error::EngineError;
 use super::service::{Round, Service};
 use crate::application::metrics::Metrics;
-use crate::error_chain::describe;
 use crate::domain::partner::PartnerState;
+use crate::error_chain::describe;
 use crate::store::queue::outcome::{self, AttemptWrite, Circuit, PartnerChange};
 use crate::store::queue::release::{self, Release};
 use crate::store::DbPool;
@@ -201,12 +201,16 @@ impl Service for Writer {
 fn log_partner_change(log: &Logger, change: &PartnerChange) {
     let reason = change.reason.map(|r| r.as_str());
     match change.state {
-        PartnerState::Tripped => warn!(log, "partner tripped; its events are held and it will be probed";
+        PartnerState::Tripped => {
+            warn!(log, "partner tripped; its events are held and it will be probed";
             "config_id" => change.config_id, "state" => change.state.as_str(), "reason" => reason,
-            "held" => change.held),
-        PartnerState::Paused => warn!(log, "partner paused; its events are held until an operator resumes it";
+            "held" => change.held)
+        }
+        PartnerState::Paused => {
+            warn!(log, "partner paused; its events are held until an operator resumes it";
             "config_id" => change.config_id, "state" => change.state.as_str(), "reason" => reason,
-            "held" => change.held),
+            "held" => change.held)
+        }
         PartnerState::Active => info!(log, "partner active again; its held events are released";
             "config_id" => change.config_id, "state" => change.state.as_str(), "reason" => reason,
             "held" => change.held),
