@@ -157,7 +157,7 @@ pub struct ConfigView {
     #[schema(required)]
     pub circuit_failure_threshold: Option<i32>,
     /// The partner's delivery state (SPEC §10).
-    pub health: HealthView,
+    pub health: PartnerHealthView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -166,7 +166,7 @@ pub struct ConfigView {
 /// `410 Gone`: held until resumed) or `tripped` (held after too many partner failures in a row,
 /// probed until a 2xx).
 #[derive(Serialize, ToSchema)]
-pub struct HealthView {
+pub struct PartnerHealthView {
     #[schema(example = "tripped")]
     pub state: &'static str,
     /// Why it is not active: `operator`, `gone` or `failures`; null while active.
@@ -188,7 +188,7 @@ pub struct HealthView {
     pub next_probe_at: Option<DateTime<Utc>>,
 }
 
-impl From<Health> for HealthView {
+impl From<Health> for PartnerHealthView {
     fn from(h: Health) -> Self {
         Self {
             state: h.state.as_str(),
