@@ -14,6 +14,7 @@ use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::domain::partner::MAX_PROBE_INTERVAL_SECS;
 use crate::domain::retry::RetryPolicy;
 
 const BUILT_IN_DEFAULTS: &str = include_str!("../config/default.toml");
@@ -35,6 +36,8 @@ pub const KEYS: &[&str] = &[
     "retry_base_delay",
     "retry_max_delay",
     "retry_jitter",
+    "circuit_failure_threshold",
+    "circuit_probe_interval",
     "response_body_limit",
     "shutdown_timeout",
     "retention_completed",
@@ -109,6 +112,9 @@ struct Raw {
     #[serde(with = "humantime_serde")]
     retry_max_delay: Duration,
     retry_jitter: f64,
+    circuit_failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    circuit_probe_interval: Duration,
     response_body_limit: usize,
     #[serde(with = "humantime_serde")]
     shutdown_timeout: Duration,
@@ -133,6 +139,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub delivery: DeliverySettings,
     pub retry: RetryPolicy,
+    pub circuit: CircuitSettings,
     pub shutdown_timeout: Duration,
     pub retention: RetentionSettings,
     /// Accepted bearer tokens; empty means the API is open.
@@ -159,6 +166,16 @@ pub struct DeliverySettings {
     pub host_concurrency: usize,
     pub response_body_limit: usize,
     pub allow_networks: Vec<IpNet>,
+}
+
+/// When a partner trips, and how soon it is probed (SPEC §10); a config may set its own
+/// threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CircuitSettings {
+    /// Partner failures in a row that trip a partner.
+    pub failure_threshold: u32,
+    /// The first wait before a tripped partner is probed; doubles per probe up to 5 minutes.
+    pub probe_interval: Duration,
 }
 
 /// How long finished rows are kept, and how often the worker processes prune the rest.
@@ -293,6 +310,20 @@ impl Settings {
             raw.retry_jitter,
         )
         .map_err(|e| invalid(e.key, e.message))?;
+        if raw.circuit_failure_threshold == 0 || raw.circuit_failure_threshold > 1000 {
+            return Err(invalid(
+                "circuit_failure_threshold",
+                "must be between 1 and 1000",
+            ));
+        }
+        if raw.circuit_probe_interval.is_zero()
+            || raw.circuit_probe_interval > Duration::from_secs(MAX_PROBE_INTERVAL_SECS)
+        {
+            return Err(invalid(
+                "circuit_probe_interval",
+                "must be positive and at most 5m",
+            ));
+        }
         let allow_networks = raw
             .outbound_allow_networks
             .split(',')
@@ -340,6 +371,10 @@ impl Settings {
                 allow_networks,
             },
             retry,
+            circuit: CircuitSettings {
+                failure_threshold: raw.circuit_failure_threshold,
+                probe_interval: raw.circuit_probe_interval,
+            },
             shutdown_timeout: raw.shutdown_timeout,
             retention: RetentionSettings {
                 completed: Some(raw.retention_completed).filter(|age| !age.is_zero()),
@@ -392,6 +427,8 @@ mod tests {
         assert_eq!(s.retry.max_delay(), Duration::from_secs(300));
         assert_eq!(s.retry.jitter(), 0.25);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.circuit.failure_threshold, 10);
+        assert_eq!(s.circuit.probe_interval, Duration::from_secs(5));
         assert_eq!(
             s.retention.completed,
             Some(Duration::from_secs(7 * 24 * 3600))
@@ -459,6 +496,12 @@ mod tests {
             ("RETENTION_INTERVAL", "0s", "retention_interval"),
             ("RETENTION_COMPLETED", "a week", "retention_completed"),
             ("INGEST_RATE_LIMIT", "-5", "ingest_rate_limit"),
+            (
+                "CIRCUIT_FAILURE_THRESHOLD",
+                "0",
+                "circuit_failure_threshold",
+            ),
+            ("CIRCUIT_PROBE_INTERVAL", "10m", "circuit_probe_interval"),
         ] {
             let err = load(&[(key, value)], &[]).unwrap_err().to_string();
             assert!(err.contains(expected), "{key}={value}: {err}");

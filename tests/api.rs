@@ -1405,8 +1405,20 @@ async fn stats_agree_with_the_rows() {
         let sql = format!(
             "SELECT count(*) FROM webhook_queue WHERE deleted_at IS NOT NULL AND config_id = {id}"
         );
+        let held = format!(
+            "SELECT count(*) FROM webhook_queue WHERE held_reason LIKE 'partner_%' AND config_id = {id}"
+        );
+        let state: String = client
+            .query_one(
+                "SELECT state FROM webhook_partner_state WHERE config_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
         partners.push(json!({"config_id": id, "name": partner.get::<_, String>(1), "by_status": counts,
-                             "cancelled": app.db.count(&sql).await, "success_rate": success_rate(&counts)}));
+                             "cancelled": app.db.count(&sql).await, "success_rate": success_rate(&counts),
+                             "state": state, "reason": null, "held": app.db.count(&held).await}));
     }
     assert_eq!(stats["by_partner"], json!(partners));
 

@@ -581,6 +581,8 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
         .unwrap();
     let write = outcome::AttemptWrite {
         id: 1,
+        config_id: 1,
+        verdict: webhookd::domain::partner::Verdict::Up,
         worker_id: "w".into(),
         locked_at: now,
         attempt: 0,
@@ -594,7 +596,13 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
         retry_count: 0,
         next_retry_at: None,
     };
-    outcome::record_attempts(&mut conn, &[write]).await.unwrap();
+    let circuit = outcome::Circuit {
+        failure_threshold: 10,
+        probe_interval_ms: 5000,
+    };
+    outcome::record_attempts(&mut conn, &[write], circuit)
+        .await
+        .unwrap();
     let held = release::Release {
         id: 1,
         worker_id: "w".into(),
@@ -624,10 +632,10 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
             vec!["webhook_queue_leased", "webhook_queue_due_pending", "Index Cond: (id = picked.id)"],
         ),
         (
-            prepared_as("WITH written AS"),
+            prepared_as("WITH partner AS"),
             format!(
                 "('{{w}}', '{{1}}', {ts}, '{{0}}', {ts}, {ts}, '{{1}}', '{{200}}', '{{\"\"}}', '{{NULL}}', \
-                 '{{completed}}', '{{0}}', '{{NULL}}')"
+                 '{{completed}}', '{{0}}', '{{NULL}}', '{{1}}', '{{up}}', 10, 5000)"
             ),
             vec!["Index Cond: (id = ANY ($2))"],
         ),

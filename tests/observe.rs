@@ -925,6 +925,13 @@ async fn the_dashboard_in_a_browser_shows_what_the_api_reports() {
             &format!("{id}-rate"),
             percent(&partner["success_rate"]),
         );
+        // Every partner of this test is active (none failed 10 times in a row).
+        shows(
+            &dom,
+            &format!("{id}-state"),
+            partner["state"].as_str().unwrap(),
+        );
+        shows(&dom, &format!("{id}-held"), &partner["held"]);
     }
     shows(&dom, &format!("partner-{mixed}-rate"), "62.5%");
     shows(&dom, &format!("partner-{mixed}-name"), "mixed <&> partner");

@@ -647,6 +647,16 @@ async fn every_documented_operation_answers_as_documented() {
         )
         .await;
         let config_id = config["id"].as_i64().unwrap();
+        if op.path.ends_with("/resume") {
+            // Only a paused (or tripped) partner can be resumed.
+            api(
+                &app,
+                Method::POST,
+                &format!("/webhook-configs/{config_id}/pause"),
+                None,
+            )
+            .await;
+        }
         let queue_id = if op.path.contains("{queue_id}") {
             let entry = api(
                 &app,

@@ -117,6 +117,8 @@ pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
                     .iter()
                     .map(|r| AttemptWrite {
                         id: r.id,
+                        config_id: r.config_id,
+                        verdict: webhookd::domain::partner::Verdict::Up,
                         worker_id: worker_id.clone(),
                         locked_at: r.locked_at,
                         attempt: r.retry_count,
@@ -131,10 +133,14 @@ pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
                         next_retry_at: None,
                     })
                     .collect();
-                let written = outcome::record_attempts(&mut conn, &writes)
+                let circuit = outcome::Circuit {
+                    failure_threshold: 10,
+                    probe_interval_ms: 5000,
+                };
+                let recorded = outcome::record_attempts(&mut conn, &writes, circuit)
                     .await
                     .expect("record");
-                done.fetch_add(written.len() as u64, Ordering::Relaxed);
+                done.fetch_add(recorded.written.len() as u64, Ordering::Relaxed);
             }
         });
     }

@@ -2,8 +2,8 @@
 -- of deltas, on the shard of the calling session. The count triggers and the two statements
 -- that count themselves (the insert of new rows and the claim, migration 000005) all call
 -- them, so the shard rule, the bucket of a row and the success and duration rule of an attempt
--- are stated here and nowhere else. Likewise a row's attempts, held in its retry_N_* columns,
--- are read through one function, webhook_queue_attempts.
+-- are stated here and nowhere else. A row's attempts, held in its retry_N_* columns, are read
+-- through one function, webhook_queue_attempts, except by the UPDATE trigger (see there).
 --
 -- The adding functions are PL/pgSQL so that their statement is planned once per session (a
 -- SQL function holding an INSERT would be planned again on every call). They group the deltas
@@ -132,15 +132,34 @@ BEGIN
         SELECT r.config_id, r.event_type, webhook_count_bucket(r.status, r.deleted_at), -1
         FROM old_rows r
     ) d;
+    -- Every outcome write comes through here, so this names the three columns it needs of each
+    -- slot: through webhook_queue_attempts(r), every row image is first formed whole, response
+    -- bodies and all, which makes an outcome write a quarter slower.
     PERFORM webhook_attempt_counts_add(array_agg(d.http_status), array_agg(d.duration_ms), array_agg(d.delta))
     FROM (
-        SELECT a.http_status, a.duration_ms, 1 AS delta
-        FROM new_rows r CROSS JOIN LATERAL webhook_queue_attempts(r) a
-        WHERE a.completed_at IS NOT NULL
+        SELECT v.http_status, v.duration_ms, 1 AS delta
+        FROM new_rows r CROSS JOIN LATERAL (VALUES
+            (r.retry_0_completed_at, r.retry_0_http_status, r.retry_0_duration_ms),
+            (r.retry_1_completed_at, r.retry_1_http_status, r.retry_1_duration_ms),
+            (r.retry_2_completed_at, r.retry_2_http_status, r.retry_2_duration_ms),
+            (r.retry_3_completed_at, r.retry_3_http_status, r.retry_3_duration_ms),
+            (r.retry_4_completed_at, r.retry_4_http_status, r.retry_4_duration_ms),
+            (r.retry_5_completed_at, r.retry_5_http_status, r.retry_5_duration_ms),
+            (r.retry_6_completed_at, r.retry_6_http_status, r.retry_6_duration_ms)
+        ) AS v(completed_at, http_status, duration_ms)
+        WHERE v.completed_at IS NOT NULL
         UNION ALL
-        SELECT a.http_status, a.duration_ms, -1
-        FROM old_rows r CROSS JOIN LATERAL webhook_queue_attempts(r) a
-        WHERE a.completed_at IS NOT NULL
+        SELECT v.http_status, v.duration_ms, -1
+        FROM old_rows r CROSS JOIN LATERAL (VALUES
+            (r.retry_0_completed_at, r.retry_0_http_status, r.retry_0_duration_ms),
+            (r.retry_1_completed_at, r.retry_1_http_status, r.retry_1_duration_ms),
+            (r.retry_2_completed_at, r.retry_2_http_status, r.retry_2_duration_ms),
+            (r.retry_3_completed_at, r.retry_3_http_status, r.retry_3_duration_ms),
+            (r.retry_4_completed_at, r.retry_4_http_status, r.retry_4_duration_ms),
+            (r.retry_5_completed_at, r.retry_5_http_status, r.retry_5_duration_ms),
+            (r.retry_6_completed_at, r.retry_6_http_status, r.retry_6_duration_ms)
+        ) AS v(completed_at, http_status, duration_ms)
+        WHERE v.completed_at IS NOT NULL
     ) d;
     RETURN NULL;
 END

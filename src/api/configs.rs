@@ -10,9 +10,12 @@ use super::common::{Page, ServerErrors};
 use super::errors::ErrorBody;
 use super::json::{read_body, too_large, Body, Fields, BODY_LIMIT};
 use super::state::{Reply, State};
-use crate::application::configs::{self, Config, ConfigInput, MAX_NAME_LEN};
+use crate::application::configs::{
+    self, Config, ConfigInput, Control, Health, PartnerSettingsInput, MAX_NAME_LEN,
+};
 use crate::application::AppError;
 use crate::domain::outbound::AddressPolicy;
+use crate::domain::partner::{MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::KEY_BYTES;
 
@@ -21,6 +24,8 @@ use crate::domain::signing::KEY_BYTES;
 const _: () = assert!(
     MAX_NAME_LEN == 200
         && MAX_RETRIES_LIMIT == 6
+        && MAX_PER_SECOND_LIMIT == 100_000
+        && MAX_THRESHOLD == 1000
         && *KEY_BYTES.start() == 24
         && *KEY_BYTES.end() == 64,
     "a limit changed: change the documented one in api/configs.rs too"
@@ -49,6 +54,22 @@ pub struct ConfigBody {
     /// stored one, null removes it. Responses show only `signing`.
     #[schema(value_type = Option<String>)]
     pub signing_secret: Option<Option<String>>,
+    /// Most calls per second to this partner, by all `work` processes together; absent means
+    /// no limit.
+    #[schema(minimum = 1, maximum = 100000)]
+    pub max_per_second: Option<i64>,
+    /// This partner's delay before retry 1 (`250ms`, `5s`, `5m`; 1ms to 24h); absent means
+    /// `RETRY_BASE_DELAY`.
+    #[schema(example = "500ms")]
+    pub retry_base_delay: Option<String>,
+    /// This partner's cap on a retry delay (1ms to 24h, at least `retry_base_delay`); absent
+    /// means `RETRY_MAX_DELAY` (raised to this partner's base delay if below it).
+    #[schema(example = "10m")]
+    pub retry_max_delay: Option<String>,
+    /// Partner failures in a row (transport errors, timeouts, 5xx, 429) that trip this
+    /// partner; absent means `CIRCUIT_FAILURE_THRESHOLD`.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub circuit_failure_threshold: Option<i64>,
 }
 
 impl Body for ConfigBody {
@@ -59,6 +80,10 @@ impl Body for ConfigBody {
         "max_retries",
         "is_active",
         "signing_secret",
+        "max_per_second",
+        "retry_base_delay",
+        "retry_max_delay",
+        "circuit_failure_threshold",
     ];
 
     fn read(mut fields: Fields) -> Result<Self, AppError> {
@@ -69,6 +94,10 @@ impl Body for ConfigBody {
             max_retries: fields.optional_integer("max_retries")?,
             is_active: fields.optional_bool("is_active")?,
             signing_secret: fields.nullable_string("signing_secret")?,
+            max_per_second: fields.optional_integer("max_per_second")?,
+            retry_base_delay: fields.optional_string("retry_base_delay")?,
+            retry_max_delay: fields.optional_string("retry_max_delay")?,
+            circuit_failure_threshold: fields.optional_integer("circuit_failure_threshold")?,
         };
         fields.finish()?;
         Ok(body)
@@ -87,6 +116,12 @@ impl ConfigBody {
             self.max_retries,
             self.is_active.unwrap_or(true),
             self.signing_secret,
+            PartnerSettingsInput {
+                max_per_second: self.max_per_second,
+                retry_base_delay: self.retry_base_delay,
+                retry_max_delay: self.retry_max_delay,
+                circuit_failure_threshold: self.circuit_failure_threshold,
+            },
             policy,
         )
     }
@@ -109,13 +144,77 @@ pub struct ConfigView {
     pub is_active: bool,
     /// Whether calls are signed (Standard Webhooks). The secret is write-only: never shown.
     pub signing: bool,
+    /// Calls per second across all processes; null means no limit.
+    #[schema(required)]
+    pub max_per_second: Option<i32>,
+    /// This partner's delay before retry 1 (e.g. `500ms`); null means the service's default.
+    #[schema(required)]
+    pub retry_base_delay: Option<String>,
+    /// This partner's cap on a retry delay; null means the service's default.
+    #[schema(required)]
+    pub retry_max_delay: Option<String>,
+    /// Partner failures in a row that trip it; null means the service's default.
+    #[schema(required)]
+    pub circuit_failure_threshold: Option<i32>,
+    /// The partner's delivery state (SPEC §10).
+    pub health: PartnerHealthView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A partner's delivery state: `active` (delivered), `paused` (by an operator, or by a
+/// `410 Gone`: held until resumed) or `tripped` (held after too many partner failures in a row,
+/// probed until a 2xx).
+#[derive(Serialize, ToSchema)]
+pub struct PartnerHealthView {
+    #[schema(example = "tripped")]
+    pub state: &'static str,
+    /// Why it is not active: `operator`, `gone` or `failures`; null while active.
+    #[schema(required, example = "failures")]
+    pub reason: Option<&'static str>,
+    /// When it entered its state.
+    pub since: DateTime<Utc>,
+    /// Pending events held because of the state: not claimed, spending no attempt.
+    pub held: i64,
+    /// Partner failures in a row (a 2xx resets it).
+    pub consecutive_failures: i32,
+    /// The last partner failure recorded (e.g. `HTTP 503`, `connect: ...`).
+    #[schema(required)]
+    pub last_error: Option<String>,
+    #[schema(required)]
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// While tripped: when the next probe call may be made.
+    #[schema(required)]
+    pub next_probe_at: Option<DateTime<Utc>>,
+}
+
+impl From<Health> for PartnerHealthView {
+    fn from(h: Health) -> Self {
+        Self {
+            state: h.state.as_str(),
+            reason: h.reason.map(|r| r.as_str()),
+            since: h.since,
+            held: h.held,
+            consecutive_failures: h.failures,
+            last_error: h.last_error,
+            last_error_at: h.last_error_at,
+            next_probe_at: h.next_probe_at,
+        }
+    }
+}
+
+fn duration_text(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 impl From<Config> for ConfigView {
     fn from(c: Config) -> Self {
         Self {
+            max_per_second: c.delivery.max_per_second,
+            retry_base_delay: c.delivery.retry_base_delay.map(duration_text),
+            retry_max_delay: c.delivery.retry_max_delay.map(duration_text),
+            circuit_failure_threshold: c.delivery.circuit_failure_threshold,
+            health: c.health.into(),
             id: c.id,
             name: c.name,
             postback_url: c.postback_url,
@@ -228,5 +327,42 @@ pub(super) async fn replace_config(
     ))]
 pub(super) async fn deactivate_config(state: State, id: web::Path<String>) -> Reply {
     let config = configs::deactivate(&state.pool, config_id_path(&id)?).await?;
+    Ok(HttpResponse::Ok().json(ConfigView::from(config)))
+}
+
+/// Pauses a partner: its pending events are held (they stay `pending`, spend no attempt) and
+/// new ones are accepted held, until it is resumed. Also for a tripped partner, which then waits
+/// for the operator instead of its probes.
+#[utoipa::path(post, path = "/webhook-configs/{id}/pause", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    responses(
+        (status = 200, description = "The config, its partner now paused", body = ConfigView),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        (status = 409, description = "The partner is paused already", body = ErrorBody),
+        ServerErrors,
+    ))]
+pub(super) async fn pause_config(state: State, id: web::Path<String>) -> Reply {
+    let id = config_id_path(&id)?;
+    let config =
+        configs::control(&state.pool, id, Control::Pause, &state.metrics, &state.log).await?;
+    Ok(HttpResponse::Ok().json(ConfigView::from(config)))
+}
+
+/// Resumes a paused or tripped partner: it becomes `active`, its run of failures is reset, and
+/// its held events are released, due at once (or at their scheduled retry).
+#[utoipa::path(post, path = "/webhook-configs/{id}/resume", tag = "configs",
+    params(("id" = i64, Path, description = "Config id")),
+    responses(
+        (status = 200, description = "The config, its partner now active", body = ConfigView),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No config has this id", body = ErrorBody),
+        (status = 409, description = "The partner is active already", body = ErrorBody),
+        ServerErrors,
+    ))]
+pub(super) async fn resume_config(state: State, id: web::Path<String>) -> Reply {
+    let id = config_id_path(&id)?;
+    let config =
+        configs::control(&state.pool, id, Control::Resume, &state.metrics, &state.log).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }

@@ -53,6 +53,8 @@ routes! {
     get "/webhook-configs/{id}" => configs::get_config,
     put "/webhook-configs/{id}" => configs::replace_config,
     delete "/webhook-configs/{id}" => configs::deactivate_config,
+    post "/webhook-configs/{id}/pause" => configs::pause_config,
+    post "/webhook-configs/{id}/resume" => configs::resume_config,
     post "/webhooks" => webhooks::submit_webhook,
     post "/webhooks/batch" => webhooks::submit_batch,
     get "/webhooks" => webhooks::list_webhooks,

@@ -145,6 +145,14 @@ pub struct PartnerStatsView {
     /// completed ÷ (completed + failed); null when both are 0.
     #[schema(required)]
     pub success_rate: Option<f64>,
+    /// The partner's delivery state: `active`, `paused` or `tripped` (SPEC §10).
+    #[schema(example = "active")]
+    pub state: &'static str,
+    /// Why it is not active (`operator`, `gone`, `failures`); null while active.
+    #[schema(required)]
+    pub reason: Option<&'static str>,
+    /// Pending events held because of the state (counted in `by_status.pending` too).
+    pub held: i64,
 }
 
 impl From<&PartnerStats> for PartnerStatsView {
@@ -155,6 +163,9 @@ impl From<&PartnerStats> for PartnerStatsView {
             by_status: (&p.by_status).into(),
             cancelled: p.cancelled,
             success_rate: p.success_rate,
+            state: p.state.as_str(),
+            reason: p.reason.map(|r| r.as_str()),
+            held: p.held,
         }
     }
 }

@@ -1,21 +1,33 @@
-//! Partner configurations: create, read, replace, deactivate.
+//! Partner configurations: create, read, replace, deactivate; and each partner's health
+//! (SPEC §10): its delivery state as read, an operator's pause and resume.
+
+use std::time::Duration;
+
+use slog::{info, Logger};
 
 use crate::domain::outbound::AddressPolicy;
+use crate::domain::partner::{HoldReason, PartnerState, MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::SigningKey;
 use crate::domain::url_template::UrlTemplate;
 use chrono::{DateTime, Utc};
 
 use crate::store::models::{ConfigForm, ConfigRow, SecretChange};
+use crate::store::partners::{self, PartnerRow};
 use crate::store::{configs, DbPool};
+
+use super::metrics::Metrics;
 
 use super::{conn, AppError};
 
 /// Longest config name, once trimmed.
 pub const MAX_NAME_LEN: usize = 200;
 
+/// Longest retry delay a partner may set (a day).
+pub const MAX_PARTNER_DELAY: Duration = Duration::from_secs(24 * 3600);
+
 /// A partner config as the use cases return it: what callers may see of a stored config (the
-/// signing secret is write-only, so only whether there is one).
+/// signing secret is write-only, so only whether there is one), with the partner's health.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub id: i64,
@@ -26,23 +38,91 @@ pub struct Config {
     pub max_retries: Option<i32>,
     pub is_active: bool,
     pub signing: bool,
+    pub delivery: PartnerSettings,
+    pub health: Health,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<ConfigRow> for Config {
-    fn from(row: ConfigRow) -> Self {
+/// A partner's own delivery settings; `None` everywhere means the global setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartnerSettings {
+    /// Calls per second across every process; `None`: no limit.
+    pub max_per_second: Option<i32>,
+    pub retry_base_delay: Option<Duration>,
+    pub retry_max_delay: Option<Duration>,
+    pub circuit_failure_threshold: Option<i32>,
+}
+
+/// A partner's delivery state as read now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub state: PartnerState,
+    /// Why it is not active; `None` while active.
+    pub reason: Option<HoldReason>,
+    pub since: DateTime<Utc>,
+    /// Partner failures in a row.
+    pub failures: i32,
+    /// Pending rows held because of the state.
+    pub held: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// While tripped: when the next probe call may be made.
+    pub next_probe_at: Option<DateTime<Utc>>,
+}
+
+impl From<PartnerRow> for Health {
+    fn from(row: PartnerRow) -> Self {
         Self {
-            id: row.id,
-            name: row.name,
-            postback_url: row.postback_url,
-            chargeback_url: row.chargeback_url,
-            max_retries: row.max_retries,
-            is_active: row.is_active,
-            signing: row.signing,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            state: row.state,
+            reason: row.reason,
+            since: row.since,
+            failures: row.failures,
+            held: row.held,
+            last_error: row.last_error,
+            last_error_at: row.last_error_at,
+            next_probe_at: row.probe_at,
         }
+    }
+}
+
+impl Health {
+    /// A partner without a state row yet is active (every config gets one when it is made).
+    fn active_since(t: DateTime<Utc>) -> Self {
+        Self {
+            state: PartnerState::Active,
+            reason: None,
+            since: t,
+            failures: 0,
+            held: 0,
+            last_error: None,
+            last_error_at: None,
+            next_probe_at: None,
+        }
+    }
+}
+
+fn config(row: ConfigRow, health: Option<PartnerRow>) -> Config {
+    let ms = |v: Option<i64>| v.map(|ms| Duration::from_millis(ms.max(0) as u64));
+    Config {
+        delivery: PartnerSettings {
+            max_per_second: row.max_per_second,
+            retry_base_delay: ms(row.retry_base_delay_ms),
+            retry_max_delay: ms(row.retry_max_delay_ms),
+            circuit_failure_threshold: row.circuit_failure_threshold,
+        },
+        health: health
+            .map(Health::from)
+            .unwrap_or_else(|| Health::active_since(row.created_at)),
+        id: row.id,
+        name: row.name,
+        postback_url: row.postback_url,
+        chargeback_url: row.chargeback_url,
+        max_retries: row.max_retries,
+        is_active: row.is_active,
+        signing: row.signing,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     }
 }
 
@@ -55,6 +135,70 @@ pub struct ConfigInput {
     pub max_retries: Option<i32>,
     pub is_active: bool,
     pub signing: SecretChange,
+    pub delivery: PartnerSettings,
+}
+
+/// A partner's own delivery settings as submitted, before they are checked.
+#[derive(Clone, Debug, Default)]
+pub struct PartnerSettingsInput {
+    pub max_per_second: Option<i64>,
+    pub retry_base_delay: Option<String>,
+    pub retry_max_delay: Option<String>,
+    pub circuit_failure_threshold: Option<i64>,
+}
+
+impl PartnerSettingsInput {
+    fn parse(self) -> Result<PartnerSettings, AppError> {
+        let max_per_second = match self.max_per_second {
+            None => None,
+            Some(n) if (1..=MAX_PER_SECOND_LIMIT).contains(&n) => Some(n as i32),
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "max_per_second",
+                    format!("must be between 1 and {MAX_PER_SECOND_LIMIT}"),
+                ))
+            }
+        };
+        let circuit_failure_threshold = match self.circuit_failure_threshold {
+            None => None,
+            Some(n) if (1..=MAX_THRESHOLD).contains(&n) => Some(n as i32),
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "circuit_failure_threshold",
+                    format!("must be between 1 and {MAX_THRESHOLD}"),
+                ))
+            }
+        };
+        let delay = |field: &str, text: Option<String>| -> Result<Option<Duration>, AppError> {
+            let Some(text) = text else { return Ok(None) };
+            let parsed = humantime::parse_duration(text.trim()).map_err(|_| {
+                AppError::invalid(
+                    field,
+                    format!("{text:?} is not a duration (e.g. 250ms, 5s, 5m)"),
+                )
+            })?;
+            if parsed < Duration::from_millis(1) || parsed > MAX_PARTNER_DELAY {
+                return Err(AppError::invalid(field, "must be between 1ms and 24h"));
+            }
+            Ok(Some(parsed))
+        };
+        let retry_base_delay = delay("retry_base_delay", self.retry_base_delay)?;
+        let retry_max_delay = delay("retry_max_delay", self.retry_max_delay)?;
+        if let (Some(base), Some(max)) = (retry_base_delay, retry_max_delay) {
+            if max < base {
+                return Err(AppError::invalid(
+                    "retry_max_delay",
+                    "must be at least retry_base_delay",
+                ));
+            }
+        }
+        Ok(PartnerSettings {
+            max_per_second,
+            retry_base_delay,
+            retry_max_delay,
+            circuit_failure_threshold,
+        })
+    }
 }
 
 impl ConfigInput {
@@ -64,6 +208,8 @@ impl ConfigInput {
     /// absent (`None`) keeps the stored secret (so a PUT that round-trips a config read from
     /// the API, which never shows the secret, does not silently turn signing off); `null`
     /// (`Some(None)`) removes it; a `whsec_<base64>` string (`Some(Some(..))`) sets it.
+    // One argument per field of the body, each parsed here, in the body's order.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         postback_url: Option<String>,
@@ -71,6 +217,7 @@ impl ConfigInput {
         max_retries: Option<i64>,
         is_active: bool,
         signing_secret: Option<Option<String>>,
+        delivery: PartnerSettingsInput,
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
         let name = name.trim().to_string();
@@ -112,6 +259,7 @@ impl ConfigInput {
                     .map_err(|e| AppError::invalid("signing_secret", e.to_string()))?,
             ),
         };
+        let delivery = delivery.parse()?;
         Ok(Self {
             name,
             postback_url,
@@ -119,6 +267,7 @@ impl ConfigInput {
             max_retries,
             is_active,
             signing,
+            delivery,
         })
     }
 
@@ -129,6 +278,10 @@ impl ConfigInput {
             chargeback_url: self.chargeback_url.clone(),
             max_retries: self.max_retries,
             is_active: self.is_active,
+            max_per_second: self.delivery.max_per_second,
+            retry_base_delay_ms: self.delivery.retry_base_delay.map(|d| d.as_millis() as i64),
+            retry_max_delay_ms: self.delivery.retry_max_delay.map(|d| d.as_millis() as i64),
+            circuit_failure_threshold: self.delivery.circuit_failure_threshold,
         }
     }
 }
@@ -164,37 +317,94 @@ pub async fn create(pool: &DbPool, input: ConfigInput) -> Result<Config, AppErro
     let row = configs::insert(&mut conn, &input.form(), &input.signing)
         .await
         .map_err(name_taken)?;
-    Ok(row.into())
+    let health = partners::find(&mut conn, Some(row.id)).await?.pop();
+    Ok(config(row, health))
 }
 
 pub async fn list(pool: &DbPool) -> Result<Vec<Config>, AppError> {
     let mut conn = conn(pool).await?;
     let rows = configs::list(&mut conn).await?;
-    Ok(rows.into_iter().map(Config::from).collect())
+    let mut health: std::collections::HashMap<i64, PartnerRow> = partners::find(&mut conn, None)
+        .await?
+        .into_iter()
+        .map(|p| (p.config_id, p))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let h = health.remove(&row.id);
+            config(row, h)
+        })
+        .collect())
 }
 
 pub async fn get(pool: &DbPool, id: i64) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
-    configs::find(&mut conn, id)
+    let row = configs::find(&mut conn, id)
         .await?
-        .map(Config::from)
-        .ok_or(AppError::NotFound("config"))
+        .ok_or(AppError::NotFound("config"))?;
+    let health = partners::find(&mut conn, Some(id)).await?.pop();
+    Ok(config(row, health))
 }
 
 pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
-    configs::replace(&mut conn, id, &input.form(), &input.signing)
+    let row = configs::replace(&mut conn, id, &input.form(), &input.signing)
         .await
         .map_err(name_taken)?
-        .map(Config::from)
-        .ok_or(AppError::NotFound("config"))
+        .ok_or(AppError::NotFound("config"))?;
+    let health = partners::find(&mut conn, Some(id)).await?.pop();
+    Ok(config(row, health))
 }
 
 /// Deactivates a config: it takes no new events; rows already queued are still delivered.
 pub async fn deactivate(pool: &DbPool, id: i64) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
-    configs::deactivate(&mut conn, id)
+    let row = configs::deactivate(&mut conn, id)
         .await?
-        .map(Config::from)
-        .ok_or(AppError::NotFound("config"))
+        .ok_or(AppError::NotFound("config"))?;
+    let health = partners::find(&mut conn, Some(id)).await?.pop();
+    Ok(config(row, health))
+}
+
+/// What an operator asks of a partner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Hold its events until resumed. Refused (409) when it is paused already.
+    Pause,
+    /// Make it active and release its held events. Refused (409) when it is active already.
+    Resume,
+}
+
+/// Pauses or resumes a partner by hand: 404 for an unknown config, 409 when the partner is in
+/// that state already. Logged and counted like the changes webhookd makes itself.
+pub async fn control(
+    pool: &DbPool,
+    id: i64,
+    control: Control,
+    metrics: &Metrics,
+    log: &Logger,
+) -> Result<Config, AppError> {
+    let mut conn = conn(pool).await?;
+    let change = match control {
+        Control::Pause => partners::pause(&mut conn, id, HoldReason::Operator).await?,
+        Control::Resume => partners::resume(&mut conn, id).await?,
+    };
+    let Some(state) = change.state else {
+        return Err(AppError::NotFound("config"));
+    };
+    if !change.changed {
+        return Err(AppError::Conflict(match control {
+            Control::Pause => format!(
+                "the partner is paused already (reason {})",
+                change.reason.map_or("none", |r| r.as_str())
+            ),
+            Control::Resume => "the partner is active already".to_string(),
+        }));
+    }
+    metrics.partner_changed(id, state);
+    info!(log, "partner state changed by an operator"; "config_id" => id, "state" => state.as_str(),
+        "reason" => change.reason.map(|r| r.as_str()), "held" => change.held);
+    drop(conn);
+    get(pool, id).await
 }

@@ -20,9 +20,14 @@
 //! | `outcomes_stale_total` | counter | |
 //! | `rows_handed_back_total` | counter | |
 //! | `api_requests_total` | counter | `method`, `route` (the route pattern), `status` |
+//! | `partner_trips_total` | counter | `config_id`: partners this process tripped |
+//! | `partner_pauses_total` | counter | `config_id`: pauses this process made (operator, 410) |
+//! | `partner_resumes_total` | counter | `config_id`: partners this process made active again |
 //! | `database_up` | gauge | |
 //! | `queue_depth` | gauge | `status` |
 //! | `queue_oldest_due_age_seconds` | gauge | |
+//! | `partner_state` | gauge | `config_id`: 0 active, 1 paused, 2 tripped |
+//! | `partner_held_rows` | gauge | `config_id`: rows held by partner health |
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -37,7 +42,8 @@ use prometheus_client::registry::{Registry, Unit};
 use slog::{warn, Logger};
 
 use crate::domain::delivery::{Outcome, Status};
-use crate::store::{stats, DbPool};
+use crate::domain::partner::PartnerState;
+use crate::store::{partners, stats, DbPool};
 
 use super::stats::StatusCounts;
 use super::{conn, AppError};
@@ -88,6 +94,11 @@ struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartnerLabels {
+    config_id: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
     /// The matched route pattern (`/webhooks/{queue_id}`), never the raw path.
@@ -113,6 +124,9 @@ pub struct Metrics {
     outcomes_stale: Counter,
     handed_back: Counter,
     requests: Family<RequestLabels, Counter>,
+    trips: Family<PartnerLabels, Counter>,
+    pauses: Family<PartnerLabels, Counter>,
+    resumes: Family<PartnerLabels, Counter>,
 }
 
 impl Metrics {
@@ -128,8 +142,26 @@ impl Metrics {
             outcomes_stale: Counter::default(),
             handed_back: Counter::default(),
             requests: Family::default(),
+            trips: Family::default(),
+            pauses: Family::default(),
+            resumes: Family::default(),
         };
         let registry = &mut metrics.registry;
+        registry.register(
+            "partner_trips",
+            "Partners this process tripped (its outcome write counted the failure that reached the threshold)",
+            metrics.trips.clone(),
+        );
+        registry.register(
+            "partner_pauses",
+            "Partners this process paused (an operator, or a 410 Gone)",
+            metrics.pauses.clone(),
+        );
+        registry.register(
+            "partner_resumes",
+            "Partners this process made active again (a probe's 2xx, or an operator)",
+            metrics.resumes.clone(),
+        );
         if role.workers() {
             registry.register(
                 "delivery_attempts",
@@ -210,6 +242,16 @@ impl Metrics {
         self.outcomes_stale.inc_by(stale as u64);
     }
 
+    /// A partner entered `state` by this process's doing.
+    pub fn partner_changed(&self, config_id: i64, state: PartnerState) {
+        let family = match state {
+            PartnerState::Active => &self.resumes,
+            PartnerState::Paused => &self.pauses,
+            PartnerState::Tripped => &self.trips,
+        };
+        family.get_or_create(&PartnerLabels { config_id }).inc();
+    }
+
     pub fn handed_back(&self, rows: usize) {
         self.handed_back.inc_by(rows as u64);
     }
@@ -257,6 +299,25 @@ impl Metrics {
                 "How long the longest-waiting due pending row has been due (0 when none is)",
                 Unit::Seconds,
                 age,
+            );
+            let state: Family<PartnerLabels, Gauge> = Family::default();
+            let held: Family<PartnerLabels, Gauge> = Family::default();
+            for partner in &queue.partners {
+                let labels = PartnerLabels {
+                    config_id: partner.config_id,
+                };
+                state.get_or_create(&labels).set(partner.state.gauge());
+                held.get_or_create(&labels).set(partner.held);
+            }
+            scraped.register(
+                "partner_state",
+                "Each partner's delivery state: 0 active, 1 paused, 2 tripped",
+                state,
+            );
+            scraped.register(
+                "partner_held_rows",
+                "Pending rows held because their partner is paused or tripped",
+                held,
             );
         }
         let mut out = String::new();
@@ -307,6 +368,14 @@ struct QueueGauges {
     by_status: StatusCounts,
     /// 0 when no pending row is due.
     oldest_due_age_seconds: f64,
+    partners: Vec<PartnerGauge>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct PartnerGauge {
+    config_id: i64,
+    state: PartnerState,
+    held: i64,
 }
 
 async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
@@ -321,9 +390,19 @@ async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
     let oldest_due_age_seconds = stats::oldest_due_age_seconds(&mut conn)
         .await?
         .unwrap_or(0.0);
+    let partners = partners::find(&mut conn, None)
+        .await?
+        .into_iter()
+        .map(|p| PartnerGauge {
+            config_id: p.config_id,
+            state: p.state,
+            held: p.held,
+        })
+        .collect();
     Ok(QueueGauges {
         by_status,
         oldest_due_age_seconds,
+        partners,
     })
 }
 
@@ -381,6 +460,11 @@ mod tests {
                 failed: 2,
             },
             oldest_due_age_seconds: 1.5,
+            partners: vec![PartnerGauge {
+                config_id: 3,
+                state: PartnerState::Tripped,
+                held: 12,
+            }],
         };
         let text = metrics.encode(Some(&queue));
         for (status, n) in [
@@ -402,5 +486,13 @@ mod tests {
         assert_eq!(series(&text, odd).as_deref(), Some("1"), "{text}");
         assert_eq!(series(&text, get).as_deref(), Some("1"), "{text}");
         assert!(!text.contains("delivery_attempts"), "{text}");
+        assert_eq!(
+            series(&text, r#"webhookd_partner_state{config_id="3"}"#).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            series(&text, r#"webhookd_partner_held_rows{config_id="3"}"#).as_deref(),
+            Some("12")
+        );
     }
 }

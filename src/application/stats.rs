@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
-use crate::store::{stats, DbPool};
+use crate::domain::partner::{HoldReason, PartnerState};
+use crate::store::{partners, stats, DbPool};
 
 use super::{conn, AppError};
 
@@ -103,6 +104,11 @@ pub struct PartnerStats {
     pub cancelled: i64,
     /// completed ÷ (completed + failed); null when both are 0.
     pub success_rate: Option<f64>,
+    /// Its delivery state (SPEC §10).
+    pub state: PartnerState,
+    pub reason: Option<HoldReason>,
+    /// Pending rows held because of the state (part of `by_status.pending`).
+    pub held: i64,
 }
 
 /// The statistics document (SPEC §5.2). Every field is always present, null where noted.
@@ -132,13 +138,15 @@ pub async fn collect(pool: &DbPool) -> Result<StatsDocument, AppError> {
     let rows = stats::row_counts(&mut conn).await?;
     let buckets = stats::attempt_buckets(&mut conn).await?;
     let moments = stats::moments(&mut conn).await?;
-    Ok(build(rows, buckets, moments))
+    let health = partners::find(&mut conn, None).await?;
+    Ok(build(rows, buckets, moments, health))
 }
 
 fn build(
     rows: Vec<stats::RowCount>,
     buckets: Vec<stats::AttemptBucket>,
     moments: stats::Moments,
+    health: Vec<partners::PartnerRow>,
 ) -> StatsDocument {
     let mut by_status = StatusCounts::default();
     let mut cancelled = 0;
@@ -153,6 +161,9 @@ fn build(
                 by_status: StatusCounts::default(),
                 cancelled: 0,
                 success_rate: None,
+                state: PartnerState::Active,
+                reason: None,
+                held: 0,
             });
         match row.bucket.parse::<Status>() {
             Ok(status) => {
@@ -166,6 +177,13 @@ fn build(
                 cancelled += row.n;
                 partner.cancelled += row.n;
             }
+        }
+    }
+    for h in health {
+        if let Some(p) = partners.get_mut(&h.config_id) {
+            p.state = h.state;
+            p.reason = h.reason;
+            p.held = h.held;
         }
     }
     let by_partner = partners

@@ -90,6 +90,32 @@ pub enum Command {
         SELECT 1: the readiness check of `work`, which has no HTTP server."
     )]
     Probe(ProbeArgs),
+    /// List partners with their delivery state, or pause or resume one
+    #[command(
+        long_about = "Partner health (SPEC §10). Without a subcommand, lists every partner: its         delivery state (active, paused, tripped), why it is not active, the events held for it and         its last partner failure. `pause ID` holds a partner's events (they stay pending and spend         no attempt) until `resume ID`, which makes it active and releases them; the same as POST         /webhook-configs/{id}/pause and /resume.",
+        after_help = "Examples:\n  webhookd partners\n  webhookd partners pause 7\n  webhookd partners resume 7"
+    )]
+    Partners(PartnersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PartnersArgs {
+    #[command(subcommand)]
+    pub action: Option<PartnerAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartnerAction {
+    /// Hold a partner's events until it is resumed (fails if it is paused already)
+    Pause {
+        /// Config id of the partner
+        id: i64,
+    },
+    /// Make a paused or tripped partner active and release its events (fails if it is active)
+    Resume {
+        /// Config id of the partner
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]

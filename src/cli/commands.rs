@@ -4,9 +4,10 @@ use anyhow::Context;
 use slog::{info, Logger};
 use tokio_util::sync::CancellationToken;
 
-use super::args::{Cli, ProbeArgs, RedriveArgs};
-use super::stats_table::stats_table;
-use crate::application::metrics::Role;
+use super::args::{Cli, PartnerAction, PartnersArgs, ProbeArgs, RedriveArgs};
+use super::stats_table::{partners_table, stats_table};
+use crate::application::configs::{self, Control};
+use crate::application::metrics::{Metrics, Role};
 use crate::application::redrive::{self, RedriveOutcome};
 use crate::application::{stats, AppError};
 use crate::config::Settings;
@@ -122,5 +123,33 @@ pub(super) async fn run_redrive(
             println!("redriven {redriven}");
         }
     }
+    Ok(())
+}
+
+/// `webhookd partners [pause|resume ID]`: the list as a table on stdout, or one partner paused
+/// or resumed (its new state printed).
+pub(super) async fn partners(
+    settings: &Settings,
+    log: &Logger,
+    args: &PartnersArgs,
+) -> anyhow::Result<()> {
+    let pool = command_pool(settings).await?;
+    let control = match args.action {
+        None => {
+            let list = configs::list(&pool).await.map_err(cli_error)?;
+            print!("{}", partners_table(&list));
+            return Ok(());
+        }
+        Some(PartnerAction::Pause { id }) => (id, Control::Pause),
+        Some(PartnerAction::Resume { id }) => (id, Control::Resume),
+    };
+    let metrics = Metrics::new(Role::Api);
+    let config = configs::control(&pool, control.0, control.1, &metrics, log)
+        .await
+        .map_err(cli_error)?;
+    println!(
+        "partner {} ({}) is {}; {} events held",
+        config.id, config.name, config.health.state, config.health.held
+    );
     Ok(())
 }

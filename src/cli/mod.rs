@@ -65,6 +65,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run(_) => commands::run_process(&settings, &log, Role::Both).await,
         Command::Stats(args) => commands::print_stats(&settings, args.json).await,
         Command::Redrive(args) => commands::run_redrive(&settings, &log, &args).await,
+        Command::Partners(args) => commands::partners(&settings, &log, &args).await,
         // Answered above, before any settings were loaded.
         Command::Probe(_) => Ok(()),
     };

@@ -1,5 +1,9 @@
-//! The human-readable form of the stats document (`webhookd stats`).
+//! The human-readable tables: the stats document (`webhookd stats`) and the partners
+//! (`webhookd partners`).
 
+use std::fmt::Write;
+
+use crate::application::configs::Config;
 use crate::application::stats;
 
 fn rate(rate: Option<f64>) -> String {
@@ -12,7 +16,6 @@ fn ms<T: std::fmt::Display>(value: Option<T>) -> String {
 
 /// The human-readable form of the stats document.
 pub fn stats_table(d: &stats::StatsDocument) -> String {
-    use std::fmt::Write;
     let mut out = String::new();
     let s = &d.by_status;
     let _ = writeln!(out, "webhook queue at {}", d.generated_at);
@@ -74,22 +77,56 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}",
-            "config", "partner", "pending", "completed", "failed", "cancelled", "success"
+            "{:<6} {:<24} {:<8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>9}",
+            "config",
+            "partner",
+            "state",
+            "pending",
+            "held",
+            "completed",
+            "failed",
+            "cancelled",
+            "success"
         );
         for p in &d.by_partner {
             let _ = writeln!(
                 out,
-                "{:<6} {:<24} {:>10} {:>10} {:>10} {:>10} {:>9}",
+                "{:<6} {:<24} {:<8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>9}",
                 p.config_id,
                 p.name,
+                p.state.as_str(),
                 p.by_status.pending + p.by_status.processing,
+                p.held,
                 p.by_status.completed,
                 p.by_status.failed,
                 p.cancelled,
                 rate(p.success_rate)
             );
         }
+    }
+    out
+}
+
+/// The table `webhookd partners` prints: one line per partner.
+pub fn partners_table(configs: &[Config]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<6} {:<24} {:<8} {:<9} {:>8}  last error",
+        "id", "name", "state", "reason", "held"
+    );
+    for c in configs {
+        let h = &c.health;
+        let _ = writeln!(
+            out,
+            "{:<6} {:<24} {:<8} {:<9} {:>8}  {}",
+            c.id,
+            c.name,
+            h.state.as_str(),
+            h.reason.map_or("-", |r| r.as_str()),
+            h.held,
+            h.last_error.as_deref().unwrap_or("-")
+        );
     }
     out
 }
@@ -121,6 +158,9 @@ mod tests {
                 by_status: counts(3, 1),
                 cancelled: 0,
                 success_rate: Some(0.75),
+                state: crate::domain::partner::PartnerState::Tripped,
+                reason: Some(crate::domain::partner::HoldReason::Failures),
+                held: 0,
             }],
             generated_at: "2026-11-28T12:00:00.000Z".into(),
         };
@@ -131,5 +171,6 @@ mod tests {
         );
         let partner = table.lines().find(|l| l.contains("acme")).unwrap();
         assert!(partner.trim_end().ends_with("75.0%"), "{table}");
+        assert!(partner.contains("tripped"), "{table}");
     }
 }

@@ -3,6 +3,7 @@
 pub mod delivery;
 pub mod event;
 pub mod outbound;
+pub mod partner;
 pub mod redact;
 pub mod retry;
 pub mod signing;

@@ -67,6 +67,17 @@ impl RetryPolicy {
         self.jitter
     }
 
+    /// This policy with a partner's own delays where it has them (`None`: the global one).
+    /// The cap never falls below the base, so a partner base above the global cap is honoured.
+    pub fn for_partner(&self, base: Option<Duration>, max: Option<Duration>) -> RetryPolicy {
+        let base_delay = base.unwrap_or(self.base_delay);
+        RetryPolicy {
+            base_delay,
+            max_delay: max.unwrap_or(self.max_delay).max(base_delay),
+            ..self.clone()
+        }
+    }
+
     /// The delay before retry `n` (n ≥ 1):
     /// `min(base · 2^(n−1) · (1 + U(−jitter, +jitter)), max)`.
     pub fn delay(&self, retry: i32, rng: &mut impl Rng) -> Duration {
@@ -124,6 +135,18 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let secs: Vec<u64> = (1..=6).map(|n| p.delay(n, &mut rng).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32]);
+    }
+
+    #[test]
+    fn a_partner_overrides_the_delays_it_sets() {
+        let p = policy(0.0);
+        let mut rng = StdRng::seed_from_u64(1);
+        let own = p.for_partner(Some(Duration::from_millis(10)), None);
+        assert_eq!(own.delay(2, &mut rng), Duration::from_millis(20));
+        assert_eq!(own.max_delay(), Duration::from_secs(300));
+        let slow = p.for_partner(Some(Duration::from_secs(600)), None);
+        assert_eq!(slow.delay(1, &mut rng), Duration::from_secs(600));
+        assert_eq!(p.for_partner(None, None), p);
     }
 
     #[test]

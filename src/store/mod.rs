@@ -18,6 +18,7 @@ pub mod attempt_slots;
 pub mod configs;
 pub mod listener;
 pub mod models;
+pub mod partners;
 pub mod prepared;
 pub mod queue;
 pub mod schema;

@@ -12,6 +12,7 @@ use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
 use crate::config::Secret;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
+use crate::domain::partner::{HoldReason, PartnerState};
 use crate::domain::signing::SigningKey;
 
 // The only place where status and event-type text meets the domain enums.
@@ -28,6 +29,22 @@ macro_rules! text_enum {
 text_enum!(Status);
 text_enum!(EventType);
 text_enum!(Secret);
+text_enum!(PartnerState);
+text_enum!(HoldReason);
+
+impl FromSql<Text, Pg> for PartnerState {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        Ok(text.parse()?)
+    }
+}
+
+impl FromSql<Text, Pg> for HoldReason {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        Ok(text.parse()?)
+    }
+}
 
 impl FromSql<Text, Pg> for Status {
     fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
@@ -62,6 +79,10 @@ pub struct ConfigRow {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub max_per_second: Option<i32>,
+    pub retry_base_delay_ms: Option<i64>,
+    pub retry_max_delay_ms: Option<i64>,
+    pub circuit_failure_threshold: Option<i32>,
     /// Whether calls are signed. The secret itself is never read here: only the claim
     /// statement returns it, to the worker that signs.
     #[diesel(select_expression = webhook_configs::signing_secret.is_not_null())]
@@ -109,6 +130,10 @@ pub struct ConfigForm {
     pub chargeback_url: Option<String>,
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    pub max_per_second: Option<i32>,
+    pub retry_base_delay_ms: Option<i64>,
+    pub retry_max_delay_ms: Option<i64>,
+    pub circuit_failure_threshold: Option<i32>,
 }
 
 // `QueueRow` with one group of `retry_N_*` fields per attempt slot, and the slot read back by

@@ -37,6 +37,26 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         signing_secret -> Nullable<Text>,
+        max_per_second -> Nullable<Int4>,
+        retry_base_delay_ms -> Nullable<Int8>,
+        retry_max_delay_ms -> Nullable<Int8>,
+        circuit_failure_threshold -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
+    webhook_partner_state (config_id) {
+        config_id -> Int8,
+        state -> Text,
+        reason -> Nullable<Text>,
+        since -> Timestamptz,
+        failures -> Int4,
+        last_error -> Nullable<Text>,
+        last_error_at -> Nullable<Timestamptz>,
+        probe_at -> Nullable<Timestamptz>,
+        probe_interval_ms -> Nullable<Int8>,
+        probe_row -> Nullable<Int8>,
+        next_slot -> Nullable<Timestamptz>,
     }
 }
 
@@ -126,11 +146,13 @@ diesel::table! {
 }
 
 diesel::joinable!(webhook_queue -> webhook_configs (config_id));
+diesel::joinable!(webhook_partner_state -> webhook_configs (config_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     webhook_attempt_counts,
     webhook_attempt_history,
     webhook_configs,
+    webhook_partner_state,
     webhook_queue,
     webhook_queue_counts,
     webhook_throughput,

@@ -9,10 +9,12 @@
 //! * `/hang/...` — never answers
 //! * `/endless/...` — 200 with a body that never ends
 //! * `/redirect/...` — 302 to `Location` given in the query parameter `to`
+//! * `/switch/...` — whatever the test last chose with [`Receiver::set_mode`]: up (200), a
+//!   status (500, 410, ...) or hanging; [`Mode::Refused`] closes the listener itself, so that
+//!   connections to any path are refused until another mode opens it again on the same port
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,16 +45,31 @@ impl Received {
     }
 }
 
+/// How `/switch/...` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Up,
+    /// Nothing listens: connections are refused.
+    Refused,
+    /// Every call gets this status.
+    Status(u16),
+    /// Calls are never answered.
+    Hanging,
+}
+
 #[derive(Default)]
 struct State {
     received: Mutex<Vec<Received>>,
     calls: Mutex<HashMap<String, u32>>,
+    mode: Mutex<Mode>,
 }
 
 pub struct Receiver {
     pub base: String,
+    address: std::net::SocketAddr,
     state: Arc<State>,
-    handle: actix_web::dev::ServerHandle,
+    handle: Mutex<Option<actix_web::dev::ServerHandle>>,
 }
 
 impl Receiver {
@@ -62,27 +79,29 @@ impl Receiver {
 
     /// A receiver on another loopback address, e.g. 127.0.0.2.
     pub async fn start_on(ip: std::net::IpAddr) -> Self {
-        let listener = TcpListener::bind((ip, 0)).unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(State::default());
-        let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(answer))
-        })
-        .workers(2)
-        .disable_signals()
-        .shutdown_timeout(0)
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let (address, handle) = serve(std::net::SocketAddr::new(ip, 0), state.clone());
         Receiver {
-            base,
+            base: format!("http://{address}"),
+            address,
             state,
-            handle,
+            handle: Mutex::new(Some(handle)),
+        }
+    }
+
+    /// Switches how `/switch/...` answers. `Refused` stops listening; any other mode listens
+    /// again on the same port if it had stopped.
+    pub async fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+        let running = self.handle.lock().unwrap().take();
+        match (mode, running) {
+            (Mode::Refused, Some(handle)) => handle.stop(false).await,
+            (Mode::Refused, None) => {}
+            (_, Some(handle)) => *self.handle.lock().unwrap() = Some(handle),
+            (_, None) => {
+                let (_, handle) = serve(self.address, self.state.clone());
+                *self.handle.lock().unwrap() = Some(handle);
+            }
         }
     }
 
@@ -123,8 +142,43 @@ impl Receiver {
     }
 
     pub async fn stop(self) {
-        self.handle.stop(false).await;
+        let handle = self.handle.lock().unwrap().take();
+        if let Some(handle) = handle {
+            handle.stop(false).await;
+        }
     }
+}
+
+/// Listens on `address` (port 0: any), with SO_REUSEADDR so that a stopped receiver can
+/// listen again on its port at once.
+fn serve(
+    address: std::net::SocketAddr,
+    state: Arc<State>,
+) -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(address).unwrap();
+    let listener = socket.listen(1024).unwrap().into_std().unwrap();
+    let address = listener.local_addr().unwrap();
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(answer))
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (address, handle)
 }
 
 async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
@@ -196,6 +250,20 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
             HttpResponse::Found()
                 .insert_header(("Location", to))
                 .finish()
+        }
+        "switch" => {
+            let mode = *state.mode.lock().unwrap();
+            match mode {
+                Mode::Up | Mode::Refused => HttpResponse::Ok().body("ok"),
+                Mode::Status(code) => {
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                        .body(format!("status {code}"))
+                }
+                Mode::Hanging => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    HttpResponse::Ok().finish()
+                }
+            }
         }
         _ => HttpResponse::NotFound().body("unknown receiver path"),
     }

@@ -12,6 +12,7 @@ use super::hosts::{self, host_key, Slot, Turn};
 use super::shared::Shared;
 use super::writer::Finished;
 use crate::domain::delivery::{Outcome, Transition};
+use crate::domain::partner::Verdict;
 use crate::sender::{Call, CallResult};
 use crate::store::queue::claim::ClaimedRow;
 use crate::store::queue::outcome::AttemptWrite;
@@ -145,13 +146,18 @@ pub async fn record(shared: &Shared, ready: Ready, attempted: Attempted, log: &L
     } = attempted;
     let row = claimed.row;
     let attempt = row.retry_count;
+    let policy = shared.retry.for_partner(
+        row.retry_base_delay_ms.map(millis),
+        row.retry_max_delay_ms.map(millis),
+    );
     let transition = Transition::after(
         attempt,
         row.max_retries,
         &result.outcome,
-        &shared.retry,
+        &policy,
         &mut rand::rng(),
     );
+    let verdict = Verdict::of(&result.outcome);
     let duration_ms = result.duration.as_millis() as i64;
     shared
         .metrics
@@ -174,6 +180,8 @@ pub async fn record(shared: &Shared, ready: Ready, attempted: Attempted, log: &L
     };
     let write = AttemptWrite {
         id: row.id,
+        config_id: row.config_id,
+        verdict,
         worker_id: claimed.worker_id,
         locked_at: row.locked_at,
         attempt,
@@ -188,6 +196,10 @@ pub async fn record(shared: &Shared, ready: Ready, attempted: Attempted, log: &L
         next_retry_at,
     };
     let _ = shared.finished.send(Finished::Attempt(write)).await;
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
 }
 
 fn log_attempt(

@@ -1,6 +1,6 @@
 //! The delivery engine: workers claim due rows, call partners, and hand outcomes to one
-//! batching writer; a listener wakes idle workers when rows arrive, and a pruner applies
-//! retention. Each is a [`service::Service`], started and stopped the same way.
+//! batching writer; a listener wakes idle workers when rows arrive, a pruner applies
+//! retention, and a prober releases the probe calls of tripped partners. Each is a [`service::Service`], started and stopped the same way.
 //!
 //! No transaction or pooled connection is held while a partner is called: a claim is one
 //! statement, each call runs as its own task, and outcomes are written later, fenced on the
@@ -11,6 +11,7 @@ mod deliver;
 pub mod error;
 mod hosts;
 pub mod listener;
+pub mod prober;
 pub mod pruner;
 pub mod service;
 mod shared;
@@ -28,10 +29,12 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Metrics;
 use crate::config::Settings;
 use crate::sender::Sender;
+use crate::store::queue::outcome::Circuit;
 use crate::store::DbPool;
 
 pub use error::EngineError;
 use listener::Listener;
+use prober::Prober;
 use pruner::Pruner;
 use service::Running;
 use shared::Shared;
@@ -44,6 +47,7 @@ pub struct Engine {
     writer: Running,
     listener: Running,
     pruner: Running,
+    prober: Running,
     stop: CancellationToken,
     abandon: CancellationToken,
     shutdown_timeout: Duration,
@@ -86,10 +90,14 @@ impl Engine {
 
         let writer = service::start(
             Writer::new(
-                pool,
+                pool.clone(),
                 finished_rx,
                 wake.clone(),
                 settings.shutdown_timeout.max(Duration::from_secs(5)),
+                Circuit {
+                    failure_threshold: settings.circuit.failure_threshold as i32,
+                    probe_interval_ms: settings.circuit.probe_interval.as_millis() as i64,
+                },
                 metrics,
                 log.new(o!("task" => "writer")),
             ),
@@ -114,6 +122,15 @@ impl Engine {
             stop.child_token(),
             &log,
         );
+        let prober = service::start(
+            Prober::new(
+                pool.clone(),
+                settings.worker.poll_interval,
+                log.new(o!("task" => "prober")),
+            ),
+            stop.child_token(),
+            &log,
+        );
         let workers = (0..settings.worker.count)
             .map(|n| {
                 let worker_id = format!("{}-w{n}", settings.worker.id);
@@ -127,6 +144,7 @@ impl Engine {
             writer,
             listener,
             pruner,
+            prober,
             stop,
             abandon,
             shutdown_timeout: settings.shutdown_timeout,
@@ -155,13 +173,14 @@ impl Engine {
         let listener = self.listener.shutdown().await;
         // The pruner stops at the end of its current batch.
         let pruner = self.pruner.join().await;
+        let prober = self.prober.join().await;
         // Every worker is gone, and with them every sender of outcomes: the writer drains
         // and ends.
         let writer = self.writer.join().await;
         info!(log, "workers stopped");
         results
             .into_iter()
-            .chain([listener, pruner, writer])
+            .chain([listener, pruner, prober, writer])
             .collect()
     }
 }

@@ -71,6 +71,12 @@ impl Worker {
                 self.failures = 0;
                 let full = rows.len() == free;
                 let found_none = rows.is_empty();
+                // Rows left behind for a partner's rate limit fall due at their slots: look
+                // again then, not after the poll interval.
+                let deferred = rows
+                    .first()
+                    .and_then(|r| r.deferred_until)
+                    .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
                 for row in rows {
                     self.dispatch(row, sent_at);
                 }
@@ -88,7 +94,9 @@ impl Worker {
                 let wait = if found_none {
                     idle_wait(&self.shared).await
                 } else {
-                    self.shared.poll_interval
+                    deferred.map_or(self.shared.poll_interval, |d| {
+                        d.min(self.shared.poll_interval)
+                    })
                 };
                 self.idle_until = Some(Instant::now() + wait);
                 false

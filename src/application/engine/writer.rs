@@ -9,15 +9,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slog::{error, warn, Logger};
+use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::error::EngineError;
 use super::service::{Round, Service};
 use crate::application::metrics::Metrics;
+use crate::domain::partner::PartnerState;
 use crate::error_chain::describe;
-use crate::store::queue::outcome::{self, AttemptWrite};
+use crate::store::queue::outcome::{self, AttemptWrite, Circuit, PartnerChange};
 use crate::store::queue::release::{self, Release};
 use crate::store::DbPool;
 
@@ -39,6 +40,7 @@ pub struct Writer {
     /// When to wake one idle worker, earliest first.
     timers: BinaryHeap<Reverse<Instant>>,
     give_up_after: Duration,
+    circuit: Circuit,
     metrics: Arc<Metrics>,
     log: Logger,
 }
@@ -51,6 +53,7 @@ impl Writer {
         rx: mpsc::Receiver<Finished>,
         wake: Arc<Notify>,
         give_up_after: Duration,
+        circuit: Circuit,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
@@ -61,6 +64,7 @@ impl Writer {
             wake,
             timers: BinaryHeap::new(),
             give_up_after,
+            circuit,
             metrics,
             log,
         }
@@ -98,16 +102,22 @@ impl Writer {
         }
         let started = Instant::now();
         let pool = &self.pool;
-        let written = retrying(self.give_up_after, &self.log, "record attempts", || async {
+        let circuit = self.circuit;
+        let recorded = retrying(self.give_up_after, &self.log, "record attempts", || async {
             let mut conn = pool.get().await?;
-            Ok(outcome::record_attempts(&mut conn, attempts).await?)
+            Ok(outcome::record_attempts(&mut conn, attempts, circuit).await?)
         })
         .await;
-        let Some(written) = written else {
+        let Some(recorded) = recorded else {
             error!(self.log, "attempt outcomes not written; their rows will be claimed again after the lease";
                 "rows" => attempts.len());
             return;
         };
+        for change in &recorded.changes {
+            log_partner_change(&self.log, change);
+            self.metrics.partner_changed(change.config_id, change.state);
+        }
+        let written = recorded.written;
         self.metrics.outcomes(
             written.len(),
             attempts.len() - written.len(),
@@ -183,6 +193,27 @@ impl Service for Writer {
     async fn run(mut self, _stop: tokio_util::sync::CancellationToken) -> Result<(), EngineError> {
         while self.run_once().await? != Round::Finished {}
         Ok(())
+    }
+}
+
+/// The log line of a partner state change made by an outcome write: a trip or a 410's pause
+/// is a warning (an operator may act), a recovery is news.
+fn log_partner_change(log: &Logger, change: &PartnerChange) {
+    let reason = change.reason.map(|r| r.as_str());
+    match change.state {
+        PartnerState::Tripped => {
+            warn!(log, "partner tripped; its events are held and it will be probed";
+            "config_id" => change.config_id, "state" => change.state.as_str(), "reason" => reason,
+            "held" => change.held)
+        }
+        PartnerState::Paused => {
+            warn!(log, "partner paused; its events are held until an operator resumes it";
+            "config_id" => change.config_id, "state" => change.state.as_str(), "reason" => reason,
+            "held" => change.held)
+        }
+        PartnerState::Active => info!(log, "partner active again; its held events are released";
+            "config_id" => change.config_id, "state" => change.state.as_str(), "reason" => reason,
+            "held" => change.held),
     }
 }
 

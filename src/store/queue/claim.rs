@@ -39,11 +39,26 @@ pub struct ClaimedRow {
     /// signing costs no query per call.
     #[diesel(sql_type = Nullable<Text>)]
     pub signing_secret: Option<Secret>,
+    /// The partner's own retry delays (`None`: the global ones), read with the claim.
+    #[diesel(sql_type = Nullable<Int8>)]
+    pub retry_base_delay_ms: Option<i64>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    pub retry_max_delay_ms: Option<i64>,
+    /// When rows this claim left behind for a partner's rate limit may be taken (the same on
+    /// every row of a claim); `None` when it left none.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub deferred_until: Option<DateTime<Utc>>,
 }
 
 /// Claims up to `limit` due rows in one statement: pending rows whose time has come and
 /// processing rows whose lease ran out, never a cancelled one. Each row comes back with its
-/// config's current signing secret.
+/// config's current signing secret and retry delays.
+///
+/// Partner health takes its say through `webhook_partner_admit` (migration 000009), called once
+/// with the pending rows picked: rows of a paused or tripped partner (but its probe) are held
+/// instead of claimed, and rows over a partner's `max_per_second` stay pending, due at the
+/// slot they may have. A batch of healthy partners without a limit costs it one lookup of
+/// their state. Leases taken over are not admitted again: their call was admitted once.
 ///
 /// The claim counts what it moves itself, through `webhook_queue_counts_add` (migration
 /// 000007) — due rows from pending to processing; a taken-over lease stays processing — so the
@@ -75,15 +90,30 @@ pub async fn claim(
              LIMIT $2
              FOR UPDATE SKIP LOCKED
          ), due AS (
-             SELECT id FROM webhook_queue
+             SELECT id, config_id FROM webhook_queue
              WHERE status = 'pending' AND next_retry_at <= now() AND deleted_at IS NULL AND held_reason IS NULL
              ORDER BY next_retry_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
-         ), picked AS (
-             (SELECT id, false AS was_pending FROM expired)
-             UNION ALL (SELECT id, true FROM due)
+         ), candidates AS (
+             (SELECT id, NULL::int8 AS config_id, false AS was_pending FROM expired)
+             UNION ALL (SELECT id, config_id, true FROM due)
              LIMIT $2
+         ), refused AS (
+             -- Partner health (migration 000009): held partners' rows, and rows over a rate limit.
+             -- Always run (deferred reads it), so the asynchronous commit is set here too.
+             SELECT r.* FROM (SELECT array_agg(id) AS ids, array_agg(config_id) AS config_ids,
+                                     set_config('synchronous_commit', 'off', true)
+                              FROM candidates WHERE was_pending) p,
+                             webhook_partner_admit(p.ids, p.config_ids) r
+         ), deferred AS (
+             UPDATE webhook_queue q
+             SET next_retry_at = coalesce(r.not_before, q.next_retry_at), held_reason = r.held_reason,
+                 updated_at = now()
+             FROM refused r WHERE q.id = ANY(ARRAY(SELECT id FROM refused)) AND q.id = r.id
+         ), picked AS MATERIALIZED (
+             SELECT id, was_pending FROM candidates
+             WHERE NOT EXISTS (SELECT 1 FROM refused WHERE refused.id = candidates.id)
          ), claimed AS (
              UPDATE webhook_queue q
              SET status = 'processing', worker_id = $1, locked_at = now(),
@@ -93,7 +123,8 @@ pub async fn claim(
                           webhook_statement_counts_itself()) AS statement_settings
              WHERE q.id = picked.id AND c.id = q.config_id
              RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
-                       q.retry_count, q.max_retries, q.locked_at, c.signing_secret, picked.was_pending
+                       q.retry_count, q.max_retries, q.locked_at, c.signing_secret,
+                       c.retry_base_delay_ms, c.retry_max_delay_ms, picked.was_pending
          ), counted AS (
              SELECT webhook_queue_counts_add(array_agg(claimed.config_id), array_agg(claimed.event_type),
                                              array_agg(moved.bucket), array_agg(moved.delta))
@@ -101,7 +132,9 @@ pub async fn claim(
              WHERE claimed.was_pending
          )
          SELECT claimed.id, claimed.queue_id, claimed.event_type, claimed.config_id, claimed.webhook_url,
-                claimed.retry_count, claimed.max_retries, claimed.locked_at, claimed.signing_secret
+                claimed.retry_count, claimed.max_retries, claimed.locked_at, claimed.signing_secret,
+                claimed.retry_base_delay_ms, claimed.retry_max_delay_ms,
+                (SELECT min(not_before) FROM refused) AS deferred_until
          FROM claimed LEFT JOIN counted ON true",
         )
         .bind::<Text, _>(worker_id)

@@ -1,5 +1,6 @@
 //! The outcome write: a batch of attempts recorded in their rows' `retry_N_*` slots, each
-//! with the row's next status, fenced on the claim (see [`super`]).
+//! with the row's next status, fenced on the claim (see [`super`]); and counted per partner,
+//! which may trip, resume or pause partners (SPEC §10).
 
 use std::sync::LazyLock;
 
@@ -10,6 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::domain::delivery::Status;
+use crate::domain::partner::{HoldReason, PartnerState, Verdict};
 use crate::store::attempt_slots::each_slot_column;
 use crate::store::prepared::prepared;
 
@@ -17,6 +19,9 @@ use crate::store::prepared::prepared;
 #[derive(Clone, Debug)]
 pub struct AttemptWrite {
     pub id: i64,
+    pub config_id: i64,
+    /// What the attempt says about the partner.
+    pub verdict: Verdict,
     pub worker_id: String,
     pub locked_at: DateTime<Utc>,
     pub attempt: i32,
@@ -32,20 +37,64 @@ pub struct AttemptWrite {
     pub next_retry_at: Option<DateTime<Utc>>,
 }
 
-#[derive(QueryableByName)]
-struct WrittenId {
-    #[diesel(sql_type = Int8)]
-    id: i64,
+/// The global circuit settings the partners' counts are judged by.
+#[derive(Clone, Copy, Debug)]
+pub struct Circuit {
+    /// Partner failures in a row that trip a partner without a threshold of its own.
+    pub failure_threshold: i32,
+    /// The first wait before a tripped partner's probe.
+    pub probe_interval_ms: i64,
 }
 
-/// Writes a batch of attempt outcomes in one statement. Returns the ids that were written;
-/// an id missing from the answer had lost its lease, and nothing of it was changed.
+/// A partner whose state an outcome write changed.
+#[derive(Clone, Debug)]
+pub struct PartnerChange {
+    pub config_id: i64,
+    pub state: PartnerState,
+    pub reason: Option<HoldReason>,
+    /// Its rows held after the change.
+    pub held: i64,
+}
+
+/// What an outcome write did.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The rows written; one missing had lost its lease, and nothing of it was changed.
+    pub written: Vec<i64>,
+    pub changes: Vec<PartnerChange>,
+}
+
+/// One line of the answer: a row written, or a partner changed.
+#[derive(QueryableByName)]
+struct RecordedLine {
+    #[diesel(sql_type = Nullable<Int8>)]
+    id: Option<i64>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    config_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    changed_to: Option<PartnerState>,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<HoldReason>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    held: Option<i64>,
+}
+
+/// Writes a batch of attempt outcomes in one statement, and counts them per partner
+/// (`webhook_partner_record`, migration 000009) in the same statement, so that a trip is seen
+/// by every process at once.
+///
+/// While a partner is held (tripped or paused, by this statement or before), its rows do not
+/// become due: a row whose attempt failed because of the partner (a partner failure, or 410)
+/// costs its event nothing — it stays pending at the same attempt, whose slot keeps the
+/// failure until the attempt is made again — and is held; a row whose own failure scheduled
+/// a retry is held too. An event never ends `failed` because its partner was down.
 pub async fn record_attempts(
     conn: &mut AsyncPgConnection,
     writes: &[AttemptWrite],
-) -> Result<Vec<i64>, Error> {
+    circuit: Circuit,
+) -> Result<Recorded, Error> {
     if writes.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Recorded::default());
     }
     let query = diesel::sql_query(RECORD_ATTEMPTS_SQL.as_str())
         .bind::<Array<Text>, _>(
@@ -74,59 +123,72 @@ pub async fn record_attempts(
         .bind::<Array<Int4>, _>(writes.iter().map(|w| w.retry_count).collect::<Vec<_>>())
         .bind::<Array<Nullable<Timestamptz>>, _>(
             writes.iter().map(|w| w.next_retry_at).collect::<Vec<_>>(),
-        );
-    let rows: Vec<WrittenId> = prepared(query).load(conn).await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
+        )
+        .bind::<Array<Int8>, _>(writes.iter().map(|w| w.config_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            writes
+                .iter()
+                .map(|w| w.verdict.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Int4, _>(circuit.failure_threshold)
+        .bind::<Int8, _>(circuit.probe_interval_ms);
+    let lines: Vec<RecordedLine> = prepared(query).load(conn).await?;
+    let mut recorded = Recorded::default();
+    for line in lines {
+        match (line.id, line.config_id, line.changed_to) {
+            (Some(id), _, _) => recorded.written.push(id),
+            (None, Some(config_id), Some(state)) => recorded.changes.push(PartnerChange {
+                config_id,
+                state,
+                reason: line.reason,
+                held: line.held.unwrap_or(0),
+            }),
+            _ => {}
+        }
+    }
+    Ok(recorded)
 }
 
 /// The outcome write: the row's next status, and the attempt in the slot it names (every other
-/// slot keeps its value). `$2` are the ids, by which the plan reaches the rows.
-///
-/// Like the insert of new rows and the claim (migration 000005), the statement counts what it
-/// changes itself, through the counters' one writer each (migration 000007), and the update
-/// trigger stands aside for it: each row moves from `processing` to its next bucket, its one
-/// new attempt is added (the slot it fills is empty: a slot is written once per cycle, by the
-/// holder of the lease, and a new cycle clears them all), and rows that reached `completed` or
-/// `failed` count in this second's throughput. Through the trigger, every outcome write would
-/// read every slot of every old and new row image to find the one attempt it added.
+/// slot keeps its value). `$2` are the ids, by which the plan reaches the rows. `partner` counts
+/// the batch per partner and gives each partner's hold reason after the count (`hold`); `free`
+/// marks a partner failure while the partner is held, which spends no attempt.
 static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
     let slots = each_slot_column(
         |n, field| {
             format!("retry_{n}_{field} = CASE WHEN v.attempt = {n} THEN v.{field} ELSE q.retry_{n}_{field} END")
         },
-        ",\n                 ",
+        ",\n             ",
     );
     format!(
-        "WITH written AS (
-             UPDATE webhook_queue q SET
-                 status = v.status,
-                 retry_count = v.retry_count,
-                 next_retry_at = coalesce(v.next_retry_at, q.next_retry_at),
-                 completed_at = CASE WHEN v.status = 'completed' THEN v.completed_at ELSE q.completed_at END,
-                 locked_at = NULL,
-                 lock_expires_at = NULL,
-                 updated_at = now(),
-                 {slots}
-             FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::int4[], $5::timestamptz[], $6::timestamptz[],
-                         $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::int4[],
-                         $13::timestamptz[])
-                  AS v(worker_id, id, locked_at, attempt, started_at, completed_at, duration_ms, http_status,
-                       response_body, error, status, retry_count, next_retry_at),
-                  (SELECT webhook_statement_counts_itself()) AS statement_settings
-             WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
-             RETURNING q.id, q.config_id, q.event_type, q.status, q.deleted_at, v.http_status, v.duration_ms
-         ), counted AS (
-             SELECT webhook_queue_counts_add(
-                        array_agg(config_id) || array_agg(config_id),
-                        array_agg(event_type) || array_agg(event_type),
-                        array_agg(webhook_count_bucket('processing', deleted_at))
-                            || array_agg(webhook_count_bucket(status, deleted_at)),
-                        array_agg(-1::int8) || array_agg(1::int8)),
-                    webhook_attempt_counts_add(array_agg(http_status), array_agg(duration_ms), array_agg(1)),
-                    webhook_throughput_add(count(*) FILTER (WHERE status = 'completed'),
-                                           count(*) FILTER (WHERE status = 'failed'))
-             FROM written
+        "WITH partner AS (
+             SELECT * FROM webhook_partner_record($14::int8[], $15::text[], $10::text[], $16, $17)
+         ), written AS (
+         UPDATE webhook_queue q SET
+             status = CASE WHEN v.free THEN 'pending' ELSE v.status END,
+             retry_count = CASE WHEN v.free THEN v.attempt ELSE v.retry_count END,
+             next_retry_at = CASE WHEN v.free THEN q.next_retry_at ELSE coalesce(v.next_retry_at, q.next_retry_at) END,
+             held_reason = CASE WHEN v.free OR v.status = 'pending' THEN v.hold END,
+             completed_at = CASE WHEN v.status = 'completed' THEN v.completed_at ELSE q.completed_at END,
+             locked_at = NULL,
+             lock_expires_at = NULL,
+             updated_at = now(),
+             {slots}
+         FROM (SELECT u.*, h.held_reason AS hold,
+                      h.held_reason IS NOT NULL AND u.verdict IN ('down', 'gone') AS free
+               FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::int4[], $5::timestamptz[],
+                           $6::timestamptz[], $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[],
+                           $12::int4[], $13::timestamptz[], $14::int8[], $15::text[])
+                    AS u(worker_id, id, locked_at, attempt, started_at, completed_at, duration_ms, http_status,
+                         response_body, error, status, retry_count, next_retry_at, config_id, verdict)
+               LEFT JOIN partner h ON h.config_id = u.config_id) v
+         WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
+         RETURNING q.id
          )
-         SELECT written.id FROM written LEFT JOIN counted ON true"
+         SELECT id, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held
+         FROM written
+         UNION ALL
+         SELECT NULL, config_id, changed_to, reason, held FROM partner WHERE changed_to IS NOT NULL"
     )
 });

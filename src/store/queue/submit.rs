@@ -36,6 +36,9 @@ pub struct NewEntry {
 /// once: should one have changed since it was read, the statement inserts nothing and fails
 /// with an error [`configs_changed`] recognises (the check is `webhook_configs_unchanged`).
 ///
+/// Rows for a paused or tripped partner are inserted held (`webhook_partner_holds`, migration
+/// 000009, looked up once per statement for its distinct configs).
+///
 /// The NOTIFY rides in the inserting transaction to save a round trip and a transaction on
 /// the submit path. PostgreSQL serialises the commits of transactions that notify (one lock,
 /// held until the commit is flushed), which costs little here: each API process runs one
@@ -49,9 +52,16 @@ pub async fn insert_new(
         return Ok(Vec::new());
     }
     let query = "WITH inserted AS (
-             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
+             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
+                                        held_reason)
+             SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
+                    h.held_reason
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
+                  WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries, n)
+             LEFT JOIN webhook_partner_holds($9::int8[]) h ON h.config_id = u.config_id
              WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
+             -- In the entries' order: of two with one idempotency key, the first is inserted.
+             ORDER BY u.n
              ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
              RETURNING *
          ), counted AS (

@@ -1,0 +1,213 @@
+//! Partner health (SPEC §10): a partner's delivery state, why it is not active, what one
+//! attempt says about the partner, and the limits of the per-partner settings.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::delivery::{FailureKind, Outcome};
+
+/// Longest wait between two probes of a tripped partner (the SQL of migration 000009 caps the
+/// doubling at the same 5 minutes).
+pub const MAX_PROBE_INTERVAL_SECS: u64 = 300;
+/// Most calls per second a partner may be limited to.
+pub const MAX_PER_SECOND_LIMIT: i64 = 100_000;
+/// Largest circuit threshold a partner may set.
+pub const MAX_THRESHOLD: i64 = 1000;
+
+/// A partner's delivery state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PartnerState {
+    /// Its rows are delivered.
+    Active,
+    /// Held until an operator resumes it (paused by hand, or by a 410 Gone).
+    Paused,
+    /// Held after too many partner failures in a row; probed until a 2xx.
+    Tripped,
+}
+
+impl PartnerState {
+    pub const ALL: [PartnerState; 3] = [
+        PartnerState::Active,
+        PartnerState::Paused,
+        PartnerState::Tripped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartnerState::Active => "active",
+            PartnerState::Paused => "paused",
+            PartnerState::Tripped => "tripped",
+        }
+    }
+
+    /// The value of the `webhookd_partner_state` gauge: 0 active, 1 paused, 2 tripped.
+    pub fn gauge(self) -> i64 {
+        match self {
+            PartnerState::Active => 0,
+            PartnerState::Paused => 1,
+            PartnerState::Tripped => 2,
+        }
+    }
+}
+
+impl serde::Serialize for PartnerState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for HoldReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Display for PartnerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PartnerState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PartnerState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("must be one of active, paused, tripped, not {s:?}"))
+    }
+}
+
+/// Why a partner is not active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HoldReason {
+    /// Paused by an operator.
+    Operator,
+    /// Paused because it answered 410 Gone.
+    Gone,
+    /// Tripped by its failures in a row.
+    Failures,
+}
+
+impl HoldReason {
+    pub const ALL: [HoldReason; 3] = [HoldReason::Operator, HoldReason::Gone, HoldReason::Failures];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Operator => "operator",
+            HoldReason::Gone => "gone",
+            HoldReason::Failures => "failures",
+        }
+    }
+}
+
+impl fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HoldReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HoldReason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == s)
+            .ok_or_else(|| format!("must be one of operator, gone, failures, not {s:?}"))
+    }
+}
+
+/// What one attempt says about its partner (not about its event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A 2xx: the partner is up; its run of failures ends.
+    Up,
+    /// A partner failure: transport error, timeout, 5xx or 429. Counts toward a trip.
+    Down,
+    /// 410 Gone: the partner says the endpoint is gone; it is paused.
+    Gone,
+    /// Any other answer (3xx, other 4xx) or a destination refused by the outbound policy: the
+    /// event's own failure, which neither counts nor resets the run.
+    Own,
+}
+
+impl Verdict {
+    /// The one rule for what an outcome says about the partner.
+    pub fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            _ if outcome.is_success() => Verdict::Up,
+            Outcome::Response { status: 410, .. } => Verdict::Gone,
+            Outcome::Response { status, .. } if *status == 429 || *status >= 500 => Verdict::Down,
+            Outcome::Response { .. } => Verdict::Own,
+            Outcome::NoResponse {
+                kind: FailureKind::Blocked,
+                ..
+            } => Verdict::Own,
+            Outcome::NoResponse { .. } => Verdict::Down,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Up => "up",
+            Verdict::Down => "down",
+            Verdict::Gone => "gone",
+            Verdict::Own => "own",
+        }
+    }
+
+    /// Whether the failure is the partner's: while the partner is held such an attempt costs
+    /// its event nothing.
+    pub fn is_partner_failure(self) -> bool {
+        matches!(self, Verdict::Down | Verdict::Gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16) -> Outcome {
+        Outcome::Response {
+            status,
+            body: String::new(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn only_transport_errors_timeouts_5xx_and_429_are_partner_failures() {
+        assert_eq!(Verdict::of(&response(200)), Verdict::Up);
+        assert_eq!(Verdict::of(&response(204)), Verdict::Up);
+        for status in [500, 502, 503, 504, 429] {
+            assert_eq!(Verdict::of(&response(status)), Verdict::Down, "{status}");
+        }
+        for status in [301, 400, 401, 403, 404, 422] {
+            assert_eq!(Verdict::of(&response(status)), Verdict::Own, "{status}");
+        }
+        assert_eq!(Verdict::of(&response(410)), Verdict::Gone);
+        for (kind, verdict) in [
+            (FailureKind::Timeout, Verdict::Down),
+            (FailureKind::Connect, Verdict::Down),
+            (FailureKind::Other, Verdict::Down),
+            (FailureKind::Blocked, Verdict::Own),
+        ] {
+            let outcome = Outcome::NoResponse {
+                kind,
+                message: String::new(),
+            };
+            assert_eq!(Verdict::of(&outcome), verdict, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn states_and_reasons_round_trip() {
+        for s in PartnerState::ALL {
+            assert_eq!(s.as_str().parse::<PartnerState>().unwrap(), s);
+        }
+        for r in HoldReason::ALL {
+            assert_eq!(r.as_str().parse::<HoldReason>().unwrap(), r);
+        }
+        assert!("down".parse::<PartnerState>().is_err());
+    }
+}
