@@ -1,5 +1,6 @@
 //! Partner configurations: create, read, replace, deactivate.
 
+use crate::domain::order::EventOrdering;
 use crate::domain::outbound::AddressPolicy;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::SigningKey;
@@ -25,6 +26,8 @@ pub struct Config {
     /// `None`: the service's default.
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    /// Whether this partner's debits wait for their credits.
+    pub ordering: EventOrdering,
     pub signing: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -39,6 +42,7 @@ impl From<ConfigRow> for Config {
             chargeback_url: row.chargeback_url,
             max_retries: row.max_retries,
             is_active: row.is_active,
+            ordering: row.ordering,
             signing: row.signing,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -54,6 +58,7 @@ pub struct ConfigInput {
     pub chargeback_url: Option<String>,
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    pub ordering: EventOrdering,
     pub signing: SecretChange,
 }
 
@@ -70,6 +75,7 @@ impl ConfigInput {
         chargeback_url: Option<String>,
         max_retries: Option<i64>,
         is_active: bool,
+        ordering: EventOrdering,
         signing_secret: Option<Option<String>>,
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
@@ -118,6 +124,7 @@ impl ConfigInput {
             chargeback_url,
             max_retries,
             is_active,
+            ordering,
             signing,
         })
     }
@@ -129,6 +136,7 @@ impl ConfigInput {
             chargeback_url: self.chargeback_url.clone(),
             max_retries: self.max_retries,
             is_active: self.is_active,
+            ordering: self.ordering.as_str(),
         }
     }
 }

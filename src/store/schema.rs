@@ -37,6 +37,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         signing_secret -> Nullable<Text>,
+        ordering -> Text,
     }
 }
 
@@ -103,6 +104,8 @@ diesel::table! {
         completed_at -> Nullable<Timestamptz>,
         deleted_at -> Nullable<Timestamptz>,
         held_reason -> Nullable<Text>,
+        cancel_reason -> Nullable<Text>,
+        released_by_operator_at -> Nullable<Timestamptz>,
     }
 }
 
