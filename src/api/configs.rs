@@ -77,7 +77,10 @@ impl Body for ConfigBody {
             is_active: fields.optional_bool("is_active")?,
             ordering: fields
                 .optional_string("ordering")?
-                .map(|o| o.parse().map_err(|e: String| AppError::invalid("ordering", e)))
+                .map(|o| {
+                    o.parse()
+                        .map_err(|e: String| AppError::invalid("ordering", e))
+                })
                 .transpose()?,
             signing_secret: fields.nullable_string("signing_secret")?,
         };

@@ -9,8 +9,8 @@ use super::common::ServerErrors;
 use super::errors::ErrorBody;
 use super::state::{Reply, State};
 use crate::application::stats::{
-    self, HeldCounts, AttemptStats, ByEventType, PartnerStats, StatsDocument, StatusCounts, Throughput,
-    ThroughputBucket, MAX_THROUGHPUT_BUCKET_SECONDS, MAX_THROUGHPUT_MINUTES,
+    self, AttemptStats, ByEventType, HeldCounts, PartnerStats, StatsDocument, StatusCounts,
+    Throughput, ThroughputBucket, MAX_THROUGHPUT_BUCKET_SECONDS, MAX_THROUGHPUT_MINUTES,
 };
 use crate::application::AppError;
 

@@ -21,8 +21,8 @@ use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
 use crate::application::submit::{self, SubmitRequest, Submitted, MAX_EVENTS_PER_BATCH};
 use crate::application::AppError;
 use crate::domain::delivery::{HeldReason, Status};
-use crate::domain::order::CancelReason;
 use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES, MAX_PARAM_NAME_LEN};
+use crate::domain::order::CancelReason;
 use crate::store::queue::cycle::RedriveFilter;
 use crate::store::queue::listing::ListFilter;
 

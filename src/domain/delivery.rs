@@ -97,7 +97,9 @@ impl FromStr for HeldReason {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("must be one of partner_paused, partner_tripped, waiting_for_credit, not {s:?}")
+                format!(
+                    "must be one of partner_paused, partner_tripped, waiting_for_credit, not {s:?}"
+                )
             })
     }
 }
