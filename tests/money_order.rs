@@ -6,8 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::process::Proc;
 use common::receiver::{Received, Receiver};
 use common::{eventually, spawn, Options, TestApp};
+use rand::Rng;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use webhookd::application::retention;
@@ -589,6 +591,128 @@ async fn a_credit_completing_while_its_debit_is_inserted_never_strands_the_debit
     assert_eq!(
         held, None,
         "the completion released the debit committed while it waited"
+    );
+    app.shutdown().await;
+}
+
+/// 2,000 credit/debit pairs, each debit submitted after its credit, the pairs interleaved at
+/// random, against a partner that fails 30 % of first credit calls; three `work` processes,
+/// one killed with SIGKILL midway. The partner never sees a debit before its credit succeeded,
+/// and every pair is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_interleaved_pairs_through_three_processes_and_a_kill_arrive_in_order() {
+    const PAIRS: usize = 2000;
+    let receiver = Receiver::start().await;
+    let app = spawn(Options::default()).await;
+    let config = partner(
+        &app,
+        &receiver,
+        "p",
+        "/flaky/{fails}/credit/{event_id}",
+        json!({}),
+    )
+    .await;
+
+    let mut rng = rand::rng();
+    let fails: Vec<u8> = (0..PAIRS).map(|_| u8::from(rng.random_bool(0.3))).collect();
+    // Each pair's credit at a random place along the run, its debit a random 0 to 40 events
+    // later: the debits of many pairs come while their credit is in flight or in retry.
+    let mut order: Vec<(f64, usize, bool)> = Vec::with_capacity(2 * PAIRS);
+    for pair in 0..PAIRS {
+        let credit = pair as f64 + rng.random::<f64>() * 20.0;
+        order.push((credit, pair, false));
+        order.push((credit + rng.random::<f64>() * 40.0, pair, true));
+    }
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let order: Vec<(usize, bool)> = order
+        .into_iter()
+        .map(|(_, pair, debit)| (pair, debit))
+        .collect();
+
+    let workers: Vec<Proc> = (0..3)
+        .map(|i| Proc::start("work", &app.db.url, &format!("order{i}"), &[]))
+        .collect();
+    let mut workers = workers.into_iter();
+    let victim = workers.next().unwrap();
+    let survivors: Vec<Proc> = workers.collect();
+    let mut victim = Some(victim);
+    for chunk in order.chunks(20) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|&(pair, debit)| {
+                let event_type = if debit { "-debit" } else { "+credit" };
+                json!({"event_type": event_type, "event_id": format!("e{pair}"), "config_id": config,
+                       "url_params": {"fails": fails[pair]}})
+            })
+            .collect();
+        let (status, body) = app
+            .post("/webhooks/batch", json!({ "events": events }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == 201),
+            "{body}"
+        );
+        if receiver.received_at("/ok/debit").len() >= PAIRS / 4 {
+            if let Some(victim) = victim.take() {
+                victim.signal("KILL");
+            }
+        }
+    }
+    if let Some(victim) = victim.take() {
+        victim.signal("KILL");
+    }
+
+    eventually(Duration::from_secs(90), "every pair completed", || async {
+        app.db
+            .count("SELECT count(*) FROM webhook_queue WHERE status = 'completed'")
+            .await
+            == 2 * PAIRS as i64
+    })
+    .await;
+    drop(survivors);
+
+    // The arrival index of each pair's first successful credit call and first debit call.
+    let mut credit_ok = vec![None::<usize>; PAIRS];
+    let mut debit_at = vec![None::<usize>; PAIRS];
+    for (at, call) in receiver.received().iter().enumerate() {
+        let pair: usize = call.path.rsplit("/e").next().unwrap().parse().unwrap();
+        if call.path.starts_with("/ok/debit/") {
+            debit_at[pair].get_or_insert(at);
+        } else if call.nth > u32::from(fails[pair]) {
+            credit_ok[pair].get_or_insert(at);
+        }
+    }
+    let inversions: Vec<usize> = (0..PAIRS)
+        .filter(|&p| match (credit_ok[p], debit_at[p]) {
+            (Some(credit), Some(debit)) => debit < credit,
+            _ => panic!(
+                "pair {p} was not delivered: credit {:?}, debit {:?}",
+                credit_ok[p], debit_at[p]
+            ),
+        })
+        .collect();
+    assert!(
+        inversions.is_empty(),
+        "debits before their credit: {inversions:?}"
+    );
+    // The run tested something: many debits were queued before their credit completed.
+    let waited = app
+        .db
+        .count(
+            "SELECT count(*) FROM webhook_queue d JOIN webhook_queue c
+               ON c.config_id = d.config_id AND c.event_id = d.event_id AND c.event_type = '+credit'
+             WHERE d.event_type = '-debit' AND d.created_at < c.completed_at",
+        )
+        .await;
+    eprintln!("{waited} of {PAIRS} debits were queued before their credit completed");
+    assert!(
+        waited > 200,
+        "only {waited} debits were queued before their credit completed"
     );
     app.shutdown().await;
 }
