@@ -67,7 +67,8 @@ pub async fn insert(
             let mut conn = pool.get().await.expect("a pooled connection");
             let legacy = !money_order_schema(&mut conn).await;
             // The API's insert checks the versions of the configs it built rows from.
-            let versions: Vec<(i64, i64)> = vec![(config_id, config_version(&mut conn, config_id).await)];
+            let versions: Vec<(i64, i64)> =
+                vec![(config_id, config_version(&mut conn, config_id).await)];
             loop {
                 let from = next.fetch_add(batch, Ordering::Relaxed);
                 if from >= rows {
@@ -130,8 +131,9 @@ pub async fn money_order_schema(conn: &mut AsyncPgConnection) -> bool {
 /// A config's version as the API's insert checks it (see `store::configs::find_versioned`),
 /// read by hand so that it works on every schema.
 async fn config_version(conn: &mut AsyncPgConnection, config_id: i64) -> i64 {
-    let query = diesel::sql_query("SELECT xmin::text::int8 AS version FROM webhook_configs WHERE id = $1")
-        .bind::<Int8, _>(config_id);
+    let query =
+        diesel::sql_query("SELECT xmin::text::int8 AS version FROM webhook_configs WHERE id = $1")
+            .bind::<Int8, _>(config_id);
     let row: Version = diesel_async::RunQueryDsl::get_result(query, conn)
         .await
         .expect("the bench config");
@@ -140,7 +142,11 @@ async fn config_version(conn: &mut AsyncPgConnection, config_id: i64) -> i64 {
 
 /// The insert as it was before money order (migration 000010), for a bench database an older
 /// `--webhookd` migrated: the same statement that binary runs, so its SQL ceiling is its own.
-async fn legacy_insert(conn: &mut AsyncPgConnection, entries: &[NewEntry], configs: &[(i64, i64)]) -> usize {
+async fn legacy_insert(
+    conn: &mut AsyncPgConnection,
+    entries: &[NewEntry],
+    configs: &[(i64, i64)],
+) -> usize {
     let query = diesel::sql_query(
         "WITH inserted AS (
              INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
@@ -167,7 +173,9 @@ async fn legacy_insert(conn: &mut AsyncPgConnection, entries: &[NewEntry], confi
     .bind::<Text, _>(webhookd::store::NEW_ROWS_CHANNEL)
     .bind::<Array<Int8>, _>(configs.iter().map(|c| c.0).collect::<Vec<_>>())
     .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>());
-    let row: Version = diesel_async::RunQueryDsl::get_result(query, conn).await.expect("legacy insert");
+    let row: Version = diesel_async::RunQueryDsl::get_result(query, conn)
+        .await
+        .expect("legacy insert");
     row.version as usize
 }
 

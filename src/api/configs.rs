@@ -100,10 +100,10 @@ impl ConfigBody {
             self.chargeback_url,
             self.max_retries,
             self.is_active.unwrap_or(true),
-            self.ordering.unwrap_or_default(),
             self.signing_secret,
             policy,
         )
+        .map(|input| input.ordered(self.ordering.unwrap_or_default()))
     }
 }
 

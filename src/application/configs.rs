@@ -75,7 +75,6 @@ impl ConfigInput {
         chargeback_url: Option<String>,
         max_retries: Option<i64>,
         is_active: bool,
-        ordering: EventOrdering,
         signing_secret: Option<Option<String>>,
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
@@ -124,9 +123,14 @@ impl ConfigInput {
             chargeback_url,
             max_retries,
             is_active,
-            ordering,
+            ordering: EventOrdering::default(),
             signing,
         })
+    }
+
+    /// The same config with this `ordering` (default: [`EventOrdering::CreditBeforeDebit`]).
+    pub fn ordered(self, ordering: EventOrdering) -> Self {
+        Self { ordering, ..self }
     }
 
     fn form(&self) -> ConfigForm {
