@@ -634,7 +634,8 @@ async fn every_documented_operation_answers_as_documented() {
     );
 
     // Fixtures: a config per operation whose partner fails slowly (so an entry retried stays
-    // in flight for a second), and a failed entry where the path names one.
+    // in flight for a second), and a failed entry where the path names one (for a release, a
+    // debit waiting for that entry).
     let mut fixtures = Vec::new();
     for (n, op) in operations.iter().enumerate() {
         let url = receiver.url(&format!("/slow-fail/1000/op{n}"));
@@ -668,7 +669,22 @@ async fn every_documented_operation_answers_as_documented() {
                 ),
             )
             .await;
-            Some(entry["queue_id"].as_str().unwrap().to_string())
+            if op.path.ends_with("/release") {
+                // The debit of that credit, which waits for it (money order).
+                let debit = api(
+                    &app,
+                    Method::POST,
+                    "/webhooks",
+                    Some(
+                        json!({"event_type": "-debit", "event_id": format!("fixture-{n}"),
+                        "config_id": config_id}),
+                    ),
+                )
+                .await;
+                Some(debit["queue_id"].as_str().unwrap().to_string())
+            } else {
+                Some(entry["queue_id"].as_str().unwrap().to_string())
+            }
         } else {
             None
         };
@@ -682,7 +698,10 @@ async fn every_documented_operation_answers_as_documented() {
         let path = format!("/webhooks/{queue_id}");
         common::eventually(Duration::from_secs(20), "the fixture entry fails", || {
             let (app, path) = (&app, path.clone());
-            async move { api(app, Method::GET, &path, None).await["status"] == "failed" }
+            async move {
+                let entry = api(app, Method::GET, &path, None).await;
+                entry["status"] == "failed" || entry["held_reason"] == "waiting_for_credit"
+            }
         })
         .await;
     }

@@ -436,9 +436,11 @@ pub async fn full(ctx: Ctx) -> Ctx {
     println!(
         "  phases      HTTP ceiling {clients} clients x {phase:?}; SQL ceiling {rows} rows, {b}/statement, {c} connections, count triggers off then on;\n              \
          ingest {clients} single-event clients x {phase:?}, {bc} batch clients x {batch} events x {phase:?};\n              \
-         drain of {rows} preloaded rows by a fresh `work`; end to end: the same single and batch clients x {phase:?} while `work` delivers;\n              \
+         drain of {rows} preloaded rows by a fresh `work`; end to end: the same single and batch clients x {phase:?} while `work` delivers,\n              \
+         a fraction {debits} of ingest and end-to-end events `-debit`s of the client's previous `+credit`;\n              \
          latency: single submits paced at {lat_rate} for {lat:?}",
         clients = a.clients,
+        debits = a.debits,
         phase = a.phase,
         rows = a.rows,
         b = a.sql_batch,

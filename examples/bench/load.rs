@@ -12,6 +12,26 @@ pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
     pub config_id: i64,
+    /// Fraction (0 to 0.5) of the end-to-end events that are `-debit`s of the client's
+    /// previous event, a `+credit` it was just answered 201 for (`--debits`).
+    pub debits: f64,
+}
+
+/// Whether event `n` of a client's sequence is a debit of event `n - 1`: odd events only, spread
+/// evenly so that `debits` of all events are (every odd one at 0.5).
+pub fn is_debit(n: u64, debits: f64) -> bool {
+    let pair = (n / 2) as f64;
+    n % 2 == 1 && ((pair + 1.0) * 2.0 * debits).floor() > (pair * 2.0 * debits).floor()
+}
+
+/// One event of a closed-loop client: a credit with a unique id, or (see [`is_debit`]) the debit
+/// of the credit before it.
+fn sequence_event(api: &Api, n: u64, id_of: impl Fn(u64) -> String) -> String {
+    if is_debit(n, api.debits) {
+        event_json(api.config_id, "-debit", &id_of(n - 1), n - 1)
+    } else {
+        event_json(api.config_id, "+credit", &id_of(n), n)
+    }
 }
 
 pub fn client(max_idle: usize) -> reqwest::Client {
@@ -27,9 +47,9 @@ pub fn client(max_idle: usize) -> reqwest::Client {
 
 /// One `POST /webhooks` body. Unique `event_id`s, so every submit takes the idempotency path
 /// a producer would use.
-pub fn event_json(config_id: i64, event_id: &str, n: u64) -> String {
+pub fn event_json(config_id: i64, event_type: &str, event_id: &str, n: u64) -> String {
     format!(
-        r#"{{"event_type":"+credit","event_id":"{event_id}","config_id":{config_id},"url_params":{{"value":"100","user_id":"u{n}","token":"abc123","signature":"xyz789"}}}}"#
+        r#"{{"event_type":"{event_type}","event_id":"{event_id}","config_id":{config_id},"url_params":{{"value":"100","user_id":"u{n}","token":"abc123","signature":"xyz789"}}}}"#
     )
 }
 
@@ -135,7 +155,7 @@ pub async fn http_gets(
 pub async fn ingest_single(api: Api, clients: usize, duration: Duration, tag: String) -> Counted {
     closed_loop(clients, duration, move |client, n| {
         let api = api.clone();
-        let body = event_json(api.config_id, &format!("{tag}-{client}-{n}"), n);
+        let body = sequence_event(&api, n, |n| format!("{tag}-{client}-{n}"));
         async move {
             let response = api
                 .client
@@ -168,14 +188,8 @@ pub async fn ingest_batch(
 ) -> Counted {
     closed_loop(clients, duration, move |client, n| {
         let api = api.clone();
-        let events: Vec<String> = (0..batch)
-            .map(|i| {
-                event_json(
-                    api.config_id,
-                    &format!("{tag}-{client}-{n}-{i}"),
-                    n * batch as u64 + i as u64,
-                )
-            })
+        let events: Vec<String> = (0..batch as u64)
+            .map(|i| sequence_event(&api, i, |i| format!("{tag}-{client}-{n}-{i}")))
             .collect();
         let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
         async move {
@@ -256,7 +270,7 @@ pub async fn paced(
             in_flight.fetch_add(1, Ordering::Relaxed);
             let (api, sent, tally, in_flight) =
                 (api.clone(), sent.clone(), tally.clone(), in_flight.clone());
-            let body = event_json(api.config_id, &format!("{tag}-{issued}"), issued);
+            let body = event_json(api.config_id, "+credit", &format!("{tag}-{issued}"), issued);
             tasks.spawn(async move {
                 let at = Instant::now();
                 let result = async {

@@ -98,6 +98,11 @@ pub struct Args {
     /// Soak rate in events/s (default: half the saturation rate measured first)
     #[arg(long)]
     pub soak_rate: Option<f64>,
+    /// Fraction (0 to 0.5) of the end-to-end events that are `-debit`s of the credit the same
+    /// client submitted just before (money order: most wait for their credit, then are
+    /// released). Works against an older `--webhookd` too, whose debits do not wait
+    #[arg(long, default_value_t = 0.0, value_parser = debit_fraction)]
+    pub debits: f64,
     /// Extra settings for both webhookd processes, KEY=VALUE (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -139,6 +144,13 @@ fn with_database(url: &str, name: &str) -> String {
     let mut url = url::Url::parse(url).expect("DATABASE_URL is a URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
+}
+
+fn debit_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=0.5).contains(&f) => Ok(f),
+        _ => Err(format!("{text:?} is not a fraction from 0 to 0.5")),
+    }
 }
 
 fn parse_env(pairs: &[String]) -> Vec<(String, String)> {
@@ -304,6 +316,7 @@ async fn setup(args: Args) -> Ctx {
 
     let serve = Proc::start(&bin, "serve", "serve", &serve_env, &out_dir);
     let client = load::client(args.clients.max(args.batch_clients) + 8);
+    let debits = args.debits;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = client
@@ -403,6 +416,7 @@ async fn setup(args: Args) -> Ctx {
             base: api_base,
             client,
             config_id,
+            debits,
         },
         serve,
         serve_env,

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use diesel::sql_types::{Array, Bool, Int4, Int8, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 use webhookd::domain::delivery::Status;
 use webhookd::domain::event::EventType;
 use webhookd::store::queue::claim;
 use webhookd::store::queue::outcome::{self, AttemptWrite};
 use webhookd::store::queue::submit::{self, NewEntry};
-use webhookd::store::{configs, DbPool};
+use webhookd::store::DbPool;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rate {
@@ -62,13 +65,10 @@ pub async fn insert(
         let (url_base, tag) = (url_base.to_string(), tag.to_string());
         tasks.spawn(async move {
             let mut conn = pool.get().await.expect("a pooled connection");
+            let legacy = !money_order_schema(&mut conn).await;
             // The API's insert checks the versions of the configs it built rows from.
-            let versions: Vec<(i64, i64)> = configs::find_versioned(&mut conn, &[config_id])
-                .await
-                .expect("the bench config")
-                .iter()
-                .map(|c| (c.row.id, c.version))
-                .collect();
+            let versions: Vec<(i64, i64)> =
+                vec![(config_id, config_version(&mut conn, config_id).await)];
             loop {
                 let from = next.fetch_add(batch, Ordering::Relaxed);
                 if from >= rows {
@@ -78,10 +78,15 @@ pub async fn insert(
                 let entries: Vec<NewEntry> = (from..to)
                     .map(|n| entry(config_id, &url_base, &tag, n as u64))
                     .collect();
-                let inserted = submit::insert_new(&mut conn, &entries, &versions)
-                    .await
-                    .expect("insert");
-                done.fetch_add(inserted.len() as u64, Ordering::Relaxed);
+                let inserted = if legacy {
+                    legacy_insert(&mut conn, &entries, &versions).await
+                } else {
+                    submit::insert_new(&mut conn, &entries, &versions)
+                        .await
+                        .expect("insert")
+                        .len()
+                };
+                done.fetch_add(inserted as u64, Ordering::Relaxed);
             }
         });
     }
@@ -92,6 +97,86 @@ pub async fn insert(
         rows: done.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     }
+}
+
+#[derive(QueryableByName)]
+struct One {
+    #[diesel(sql_type = Bool)]
+    yes: bool,
+}
+
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = Int8)]
+    version: i64,
+}
+
+// `diesel_async::RunQueryDsl` is called by path: in scope, its `load` would shadow
+// `AtomicU64::load` on an `Arc`.
+
+/// Whether the bench database has money order (migration 000010): an older `--webhookd`
+/// migrates to its own schema, whose insert this library's `insert_new` no longer matches.
+pub async fn money_order_schema(conn: &mut AsyncPgConnection) -> bool {
+    let row: One = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "SELECT to_regprocedure('webhook_money_order_verdicts(bigint[],text[],text[])') IS NOT NULL AS yes",
+        ),
+        conn,
+    )
+    .await
+    .expect("read the schema");
+    row.yes
+}
+
+/// A config's version as the API's insert checks it (see `store::configs::find_versioned`),
+/// read by hand so that it works on every schema.
+async fn config_version(conn: &mut AsyncPgConnection, config_id: i64) -> i64 {
+    let query =
+        diesel::sql_query("SELECT xmin::text::int8 AS version FROM webhook_configs WHERE id = $1")
+            .bind::<Int8, _>(config_id);
+    let row: Version = diesel_async::RunQueryDsl::get_result(query, conn)
+        .await
+        .expect("the bench config");
+    row.version
+}
+
+/// The insert as it was before money order (migration 000010), for a bench database an older
+/// `--webhookd` migrated: the same statement that binary runs, so its SQL ceiling is its own.
+async fn legacy_insert(
+    conn: &mut AsyncPgConnection,
+    entries: &[NewEntry],
+    configs: &[(i64, i64)],
+) -> usize {
+    let query = diesel::sql_query(
+        "WITH inserted AS (
+             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
+             WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
+             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
+             RETURNING *
+         ), counted AS (
+             SELECT webhook_queue_counts_add(array_agg(config_id), array_agg(event_type),
+                                             array_agg(webhook_count_bucket(status, deleted_at)), array_agg(1::int8))
+             FROM inserted
+         ), announced AS (
+             SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
+         )
+         SELECT count(*)::int8 AS version FROM inserted LEFT JOIN counted ON true LEFT JOIN announced ON true",
+    )
+    .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(entries.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(entries.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(entries.iter().map(|e| e.config_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(entries.iter().map(|e| e.webhook_url.clone()).collect::<Vec<_>>())
+    .bind::<Array<Jsonb>, _>(entries.iter().map(|e| e.url_params.clone()).collect::<Vec<_>>())
+    .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
+    .bind::<Text, _>(webhookd::store::NEW_ROWS_CHANNEL)
+    .bind::<Array<Int8>, _>(configs.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>());
+    let row: Version = diesel_async::RunQueryDsl::get_result(query, conn)
+        .await
+        .expect("legacy insert");
+    row.version as usize
 }
 
 /// Claims and completes every due row, `batch` per claim and per outcome write, from

@@ -14,6 +14,7 @@ use crate::application::configs::{
     self, Config, ConfigInput, Control, Health, PartnerSettingsInput, MAX_NAME_LEN,
 };
 use crate::application::AppError;
+use crate::domain::order::EventOrdering;
 use crate::domain::outbound::AddressPolicy;
 use crate::domain::partner::{MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
 use crate::domain::retry::MAX_RETRIES_LIMIT;
@@ -50,6 +51,11 @@ pub struct ConfigBody {
     pub max_retries: Option<i64>,
     /// Default true; an inactive config takes no new events.
     pub is_active: Option<bool>,
+    /// Money order: `credit_before_debit` (the default) holds a `-debit` while the `+credit`
+    /// with the same `event_id` is queued and has not completed; `none` delivers them
+    /// independently.
+    #[schema(value_type = Option<OrderingName>)]
+    pub ordering: Option<EventOrdering>,
     /// Write-only Standard Webhooks secret `whsec_<base64 of 24-64 bytes>`: absent keeps the
     /// stored one, null removes it. Responses show only `signing`.
     #[schema(value_type = Option<String>)]
@@ -79,6 +85,7 @@ impl Body for ConfigBody {
         "chargeback_url",
         "max_retries",
         "is_active",
+        "ordering",
         "signing_secret",
         "max_per_second",
         "retry_base_delay",
@@ -93,6 +100,13 @@ impl Body for ConfigBody {
             chargeback_url: fields.optional_string("chargeback_url")?,
             max_retries: fields.optional_integer("max_retries")?,
             is_active: fields.optional_bool("is_active")?,
+            ordering: fields
+                .optional_string("ordering")?
+                .map(|o| {
+                    o.parse()
+                        .map_err(|e: String| AppError::invalid("ordering", e))
+                })
+                .transpose()?,
             signing_secret: fields.nullable_string("signing_secret")?,
             max_per_second: fields.optional_integer("max_per_second")?,
             retry_base_delay: fields.optional_string("retry_base_delay")?,
@@ -124,6 +138,7 @@ impl ConfigBody {
             },
             policy,
         )
+        .map(|input| input.ordered(self.ordering.unwrap_or_default()))
     }
 }
 
@@ -142,6 +157,9 @@ pub struct ConfigView {
     #[schema(required)]
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    /// Whether this partner's `-debit`s wait for their `+credit`s (money order).
+    #[schema(value_type = OrderingName)]
+    pub ordering: &'static str,
     /// Whether calls are signed (Standard Webhooks). The secret is write-only: never shown.
     pub signing: bool,
     /// Calls per second across all processes; null means no limit.
@@ -221,10 +239,26 @@ impl From<Config> for ConfigView {
             chargeback_url: c.chargeback_url,
             max_retries: c.max_retries,
             is_active: c.is_active,
+            ordering: c.ordering.as_str(),
             signing: c.signing,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
+    }
+}
+
+/// `credit_before_debit` or `none`: the names of the domain's `EventOrdering`s.
+pub struct OrderingName;
+
+impl utoipa::PartialSchema for OrderingName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::webhooks::string_enum(EventOrdering::ALL.map(EventOrdering::as_str))
+    }
+}
+
+impl ToSchema for OrderingName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Ordering".into()
     }
 }
 
@@ -240,7 +274,8 @@ fn config_id_path(raw: &str) -> Result<i64, AppError> {
 #[utoipa::path(post, path = "/webhook-configs", tag = "configs",
     request_body(content = ConfigBody, example = json!({"name": "acme",
         "postback_url": "https://partner.example/credit?user={user_id}&amount={value}",
-        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true})),
+        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true,
+        "ordering": "credit_before_debit"})),
     responses(
         (status = 201, description = "Created", body = ConfigView),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
@@ -293,7 +328,8 @@ pub(super) async fn get_config(state: State, id: web::Path<String>) -> Reply {
     params(("id" = i64, Path, description = "Config id")),
     request_body(content = ConfigBody, example = json!({"name": "acme",
         "postback_url": "https://partner.example/credit?user={user_id}&amount={value}",
-        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true})),
+        "chargeback_url": "https://partner.example/debit?user={user_id}&amount={value}", "max_retries": 3, "is_active": true,
+        "ordering": "credit_before_debit"})),
     responses(
         (status = 200, description = "The config as replaced", body = ConfigView),
         (status = 400, description = "`id` is not an integer, or malformed JSON", body = ErrorBody),

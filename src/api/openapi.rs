@@ -64,6 +64,7 @@ routes! {
     get "/webhooks/{queue_id}" => webhooks::get_webhook,
     delete "/webhooks/{queue_id}" => webhooks::cancel_webhook,
     post "/webhooks/{queue_id}/retry" => webhooks::retry_webhook,
+    post "/webhooks/{queue_id}/release" => webhooks::release_webhook,
 }
 
 async fn not_found() -> Reply {

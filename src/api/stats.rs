@@ -9,8 +9,8 @@ use super::common::ServerErrors;
 use super::errors::ErrorBody;
 use super::state::{Reply, State};
 use crate::application::stats::{
-    self, AttemptStats, ByEventType, PartnerStats, StatsDocument, StatusCounts, Throughput,
-    ThroughputBucket, MAX_THROUGHPUT_BUCKET_SECONDS, MAX_THROUGHPUT_MINUTES,
+    self, AttemptStats, ByEventType, HeldCounts, PartnerStats, StatsDocument, StatusCounts,
+    Throughput, ThroughputBucket, MAX_THROUGHPUT_BUCKET_SECONDS, MAX_THROUGHPUT_MINUTES,
 };
 use crate::application::AppError;
 
@@ -78,6 +78,29 @@ impl From<&StatusCounts> for StatusCountsView {
             processing: c.processing,
             completed: c.completed,
             failed: c.failed,
+        }
+    }
+}
+
+/// Pending entries held (not called now, spending no attempt), by reason; every reason is
+/// always present.
+#[derive(Serialize, ToSchema)]
+#[schema(as = HeldCounts)]
+pub struct HeldCountsView {
+    /// Their partner was paused.
+    pub partner_paused: i64,
+    /// Their partner failed too often in a row.
+    pub partner_tripped: i64,
+    /// `-debit`s waiting for their `+credit` to complete (money order).
+    pub waiting_for_credit: i64,
+}
+
+impl From<&HeldCounts> for HeldCountsView {
+    fn from(h: &HeldCounts) -> Self {
+        Self {
+            partner_paused: h.partner_paused,
+            partner_tripped: h.partner_tripped,
+            waiting_for_credit: h.waiting_for_credit,
         }
     }
 }
@@ -179,6 +202,8 @@ pub struct StatsView {
     /// Cancelled rows excluded.
     pub by_status: StatusCountsView,
     pub cancelled: i64,
+    /// Pending entries held, by reason (counted in `by_status.pending` too).
+    pub held: HeldCountsView,
     pub by_event_type: ByEventTypeView,
     /// completed ÷ (completed + failed); null when both are 0.
     #[schema(required)]
@@ -202,6 +227,7 @@ impl From<&StatsDocument> for StatsView {
             total: d.total,
             by_status: (&d.by_status).into(),
             cancelled: d.cancelled,
+            held: (&d.held).into(),
             by_event_type: (&d.by_event_type).into(),
             success_rate: d.success_rate,
             attempts: (&d.attempts).into(),

@@ -20,8 +20,9 @@ use crate::application::entries::{self, Attempt, Entry, EntryWithAttempts};
 use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
 use crate::application::submit::{self, SubmitRequest, Submitted, MAX_EVENTS_PER_BATCH};
 use crate::application::AppError;
-use crate::domain::delivery::Status;
+use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES, MAX_PARAM_NAME_LEN};
+use crate::domain::order::CancelReason;
 use crate::store::queue::cycle::RedriveFilter;
 use crate::store::queue::listing::ListFilter;
 
@@ -30,7 +31,7 @@ use crate::store::queue::listing::ListFilter;
 // ---------------------------------------------------------------------------------------------
 
 /// A string enum of `names`.
-fn string_enum(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
+pub(super) fn string_enum(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(names))
@@ -64,6 +65,36 @@ impl PartialSchema for StatusName {
 impl ToSchema for StatusName {
     fn name() -> std::borrow::Cow<'static, str> {
         "Status".into()
+    }
+}
+
+/// The names of the domain's `HeldReason`s: why a pending entry is not called now.
+pub struct HeldReasonName;
+
+impl PartialSchema for HeldReasonName {
+    fn schema() -> RefOr<Schema> {
+        string_enum(HeldReason::ALL.map(HeldReason::as_str))
+    }
+}
+
+impl ToSchema for HeldReasonName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "HeldReason".into()
+    }
+}
+
+/// The names of the domain's `CancelReason`s: why webhookd cancelled an entry itself.
+pub struct CancelReasonName;
+
+impl PartialSchema for CancelReasonName {
+    fn schema() -> RefOr<Schema> {
+        string_enum(CancelReason::ALL.map(CancelReason::as_str))
+    }
+}
+
+impl ToSchema for CancelReasonName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CancelReason".into()
     }
 }
 
@@ -312,6 +343,9 @@ pub struct ListQuery {
     /// true: only cancelled entries; false: only live ones; absent: both.
     #[param(example = false)]
     pub cancelled: Option<bool>,
+    /// Only live entries held for this reason, e.g. debits waiting for their credit.
+    #[param(value_type = Option<HeldReasonName>, inline, example = "waiting_for_credit")]
+    pub held: Option<HeldReason>,
     /// Default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500, example = 10)]
     pub limit: i64,
@@ -321,7 +355,7 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// Reads `?status=&event_type=&config_id=&created_after=&created_before=&cancelled=&limit=&cursor=`.
+    /// Reads `?status=&event_type=&config_id=&created_after=&created_before=&cancelled=&held=&limit=&cursor=`.
     fn parse(query: &str) -> Result<Self, AppError> {
         let mut list = Self {
             status: None,
@@ -330,6 +364,7 @@ impl ListQuery {
             created_after: None,
             created_before: None,
             cancelled: None,
+            held: None,
             limit: entries::DEFAULT_PAGE,
             cursor: None,
         };
@@ -351,6 +386,7 @@ impl ListQuery {
                         list.created_before = Some(at);
                     }
                 }
+                "held" => list.held = Some(value.parse().map_err(|e: String| bad(&e))?),
                 "cancelled" => {
                     list.cancelled = Some(value.parse().map_err(|_| bad("must be true or false"))?)
                 }
@@ -389,6 +425,7 @@ impl ListQuery {
             created_after: self.created_after,
             created_before: self.created_before,
             cancelled: self.cancelled,
+            held: self.held,
             before_id: self.cursor,
         }
     }
@@ -426,6 +463,18 @@ pub struct EntryView {
     /// When the entry was cancelled (`deleted_at`); null while it is live.
     #[schema(required)]
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// Why webhookd cancelled the entry itself (`credit_cancelled`: a debit whose credit was
+    /// cancelled); null when it is live or an operator cancelled it.
+    #[schema(required, value_type = Option<CancelReasonName>)]
+    pub cancel_reason: Option<&'static str>,
+    /// Why a pending entry is not called now, spending no attempt while it waits
+    /// (`waiting_for_credit`: a debit whose credit has not completed); null when not held.
+    #[schema(required, value_type = Option<HeldReasonName>)]
+    pub held_reason: Option<&'static str>,
+    /// When an operator released this debit from waiting for its credit
+    /// (`POST /webhooks/{queue_id}/release`); null when never.
+    #[schema(required)]
+    pub released_by_operator_at: Option<DateTime<Utc>>,
     /// The error of the latest attempt, null when none was made or it succeeded.
     #[schema(required)]
     pub last_error: Option<String>,
@@ -453,6 +502,9 @@ impl From<Entry> for EntryView {
             updated_at: entry.updated_at,
             completed_at: entry.completed_at,
             cancelled_at: entry.cancelled_at,
+            cancel_reason: entry.cancel_reason.map(CancelReason::as_str),
+            held_reason: entry.held_reason.map(HeldReason::as_str),
+            released_by_operator_at: entry.released_by_operator_at,
             last_error: entry.last_error,
             attempts: None,
         }
@@ -702,6 +754,22 @@ pub(super) async fn cancel_webhook(state: State, queue_id: web::Path<String>) ->
     ))]
 pub(super) async fn retry_webhook(state: State, queue_id: web::Path<String>) -> Reply {
     let entry = entries::retry(&state.pool, queue_id_path(&queue_id)?).await?;
+    Ok(HttpResponse::Ok().json(EntryView::from(entry)))
+}
+
+/// Releases a `-debit` that waits for its `+credit`: it is due now, whatever becomes of the
+/// credit. The release is recorded in the entry (`released_by_operator_at`).
+#[utoipa::path(post, path = "/webhooks/{queue_id}/release", tag = "webhooks",
+    params(("queue_id" = Uuid, Path, description = "The entry's queue_id")),
+    responses(
+        (status = 200, description = "The debit, no longer held and due now", body = EntryView),
+        (status = 400, description = "`queue_id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No entry has this queue_id", body = ErrorBody),
+        (status = 409, description = "The entry is not a live debit waiting for its credit (`held_reason` is not `waiting_for_credit`)", body = ErrorBody),
+        ServerErrors,
+    ))]
+pub(super) async fn release_webhook(state: State, queue_id: web::Path<String>) -> Reply {
+    let entry = entries::release(&state.pool, queue_id_path(&queue_id)?).await?;
     Ok(HttpResponse::Ok().json(EntryView::from(entry)))
 }
 

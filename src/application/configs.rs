@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use slog::{info, Logger};
 
+use crate::domain::order::EventOrdering;
 use crate::domain::outbound::AddressPolicy;
 use crate::domain::partner::{HoldReason, PartnerState, MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
 use crate::domain::retry::MAX_RETRIES_LIMIT;
@@ -37,6 +38,8 @@ pub struct Config {
     /// `None`: the service's default.
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    /// Whether this partner's debits wait for their credits.
+    pub ordering: EventOrdering,
     pub signing: bool,
     pub delivery: PartnerSettings,
     pub health: Health,
@@ -120,6 +123,7 @@ fn config(row: ConfigRow, health: Option<PartnerRow>) -> Config {
         chargeback_url: row.chargeback_url,
         max_retries: row.max_retries,
         is_active: row.is_active,
+        ordering: row.ordering,
         signing: row.signing,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -134,6 +138,7 @@ pub struct ConfigInput {
     pub chargeback_url: Option<String>,
     pub max_retries: Option<i32>,
     pub is_active: bool,
+    pub ordering: EventOrdering,
     pub signing: SecretChange,
     pub delivery: PartnerSettings,
 }
@@ -266,9 +271,15 @@ impl ConfigInput {
             chargeback_url,
             max_retries,
             is_active,
+            ordering: EventOrdering::default(),
             signing,
             delivery,
         })
+    }
+
+    /// The same config with this `ordering` (default: [`EventOrdering::CreditBeforeDebit`]).
+    pub fn ordered(self, ordering: EventOrdering) -> Self {
+        Self { ordering, ..self }
     }
 
     fn form(&self) -> ConfigForm {
@@ -282,6 +293,7 @@ impl ConfigInput {
             retry_base_delay_ms: self.delivery.retry_base_delay.map(|d| d.as_millis() as i64),
             retry_max_delay_ms: self.delivery.retry_max_delay.map(|d| d.as_millis() as i64),
             circuit_failure_threshold: self.delivery.circuit_failure_threshold,
+            ordering: self.ordering.as_str(),
         }
     }
 }

@@ -3,11 +3,12 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::delivery::Status;
+use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
+use crate::domain::order::CancelReason;
 use crate::store::models::{AttemptRecord, QueueRow};
 use crate::store::queue::listing::{self, ListFilter};
-use crate::store::queue::{cancel, cycle};
+use crate::store::queue::{cancel, cycle, order};
 use crate::store::DbPool;
 
 use super::{conn, AppError};
@@ -40,6 +41,12 @@ pub struct Entry {
     pub completed_at: Option<DateTime<Utc>>,
     /// `None` while the entry is live.
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// Why webhookd cancelled it itself; `None` when live or cancelled by an operator.
+    pub cancel_reason: Option<CancelReason>,
+    /// Why a pending entry is not called now; `None` when it is not held.
+    pub held_reason: Option<HeldReason>,
+    /// When an operator released this debit from waiting for its credit.
+    pub released_by_operator_at: Option<DateTime<Utc>>,
     /// The error of the latest attempt; `None` when none was made or it succeeded.
     pub last_error: Option<String>,
 }
@@ -63,6 +70,9 @@ impl From<QueueRow> for Entry {
             updated_at: row.updated_at,
             completed_at: row.completed_at,
             cancelled_at: row.deleted_at,
+            cancel_reason: row.cancel_reason,
+            held_reason: row.held_reason,
+            released_by_operator_at: row.released_by_operator_at,
             last_error,
         }
     }
@@ -175,5 +185,28 @@ pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
             "the webhook is {}; only a failed webhook can be retried",
             now.status
         )
+    }))
+}
+
+/// Releases a debit that waits for its credit: due now, whatever becomes of the credit. The
+/// release is recorded on the entry (`released_by_operator_at`). Anything but a live debit that
+/// waits for its credit is a conflict.
+pub async fn release(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
+    let mut conn = conn(pool).await?;
+    if let Some(released) = order::release_waiting(&mut conn, queue_id).await? {
+        return Ok(released.into());
+    }
+    let now = listing::find(&mut conn, queue_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))?;
+    Err(AppError::Conflict(match (now.deleted_at, now.held_reason) {
+        (Some(_), _) => "the webhook was cancelled; only a debit waiting for its credit can be released".into(),
+        (None, Some(reason)) => format!(
+            "the webhook is held for {reason}, not waiting for its credit; only a debit waiting for its credit can be released"
+        ),
+        (None, None) => format!(
+            "the webhook is {} and not held; only a debit waiting for its credit can be released",
+            now.status
+        ),
     }))
 }

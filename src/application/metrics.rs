@@ -25,6 +25,7 @@
 //! | `partner_resumes_total` | counter | `config_id`: partners this process made active again |
 //! | `database_up` | gauge | |
 //! | `queue_depth` | gauge | `status` |
+//! | `queue_held` | gauge | `reason` (`partner_paused`, `partner_tripped`, `waiting_for_credit`) |
 //! | `queue_oldest_due_age_seconds` | gauge | |
 //! | `partner_state` | gauge | `config_id`: 0 active, 1 paused, 2 tripped |
 //! | `partner_held_rows` | gauge | `config_id`: rows held by partner health |
@@ -41,11 +42,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use slog::{warn, Logger};
 
-use crate::domain::delivery::{Outcome, Status};
+use crate::domain::delivery::{HeldReason, Outcome, Status};
 use crate::domain::partner::PartnerState;
 use crate::store::{partners, stats, DbPool};
 
-use super::stats::StatusCounts;
+use super::stats::{HeldCounts, StatusCounts};
 use super::{conn, AppError};
 
 /// The `Content-Type` of what [`scrape`] renders.
@@ -109,6 +110,11 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 /// The process's metrics and the registry they are exposed through.
@@ -292,6 +298,18 @@ impl Metrics {
                 "Rows of webhook_queue by status, cancelled rows excluded",
                 depth,
             );
+            let held: Family<ReasonLabels, Gauge> = Family::default();
+            for reason in HeldReason::ALL {
+                held.get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .set(queue.held.get(reason));
+            }
+            scraped.register(
+                "queue_held",
+                "Pending rows of webhook_queue held (not called now, spending no attempt), by reason",
+                held,
+            );
             let age: Gauge<f64, AtomicU64> = Gauge::default();
             age.set(queue.oldest_due_age_seconds);
             scraped.register_with_unit(
@@ -366,6 +384,8 @@ pub async fn scrape(pool: &DbPool, metrics: &Metrics, log: &Logger) -> String {
 struct QueueGauges {
     /// From the trigger-kept counters: no scan of the queue.
     by_status: StatusCounts,
+    /// One scan of the held rows' partial index.
+    held: HeldCounts,
     /// 0 when no pending row is due.
     oldest_due_age_seconds: f64,
     partners: Vec<PartnerGauge>,
@@ -387,6 +407,7 @@ async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
             by_status.add(status, count.n);
         }
     }
+    let held = HeldCounts::from_buckets(stats::held_counts(&mut conn).await?);
     let oldest_due_age_seconds = stats::oldest_due_age_seconds(&mut conn)
         .await?
         .unwrap_or(0.0);
@@ -401,6 +422,7 @@ async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
         .collect();
     Ok(QueueGauges {
         by_status,
+        held,
         oldest_due_age_seconds,
         partners,
     })
@@ -458,6 +480,10 @@ mod tests {
                 processing: 1,
                 completed: 10,
                 failed: 2,
+            },
+            held: HeldCounts {
+                waiting_for_credit: 2,
+                ..Default::default()
             },
             oldest_due_age_seconds: 1.5,
             partners: vec![PartnerGauge {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::domain::delivery::Status;
+use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
 use crate::domain::partner::{HoldReason, PartnerState};
 use crate::store::{partners, stats, DbPool};
@@ -48,6 +48,44 @@ impl StatusCounts {
     pub fn success_rate(&self) -> Option<f64> {
         let done = self.completed + self.failed;
         (done > 0).then(|| self.completed as f64 / done as f64)
+    }
+}
+
+/// Pending rows held (not called now, spending no attempt) by reason; every reason always
+/// present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeldCounts {
+    pub partner_paused: i64,
+    pub partner_tripped: i64,
+    pub waiting_for_credit: i64,
+}
+
+impl HeldCounts {
+    pub(crate) fn add(&mut self, reason: HeldReason, n: i64) {
+        match reason {
+            HeldReason::PartnerPaused => self.partner_paused += n,
+            HeldReason::PartnerTripped => self.partner_tripped += n,
+            HeldReason::WaitingForCredit => self.waiting_for_credit += n,
+        }
+    }
+
+    pub fn get(&self, reason: HeldReason) -> i64 {
+        match reason {
+            HeldReason::PartnerPaused => self.partner_paused,
+            HeldReason::PartnerTripped => self.partner_tripped,
+            HeldReason::WaitingForCredit => self.waiting_for_credit,
+        }
+    }
+
+    /// From the rows of `store::stats::held_counts`.
+    pub(crate) fn from_buckets(buckets: Vec<stats::BucketCount>) -> Self {
+        let mut held = Self::default();
+        for b in buckets {
+            if let Ok(reason) = b.bucket.parse::<HeldReason>() {
+                held.add(reason, b.n);
+            }
+        }
+        held
     }
 }
 
@@ -119,6 +157,8 @@ pub struct StatsDocument {
     /// Cancelled rows excluded.
     pub by_status: StatusCounts,
     pub cancelled: i64,
+    /// Pending rows held, by reason (part of `by_status.pending`).
+    pub held: HeldCounts,
     pub by_event_type: ByEventType,
     /// completed ÷ (completed + failed); null when both are 0.
     pub success_rate: Option<f64>,
@@ -139,7 +179,8 @@ pub async fn collect(pool: &DbPool) -> Result<StatsDocument, AppError> {
     let buckets = stats::attempt_buckets(&mut conn).await?;
     let moments = stats::moments(&mut conn).await?;
     let health = partners::find(&mut conn, None).await?;
-    Ok(build(rows, buckets, moments, health))
+    let held = HeldCounts::from_buckets(stats::held_counts(&mut conn).await?);
+    Ok(build(rows, buckets, moments, health, held))
 }
 
 fn build(
@@ -147,6 +188,7 @@ fn build(
     buckets: Vec<stats::AttemptBucket>,
     moments: stats::Moments,
     health: Vec<partners::PartnerRow>,
+    held: HeldCounts,
 ) -> StatsDocument {
     let mut by_status = StatusCounts::default();
     let mut cancelled = 0;
@@ -198,6 +240,7 @@ fn build(
         success_rate: by_status.success_rate(),
         by_status,
         cancelled,
+        held,
         by_event_type,
         attempts: attempt_stats(&buckets),
         oldest_pending_age_seconds: moments

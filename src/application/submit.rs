@@ -141,6 +141,7 @@ pub async fn submit_batch(
                 tries += 1;
                 (configs, fresh) = (read_configs(&mut conn, cache, &config_ids).await?, true);
             }
+            Err(e) if submit::deadlocked(&e) && tries < STALE_RETRIES => tries += 1,
             Err(e) if submit::configs_changed(&e) => {
                 return Err(AppError::unavailable(
                     "partner configs kept changing during this submit; try again",

@@ -81,11 +81,13 @@ pub(super) async fn run_process(
     log: &Logger,
     runs: Role,
 ) -> anyhow::Result<()> {
+    // First of all: a SIGTERM that comes while the process starts must stop it gracefully,
+    // not end it by the signal's default action.
+    let stop = shutdown_signal(log)?;
     if runs == Role::Both {
         migrate(settings, log, Report::LogOnly).await?;
     }
     let app = Application::build(settings, runs, log).await?;
-    let stop = shutdown_signal(log)?;
     app.run_until(stop).await
 }
 

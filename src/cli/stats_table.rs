@@ -44,6 +44,12 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "cancelled            {}", d.cancelled);
+    let h = &d.held;
+    let _ = writeln!(
+        out,
+        "held                 {} waiting for credit, {} partner paused, {} partner tripped",
+        h.waiting_for_credit, h.partner_paused, h.partner_tripped
+    );
     let _ = writeln!(out, "success rate         {}", rate(d.success_rate));
     let _ = writeln!(
         out,
@@ -146,6 +152,7 @@ mod tests {
             total: 4,
             by_status: counts(3, 1),
             cancelled: 0,
+            held: Default::default(),
             by_event_type: Default::default(),
             success_rate: Some(0.75),
             attempts: Default::default(),

@@ -56,6 +56,54 @@ impl FromStr for Status {
     }
 }
 
+/// Why a pending row is held: due, but not called now, and spending no attempt while it waits
+/// (`held_reason`, migration 000008).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HeldReason {
+    /// Its partner was paused (by an operator, or by a `410 Gone`).
+    PartnerPaused,
+    /// Its partner failed too often in a row.
+    PartnerTripped,
+    /// A `-debit` whose `+credit` has not completed (money order, SPEC §11).
+    WaitingForCredit,
+}
+
+impl HeldReason {
+    pub const ALL: [HeldReason; 3] = [
+        HeldReason::PartnerPaused,
+        HeldReason::PartnerTripped,
+        HeldReason::WaitingForCredit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldReason::PartnerPaused => "partner_paused",
+            HeldReason::PartnerTripped => "partner_tripped",
+            HeldReason::WaitingForCredit => "waiting_for_credit",
+        }
+    }
+}
+
+impl fmt::Display for HeldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HeldReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HeldReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "must be one of partner_paused, partner_tripped, waiting_for_credit, not {s:?}"
+                )
+            })
+    }
+}
+
 /// Why an attempt got no HTTP response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {

@@ -2,6 +2,7 @@
 
 pub mod delivery;
 pub mod event;
+pub mod order;
 pub mod outbound;
 pub mod partner;
 pub mod redact;

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use super::attempt_slots::ATTEMPT_SLOTS;
 use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
 use crate::config::Secret;
-use crate::domain::delivery::Status;
+use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
+use crate::domain::order::{CancelReason, EventOrdering};
 use crate::domain::partner::{HoldReason, PartnerState};
 use crate::domain::signing::SigningKey;
 
@@ -28,6 +29,9 @@ macro_rules! text_enum {
 }
 text_enum!(Status);
 text_enum!(EventType);
+text_enum!(HeldReason);
+text_enum!(CancelReason);
+text_enum!(EventOrdering);
 text_enum!(Secret);
 text_enum!(PartnerState);
 text_enum!(HoldReason);
@@ -46,19 +50,22 @@ impl FromSql<Text, Pg> for HoldReason {
     }
 }
 
-impl FromSql<Text, Pg> for Status {
-    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
-        Ok(text.parse()?)
-    }
+// Domain enums read from their SQL text.
+macro_rules! parsed_text {
+    ($t:ty) => {
+        impl FromSql<Text, Pg> for $t {
+            fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+                let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+                Ok(text.parse()?)
+            }
+        }
+    };
 }
-
-impl FromSql<Text, Pg> for EventType {
-    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
-        Ok(text.parse()?)
-    }
-}
+parsed_text!(Status);
+parsed_text!(EventType);
+parsed_text!(HeldReason);
+parsed_text!(CancelReason);
+parsed_text!(EventOrdering);
 
 /// A stored signing secret is read as a [`Secret`] and parsed only when a call is signed, so
 /// that one bad value fails that partner's calls, not every claim.
@@ -83,6 +90,7 @@ pub struct ConfigRow {
     pub retry_base_delay_ms: Option<i64>,
     pub retry_max_delay_ms: Option<i64>,
     pub circuit_failure_threshold: Option<i32>,
+    pub ordering: EventOrdering,
     /// Whether calls are signed. The secret itself is never read here: only the claim
     /// statement returns it, to the worker that signs.
     #[diesel(select_expression = webhook_configs::signing_secret.is_not_null())]
@@ -134,6 +142,8 @@ pub struct ConfigForm {
     pub retry_base_delay_ms: Option<i64>,
     pub retry_max_delay_ms: Option<i64>,
     pub circuit_failure_threshold: Option<i32>,
+    /// The SQL name of an [`EventOrdering`].
+    pub ordering: &'static str,
 }
 
 // `QueueRow` with one group of `retry_N_*` fields per attempt slot, and the slot read back by
@@ -172,6 +182,9 @@ macro_rules! queue_row {
             pub updated_at: DateTime<Utc>,
             pub completed_at: Option<DateTime<Utc>>,
             pub deleted_at: Option<DateTime<Utc>>,
+            pub held_reason: Option<HeldReason>,
+            pub cancel_reason: Option<CancelReason>,
+            pub released_by_operator_at: Option<DateTime<Utc>>,
         }
 
         impl QueueRow {

@@ -41,6 +41,7 @@ diesel::table! {
         retry_base_delay_ms -> Nullable<Int8>,
         retry_max_delay_ms -> Nullable<Int8>,
         circuit_failure_threshold -> Nullable<Int4>,
+        ordering -> Text,
     }
 }
 
@@ -123,6 +124,8 @@ diesel::table! {
         completed_at -> Nullable<Timestamptz>,
         deleted_at -> Nullable<Timestamptz>,
         held_reason -> Nullable<Text>,
+        cancel_reason -> Nullable<Text>,
+        released_by_operator_at -> Nullable<Timestamptz>,
     }
 }
 

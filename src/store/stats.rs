@@ -115,6 +115,17 @@ pub async fn queue_depth(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount
         .await
 }
 
+/// Held live rows by reason (`bucket` is the reason): one scan of the partial index of held
+/// rows (`webhook_queue_held`), so its cost follows the number of held rows, not the queue's.
+pub async fn held_counts(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount>, Error> {
+    diesel::sql_query(
+        "SELECT held_reason AS bucket, count(*)::int8 AS n FROM webhook_queue
+         WHERE held_reason IS NOT NULL AND deleted_at IS NULL GROUP BY held_reason",
+    )
+    .load(conn)
+    .await
+}
+
 /// How long the longest-waiting due pending row has been due, `None` when no row is due: one
 /// probe of the partial index `webhook_queue_due_pending`.
 pub async fn oldest_due_age_seconds(conn: &mut AsyncPgConnection) -> Result<Option<f64>, Error> {

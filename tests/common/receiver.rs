@@ -26,6 +26,9 @@ pub struct Received {
     pub query: String,
     pub headers: HashMap<String, String>,
     pub at: Instant,
+    /// This call's number among the calls to its exact path and query, from 1: with the
+    /// path's behaviour it tells what the call was answered (`/flaky/1/...` fails call 1).
+    pub nth: u32,
 }
 
 impl Received {
@@ -182,7 +185,7 @@ fn serve(
 }
 
 async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    let received = Received {
+    let mut received = Received {
         path: request.path().to_string(),
         query: request.query_string().to_string(),
         headers: request
@@ -196,13 +199,17 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
             })
             .collect(),
         at: Instant::now(),
+        nth: 0,
     };
-    let key = received.path_and_query();
-    state.received.lock().unwrap().push(received);
+    // Numbered and recorded under one lock, so `received()` lists calls in the order they
+    // were numbered: the order of arrival.
     let calls = {
+        let mut all = state.received.lock().unwrap();
         let mut calls = state.calls.lock().unwrap();
-        let n = calls.entry(key).or_insert(0);
+        let n = calls.entry(received.path_and_query()).or_insert(0);
         *n += 1;
+        received.nth = *n;
+        all.push(received);
         *n
     };
     let segments: Vec<&str> = request.path().trim_start_matches('/').split('/').collect();

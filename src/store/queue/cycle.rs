@@ -117,6 +117,7 @@ impl RedriveFilter {
         let listed = ListFilter {
             status: Some(Status::Failed),
             cancelled: Some(false),
+            held: None,
             event_type: self.event_type,
             config_id: self.config_id,
             created_after: self.created_after,

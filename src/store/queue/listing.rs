@@ -8,7 +8,7 @@ use diesel::result::Error;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::domain::delivery::Status;
+use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
 use crate::store::models::QueueRow;
 use crate::store::schema::webhook_queue;
@@ -31,6 +31,8 @@ pub struct ListFilter {
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub cancelled: Option<bool>,
+    /// Held live rows with this reason.
+    pub held: Option<HeldReason>,
     /// Only rows with an id below this one (keyset pagination, newest first).
     pub before_id: Option<i64>,
 }
@@ -60,6 +62,11 @@ impl ListFilter {
             Some(true) => query = query.filter(dsl::deleted_at.is_not_null()),
             Some(false) => query = query.filter(dsl::deleted_at.is_null()),
             None => {}
+        }
+        if let Some(held) = self.held {
+            query = query
+                .filter(dsl::held_reason.eq(held.as_str()))
+                .filter(dsl::deleted_at.is_null());
         }
         if let Some(before_id) = self.before_id {
             query = query.filter(dsl::id.lt(before_id));

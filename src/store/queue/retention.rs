@@ -1,6 +1,9 @@
 //! Retention statements: which old rows go, deleted in small batches that hold their row locks
 //! only for one statement, and the advisory lock that lets one process prune at a time.
 //!
+//! No rule removes a `+credit` whose `-debit` waits for it (`webhook_credit_has_waiting_debit`,
+//! migration 000010): the debit would then be delivered as one whose credit is not queued.
+//!
 //! Deleting queue rows keeps the statistics consistent by itself: the queue's DELETE trigger
 //! takes the rows and their attempts off the counters, and the history's DELETE trigger does
 //! the same for the archived attempts deleted with them.
@@ -44,6 +47,7 @@ macro_rules! delete_batch_sql {
              WHERE ",
             $condition,
             "
+               AND NOT webhook_credit_has_waiting_debit(config_id, event_type, event_id)
              LIMIT $2
              FOR UPDATE SKIP LOCKED
          ), history AS (

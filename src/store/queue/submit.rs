@@ -39,6 +39,11 @@ pub struct NewEntry {
 /// Rows for a paused or tripped partner are inserted held (`webhook_partner_holds`, migration
 /// 000009, looked up once per statement for its distinct configs).
 ///
+/// Money order (SPEC §11) is decided in the same statement: `webhook_money_order_verdicts`
+/// (migration 000010) says which debits wait for their credit (`held_reason`) and which are
+/// cancelled with it, locking those credits so that a credit completing at the same moment is
+/// read as it completed.
+///
 /// The NOTIFY rides in the inserting transaction to save a round trip and a transaction on
 /// the submit path. PostgreSQL serialises the commits of transactions that notify (one lock,
 /// held until the commit is flushed), which costs little here: each API process runs one
@@ -53,11 +58,19 @@ pub async fn insert_new(
     }
     let query = "WITH inserted AS (
              INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
-                                        held_reason)
+                                        held_reason, deleted_at, cancel_reason)
              SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
-                    h.held_reason
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[])
-                  WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries, n)
+                    -- A debit waiting for its credit waits for that first; a debit cancelled with its
+                    -- credit is held by nothing.
+                    CASE u.verdict WHEN 'waiting_for_credit' THEN u.verdict
+                                   WHEN 'credit_cancelled' THEN NULL
+                                   ELSE h.held_reason END,
+                    CASE WHEN u.verdict = 'credit_cancelled' THEN now() END,
+                    nullif(u.verdict, 'waiting_for_credit')
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[],
+                         webhook_money_order_verdicts($4::int8[], $2::text[], $3::text[]))
+                  WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
+                                       verdict, n)
              LEFT JOIN webhook_partner_holds($9::int8[]) h ON h.config_id = u.config_id
              WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
              -- In the entries' order: of two with one idempotency key, the first is inserted.
@@ -114,6 +127,12 @@ pub fn configs_changed(error: &Error) -> bool {
         error,
         Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
     )
+}
+
+/// Whether `insert_new` was chosen as a deadlock's victim: its locks on credits (money order)
+/// met an outcome write locking the same rows in another order. Nothing was inserted; retry.
+pub fn deadlocked(error: &Error) -> bool {
+    matches!(error, Error::DatabaseError(_, info) if info.message().starts_with("deadlock detected"))
 }
 
 /// The existing rows for several idempotency keys, in one statement.

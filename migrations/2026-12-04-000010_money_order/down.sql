@@ -1,0 +1,13 @@
+DROP FUNCTION webhook_credit_has_waiting_debit(BIGINT, TEXT, TEXT);
+DROP TRIGGER webhook_money_order_on_delete ON webhook_queue;
+DROP TRIGGER webhook_money_order_on_update ON webhook_queue;
+DROP FUNCTION webhook_money_order_on_delete();
+DROP FUNCTION webhook_money_order_on_update();
+DROP FUNCTION webhook_money_order_settle(BIGINT[], TEXT[], TEXT[]);
+DROP FUNCTION webhook_money_order_verdicts(BIGINT[], TEXT[], TEXT[]);
+DROP INDEX webhook_queue_waiting_for_credit;
+UPDATE webhook_queue SET held_reason = NULL WHERE held_reason = 'waiting_for_credit';
+ALTER TABLE webhook_queue DROP COLUMN released_by_operator_at;
+ALTER TABLE webhook_queue DROP CONSTRAINT webhook_queue_cancel_reason_when_cancelled;
+ALTER TABLE webhook_queue DROP COLUMN cancel_reason;
+ALTER TABLE webhook_configs DROP COLUMN ordering;

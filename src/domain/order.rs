@@ -1,0 +1,88 @@
+//! Money order (SPEC §11): a `-debit` reverses the `+credit` with the same event id for the
+//! same partner, so it must never reach the partner first. The rule is kept by the database
+//! (migration 000010); these are the names it speaks in.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A partner's `ordering`: whether its debits wait for their credits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EventOrdering {
+    /// A debit waits while the credit with the same event id is queued, live and not
+    /// completed.
+    #[default]
+    CreditBeforeDebit,
+    /// Debits and credits are delivered independently.
+    None,
+}
+
+impl EventOrdering {
+    pub const ALL: [EventOrdering; 2] = [EventOrdering::CreditBeforeDebit, EventOrdering::None];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOrdering::CreditBeforeDebit => "credit_before_debit",
+            EventOrdering::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for EventOrdering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventOrdering {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventOrdering::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("must be \"credit_before_debit\" or \"none\", not {s:?}"))
+    }
+}
+
+/// Why webhookd cancelled a row by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    /// A debit whose credit was cancelled before it was delivered.
+    CreditCancelled,
+}
+
+impl CancelReason {
+    pub const ALL: [CancelReason; 1] = [CancelReason::CreditCancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::CreditCancelled => "credit_cancelled",
+        }
+    }
+}
+
+impl FromStr for CancelReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CancelReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown cancel reason {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for o in EventOrdering::ALL {
+            assert_eq!(o.as_str().parse::<EventOrdering>().unwrap(), o);
+        }
+        assert_eq!(EventOrdering::default(), EventOrdering::CreditBeforeDebit);
+        assert!("None".parse::<EventOrdering>().is_err());
+        for r in CancelReason::ALL {
+            assert_eq!(r.as_str().parse::<CancelReason>().unwrap(), r);
+        }
+    }
+}
