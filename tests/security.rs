@@ -848,7 +848,12 @@ async fn signed_calls_verify_with_the_published_standardwebhooks_package() {
         let printed = package_verifies(&secret, &call.path_and_query(), &headers)
             .unwrap_or_else(|e| panic!("{} does not verify: {e}", call.path_and_query()));
         // What the README says: the default parses the content as JSON, which a path is not.
-        assert_eq!(printed, "ok\ndefault: JSONDecodeError", "{}", call.path_and_query());
+        assert_eq!(
+            printed,
+            "ok\ndefault: JSONDecodeError",
+            "{}",
+            call.path_and_query()
+        );
 
         // The package says no to another key, another target and a changed header.
         let other = random_secret(32);

@@ -57,8 +57,11 @@ pub const SIGNING_SECRET_PATTERN: &str = concat!(
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
     /// Unique, 1 to 200 characters once trimmed, not only white space.
-    #[schema(min_length = 1, max_length = 200,
-        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub name: String,
     /// URL template for `+credit` events: `{placeholders}` name `url_params` keys. A config
     /// needs this, `chargeback_url` or both.

@@ -12,9 +12,9 @@ use std::sync::LazyLock;
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::Schema;
-use utoipa::openapi::RefOr;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::RefOr;
 use utoipa::OpenApi;
 
 use super::auth::is_open;
@@ -296,7 +296,10 @@ mod tests {
     fn without_tokens_the_document_declares_no_auth() {
         let json = serde_json::to_value(document(false)).unwrap();
         let text = json.to_string();
-        assert!(!text.contains("bearer") && !text.contains("\"401\""), "{text}");
+        assert!(
+            !text.contains("bearer") && !text.contains("\"401\""),
+            "{text}"
+        );
         assert!(json["components"]["securitySchemes"].is_null());
     }
 

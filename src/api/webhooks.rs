@@ -24,6 +24,7 @@ use crate::domain::delivery::Status;
 use crate::domain::event::{
     EventType, UrlParams, MAX_EVENT_ID_LEN, MAX_PARAMS, MAX_PARAM_NAME_LEN, MAX_VALUE_LEN,
 };
+use crate::domain::redact::redact_url;
 use crate::store::queue::cycle::RedriveFilter;
 use crate::store::queue::listing::ListFilter;
 
@@ -332,6 +333,14 @@ pub struct ListQuery {
     pub event_type: Option<EventType>,
     #[param(example = 1)]
     pub config_id: Option<i64>,
+    /// The producer's event id (exact match).
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000]*$",
+        example = "tx_123"
+    )]
+    pub event_id: Option<String>,
     /// RFC 3339.
     #[param(value_type = Option<String>, format = DateTime, example = "2024-01-01T00:00:00Z")]
     pub created_after: Option<DateTime<Utc>>,
@@ -356,6 +365,7 @@ impl ListQuery {
             status: None,
             event_type: None,
             config_id: None,
+            event_id: None,
             created_after: None,
             created_before: None,
             cancelled: None,
@@ -369,6 +379,17 @@ impl ListQuery {
                 "event_type" => list.event_type = Some(value.parse().map_err(|e: String| bad(&e))?),
                 "config_id" => {
                     list.config_id = Some(value.parse().map_err(|_| bad("must be an integer"))?)
+                }
+                "event_id" => {
+                    if value.is_empty()
+                        || value.chars().count() > MAX_EVENT_ID_LEN
+                        || value.contains('\0')
+                    {
+                        return Err(bad(&format!(
+                            "must be 1 to {MAX_EVENT_ID_LEN} characters, without U+0000"
+                        )));
+                    }
+                    list.event_id = Some(value.into_owned());
                 }
                 "created_after" | "created_before" => {
                     let at = DateTime::parse_from_rfc3339(&value)
@@ -415,6 +436,7 @@ impl ListQuery {
             status: self.status,
             event_type: self.event_type,
             config_id: self.config_id,
+            event_id: self.event_id.clone(),
             created_after: self.created_after,
             created_before: self.created_before,
             cancelled: self.cancelled,
@@ -439,6 +461,9 @@ pub struct EntryView {
     pub config_id: i64,
     /// The partner URL, built once at submit.
     pub webhook_url: String,
+    /// `webhook_url` as the logs show it: the value of every secret-looking parameter
+    /// (`token`, `secret`, `sig`, `key`, `auth` … in its name) replaced by `***`.
+    pub webhook_url_redacted: String,
     /// The parameters as submitted.
     #[schema(value_type = UrlParamsSchema)]
     pub url_params: Value,
@@ -472,6 +497,7 @@ impl From<Entry> for EntryView {
             event_type: entry.event_type.as_str(),
             event_id: entry.event_id,
             config_id: entry.config_id,
+            webhook_url_redacted: redact_url(&entry.webhook_url),
             webhook_url: entry.webhook_url,
             url_params: entry.url_params,
             status: entry.status.as_str(),
