@@ -758,8 +758,8 @@ async fn unknown_routes_are_404_with_the_error_shape() {
             "/webhooks/123e4567-e89b-12d3-a456-426614174000/nope",
         ),
         (Method::GET, "/webhook-configs/1/extra"),
-        (Method::PATCH, "/webhooks"),
-        (Method::PUT, "/webhooks/stats"),
+        // A known path with another method is a 405 now (issue 18):
+        // `a_known_path_asked_with_another_method_is_405_with_allow`.
     ] {
         let answer = app.send(method.clone(), path, None).await;
         assert_error(&answer, NOT_FOUND, None, &format!("{method} {path}"));
@@ -1885,4 +1885,147 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
         .await;
     assert_eq!(url_of(&entry), "http://127.0.0.1:1/new?u=u1&t=t1");
     assert_eq!(queue_rows(&app).await, rows + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the OpenAPI document promises (issue 18)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_path_asked_with_another_method_is_405_with_allow() {
+    let app = spawn(Options::default()).await;
+    let queue_id = uuid::Uuid::new_v4();
+    for (method, path, allow) in [
+        (Method::PUT, "/webhooks/stats".to_string(), "GET"),
+        // Not the `DELETE /webhooks/{queue_id}` that would read "stats" as an id.
+        (Method::DELETE, "/webhooks/stats".to_string(), "GET"),
+        (Method::GET, "/webhooks/batch".to_string(), "POST"),
+        (
+            Method::PATCH,
+            "/webhook-configs/1".to_string(),
+            "GET, PUT, DELETE",
+        ),
+        (Method::GET, format!("/webhooks/{queue_id}/retry"), "POST"),
+        (Method::PUT, "/webhooks".to_string(), "POST, GET"),
+        (Method::POST, "/health".to_string(), "GET"),
+        (
+            Method::from_bytes(b"TRACE").unwrap(),
+            "/".to_string(),
+            "GET",
+        ),
+    ] {
+        let response = app
+            .http
+            .request(method.clone(), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        let case = format!("{method} {path}");
+        assert_eq!(response.status().as_u16(), 405, "{case}");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{case}"
+        );
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "{case}: {body}"
+        );
+    }
+    // A path the API does not have is still a 404, whatever the method.
+    let (status, body) = app.send(Method::PUT, "/nowhere", None).await;
+    assert_error(&(status, body), NOT_FOUND, None, "PUT /nowhere");
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM webhook_configs").await,
+        0
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_written_with_a_zero_fraction_are_integers() {
+    let app = spawn(Options::default()).await;
+    let (status, created) = app
+        .post(
+            "/webhook-configs",
+            json!({"name": "p", "postback_url": "https://p.example/pb", "max_retries": 3.0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["max_retries"], 3);
+    let (status, page) = app
+        .post(
+            "/webhooks/redrive",
+            json!({"dry_run": true, "limit": 612.0}),
+        )
+        .await;
+    assert_eq!((status, &page["matched"]), (200, &json!(0)), "{page}");
+    for (case, body, field) in [
+        (
+            "a fraction",
+            json!({"name": "q", "postback_url": "https://p.example/pb", "max_retries": 3.5}),
+            "max_retries",
+        ),
+        (
+            "past 2^53 as a float",
+            json!({"name": "q", "postback_url": "https://p.example/pb", "max_retries": 1e19}),
+            "max_retries",
+        ),
+    ] {
+        let answer = app.post("/webhook-configs", body).await;
+        assert_error(&answer, INVALID, Some(field), case);
+    }
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM webhook_configs").await,
+        1
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_finds_an_event_by_its_event_id_and_entries_show_a_redacted_url() {
+    let app = spawn(Options::default()).await;
+    let config = app
+        .config(
+            "p",
+            "https://p.example/pb?user={user_id}",
+            "https://p.example/cb",
+        )
+        .await;
+    let wanted = app
+        .submit(
+            json!({"event_type": "+credit", "event_id": "tx é 1", "config_id": config,
+            "url_params": {"user_id": "u1", "token": "s3cret", "api_key": "k"}}),
+        )
+        .await;
+    app.submit(
+        json!({"event_type": "+credit", "event_id": "tx 2", "config_id": config,
+        "url_params": {"user_id": "u2"}}),
+    )
+    .await;
+    assert_eq!(
+        wanted["webhook_url_redacted"],
+        "https://p.example/pb?user=u1&api_key=***&token=***"
+    );
+    assert!(wanted["webhook_url"].as_str().unwrap().contains("s3cret"));
+    let (status, page) = app.get("/webhooks?event_id=tx%20%C3%A9%201").await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!(items[0]["queue_id"], wanted["queue_id"]);
+    let (_, page) = app.get("/webhooks?event_id=nope").await;
+    assert_eq!(page["items"], json!([]));
+    let long = "e".repeat(256);
+    for (case, query) in [
+        ("empty", "event_id=".to_string()),
+        ("too long", format!("event_id={long}")),
+    ] {
+        let answer = app.get(&format!("/webhooks?{query}")).await;
+        assert_error(&answer, INVALID, Some("event_id"), case);
+    }
+    app.shutdown().await;
 }

@@ -760,6 +760,115 @@ async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implemen
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// The same calls verified with the published `standardwebhooks` package (PyPI)
+// ---------------------------------------------------------------------------------------
+
+/// A partner's check with the official Python package, as the README shows it: the signed
+/// content is the request target (path and query), so `json_parse=False`. It prints `ok`,
+/// then what the default `json_parse=True` does with that content; exit status 1 and the
+/// package's error when the signature does not verify, 2 when the package is missing.
+const VERIFY_WITH_PACKAGE_PY: &str = r#"
+import json, sys
+try:
+    from standardwebhooks import Webhook
+except ImportError:
+    sys.exit(2)
+secret, path_and_query, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+try:
+    result = Webhook(secret).verify(path_and_query, headers, json_parse=False)
+except Exception as e:
+    print(f"{type(e).__name__}: {e}")
+    sys.exit(1)
+assert result is None, result
+print("ok")
+try:
+    Webhook(secret).verify(path_and_query, headers)
+    print("default: parsed")
+except ValueError as e:
+    print(f"default: {type(e).__name__}")
+"#;
+
+/// Runs [`VERIFY_WITH_PACKAGE_PY`]: `Ok(what it printed)` when the signature verifies.
+fn package_verifies(secret: &str, path_and_query: &str, headers: &Value) -> Result<String, String> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            VERIFY_WITH_PACKAGE_PY,
+            secret,
+            path_and_query,
+            &headers.to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    match output.status.code() {
+        Some(0) => Ok(text),
+        Some(2) => panic!(
+            "the standardwebhooks package is missing: \
+             `python3 -m pip install standardwebhooks==1.3.0` (.ci/run installs it)"
+        ),
+        _ => Err(format!(
+            "{text}{}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_calls_verify_with_the_published_standardwebhooks_package() {
+    let receiver = Receiver::start().await;
+    let app = spawn(Options::with_workers()).await;
+    let secret = random_secret(32);
+    let (status, created) = app
+        .post(
+            "/webhook-configs",
+            json!({"name": "signed", "postback_url": receiver.url("/ok/pkg/{user_id}?src=net"),
+                   "chargeback_url": receiver.url("/ok/pkg-debit"), "signing_secret": secret}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    for (event_type, event_id) in [("+credit", "p1"), ("-debit", "p2")] {
+        let entry = app
+            .submit(json!({"event_type": event_type, "event_id": event_id,
+                "config_id": created["id"],
+                "url_params": {"user_id": "u 1/é", "value": 100, "sig": "a&b=c"}}))
+            .await;
+        app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
+            .await;
+    }
+    let calls = receiver.received_at("/ok/pkg");
+    assert_eq!(calls.len(), 2);
+    for call in &calls {
+        let headers = json!({
+            "webhook-id": call.header("webhook-id"),
+            "webhook-timestamp": call.header("webhook-timestamp"),
+            "webhook-signature": call.header("webhook-signature"),
+        });
+        let printed = package_verifies(&secret, &call.path_and_query(), &headers)
+            .unwrap_or_else(|e| panic!("{} does not verify: {e}", call.path_and_query()));
+        // What the README says: the default parses the content as JSON, which a path is not.
+        assert_eq!(
+            printed,
+            "ok\ndefault: JSONDecodeError",
+            "{}",
+            call.path_and_query()
+        );
+
+        // The package says no to another key, another target and a changed header.
+        let other = random_secret(32);
+        assert!(package_verifies(&other, &call.path_and_query(), &headers).is_err());
+        let tampered = call.path_and_query().replace("value=100", "value=1000");
+        assert_ne!(tampered, call.path_and_query());
+        assert!(package_verifies(&secret, &tampered, &headers).is_err());
+        let mut renamed = headers.clone();
+        renamed["webhook-id"] = json!(uuid::Uuid::new_v4().to_string());
+        assert!(package_verifies(&secret, &call.path_and_query(), &renamed).is_err());
+    }
+    app.shutdown().await;
+    receiver.stop().await;
+}
+
 /// The secret as stored, read straight from the table.
 async fn stored_secret(db: &TestDb, config_id: i64) -> Option<String> {
     db.client()

@@ -4,6 +4,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::json;
+use utoipa::openapi::schema::{Object, Schema};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use super::common::{Page, ServerErrors};
@@ -32,19 +35,46 @@ const _: () = assert!(
     "a limit changed: change the documented one in api/configs.rs too"
 );
 
+/// What a URL template may be: `http` or `https`, a host name (every label starting with a
+/// letter), an optional port, then path, query and fragment of printable ASCII in which
+/// `{name}` placeholders stand (not in the fragment). The API's own check
+/// (`UrlTemplate::parse`) takes more: a literal IP address host that deliveries may reach
+/// (see `docs/decisions.md`), and spaces inside the path.
+pub const URL_TEMPLATE_PATTERN: &str = concat!(
+    r"^[Hh][Tt][Tt][Pp][Ss]?://",
+    r"[A-Za-z](?:-?[A-Za-z0-9])*(?:\.[A-Za-z](?:-?[A-Za-z0-9])*)*",
+    r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r##"(?:[/?](?:[!"$-z|~]|\{[A-Za-z0-9_.-]{1,64}\})*)?"##,
+    r##"(?:#[!"$-z|~]*)?$"##,
+);
+
+/// What `SigningKey::from_secret` takes: `whsec_` and the standard base64 of 24 to 64 bytes,
+/// the `=` padding optional, the unused bits of the last character zero.
+pub const SIGNING_SECRET_PATTERN: &str = concat!(
+    r"^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,21}",
+    r"|(?:[A-Za-z0-9+/]{4}){8,21}[A-Za-z0-9+/][AQgw](?:==?)?",
+    r"|(?:[A-Za-z0-9+/]{4}){8,20}[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=?)$",
+);
+
 /// `POST /webhook-configs` and `PUT /webhook-configs/{id}` (which replaces every field). A
-/// field that is null counts as absent.
+/// field that is null counts as absent; a config needs `postback_url`, `chargeback_url` or
+/// both (the document states it with `anyOf`).
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
-    /// Unique, 1 to 200 characters once trimmed.
-    #[schema(min_length = 1, max_length = 200)]
+    /// Unique, 1 to 200 characters once trimmed, not only white space.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub name: String,
     /// URL template for `+credit` events: `{placeholders}` name `url_params` keys. A config
-    /// needs this, `chargeback_url` or both; a literal address host must be one deliveries may
-    /// reach.
+    /// needs this, `chargeback_url` or both.
+    #[schema(max_length = 2048)]
     pub postback_url: Option<String>,
     /// URL template for `-debit` events.
+    #[schema(max_length = 2048)]
     pub chargeback_url: Option<String>,
     /// Attempts after the first; absent means the service's default.
     #[schema(minimum = 0, maximum = 6)]
@@ -116,6 +146,29 @@ impl Body for ConfigBody {
         fields.finish()?;
         Ok(body)
     }
+}
+
+/// Completes `ConfigBody`'s schema in the document with what its attributes cannot hold: the
+/// patterns above, and what `ConfigInput::new` requires of the body as a whole — a
+/// `postback_url`, a `chargeback_url` or both, present and not null (`anyOf`).
+pub(super) fn complete_schema(body: &mut Object) {
+    for (field, pattern) in [
+        ("postback_url", URL_TEMPLATE_PATTERN),
+        ("chargeback_url", URL_TEMPLATE_PATTERN),
+        ("signing_secret", SIGNING_SECRET_PATTERN),
+    ] {
+        if let Some(RefOr::T(Schema::Object(property))) = body.properties.get_mut(field) {
+            property.pattern = Some(pattern.to_string());
+        }
+    }
+    let present = |field: &str| {
+        json!({"required": [field], "properties": {field: {"type": "string"}},
+               "additionalProperties": true})
+    };
+    body.extensions.get_or_insert_with(Default::default).insert(
+        "anyOf".into(),
+        json!([present("postback_url"), present("chargeback_url")]),
+    );
 }
 
 impl ConfigBody {
@@ -401,4 +454,85 @@ pub(super) async fn resume_config(state: State, id: web::Path<String>) -> Reply 
     let config =
         configs::control(&state.pool, id, Control::Resume, &state.metrics, &state.log).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use proptest::prelude::*;
+    use regex_lite::Regex;
+
+    use super::*;
+    use crate::domain::signing::SigningKey;
+    use crate::domain::url_template::UrlTemplate;
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        Regex::new(pattern).unwrap().is_match(text)
+    }
+
+    /// The pattern without its anchors, for proptest to generate from.
+    fn unanchored(pattern: &str) -> &str {
+        &pattern[1..pattern.len() - 1]
+    }
+
+    proptest! {
+        #[test]
+        fn the_secret_pattern_takes_the_keys_from_secret_takes(
+            key in proptest::collection::vec(any::<u8>(), 20..70),
+            padding in 0usize..3,
+        ) {
+            let padded = STANDARD.encode(&key);
+            let bare = padded.trim_end_matches('=');
+            let written = format!("whsec_{bare}{}", &padded[bare.len()..][..padding.min(padded.len() - bare.len())]);
+            prop_assert_eq!(
+                matches(SIGNING_SECRET_PATTERN, &written),
+                SigningKey::from_secret(&written).is_ok(),
+                "{}", written
+            );
+        }
+
+        #[test]
+        fn the_secret_pattern_and_from_secret_agree_on_any_text(
+            written in "whsec_[A-Za-z0-9+/]{28,92}={0,3}",
+        ) {
+            prop_assert_eq!(
+                matches(SIGNING_SECRET_PATTERN, &written),
+                SigningKey::from_secret(&written).is_ok(),
+                "{}", written
+            );
+        }
+
+        #[test]
+        fn every_template_the_pattern_takes_the_api_takes(
+            template in unanchored(URL_TEMPLATE_PATTERN),
+        ) {
+            prop_assume!(template.len() <= 2048);
+            prop_assert!(matches(URL_TEMPLATE_PATTERN, &template));
+            prop_assert!(UrlTemplate::parse(&template).is_ok(), "{}", template);
+        }
+    }
+
+    #[test]
+    fn the_template_pattern_refuses_what_the_api_refuses() {
+        for refused in [
+            "ftp://partner.example/x",
+            "https://",
+            "https://{host}/x",
+            "https://partner.example/{unclosed",
+            "https://partner.example/x}",
+            "https://partner.example/{bad name}",
+            "https://partner.example:65536/x",
+            "https://partner.example/x#{frag}",
+            " https://partner.example/x",
+            "https://partner.example/x\n",
+        ] {
+            assert!(!matches(URL_TEMPLATE_PATTERN, refused), "{refused}");
+            assert!(UrlTemplate::parse(refused).is_err(), "{refused}");
+        }
+        assert!(matches(
+            URL_TEMPLATE_PATTERN,
+            "https://partner.example/credit?user={user_id}&amount={value}"
+        ));
+    }
 }

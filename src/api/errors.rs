@@ -34,6 +34,7 @@ pub enum ErrorCode {
     MalformedRequest,
     Unauthorized,
     NotFound,
+    MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -49,6 +50,7 @@ impl From<Class> for ErrorCode {
             Class::MalformedRequest => ErrorCode::MalformedRequest,
             Class::Unauthorized => ErrorCode::Unauthorized,
             Class::NotFound => ErrorCode::NotFound,
+            Class::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Class::Conflict => ErrorCode::Conflict,
             Class::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Class::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
@@ -81,6 +83,9 @@ impl ResponseError for AppError {
         match self {
             AppError::Unauthorized => {
                 response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            AppError::MethodNotAllowed { allow } => {
+                response.insert_header(("Allow", *allow));
             }
             AppError::RateLimited { retry_after_secs } => {
                 response.insert_header(("Retry-After", retry_after_secs.to_string()));

@@ -22,12 +22,23 @@ pub trait Body: Sized {
     const FIELDS: &'static [&'static str];
     /// Largest body accepted, in bytes.
     const LIMIT: usize = BODY_LIMIT;
+    /// Whether a string holding U+0000 anywhere in the body refuses the whole body; false for
+    /// a body whose parts are read (and answered) one by one.
+    const WHOLE_BODY_NUL_CHECK: bool = true;
 
     /// Takes the fields in a fixed order, so the first fault reported is the first in that
     /// order, and ends with `fields.finish()` to refuse the others.
     fn read(fields: Fields) -> Result<Self, AppError>;
 
     fn from_json(value: Value) -> Result<Self, AppError> {
+        if Self::WHOLE_BODY_NUL_CHECK {
+            if let Some(field) = field_with_nul(&value, None) {
+                return Err(AppError::Invalid {
+                    field,
+                    message: "must not contain the character U+0000".into(),
+                });
+            }
+        }
         Self::read(Fields::new(value, Self::FIELDS)?)
     }
 }
@@ -90,15 +101,8 @@ async fn read_json(
         }
         body.extend_from_slice(&chunk);
     }
-    let value = serde_json::from_slice(&body)
-        .map_err(|e| AppError::malformed(None, format!("malformed JSON: {e}")))?;
-    match field_with_nul(&value, None) {
-        Some(field) => Err(AppError::Invalid {
-            field,
-            message: "must not contain the character U+0000".into(),
-        }),
-        None => Ok(value),
-    }
+    serde_json::from_slice(&body)
+        .map_err(|e| AppError::malformed(None, format!("malformed JSON: {e}")))
 }
 
 /// PostgreSQL text and JSONB cannot hold U+0000, so a string value containing it is refused
@@ -232,9 +236,19 @@ fn as_string(name: &str, value: Value) -> Result<String, AppError> {
     }
 }
 
+/// An integer as JSON Schema counts one: `612` or `612.0`. A number written with a fraction
+/// or an exponent is read as an f64, which holds every integer exactly only below 2^53, so
+/// only there is it taken; an integer literal may use the whole i64 range.
 fn as_integer(name: &str, value: Value) -> Result<i64, AppError> {
+    const LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
     value
         .as_i64()
+        .or_else(|| {
+            value
+                .as_f64()
+                .filter(|n| n.fract() == 0.0 && (-LIMIT..LIMIT).contains(n))
+                .map(|n| n as i64)
+        })
         .ok_or_else(|| AppError::invalid(name, "must be an integer"))
 }
 
@@ -258,6 +272,25 @@ mod tests {
         fields.optional("b");
         let refused = fields.finish().unwrap_err();
         assert_eq!((refused.status(), refused.field()), (422, Some("c")));
+    }
+
+    #[test]
+    fn integers_are_what_json_schema_calls_integers() {
+        for (value, expected) in [
+            (json!(612), Some(612)),
+            (json!(612.0), Some(612)),
+            (json!(-3.0), Some(-3)),
+            (json!(1e3), Some(1000)),
+            (json!(612.5), None),
+            (json!(1e19), None),
+            (json!(-1e19), None),
+            (json!(i64::MIN), Some(i64::MIN)),
+            // -2^63 - 1, which an f64 would round to i64::MIN.
+            (serde_json::from_str("-9223372036854775809").unwrap(), None),
+            (json!("612"), None),
+        ] {
+            assert_eq!(as_integer("n", value.clone()).ok(), expected, "{value}");
+        }
     }
 
     #[test]

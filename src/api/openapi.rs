@@ -11,14 +11,16 @@ use actix_web::{web, HttpResponse};
 use std::sync::LazyLock;
 
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::RefOr;
 use utoipa::OpenApi;
 
 use super::auth::is_open;
 use super::common::error_response;
 use super::errors::ErrorBody;
-use super::state::Reply;
+use super::state::{Reply, State};
 use super::{configs, health, stats, webhooks};
 use crate::application::AppError;
 
@@ -27,8 +29,28 @@ use crate::application::AppError;
 /// be served undocumented: a handler without its `#[utoipa::path]` does not compile here.
 macro_rules! routes {
     ($($method:ident $path:literal => $($handler:ident)::+,)*) => {
+        /// One resource per path, in the order its first route is listed, holding every
+        /// method of the path: a request for a known path with another method is a 405 naming
+        /// those methods in `Allow` (what the path would answer is never another route's).
         pub fn routes(cfg: &mut web::ServiceConfig) {
-            $(cfg.route($path, web::$method().to($($handler)::+));)*
+            let mut resources: Vec<(&'static str, Vec<actix_web::Route>)> = Vec::new();
+            $(
+                let route = web::$method().to($($handler)::+);
+                match resources.iter_mut().find(|(path, _)| *path == $path) {
+                    Some((_, routes)) => routes.push(route),
+                    None => resources.push(($path, vec![route])),
+                }
+            )*
+            for (path, routes) in resources {
+                let allow = allow(path);
+                let resource = routes
+                    .into_iter()
+                    .fold(web::resource(path), |resource, route| resource.route(route))
+                    .default_service(web::to(move || async move {
+                        Reply::Err(AppError::MethodNotAllowed { allow })
+                    }));
+                cfg.service(resource);
+            }
             cfg.default_service(web::to(not_found));
         }
 
@@ -71,13 +93,25 @@ async fn not_found() -> Reply {
     Err(AppError::NotFound("route"))
 }
 
-/// This document. It holds no data, so it is open.
+/// The `Allow` value of `path`: its methods in `ROUTES`, upper case, comma separated.
+fn allow(path: &str) -> &'static str {
+    let methods: Vec<String> = ROUTES
+        .iter()
+        .filter(|(_, p)| *p == path)
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect();
+    // Once per path and process: the resources live as long as the server.
+    Box::leak(methods.join(", ").into_boxed_str())
+}
+
+/// This document. It holds no data, so it is open. It describes this process: the token
+/// requirement is declared only when `API_TOKEN` is set.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
-async fn openapi_document() -> HttpResponse {
+async fn openapi_document(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(json())
+        .body(json(!state.tokens.is_empty()))
 }
 
 /// Name of the security scheme in the document.
@@ -88,24 +122,40 @@ const BEARER: &str = "bearer_token";
     info(
         title = "webhookd",
         description = "Turns internal money events into outbound partner postbacks that are \
-                       never lost. Every body is JSON; every error is `ErrorBody`. Every route \
-                       but `/`, `/health`, `/metrics` and `/openapi.json` needs \
-                       `Authorization: Bearer <token>` when the service has tokens configured."
+                       never lost. Every body is JSON; every error is `ErrorBody`. A known path \
+                       asked with a method it does not have answers 405 with `Allow`."
     ),
     components(schemas(ErrorBody)),
     tags(
         (name = "configs", description = "Partner configurations"),
         (name = "webhooks", description = "Submitting, reading, retrying and cancelling events"),
-        (name = "operations", description = "Statistics, probes, metrics, the dashboard and this document"),
+        (name = "operations", description = "Statistics, probes, metrics, the console and this document"),
     )
 )]
 struct ApiDoc;
 
-/// The whole document: the paths of every registered route, then bearer auth where the
-/// middleware asks for it.
-pub fn document() -> Document {
+/// The whole document: the paths of every registered route, then, when the process has tokens
+/// (`secured`), bearer auth where the middleware asks for it. Without tokens nothing asks for
+/// one, so the document declares none.
+pub fn document(secured: bool) -> Document {
     let mut document = ApiDoc::openapi();
     document.merge(Paths::openapi());
+    if let Some(RefOr::T(Schema::Object(body))) = document
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("ConfigBody"))
+    {
+        configs::complete_schema(body);
+    }
+    if !secured {
+        return document;
+    }
+    if let Some(info) = document.info.description.as_mut() {
+        info.push_str(
+            " Every route but `/`, `/health`, `/metrics` and `/openapi.json` needs \
+             `Authorization: Bearer <token>`.",
+        );
+    }
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         BEARER,
@@ -143,14 +193,20 @@ fn require_bearer(operation: &mut Operation) {
     );
 }
 
-/// The document as served, built once.
-pub fn json() -> &'static str {
-    static JSON: LazyLock<String> = LazyLock::new(|| {
-        document()
+/// The document as served, with bearer auth (`secured`) or without; each built once.
+pub fn json(secured: bool) -> &'static str {
+    fn build(secured: bool) -> String {
+        document(secured)
             .to_pretty_json()
             .expect("the OpenAPI document serializes")
-    });
-    &JSON
+    }
+    static SECURED: LazyLock<String> = LazyLock::new(|| build(true));
+    static OPEN: LazyLock<String> = LazyLock::new(|| build(false));
+    if secured {
+        &SECURED
+    } else {
+        &OPEN
+    }
 }
 
 #[cfg(test)]
@@ -196,7 +252,7 @@ mod tests {
 
     #[test]
     fn every_route_of_the_app_is_an_operation_of_the_document() {
-        let document = document();
+        let document = document(true);
         let mut documented: Vec<(String, String)> = Vec::new();
         for (path, item) in &document.paths.paths {
             for (method, operation) in [
@@ -222,7 +278,7 @@ mod tests {
 
     #[test]
     fn open_routes_need_no_token_and_the_others_do() {
-        let document = document();
+        let document = document(true);
         for (path, item) in &document.paths.paths {
             for operation in [&item.get, &item.put, &item.post, &item.delete]
                 .into_iter()
@@ -237,5 +293,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn without_tokens_the_document_declares_no_auth() {
+        let json = serde_json::to_value(document(false)).unwrap();
+        let text = json.to_string();
+        assert!(
+            !text.contains("bearer") && !text.contains("\"401\""),
+            "{text}"
+        );
+        assert!(json["components"]["securitySchemes"].is_null());
+    }
+
+    #[test]
+    fn allow_names_every_method_of_a_path() {
+        assert_eq!(allow("/webhook-configs/{id}"), "GET, PUT, DELETE");
+        assert_eq!(allow("/webhooks"), "POST, GET");
+        assert_eq!(allow("/webhooks/stats"), "GET");
     }
 }

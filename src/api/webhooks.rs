@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
@@ -21,8 +21,11 @@ use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
 use crate::application::submit::{self, SubmitRequest, Submitted, MAX_EVENTS_PER_BATCH};
 use crate::application::AppError;
 use crate::domain::delivery::{HeldReason, Status};
-use crate::domain::event::{EventType, UrlParams, MAX_EVENT_ID_BYTES, MAX_PARAM_NAME_LEN};
+use crate::domain::event::{
+    EventType, UrlParams, MAX_EVENT_ID_LEN, MAX_PARAMS, MAX_PARAM_NAME_LEN, MAX_VALUE_LEN,
+};
 use crate::domain::order::CancelReason;
+use crate::domain::redact::redact_url;
 use crate::store::queue::cycle::RedriveFilter;
 use crate::store::queue::listing::ListFilter;
 
@@ -98,18 +101,41 @@ impl ToSchema for CancelReasonName {
     }
 }
 
-/// A URL parameter's value: strings are sent as they are, numbers and booleans as their JSON
-/// text.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "a shape for the document: values are read as JSON"
-)]
-#[serde(untagged)]
-pub enum UrlParamValue {
-    String(String),
-    Number(f64),
-    Boolean(bool),
+/// No U+0000 (which PostgreSQL text cannot hold): the pattern of every free-text string a
+/// body carries.
+pub const NO_NUL: &str = r"^[^\u0000]*$";
+
+/// `url_params`: at most 64 keys of 1 to 64 characters of `A-Z a-z 0-9 _ . -`, each value a
+/// string of at most 2048 characters (sent as it is), a number or a boolean (sent as its JSON
+/// text).
+pub struct UrlParamsSchema;
+
+impl PartialSchema for UrlParamsSchema {
+    fn schema() -> RefOr<Schema> {
+        let string = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_VALUE_LEN))
+            .pattern(Some(NO_NUL));
+        let value = OneOfBuilder::new()
+            .item(string)
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean));
+        let name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^[A-Za-z0-9_.-]{{1,{MAX_PARAM_NAME_LEN}}}$")));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .max_properties(Some(MAX_PARAMS))
+            .property_names(Some(name))
+            .additional_properties(Some(Schema::from(value.build())))
+            .into()
+    }
+}
+
+impl ToSchema for UrlParamsSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "UrlParams".into()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -119,7 +145,7 @@ pub enum UrlParamValue {
 // utoipa's schema and param attributes take number literals only, so the limits the document
 // states below are checked here against the constants that enforce them.
 const _: () = assert!(
-    MAX_EVENT_ID_BYTES == 255
+    MAX_EVENT_ID_LEN == 255
         && MAX_PARAM_NAME_LEN == 64
         && MAX_EVENTS_PER_BATCH == 1000
         && redrive::MAX_ROWS == 100_000
@@ -135,15 +161,15 @@ const _: () = assert!(
 pub struct SubmitBody {
     #[schema(value_type = EventTypeName)]
     pub event_type: EventType,
-    /// The producer's id of the event, 1 to 255 bytes: with `config_id` and `event_type` it
+    /// The producer's id of the event, 1 to 255 characters: with `config_id` and `event_type` it
     /// is the idempotency key. The same event again answers 200 with the existing entry; the
     /// same key with other `url_params` is a 409.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000]*$")]
     pub event_id: Option<String>,
     /// An active config with a URL for `event_type`.
     pub config_id: i64,
     /// The partner URL's parameters; keys are 1 to 64 characters of `A-Z a-z 0-9 _ . -`.
-    #[schema(value_type = Option<HashMap<String, UrlParamValue>>)]
+    #[schema(value_type = Option<UrlParamsSchema>)]
     pub url_params: Value,
 }
 
@@ -157,10 +183,10 @@ impl Body for SubmitBody {
             .map_err(|e: String| AppError::invalid("event_type", e))?;
         let event_id = fields.optional_string("event_id")?;
         if let Some(id) = &event_id {
-            if id.is_empty() || id.len() > MAX_EVENT_ID_BYTES {
+            if id.is_empty() || id.chars().count() > MAX_EVENT_ID_LEN {
                 return Err(AppError::invalid(
                     "event_id",
-                    format!("must be 1 to {MAX_EVENT_ID_BYTES} bytes"),
+                    format!("must be 1 to {MAX_EVENT_ID_LEN} characters"),
                 ));
             }
         }
@@ -201,14 +227,18 @@ pub fn submit_request(body: Value) -> Result<SubmitRequest, AppError> {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    /// Each is answered as `POST /webhooks` would answer it, in `results`.
-    #[schema(value_type = Vec<SubmitBody>, min_items = 1, max_items = 1000)]
+    /// Each is read and answered as `POST /webhooks` would read and answer it (a
+    /// `SubmitBody`), in `results`: an event that is not one is refused there, not here, so
+    /// the batch takes any value as an event.
+    #[schema(value_type = Vec<Value>, min_items = 1, max_items = 1000)]
     pub events: Vec<Value>,
 }
 
 impl Body for BatchBody {
     const FIELDS: &'static [&'static str] = &["events"];
     const LIMIT: usize = BATCH_BODY_LIMIT;
+    // Each event is checked as `POST /webhooks` checks it, its fault answered in its result.
+    const WHOLE_BODY_NUL_CHECK: bool = false;
 
     fn read(mut fields: Fields) -> Result<Self, AppError> {
         let events = match fields.required("events")? {
@@ -334,6 +364,14 @@ pub struct ListQuery {
     pub event_type: Option<EventType>,
     #[param(example = 1)]
     pub config_id: Option<i64>,
+    /// The producer's event id (exact match).
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000]*$",
+        example = "tx_123"
+    )]
+    pub event_id: Option<String>,
     /// RFC 3339.
     #[param(value_type = Option<String>, format = DateTime, example = "2024-01-01T00:00:00Z")]
     pub created_after: Option<DateTime<Utc>>,
@@ -349,8 +387,8 @@ pub struct ListQuery {
     /// Default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500, example = 10)]
     pub limit: i64,
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>, example = "9223372036854775807")]
+    /// The `next_cursor` of the previous page: a positive integer.
+    #[param(value_type = Option<i64>, minimum = 1, example = 9223372036854775807i64)]
     pub cursor: Option<i64>,
 }
 
@@ -361,6 +399,7 @@ impl ListQuery {
             status: None,
             event_type: None,
             config_id: None,
+            event_id: None,
             created_after: None,
             created_before: None,
             cancelled: None,
@@ -375,6 +414,17 @@ impl ListQuery {
                 "event_type" => list.event_type = Some(value.parse().map_err(|e: String| bad(&e))?),
                 "config_id" => {
                     list.config_id = Some(value.parse().map_err(|_| bad("must be an integer"))?)
+                }
+                "event_id" => {
+                    if value.is_empty()
+                        || value.chars().count() > MAX_EVENT_ID_LEN
+                        || value.contains('\0')
+                    {
+                        return Err(bad(&format!(
+                            "must be 1 to {MAX_EVENT_ID_LEN} characters, without U+0000"
+                        )));
+                    }
+                    list.event_id = Some(value.into_owned());
                 }
                 "created_after" | "created_before" => {
                     let at = DateTime::parse_from_rfc3339(&value)
@@ -422,6 +472,7 @@ impl ListQuery {
             status: self.status,
             event_type: self.event_type,
             config_id: self.config_id,
+            event_id: self.event_id.clone(),
             created_after: self.created_after,
             created_before: self.created_before,
             cancelled: self.cancelled,
@@ -447,8 +498,11 @@ pub struct EntryView {
     pub config_id: i64,
     /// The partner URL, built once at submit.
     pub webhook_url: String,
+    /// `webhook_url` as the logs show it: the value of every secret-looking parameter
+    /// (`token`, `secret`, `sig`, `key`, `auth` … in its name) replaced by `***`.
+    pub webhook_url_redacted: String,
     /// The parameters as submitted.
-    #[schema(value_type = HashMap<String, UrlParamValue>)]
+    #[schema(value_type = UrlParamsSchema)]
     pub url_params: Value,
     #[schema(value_type = StatusName)]
     pub status: &'static str,
@@ -492,6 +546,7 @@ impl From<Entry> for EntryView {
             event_type: entry.event_type.as_str(),
             event_id: entry.event_id,
             config_id: entry.config_id,
+            webhook_url_redacted: redact_url(&entry.webhook_url),
             webhook_url: entry.webhook_url,
             url_params: entry.url_params,
             status: entry.status.as_str(),

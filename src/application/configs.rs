@@ -226,7 +226,7 @@ impl ConfigInput {
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
         let name = name.trim().to_string();
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
+        if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
             return Err(AppError::invalid(
                 "name",
                 format!("must be 1 to {MAX_NAME_LEN} characters"),

@@ -19,6 +19,7 @@ pub enum ErrorCode {
     MalformedRequest,
     Unauthorized,
     NotFound,
+    MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -42,6 +43,9 @@ pub enum AppError {
     /// 404
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 405: the path is known, the method is not one of its own (`allow`, answered as `Allow`).
+    #[error("this path answers {allow} only")]
+    MethodNotAllowed { allow: &'static str },
     /// 409
     #[error("{0}")]
     Conflict(String),
@@ -124,6 +128,7 @@ impl AppError {
             AppError::Malformed { .. } => 400,
             AppError::Unauthorized => 401,
             AppError::NotFound(_) => 404,
+            AppError::MethodNotAllowed { .. } => 405,
             AppError::Conflict(_) => 409,
             AppError::TooLarge(_) => 413,
             AppError::NotJson => 415,
@@ -139,6 +144,7 @@ impl AppError {
             AppError::Malformed { .. } => ErrorCode::MalformedRequest,
             AppError::Unauthorized => ErrorCode::Unauthorized,
             AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             AppError::NotJson => ErrorCode::UnsupportedMediaType,

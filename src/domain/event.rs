@@ -8,10 +8,10 @@ use serde_json::Value;
 
 /// Most parameters one event may carry.
 pub const MAX_PARAMS: usize = 64;
-/// Longest parameter value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 2048;
-/// Longest producer event id, in bytes.
-pub const MAX_EVENT_ID_BYTES: usize = 255;
+/// Longest parameter value, in characters (what JSON Schema's `maxLength` counts).
+pub const MAX_VALUE_LEN: usize = 2048;
+/// Longest producer event id, in characters (what JSON Schema's `maxLength` counts).
+pub const MAX_EVENT_ID_LEN: usize = 255;
 /// Longest parameter key or placeholder name.
 pub const MAX_PARAM_NAME_LEN: usize = 64;
 
@@ -102,10 +102,10 @@ impl UrlParams {
                 Value::Bool(b) => b.to_string(),
                 _ => return Err(err(field, "must be a string, number or boolean")),
             };
-            if text.len() > MAX_VALUE_BYTES {
+            if text.chars().count() > MAX_VALUE_LEN {
                 return Err(err(
                     field,
-                    &format!("is longer than {MAX_VALUE_BYTES} bytes"),
+                    &format!("is longer than {MAX_VALUE_LEN} characters"),
                 ));
             }
             params.insert(key.clone(), text);

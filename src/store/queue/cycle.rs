@@ -120,6 +120,7 @@ impl RedriveFilter {
             held: None,
             event_type: self.event_type,
             config_id: self.config_id,
+            event_id: None,
             created_after: self.created_after,
             created_before: self.created_before,
             before_id: None,

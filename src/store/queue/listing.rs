@@ -28,6 +28,9 @@ pub struct ListFilter {
     pub status: Option<Status>,
     pub event_type: Option<EventType>,
     pub config_id: Option<i64>,
+    /// The producer's event id. With `config_id` and `event_type` the idempotency index finds
+    /// it at once; alone it is read along the listing's newest-first walk.
+    pub event_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub cancelled: Option<bool>,
@@ -51,6 +54,9 @@ impl ListFilter {
         }
         if let Some(config_id) = self.config_id {
             query = query.filter(dsl::config_id.eq(config_id));
+        }
+        if let Some(event_id) = &self.event_id {
+            query = query.filter(dsl::event_id.eq(event_id.clone()));
         }
         if let Some(after) = self.created_after {
             query = query.filter(dsl::created_at.ge(after));
