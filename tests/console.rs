@@ -206,13 +206,21 @@ impl Browser {
         assert_eq!(chosen, value, "{testid} has no option {value}");
     }
 
+    /// The element's rendered text, read in the page on the element found at that moment (see
+    /// [`Browser::click`]).
     async fn text(&self, testid: &str) -> String {
-        let id = self.element(testid).await;
-        self.command("GET", &format!("/element/{id}/text"), Value::Null)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.element(testid).await;
+        let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';";
+        self.command(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": [format!("[data-testid=\"{testid}\"]")]}),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
     }
 
     /// Waits until the element's text satisfies `wanted`; returns it.

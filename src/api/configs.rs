@@ -20,6 +20,7 @@ use crate::application::AppError;
 use crate::domain::order::EventOrdering;
 use crate::domain::outbound::AddressPolicy;
 use crate::domain::partner::{MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
+use crate::domain::partner_delay;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::KEY_BYTES;
 
@@ -94,13 +95,19 @@ pub struct ConfigBody {
     /// no limit.
     #[schema(minimum = 1, maximum = 100000)]
     pub max_per_second: Option<i64>,
-    /// This partner's delay before retry 1 (`250ms`, `5s`, `5m`; 1ms to 24h); absent means
-    /// `RETRY_BASE_DELAY`.
-    #[schema(example = "500ms")]
+    /// This partner's delay before retry 1: a whole number and one unit (`250ms`, `5s`, `10m`,
+    /// `2h`, `1d`), 1ms to 7d; absent means `RETRY_BASE_DELAY`.
+    #[schema(
+        example = "500ms",
+        pattern = "^([1-9][0-9]{0,7}ms|[1-9][0-9]{0,4}s|[1-9][0-9]{0,3}m|[1-9][0-9]?h|[1-7]d)$"
+    )]
     pub retry_base_delay: Option<String>,
-    /// This partner's cap on a retry delay (1ms to 24h, at least `retry_base_delay`); absent
-    /// means `RETRY_MAX_DELAY` (raised to this partner's base delay if below it).
-    #[schema(example = "10m")]
+    /// This partner's cap on a retry delay, written as `retry_base_delay`; absent means
+    /// `RETRY_MAX_DELAY`. A cap below the base delay is raised to it.
+    #[schema(
+        example = "10m",
+        pattern = "^([1-9][0-9]{0,7}ms|[1-9][0-9]{0,4}s|[1-9][0-9]{0,3}m|[1-9][0-9]?h|[1-7]d)$"
+    )]
     pub retry_max_delay: Option<String>,
     /// Partner failures in a row (transport errors, timeouts, 5xx, 429) that trip this
     /// partner; absent means `CIRCUIT_FAILURE_THRESHOLD`.
@@ -275,7 +282,7 @@ impl From<Health> for PartnerHealthView {
 }
 
 fn duration_text(d: std::time::Duration) -> String {
-    humantime::format_duration(d).to_string()
+    partner_delay::format(d)
 }
 
 impl From<Config> for ConfigView {
@@ -510,6 +517,23 @@ mod tests {
             prop_assume!(template.len() <= 2048);
             prop_assert!(matches(URL_TEMPLATE_PATTERN, &template));
             prop_assert!(UrlTemplate::parse(&template).is_ok(), "{}", template);
+        }
+    }
+
+    #[test]
+    fn the_delay_fields_document_the_rule_that_reads_them() {
+        let schema = serde_json::to_value(<ConfigBody as utoipa::PartialSchema>::schema()).unwrap();
+        for field in ["retry_base_delay", "retry_max_delay"] {
+            let pattern = schema["properties"][field]["pattern"].as_str();
+            assert_eq!(pattern, Some(partner_delay::PATTERN), "{field}: {schema}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_delay_the_pattern_takes_the_api_takes(text in unanchored(partner_delay::PATTERN)) {
+            prop_assert!(matches(partner_delay::PATTERN, &text));
+            prop_assert!(partner_delay::parse(&text).is_ok(), "{}", text);
         }
     }
 

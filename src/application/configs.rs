@@ -8,6 +8,7 @@ use slog::{info, Logger};
 use crate::domain::order::EventOrdering;
 use crate::domain::outbound::AddressPolicy;
 use crate::domain::partner::{HoldReason, PartnerState, MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
+use crate::domain::partner_delay;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::SigningKey;
 use crate::domain::url_template::UrlTemplate;
@@ -23,9 +24,6 @@ use super::{conn, AppError};
 
 /// Longest config name, once trimmed.
 pub const MAX_NAME_LEN: usize = 200;
-
-/// Longest retry delay a partner may set (a day).
-pub const MAX_PARTNER_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// A partner config as the use cases return it: what callers may see of a stored config (the
 /// signing secret is write-only, so only whether there is one), with the partner's health.
@@ -175,28 +173,13 @@ impl PartnerSettingsInput {
             }
         };
         let delay = |field: &str, text: Option<String>| -> Result<Option<Duration>, AppError> {
-            let Some(text) = text else { return Ok(None) };
-            let parsed = humantime::parse_duration(text.trim()).map_err(|_| {
-                AppError::invalid(
-                    field,
-                    format!("{text:?} is not a duration (e.g. 250ms, 5s, 5m)"),
-                )
-            })?;
-            if parsed < Duration::from_millis(1) || parsed > MAX_PARTNER_DELAY {
-                return Err(AppError::invalid(field, "must be between 1ms and 24h"));
-            }
-            Ok(Some(parsed))
+            text.map(|text| partner_delay::parse(&text).map_err(|e| AppError::invalid(field, e)))
+                .transpose()
         };
+        // A cap below the base delay is raised to it (`RetryPolicy::for_partner`), as for the
+        // global settings: every delay is then the base delay.
         let retry_base_delay = delay("retry_base_delay", self.retry_base_delay)?;
         let retry_max_delay = delay("retry_max_delay", self.retry_max_delay)?;
-        if let (Some(base), Some(max)) = (retry_base_delay, retry_max_delay) {
-            if max < base {
-                return Err(AppError::invalid(
-                    "retry_max_delay",
-                    "must be at least retry_base_delay",
-                ));
-            }
-        }
         Ok(PartnerSettings {
             max_per_second,
             retry_base_delay,

@@ -5,6 +5,7 @@ pub mod event;
 pub mod order;
 pub mod outbound;
 pub mod partner;
+pub mod partner_delay;
 pub mod redact;
 pub mod retry;
 pub mod signing;
