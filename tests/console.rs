@@ -501,18 +501,20 @@ async fn an_operator_finds_retries_and_redrives_failed_events_in_the_console() {
     browser.type_into("partner-retries", "2").await;
     browser.click("partner-active").await;
     browser.click("partner-save").await;
+    // The create's "saved config" message is still shown until the edit's answer replaces it:
+    // what shows the edit landed is the config itself.
+    common::eventually(WAIT, "the edited config", || async {
+        let (_, edited) = app
+            .get(&format!("/webhook-configs/{}", created["id"]))
+            .await;
+        (&edited["max_retries"], &edited["is_active"]) == (&json!(2), &json!(false))
+    })
+    .await;
     browser
         .wait_text("partner-message", "saved", |t| {
             t.starts_with("saved config ")
         })
         .await;
-    let (_, edited) = app
-        .get(&format!("/webhook-configs/{}", created["id"]))
-        .await;
-    assert_eq!(
-        (&edited["max_retries"], &edited["is_active"]),
-        (&json!(2), &json!(false))
-    );
 
     drop(browser);
     app.shutdown().await;
