@@ -7,7 +7,7 @@ use slog::{info, Logger};
 
 use crate::domain::order::EventOrdering;
 use crate::domain::outbound::AddressPolicy;
-use crate::domain::partner::{HoldReason, PartnerState, MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
+use crate::domain::partner::{PartnerState, StateReason, MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
 use crate::domain::partner_delay;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::SigningKey;
@@ -60,7 +60,7 @@ pub struct PartnerSettings {
 pub struct Health {
     pub state: PartnerState,
     /// Why it is not active; `None` while active.
-    pub reason: Option<HoldReason>,
+    pub reason: Option<StateReason>,
     pub since: DateTime<Utc>,
     /// Partner failures in a row.
     pub failures: i32,
@@ -382,7 +382,7 @@ pub async fn control(
 ) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
     let change = match control {
-        Control::Pause => partners::pause(&mut conn, id, HoldReason::Operator).await?,
+        Control::Pause => partners::pause(&mut conn, id, StateReason::Operator).await?,
         Control::Resume => partners::resume(&mut conn, id).await?,
     };
     let Some(state) = change.state else {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
-use crate::domain::partner::{HoldReason, PartnerState};
+use crate::domain::partner::{PartnerState, StateReason};
 use crate::store::{partners, stats, DbPool};
 
 use super::{conn, AppError};
@@ -144,7 +144,7 @@ pub struct PartnerStats {
     pub success_rate: Option<f64>,
     /// Its delivery state (SPEC §10).
     pub state: PartnerState,
-    pub reason: Option<HoldReason>,
+    pub reason: Option<StateReason>,
     /// Pending rows held because of the state (part of `by_status.pending`).
     pub held: i64,
 }

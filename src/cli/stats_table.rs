@@ -166,7 +166,7 @@ mod tests {
                 cancelled: 0,
                 success_rate: Some(0.75),
                 state: crate::domain::partner::PartnerState::Tripped,
-                reason: Some(crate::domain::partner::HoldReason::Failures),
+                reason: Some(crate::domain::partner::StateReason::Failures),
                 held: 0,
             }],
             generated_at: "2026-11-28T12:00:00.000Z".into(),

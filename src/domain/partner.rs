@@ -56,7 +56,7 @@ impl serde::Serialize for PartnerState {
     }
 }
 
-impl serde::Serialize for HoldReason {
+impl serde::Serialize for StateReason {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
@@ -80,7 +80,7 @@ impl FromStr for PartnerState {
 
 /// Why a partner is not active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HoldReason {
+pub enum StateReason {
     /// Paused by an operator.
     Operator,
     /// Paused because it answered 410 Gone.
@@ -89,28 +89,32 @@ pub enum HoldReason {
     Failures,
 }
 
-impl HoldReason {
-    pub const ALL: [HoldReason; 3] = [HoldReason::Operator, HoldReason::Gone, HoldReason::Failures];
+impl StateReason {
+    pub const ALL: [StateReason; 3] = [
+        StateReason::Operator,
+        StateReason::Gone,
+        StateReason::Failures,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            HoldReason::Operator => "operator",
-            HoldReason::Gone => "gone",
-            HoldReason::Failures => "failures",
+            StateReason::Operator => "operator",
+            StateReason::Gone => "gone",
+            StateReason::Failures => "failures",
         }
     }
 }
 
-impl fmt::Display for HoldReason {
+impl fmt::Display for StateReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for HoldReason {
+impl FromStr for StateReason {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HoldReason::ALL
+        StateReason::ALL
             .into_iter()
             .find(|reason| reason.as_str() == s)
             .ok_or_else(|| format!("must be one of operator, gone, failures, not {s:?}"))
@@ -205,8 +209,8 @@ mod tests {
         for s in PartnerState::ALL {
             assert_eq!(s.as_str().parse::<PartnerState>().unwrap(), s);
         }
-        for r in HoldReason::ALL {
-            assert_eq!(r.as_str().parse::<HoldReason>().unwrap(), r);
+        for r in StateReason::ALL {
+            assert_eq!(r.as_str().parse::<StateReason>().unwrap(), r);
         }
         assert!("down".parse::<PartnerState>().is_err());
     }

@@ -13,7 +13,7 @@ use crate::config::Secret;
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
 use crate::domain::order::{CancelReason, EventOrdering};
-use crate::domain::partner::{HoldReason, PartnerState};
+use crate::domain::partner::{PartnerState, StateReason};
 use crate::domain::signing::SigningKey;
 
 // The only place where status and event-type text meets the domain enums.
@@ -34,7 +34,7 @@ text_enum!(CancelReason);
 text_enum!(EventOrdering);
 text_enum!(Secret);
 text_enum!(PartnerState);
-text_enum!(HoldReason);
+text_enum!(StateReason);
 
 impl FromSql<Text, Pg> for PartnerState {
     fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
@@ -43,7 +43,7 @@ impl FromSql<Text, Pg> for PartnerState {
     }
 }
 
-impl FromSql<Text, Pg> for HoldReason {
+impl FromSql<Text, Pg> for StateReason {
     fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
         let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
         Ok(text.parse()?)

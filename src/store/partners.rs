@@ -9,7 +9,7 @@ use diesel::sql_types::{Bool, Int4, Int8, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::domain::partner::{HoldReason, PartnerState};
+use crate::domain::partner::{PartnerState, StateReason};
 use crate::store::prepared::prepared;
 
 /// A partner's state as stored, with the rows partner health holds for it.
@@ -20,7 +20,7 @@ pub struct PartnerRow {
     #[diesel(sql_type = Text)]
     pub state: PartnerState,
     #[diesel(sql_type = Nullable<Text>)]
-    pub reason: Option<HoldReason>,
+    pub reason: Option<StateReason>,
     #[diesel(sql_type = Timestamptz)]
     pub since: DateTime<Utc>,
     /// Partner failures in a row.
@@ -66,7 +66,7 @@ pub struct Change {
     #[diesel(sql_type = Nullable<Text>)]
     pub state: Option<PartnerState>,
     #[diesel(sql_type = Nullable<Text>)]
-    pub reason: Option<HoldReason>,
+    pub reason: Option<StateReason>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub since: Option<DateTime<Utc>>,
     #[diesel(sql_type = Int8)]
@@ -80,7 +80,7 @@ pub struct Change {
 pub async fn pause(
     conn: &mut AsyncPgConnection,
     config_id: i64,
-    reason: HoldReason,
+    reason: StateReason,
 ) -> Result<Change, Error> {
     diesel::sql_query("SELECT * FROM webhook_partner_pause($1, $2)")
         .bind::<Int8, _>(config_id)

@@ -184,16 +184,3 @@ impl Engine {
             .collect()
     }
 }
-
-/// Runs the engine until `stop` is cancelled, then stops it gracefully.
-pub async fn run(
-    settings: &Settings,
-    pool: DbPool,
-    metrics: Arc<Metrics>,
-    log: Logger,
-    stop: CancellationToken,
-) -> Result<(), EngineError> {
-    let engine = Engine::start(settings, pool, metrics, log)?;
-    stop.cancelled().await;
-    engine.stop().await
-}

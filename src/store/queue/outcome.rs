@@ -11,7 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::domain::delivery::Status;
-use crate::domain::partner::{HoldReason, PartnerState, Verdict};
+use crate::domain::partner::{PartnerState, StateReason, Verdict};
 use crate::store::attempt_slots::each_slot_column;
 use crate::store::prepared::prepared;
 
@@ -51,7 +51,7 @@ pub struct Circuit {
 pub struct PartnerChange {
     pub config_id: i64,
     pub state: PartnerState,
-    pub reason: Option<HoldReason>,
+    pub reason: Option<StateReason>,
     /// Its rows held after the change.
     pub held: i64,
 }
@@ -74,7 +74,7 @@ struct RecordedLine {
     #[diesel(sql_type = Nullable<Text>)]
     changed_to: Option<PartnerState>,
     #[diesel(sql_type = Nullable<Text>)]
-    reason: Option<HoldReason>,
+    reason: Option<StateReason>,
     #[diesel(sql_type = Nullable<Int8>)]
     held: Option<i64>,
 }
