@@ -31,49 +31,70 @@ ALTER TABLE webhook_queue ADD COLUMN released_by_operator_at TIMESTAMPTZ;
 COMMENT ON COLUMN webhook_queue.released_by_operator_at IS
     'When an operator released this -debit from waiting for its +credit (POST /webhooks/{queue_id}/release); NULL: never';
 
--- The debits waiting for a credit, reached by the credit's (config_id, event_id): the settling
--- triggers probe it, and an empty index makes their first probe free.
+-- Whether any debit waits at all: the settling triggers' first probe, free while the index is
+-- empty.
 CREATE INDEX webhook_queue_waiting_for_credit
     ON webhook_queue (config_id, event_id) WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL;
 
+-- How the functions below reach rows: a debit and its credit know each other by the idempotency
+-- key (config_id, event_type, event_id), so each lookup is one probe of its unique index, driven
+-- by the statement's own list (a LATERAL subquery that is not flattened: OFFSET 0). A plan
+-- chosen from the table's statistics could otherwise scan: the statistics rarely know how many
+-- debits wait right now (a burst of debits after the last ANALYZE looks like none), and a plan
+-- cached while the queue was small would keep scanning it once large. Hence too the conditions on
+-- held_reason written IS NOT DISTINCT FROM, which no index serves, and seq scans off inside them.
+
 CREATE FUNCTION webhook_money_order_verdicts(config_ids BIGINT[], event_types TEXT[], event_ids TEXT[])
 RETURNS TEXT[]
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+SET enable_seqscan = off
+AS $$
 DECLARE
+    credits BIGINT[];
     verdicts TEXT[];
 BEGIN
     IF NOT ('-debit' = ANY (event_types)) THEN
         RETURN NULL;
     END IF;
+    SELECT array_agg(c.id ORDER BY c.id) INTO credits
+    FROM unnest(config_ids, event_types, event_ids) AS d(config_id, event_type, event_id)
+    CROSS JOIN LATERAL (
+        SELECT q.id FROM webhook_queue q
+        WHERE q.config_id = d.config_id AND q.event_type = '+credit' AND q.event_id = d.event_id
+          AND q.status <> 'completed'
+        OFFSET 0) c
+    WHERE d.event_type = '-debit';
     -- Lock every credit a debit may wait for, in id order (the order in which an outcome write
     -- locks its rows, so the two never deadlock). A credit being completed or cancelled right
     -- now is waited for and read as that writer left it.
-    PERFORM 1
-    FROM webhook_queue c
-    JOIN unnest(config_ids, event_types, event_ids) AS d(config_id, event_type, event_id)
-      ON c.config_id = d.config_id AND c.event_id = d.event_id
-    WHERE d.event_type = '-debit' AND c.event_type = '+credit' AND c.status <> 'completed'
-    ORDER BY c.id
-    FOR SHARE OF c;
+    IF credits IS NOT NULL THEN
+        PERFORM 1 FROM webhook_queue c WHERE c.id = ANY (credits) ORDER BY c.id FOR SHARE;
+    END IF;
     -- A fresh snapshot, taken after the locks: the locked credits are as they will stay until
     -- this transaction ends.
     SELECT array_agg(
                CASE
                    WHEN d.event_type <> '-debit' OR d.event_id IS NULL OR cfg.ordering <> 'credit_before_debit' THEN NULL
-                   WHEN c.id IS NOT NULL AND c.deleted_at IS NOT NULL THEN 'credit_cancelled'
-                   WHEN c.id IS NOT NULL THEN 'waiting_for_credit'
+                   -- Only the credits locked above count: one committed since is as if
+                   -- submitted after the debit.
+                   WHEN c.id = ANY (credits) AND c.deleted_at IS NOT NULL THEN 'credit_cancelled'
+                   WHEN c.id = ANY (credits) THEN 'waiting_for_credit'
                    -- the credit arrives in this same insert
-                   WHEN EXISTS (SELECT 1 FROM unnest(config_ids, event_types, event_ids) AS b(config_id, event_type, event_id)
-                                WHERE b.event_type = '+credit' AND b.config_id = d.config_id AND b.event_id = d.event_id)
+                   WHEN (d.config_id, d.event_id) IN (SELECT b.config_id, b.event_id
+                                                      FROM unnest(config_ids, event_types, event_ids) AS b(config_id, event_type, event_id)
+                                                      WHERE b.event_type = '+credit')
                        THEN 'waiting_for_credit'
                END
                ORDER BY d.n)
     INTO verdicts
     FROM unnest(config_ids, event_types, event_ids) WITH ORDINALITY AS d(config_id, event_type, event_id, n)
     LEFT JOIN webhook_configs cfg ON cfg.id = d.config_id
-    LEFT JOIN webhook_queue c
-      ON d.event_type = '-debit' AND c.config_id = d.config_id AND c.event_type = '+credit'
-     AND c.event_id = d.event_id AND c.status <> 'completed';
+    LEFT JOIN LATERAL (
+        SELECT q.id, q.deleted_at FROM webhook_queue q
+        WHERE d.event_type = '-debit'
+          AND q.config_id = d.config_id AND q.event_type = '+credit' AND q.event_id = d.event_id
+          AND q.status <> 'completed'
+        OFFSET 0) c ON true;
     RETURN verdicts;
 END
 $$;
@@ -84,20 +105,25 @@ COMMENT ON FUNCTION webhook_money_order_verdicts(BIGINT[], TEXT[], TEXT[]) IS
 
 CREATE FUNCTION webhook_money_order_settle(config_ids BIGINT[], event_ids TEXT[], steps TEXT[])
 RETURNS VOID
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql STRICT
+SET enable_seqscan = off
+AS $$
 DECLARE
     waiting BIGINT[];
+    waiting_steps TEXT[];
     released INTEGER;
 BEGIN
     -- Nothing waits anywhere: one probe of an empty partial index.
     IF NOT EXISTS (SELECT 1 FROM webhook_queue WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL) THEN
         RETURN;
     END IF;
-    SELECT array_agg(d.id ORDER BY d.id) INTO waiting
+    SELECT array_agg(w.id ORDER BY w.id), array_agg(s.step ORDER BY w.id) INTO waiting, waiting_steps
     FROM unnest(config_ids, event_ids, steps) AS s(config_id, event_id, step)
-    JOIN webhook_queue d
-      ON d.config_id = s.config_id AND d.event_id = s.event_id
-     AND d.held_reason = 'waiting_for_credit' AND d.deleted_at IS NULL;
+    CROSS JOIN LATERAL (
+        SELECT q.id FROM webhook_queue q
+        WHERE q.config_id = s.config_id AND q.event_type = '-debit' AND q.event_id = s.event_id
+          AND q.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND q.deleted_at IS NULL
+        OFFSET 0) w;
     IF waiting IS NULL THEN
         RETURN;
     END IF;
@@ -109,11 +135,11 @@ BEGIN
         deleted_at = CASE WHEN s.step = 'cancel' THEN now() END,
         cancel_reason = CASE WHEN s.step = 'cancel' THEN 'credit_cancelled' END,
         updated_at = now()
-    FROM unnest(config_ids, event_ids, steps) AS s(config_id, event_id, step)
-    WHERE d.id = ANY (waiting) AND d.config_id = s.config_id AND d.event_id = s.event_id
-      AND d.held_reason = 'waiting_for_credit' AND d.deleted_at IS NULL;
+    FROM unnest(waiting, waiting_steps) AS s(id, step)
+    WHERE d.id = ANY (waiting) AND d.id = s.id
+      AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL;
     GET DIAGNOSTICS released = ROW_COUNT;
-    IF released > 0 AND 'release' = ANY (steps) THEN
+    IF released > 0 AND 'release' = ANY (waiting_steps) THEN
         PERFORM pg_notify('webhook_queue_new', '');
     END IF;
 END
@@ -169,8 +195,8 @@ RETURNS BOOLEAN
 LANGUAGE sql STABLE AS $$
     SELECT event_type = '+credit' AND event_id IS NOT NULL AND EXISTS (
         SELECT 1 FROM webhook_queue d
-        WHERE d.config_id = $1 AND d.event_id = $3
-          AND d.held_reason = 'waiting_for_credit' AND d.deleted_at IS NULL)
+        WHERE d.config_id = $1 AND d.event_type = '-debit' AND d.event_id = $3
+          AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL)
 $$;
 COMMENT ON FUNCTION webhook_credit_has_waiting_debit(BIGINT, TEXT, TEXT) IS
-    'Whether a -debit waits for this +credit: retention keeps such a credit';
+    'Whether a -debit waits for this +credit (one probe of the idempotency key): retention keeps such a credit';

@@ -154,6 +154,12 @@ pub async fn record_attempts(
 /// slot keeps its value). `$2` are the ids, by which the plan reaches the rows. `partner` counts
 /// the batch per partner and gives each partner's hold reason after the count (`hold`); `free`
 /// marks a partner failure while the partner is held, which spends no attempt.
+///
+/// The rows are updated, and so locked, in id order: `v` is sorted, and every join of it with
+/// the rows it names (whose index gives them in id order too) keeps that order. A money-order
+/// insert locks the credits its debits wait for in id order as well (migration 000010), and two
+/// statements that lock rows in one order cannot deadlock. A join on top of `v` would reorder
+/// the rows (a hash join with `partner` gave them newest first), hence `hold` as a subquery.
 static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
     let slots = each_slot_column(
         |n, field| {
@@ -175,14 +181,14 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
              lock_expires_at = NULL,
              updated_at = now(),
              {slots}
-         FROM (SELECT u.*, h.held_reason AS hold,
-                      h.held_reason IS NOT NULL AND u.verdict IN ('down', 'gone') AS free
-               FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::int4[], $5::timestamptz[],
-                           $6::timestamptz[], $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[],
-                           $12::int4[], $13::timestamptz[], $14::int8[], $15::text[])
-                    AS u(worker_id, id, locked_at, attempt, started_at, completed_at, duration_ms, http_status,
-                         response_body, error, status, retry_count, next_retry_at, config_id, verdict)
-               LEFT JOIN partner h ON h.config_id = u.config_id) v
+         FROM (SELECT w.*, w.hold IS NOT NULL AND w.verdict IN ('down', 'gone') AS free
+               FROM (SELECT u.*, (SELECT h.held_reason FROM partner h WHERE h.config_id = u.config_id) AS hold
+                     FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::int4[], $5::timestamptz[],
+                                 $6::timestamptz[], $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[],
+                                 $12::int4[], $13::timestamptz[], $14::int8[], $15::text[])
+                          AS u(worker_id, id, locked_at, attempt, started_at, completed_at, duration_ms, http_status,
+                               response_body, error, status, retry_count, next_retry_at, config_id, verdict)) w
+               ORDER BY w.id) v
          WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
          RETURNING q.id
          )
