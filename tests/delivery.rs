@@ -183,6 +183,8 @@ async fn a_partner_failing_twice_then_succeeding_is_retried_within_the_backoff_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_plus_one_calls() {
+    // 400, the event's own failure: a partner failure on every attempt would trip the partner
+    // and hold the event instead (tests/partners.rs).
     let receiver = Receiver::start().await;
     let app = spawn(
         Options::with_workers()
@@ -193,7 +195,7 @@ async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_
     let (status, config) = app
         .post(
             "/webhook-configs",
-            json!({"name": "down", "postback_url": receiver.url("/status/503/pb"), "max_retries": 3}),
+            json!({"name": "down", "postback_url": receiver.url("/status/400/pb"), "max_retries": 3}),
         )
         .await;
     assert_eq!(status, 201);
@@ -210,7 +212,7 @@ async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_
     assert_eq!(attempts.len(), 4);
     assert!(attempts
         .iter()
-        .all(|a| a["http_status"] == 503 && a["error"] == "HTTP 503"));
+        .all(|a| a["http_status"] == 400 && a["error"] == "HTTP 400"));
     // No call after the last one. A barrier instead of a pause: an event submitted now is
     // claimed by a claim that sees the row failed, so a worker that would call it again does
     // so no later than that claim; once the barrier is delivered and its outcome written, no
@@ -223,7 +225,7 @@ async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_
         .await;
     app.wait_for_status(barrier["queue_id"].as_str().unwrap(), "completed", WAIT)
         .await;
-    assert_eq!(receiver.received_at("/status/503/pb").len(), 4);
+    assert_eq!(receiver.received_at("/status/400/pb").len(), 4);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM webhook_queue WHERE status IN ('pending', 'processing')")
@@ -635,7 +637,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
             prepared_as("WITH partner AS"),
             format!(
                 "('{{w}}', '{{1}}', {ts}, '{{0}}', {ts}, {ts}, '{{1}}', '{{200}}', '{{\"\"}}', '{{NULL}}', \
-                 '{{completed}}', '{{0}}', '{{NULL}}', '{{1}}', '{{up}}', 10, 5000)"
+                 '{{completed}}', '{{0}}', '{{NULL}}', '{{1}}', '{{up}}', 10, 5000, '{{NULL}}')"
             ),
             vec!["Index Cond: (id = ANY ($2))"],
         ),

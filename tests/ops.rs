@@ -192,7 +192,7 @@ async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_t
     let (status, config) = app
         .post(
             "/webhook-configs",
-            json!({"name": "flaky", "postback_url": receiver.url("/flaky/2/retry"), "max_retries": 1}),
+            json!({"name": "flaky", "postback_url": receiver.url("/rejects/2/retry"), "max_retries": 1}),
         )
         .await;
     assert_eq!(status, 201, "{config}");
@@ -203,7 +203,7 @@ async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_t
     let failed = app.wait_for_status(&queue_id, "failed", WAIT).await;
     assert_eq!(
         attempt_list(&failed),
-        [(0, 0, Some(500)), (0, 1, Some(500))]
+        [(0, 0, Some(400)), (0, 1, Some(400))]
     );
     assert_eq!(stats(&app).await["attempts"]["total"], 2);
 
@@ -216,7 +216,7 @@ async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_t
     assert_eq!(done["retry_count"], 0);
     assert_eq!(
         attempt_list(&done),
-        [(0, 0, Some(500)), (0, 1, Some(500)), (1, 0, Some(200))],
+        [(0, 0, Some(400)), (0, 1, Some(400)), (1, 0, Some(200))],
         "{done:#}"
     );
     let started: Vec<&str> = done["attempts"]
@@ -233,7 +233,7 @@ async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_t
     );
 
     let calls: Vec<String> = receiver
-        .received_at("/flaky/2/retry")
+        .received_at("/rejects/2/retry")
         .iter()
         .map(|r| r.header("X-Webhook-Attempt").to_string())
         .collect();
@@ -757,7 +757,7 @@ async fn an_entry_cancelled_while_a_worker_calls_it_is_never_called_again() {
     assert!(entry["cancelled_at"].is_string());
     let attempts = attempt_list(&entry);
     assert!(
-        attempts.is_empty() || attempts == [(0, 0, Some(500))],
+        attempts.is_empty() || attempts == [(0, 0, Some(400))],
         "{entry:#}"
     );
     let s = stats(&app).await;
@@ -1194,7 +1194,7 @@ async fn the_statements_that_count_themselves_keep_the_counters_exact() {
     let (_, failing) = app
         .post(
             "/webhook-configs",
-            json!({"name": "failing", "postback_url": receiver.url("/status/500/{n}"), "max_retries": 1}),
+            json!({"name": "failing", "postback_url": receiver.url("/status/400/{n}"), "max_retries": 1}),
         )
         .await;
     let failing = failing["id"].as_i64().unwrap();

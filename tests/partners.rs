@@ -285,6 +285,60 @@ async fn one_bad_event_fails_alone_and_does_not_trip_its_partner() {
     app.shutdown().await;
 }
 
+/// A partner that sends little: its one event makes all 7 attempts (max_retries 6) against a
+/// partner that is down, fewer failures than the threshold of 10. Its last attempt trips the
+/// partner instead of failing it, and it is delivered once the partner answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_event_of_a_partner_that_is_down_is_held_not_failed() {
+    let receiver = Receiver::start().await;
+    receiver.set_mode(Mode::Status(503)).await;
+    let app = spawn(
+        options()
+            .env("CIRCUIT_FAILURE_THRESHOLD", 10)
+            .env("RETRY_MAX_DELAY", "200ms"),
+    )
+    .await;
+    let id = app
+        .config(
+            "quiet",
+            &receiver.url("/switch/q"),
+            &receiver.url("/switch/q"),
+        )
+        .await;
+    let event = app
+        .submit(
+            json!({"event_type": "+credit", "event_id": "lone", "config_id": id, "url_params": {}}),
+        )
+        .await;
+    let h = wait_state(&app, id, "tripped").await;
+    assert_eq!(h["reason"], "failures", "{h}");
+    // Seven failures tripped it; a probe may have added one since.
+    assert!(h["consecutive_failures"].as_i64().unwrap() >= 7, "{h}");
+    let queue_id = event["queue_id"].as_str().unwrap();
+    let (status, entry) = app.get(&format!("/webhooks/{queue_id}")).await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry["status"], "pending", "{entry}");
+    assert_eq!(entry["held_reason"], "partner_tripped", "{entry}");
+    // The last attempt costs nothing: it is made again.
+    assert_eq!(entry["retry_count"], 6, "{entry}");
+
+    receiver.set_mode(Mode::Up).await;
+    let entry = app
+        .wait_for_status(queue_id, "completed", Duration::from_secs(30))
+        .await;
+    assert_eq!(entry["retry_count"], 6, "{entry}");
+    assert_eq!(wait_state(&app, id, "active").await["state"], "active");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'failed'"
+        )
+        .await,
+        0
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
     let receiver = Receiver::start().await;
@@ -560,6 +614,12 @@ async fn other_partners_keep_their_latency_while_one_is_tripped() {
     let before = latency("before").await;
     submit_batch(&app, hanging, "h", 200).await;
     wait_state(&app, hanging, "tripped").await;
+    // Calls claimed just before the trip still hang until the HTTP timeout; once they are
+    // written, nothing of the tripped partner is called but its probe.
+    eventually(Duration::from_secs(20), "the calls in flight at the trip written", || async {
+        count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {hanging} AND status = 'processing'")).await == 0
+    })
+    .await;
     submit_batch(&app, healthy, "during", 50).await;
     eventually(Duration::from_secs(20), "the healthy partner's events delivered", || async {
         count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {healthy} AND status = 'completed'")).await == 100

@@ -1,6 +1,6 @@
 DROP FUNCTION webhook_partner_probe();
 DROP FUNCTION webhook_partner_admit(BIGINT[], BIGINT[]);
-DROP FUNCTION webhook_partner_record(BIGINT[], TEXT[], TEXT[], INTEGER, BIGINT);
+DROP FUNCTION webhook_partner_record(BIGINT[], TEXT[], TEXT[], INTEGER[], INTEGER, BIGINT);
 DROP FUNCTION webhook_partner_resume(BIGINT);
 DROP FUNCTION webhook_partner_pause(BIGINT, TEXT);
 DROP FUNCTION webhook_partner_release_rows(BIGINT);

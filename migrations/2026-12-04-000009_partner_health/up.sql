@@ -177,11 +177,18 @@ COMMENT ON FUNCTION webhook_partner_resume(BIGINT) IS
 -- that concurrent writers lock state rows in one order: a 2xx resets the run (to the failures
 -- after the batch's last 2xx) and makes a tripped partner active; failures add to the run; the
 -- statement whose count reaches the threshold trips the partner; a 410 pauses it (gone).
+-- A partner failure that would end its event failed trips the partner too when the run is at
+-- least as long as that event's attempts (exhausted: the attempts of each such event, NULL for
+-- the other rows): no 2xx came between the event's first attempt and its last, so the partner
+-- is down, not the event at fault, and the event is held instead of failed. A partner that
+-- answers other events in between keeps a short run, and the event fails alone. An event of
+-- one attempt (max_retries 0) is no evidence beyond any single failure: it fails as asked.
 -- Returns, for every partner of the batch, the hold reason its rows get now (NULL: active)
 -- and, where this statement changed the state, the new state, its reason and the rows held.
 -- A batch of 2xx for a healthy partner changes nothing and locks nothing.
 CREATE FUNCTION webhook_partner_record(
-    config_ids BIGINT[], verdicts TEXT[], errors TEXT[], default_threshold INTEGER, probe_interval_ms BIGINT
+    config_ids BIGINT[], verdicts TEXT[], errors TEXT[], exhausted INTEGER[], default_threshold INTEGER,
+    probe_interval_ms BIGINT
 ) RETURNS TABLE (config_id BIGINT, held_reason TEXT, changed_to TEXT, reason TEXT, held BIGINT)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -196,9 +203,10 @@ BEGIN
                count(*) FILTER (WHERE v.verdict = 'down' AND v.n > coalesce(v.last_up, 0)) AS downs_after_up,
                count(*) FILTER (WHERE v.verdict = 'gone') AS gones,
                (array_agg(v.error ORDER BY v.n DESC) FILTER (WHERE v.verdict IN ('down', 'gone')))[1] AS last_error,
+               min(v.exhausted) FILTER (WHERE v.verdict = 'down' AND v.exhausted > 1) AS fewest_exhausted,
                p.state, p.failures, coalesce(c.circuit_failure_threshold, default_threshold) AS threshold
         FROM (SELECT u.*, max(u.n) FILTER (WHERE u.verdict = 'up') OVER (PARTITION BY u.config_id) AS last_up
-              FROM unnest(config_ids, verdicts, errors) WITH ORDINALITY AS u(config_id, verdict, error, n)) v
+              FROM unnest(config_ids, verdicts, errors, exhausted) WITH ORDINALITY AS u(config_id, verdict, error, exhausted, n)) v
         JOIN webhook_partner_state p ON p.config_id = v.config_id
         JOIN webhook_configs c ON c.id = v.config_id
         GROUP BY v.config_id, p.state, p.failures, c.circuit_failure_threshold
@@ -238,7 +246,7 @@ BEGIN
             changed_to := 'active';
             held := 0;
             held_reason := NULL;
-        ELSIF s.state = 'active' AND s.failures >= threshold THEN
+        ELSIF s.state = 'active' AND (s.failures >= threshold OR s.failures >= b.fewest_exhausted) THEN
             UPDATE webhook_partner_state p
             SET state = 'tripped', reason = 'failures', since = now(),
                 probe_interval_ms = webhook_partner_record.probe_interval_ms,
@@ -256,8 +264,8 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION webhook_partner_record(BIGINT[], TEXT[], TEXT[], INTEGER, BIGINT) IS
-    'Counts a batch of attempt verdicts (up, down, gone, own) per partner, trips, resumes or pauses (gone) partners; returns each partner''s hold reason now and the changes made. Called by the outcome write';
+COMMENT ON FUNCTION webhook_partner_record(BIGINT[], TEXT[], TEXT[], INTEGER[], INTEGER, BIGINT) IS
+    'Counts a batch of attempt verdicts (up, down, gone, own) per partner, trips (also rather than fail an event whose every attempt fell in the run), resumes or pauses (gone) partners; returns each partner''s hold reason now and the changes made. Called by the outcome write';
 
 -- Called by the claim with the pending rows it picked. Returns the rows it may not call now:
 -- those of a paused or tripped partner (but the current probe), to be held; and those over a

@@ -3,9 +3,10 @@
 //! * `/ok/...` — 200 `ok`
 //! * `/status/{code}/...` — that status
 //! * `/flaky/{n}/...` — 500 for the first `n` calls to that exact path and query, then 200
+//! * `/rejects/{n}/...` — 400 (the event's own failure) for the first `n` calls, then 200
 //! * `/retry-after/{secs}/...` — 429 with `Retry-After: secs` on the first call, then 200
 //! * `/slow/{ms}/...` — 200 after `ms` milliseconds
-//! * `/slow-fail/{ms}/...` — 500 after `ms` milliseconds
+//! * `/slow-fail/{ms}/...` — 400 (the event's own failure) after `ms` milliseconds
 //! * `/hang/...` — never answers
 //! * `/endless/...` — 200 with a body that never ends
 //! * `/redirect/...` — 302 to `Location` given in the query parameter `to`
@@ -227,6 +228,8 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
         }
         "flaky" if u64::from(calls) <= arg(1) => HttpResponse::InternalServerError().body("flaky"),
         "flaky" => HttpResponse::Ok().body("recovered"),
+        "rejects" if u64::from(calls) <= arg(1) => HttpResponse::BadRequest().body("rejected"),
+        "rejects" => HttpResponse::Ok().body("accepted"),
         "retry-after" if calls == 1 => HttpResponse::TooManyRequests()
             .insert_header(("Retry-After", arg(1).to_string()))
             .body("slow down"),
@@ -237,7 +240,7 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
         }
         "slow-fail" => {
             tokio::time::sleep(Duration::from_millis(arg(1))).await;
-            HttpResponse::InternalServerError().body("slow failure")
+            HttpResponse::BadRequest().body("slow refusal")
         }
         "hang" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -87,7 +87,9 @@ struct RecordedLine {
 /// become due: a row whose attempt failed because of the partner (a partner failure, or 410)
 /// costs its event nothing — it stays pending at the same attempt, whose slot keeps the
 /// failure until the attempt is made again — and is held; a row whose own failure scheduled
-/// a retry is held too. An event never ends `failed` because its partner was down.
+/// a retry is held too. An event never ends `failed` because its partner was down: a partner
+/// failure that would fail its event trips the partner instead when the partner's run of
+/// failures is at least that event's attempts (`$18`; see `webhook_partner_record`).
 pub async fn record_attempts(
     conn: &mut AsyncPgConnection,
     writes: &[AttemptWrite],
@@ -132,7 +134,13 @@ pub async fn record_attempts(
                 .collect::<Vec<_>>(),
         )
         .bind::<Int4, _>(circuit.failure_threshold)
-        .bind::<Int8, _>(circuit.probe_interval_ms);
+        .bind::<Int8, _>(circuit.probe_interval_ms)
+        .bind::<Array<Nullable<Int4>>, _>(
+            writes
+                .iter()
+                .map(|w| (w.status == Status::Failed).then_some(w.attempt + 1))
+                .collect::<Vec<_>>(),
+        );
     let lines: Vec<RecordedLine> = prepared(query).load(conn).await?;
     let mut recorded = Recorded::default();
     for line in lines {
@@ -169,7 +177,7 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
     );
     format!(
         "WITH partner AS (
-             SELECT * FROM webhook_partner_record($14::int8[], $15::text[], $10::text[], $16, $17)
+             SELECT * FROM webhook_partner_record($14::int8[], $15::text[], $10::text[], $18::int4[], $16, $17)
          ), written AS (
          UPDATE webhook_queue q SET
              status = CASE WHEN v.free THEN 'pending' ELSE v.status END,
