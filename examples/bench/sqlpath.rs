@@ -179,9 +179,32 @@ async fn legacy_insert(
     row.version as usize
 }
 
+/// On a bench database an older `--webhookd` migrated, `webhook_partner_record` lacks the
+/// argument of events that would end failed (`exhausted`), which this library's outcome write
+/// passes. The adapter takes it and calls the older function, which is the one that binary
+/// counts with; the ceiling's drain writes only 2xx, for which the argument changes nothing.
+async fn older_partner_count_adapter(conn: &mut AsyncPgConnection) {
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "DO $$ BEGIN
+                 IF to_regprocedure('webhook_partner_record(bigint[],text[],text[],integer,bigint)') IS NOT NULL
+                    AND to_regprocedure('webhook_partner_record(bigint[],text[],text[],integer[],integer,bigint)') IS NULL THEN
+                     CREATE FUNCTION webhook_partner_record(BIGINT[], TEXT[], TEXT[], INTEGER[], INTEGER, BIGINT)
+                     RETURNS TABLE (config_id BIGINT, held_reason TEXT, changed_to TEXT, reason TEXT, held BIGINT)
+                     LANGUAGE sql AS 'SELECT * FROM webhook_partner_record($1, $2, $3, $5, $6)';
+                 END IF;
+             END $$",
+        ),
+        conn,
+    )
+    .await
+    .expect("the older partner count's adapter");
+}
+
 /// Claims and completes every due row, `batch` per claim and per outcome write, from
 /// `concurrency` connections: the delivery path minus the HTTP call.
 pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
+    older_partner_count_adapter(&mut pool.get().await.expect("a pooled connection")).await;
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
