@@ -584,6 +584,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
     let write = outcome::AttemptWrite {
         id: 1,
         config_id: 1,
+        event_type: webhookd::domain::event::EventType::Credit,
         verdict: webhookd::domain::partner::Verdict::Up,
         worker_id: "w".into(),
         locked_at: now,

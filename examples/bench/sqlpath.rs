@@ -226,6 +226,7 @@ pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
                     .map(|r| AttemptWrite {
                         id: r.id,
                         config_id: r.config_id,
+                        event_type: r.event_type,
                         verdict: webhookd::domain::partner::Verdict::Up,
                         worker_id: worker_id.clone(),
                         locked_at: r.locked_at,

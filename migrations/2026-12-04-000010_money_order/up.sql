@@ -91,7 +91,8 @@ BEGIN
     LEFT JOIN webhook_configs cfg ON cfg.id = d.config_id
     LEFT JOIN LATERAL (
         SELECT q.id, q.deleted_at FROM webhook_queue q
-        WHERE d.event_type = '-debit'
+        -- No probe at all when no debit had a live credit (a batch that carries its credits).
+        WHERE credits IS NOT NULL AND d.event_type = '-debit'
           AND q.config_id = d.config_id AND q.event_type = '+credit' AND q.event_id = d.event_id
           AND q.status <> 'completed'
         OFFSET 0) c ON true;
@@ -111,7 +112,6 @@ AS $$
 DECLARE
     waiting BIGINT[];
     waiting_steps TEXT[];
-    released INTEGER;
 BEGIN
     -- Nothing waits anywhere: one probe of an empty partial index.
     IF NOT EXISTS (SELECT 1 FROM webhook_queue WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL) THEN
@@ -128,25 +128,26 @@ BEGIN
         RETURN;
     END IF;
     UPDATE webhook_queue d SET
-        -- A released debit is due now, unless its partner is paused or tripped (migration 000009).
+        -- A released debit is due now, unless its partner is paused or tripped (migration 000009),
+        -- and keeps its place in the queue: it is not put behind what was submitted after it.
         held_reason = CASE WHEN s.step = 'release'
                            THEN (SELECT h.held_reason FROM webhook_partner_holds(ARRAY[d.config_id]) h) END,
-        next_retry_at = CASE WHEN s.step = 'release' THEN now() ELSE d.next_retry_at END,
+        next_retry_at = CASE WHEN s.step = 'release' THEN least(d.next_retry_at, now()) ELSE d.next_retry_at END,
         deleted_at = CASE WHEN s.step = 'cancel' THEN now() END,
         cancel_reason = CASE WHEN s.step = 'cancel' THEN 'credit_cancelled' END,
         updated_at = now()
     FROM unnest(waiting, waiting_steps) AS s(id, step)
     WHERE d.id = ANY (waiting) AND d.id = s.id
       AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL;
-    GET DIAGNOSTICS released = ROW_COUNT;
-    IF released > 0 AND 'release' = ANY (waiting_steps) THEN
-        PERFORM pg_notify('webhook_queue_new', '');
-    END IF;
+    -- No NOTIFY: a transaction that notifies holds a lock through its commit's flush that every
+    -- other notifying transaction (each submit) waits for. A credit completes in an outcome
+    -- write, whose process wakes a worker of its own after it (application::engine::writer);
+    -- a debit released otherwise (its credit removed by hand) is found by the workers' poll.
 END
 $$;
 COMMENT ON FUNCTION webhook_money_order_settle(BIGINT[], TEXT[], TEXT[]) IS
     'Settles the -debits waiting for the given +credits (element-wise: partner, event id, step): '
-    'release makes them due now (and wakes idle workers on the channel webhook_queue_new), '
+    'release makes them due now, '
     'cancel cancels them with cancel_reason credit_cancelled';
 
 CREATE FUNCTION webhook_money_order_on_update() RETURNS trigger

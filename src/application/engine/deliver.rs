@@ -181,6 +181,7 @@ pub async fn record(shared: &Shared, ready: Ready, attempted: Attempted, log: &L
     let write = AttemptWrite {
         id: row.id,
         config_id: row.config_id,
+        event_type: row.event_type,
         verdict,
         worker_id: claimed.worker_id,
         locked_at: row.locked_at,

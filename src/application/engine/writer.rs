@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use super::error::EngineError;
 use super::service::{Round, Service};
 use crate::application::metrics::Metrics;
+use crate::domain::delivery::Status;
+use crate::domain::event::EventType;
 use crate::domain::partner::PartnerState;
 use crate::error_chain::describe;
 use crate::store::queue::outcome::{self, AttemptWrite, Circuit, PartnerChange};
@@ -129,6 +131,14 @@ impl Writer {
                 warn!(self.log, "lease lost before the outcome was written; outcome discarded";
                     "row_id" => lost.id, "attempt" => lost.attempt, "worker_id" => &lost.worker_id);
             }
+        }
+        // A completed credit may have released its waiting debit (money order, migration
+        // 000010), which announces nothing: a worker of this process looks for it.
+        if attempts
+            .iter()
+            .any(|a| a.status == Status::Completed && a.event_type == EventType::Credit)
+        {
+            self.wake.notify_one();
         }
         if let Some(earliest) = attempts.iter().filter_map(|a| a.next_retry_at).min() {
             let wait = (earliest - chrono::Utc::now())

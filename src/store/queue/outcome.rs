@@ -11,6 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::domain::delivery::Status;
+use crate::domain::event::EventType;
 use crate::domain::partner::{PartnerState, StateReason, Verdict};
 use crate::store::attempt_slots::each_slot_column;
 use crate::store::prepared::prepared;
@@ -20,6 +21,8 @@ use crate::store::prepared::prepared;
 pub struct AttemptWrite {
     pub id: i64,
     pub config_id: i64,
+    /// What was called: the writer looks for the debit a completed credit may release.
+    pub event_type: EventType,
     /// What the attempt says about the partner.
     pub verdict: Verdict,
     pub worker_id: String,
