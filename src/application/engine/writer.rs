@@ -134,9 +134,10 @@ impl Writer {
         }
         // A completed credit may have released its waiting debit (money order, migration
         // 000010), which announces nothing: a worker of this process looks for it.
-        if attempts
-            .iter()
-            .any(|a| a.status == Status::Completed && a.event_type == EventType::Credit)
+        if recorded.debits_waited
+            && attempts
+                .iter()
+                .any(|a| a.status == Status::Completed && a.event_type == EventType::Credit)
         {
             self.wake.notify_one();
         }

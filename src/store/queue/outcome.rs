@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error;
-use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, Bool, Int4, Int8, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -65,11 +65,16 @@ pub struct Recorded {
     /// The rows written; one missing had lost its lease, and nothing of it was changed.
     pub written: Vec<i64>,
     pub changes: Vec<PartnerChange>,
+    /// Whether any debit waited for its credit as the write began: a credit it completed may
+    /// have released one (money order, migration 000010).
+    pub debits_waited: bool,
 }
 
-/// One line of the answer: a row written, or a partner changed.
+/// One line of the answer: a row written, a partner changed, or that debits waited.
 #[derive(QueryableByName)]
 struct RecordedLine {
+    #[diesel(sql_type = Nullable<Bool>)]
+    debits_waited: Option<bool>,
     #[diesel(sql_type = Nullable<Int8>)]
     id: Option<i64>,
     #[diesel(sql_type = Nullable<Int8>)]
@@ -147,6 +152,9 @@ pub async fn record_attempts(
     let lines: Vec<RecordedLine> = prepared(query).load(conn).await?;
     let mut recorded = Recorded::default();
     for line in lines {
+        if line.debits_waited == Some(true) {
+            recorded.debits_waited = true;
+        }
         match (line.id, line.config_id, line.changed_to) {
             (Some(id), _, _) => recorded.written.push(id),
             (None, Some(config_id), Some(state)) => recorded.changes.push(PartnerChange {
@@ -164,13 +172,14 @@ pub async fn record_attempts(
 /// The outcome write: the row's next status, and the attempt in the slot it names (every other
 /// slot keeps its value). `$2` are the ids, by which the plan reaches the rows. `partner` counts
 /// the batch per partner and gives each partner's hold reason after the count (`hold`); `free`
-/// marks a partner failure while the partner is held, which spends no attempt.
+/// marks a partner failure while the partner is held, which spends no attempt. The last line
+/// says whether debits waited (one probe of their partial index, empty when none do).
 ///
 /// The rows are updated, and so locked, in id order: `v` is sorted, and every join of it with
 /// the rows it names (whose index gives them in id order too) keeps that order. A money-order
 /// insert locks the credits its debits wait for in id order as well (migration 000010), and two
 /// statements that lock rows in one order cannot deadlock. A join on top of `v` would reorder
-/// the rows (a hash join with `partner` gave them newest first), hence `hold` as a subquery.
+/// the rows (a hash join with `partner` returns them newest first), hence `hold` as a subquery.
 static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
     let slots = each_slot_column(
         |n, field| {
@@ -203,9 +212,13 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
          WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
          RETURNING q.id
          )
-         SELECT id, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held
+         SELECT id, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held,
+                NULL::bool AS debits_waited
          FROM written
          UNION ALL
-         SELECT NULL, config_id, changed_to, reason, held FROM partner WHERE changed_to IS NOT NULL"
+         SELECT NULL, config_id, changed_to, reason, held, NULL FROM partner WHERE changed_to IS NOT NULL
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL, NULL, true
+         WHERE EXISTS (SELECT 1 FROM webhook_queue WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL)"
     )
 });
