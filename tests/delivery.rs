@@ -603,7 +603,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
         failure_threshold: 10,
         probe_interval_ms: 5000,
     };
-    outcome::record_attempts(&mut conn, &[write], circuit)
+    outcome::record_attempts(&mut conn, &[write], circuit, Duration::from_secs(60))
         .await
         .unwrap();
     let held = release::Release {
@@ -638,7 +638,7 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
             prepared_as("WITH partner AS"),
             format!(
                 "('{{w}}', '{{1}}', {ts}, '{{0}}', {ts}, {ts}, '{{1}}', '{{200}}', '{{\"\"}}', '{{NULL}}', \
-                 '{{completed}}', '{{0}}', '{{NULL}}', '{{1}}', '{{up}}', 10, 5000, '{{NULL}}')"
+                 '{{completed}}', '{{0}}', '{{NULL}}', '{{1}}', '{{up}}', 10, 5000, '{{NULL}}', 60)"
             ),
             vec!["Index Cond: (id = ANY ($2))"],
         ),

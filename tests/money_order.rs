@@ -71,7 +71,8 @@ async fn entry(app: &TestApp, queue_id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit() {
     let receiver = Receiver::start().await;
-    // An hour-long poll: the released debit is called because the release wakes a worker.
+    // An hour-long poll: the released debit is called because its credit's outcome write hands
+    // it to a worker.
     let app = spawn(
         Options::with_workers()
             .env("RETRY_BASE_DELAY", "1s")
@@ -108,6 +109,20 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
             ("credit".into(), 2),
             ("debit".into(), 1)
         ]
+    );
+    // The credit's completion leased the debit: the workers claimed only the credit, twice.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("webhookd_claimed_rows_total 2\n"),
+        "{metrics}"
     );
     app.shutdown().await;
 }

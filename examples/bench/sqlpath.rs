@@ -246,9 +246,10 @@ pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
                     failure_threshold: 10,
                     probe_interval_ms: 5000,
                 };
-                let recorded = outcome::record_attempts(&mut conn, &writes, circuit)
-                    .await
-                    .expect("record");
+                let recorded =
+                    outcome::record_attempts(&mut conn, &writes, circuit, Duration::from_secs(60))
+                        .await
+                        .expect("record");
                 done.fetch_add(recorded.written.len() as u64, Ordering::Relaxed);
             }
         });

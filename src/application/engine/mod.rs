@@ -9,6 +9,7 @@
 
 mod deliver;
 pub mod error;
+mod handoff;
 mod hosts;
 pub mod listener;
 pub mod prober;
@@ -26,6 +27,7 @@ use slog::{info, o, warn, Logger};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use self::handoff::Handoff;
 use super::metrics::Metrics;
 use crate::config::Settings;
 use crate::sender::Sender;
@@ -69,6 +71,7 @@ impl Engine {
         let (finished, finished_rx) = mpsc::channel(capacity.max(64));
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
+        let handoff = Handoff::default();
         let shared = Arc::new(Shared {
             pool: pool.clone(),
             sender,
@@ -79,6 +82,7 @@ impl Engine {
             claiming: tokio::sync::Mutex::new(()),
             claim_again: AtomicBool::new(false),
             finished,
+            handoff: handoff.clone(),
             batch_size: settings.worker.batch_size,
             poll_interval: settings.worker.poll_interval,
             lease: settings.worker.lock_duration,
@@ -93,6 +97,9 @@ impl Engine {
                 pool.clone(),
                 finished_rx,
                 wake.clone(),
+                handoff,
+                settings.worker.lock_duration,
+                stop.clone(),
                 settings.shutdown_timeout.max(Duration::from_secs(5)),
                 Circuit {
                     failure_threshold: settings.circuit.failure_threshold as i32,

@@ -1,5 +1,5 @@
 //! What every worker of a process shares: the pool, the HTTP client, the host limits, the
-//! claim turn, the channel to the writer, and the stop signals.
+//! claim turn, the channel to the writer, the debits it leased, and the stop signals.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use slog::Logger;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::handoff::Handoff;
 use super::hosts::HostLimiter;
 use super::writer::Finished;
 use crate::application::metrics::Metrics;
@@ -29,6 +30,8 @@ pub(super) struct Shared {
     /// Left by a worker that wanted rows while another was claiming.
     pub(super) claim_again: AtomicBool,
     pub(super) finished: mpsc::Sender<Finished>,
+    /// Debits the writer leased with their credits, for the workers to call.
+    pub(super) handoff: Handoff,
     pub(super) batch_size: usize,
     pub(super) poll_interval: Duration,
     pub(super) lease: Duration,

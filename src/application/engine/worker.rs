@@ -55,6 +55,10 @@ impl Worker {
     /// Claims rows if it wants them and is not resting. Returns whether to claim again at
     /// once (a full batch: more may be due).
     async fn claim_if_wanted(&mut self) -> bool {
+        if !self.wants_more() {
+            return false;
+        }
+        self.take_leased_debits();
         let resting = self.idle_until.is_some_and(|t| Instant::now() < t);
         if !self.wants_more() || resting {
             return false;
@@ -78,7 +82,8 @@ impl Worker {
                     .and_then(|r| r.deferred_until)
                     .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
                 for row in rows {
-                    self.dispatch(row, sent_at);
+                    let worker_id = self.worker_id.clone();
+                    self.dispatch(row, worker_id, sent_at);
                 }
                 if full {
                     // More may be due: let another idle worker look too.
@@ -112,15 +117,24 @@ impl Worker {
         }
     }
 
-    fn dispatch(&mut self, row: ClaimedRow, sent_at: Instant) {
+    /// Calls the debits the writer leased with their credits' completion (money order), which
+    /// are leased to the worker that called the credit; before any claim, as they are due.
+    fn take_leased_debits(&mut self) {
+        let free = self.shared.batch_size - self.in_flight.len();
+        for given in self.shared.handoff.take(free) {
+            self.dispatch(given.debit.row, given.debit.worker_id, given.lease_from);
+        }
+    }
+
+    fn dispatch(&mut self, row: ClaimedRow, worker_id: String, sent_at: Instant) {
         let release = Release {
             id: row.id,
-            worker_id: self.worker_id.clone(),
+            worker_id: worker_id.clone(),
             locked_at: row.locked_at,
         };
         let claimed = Claimed {
             row,
-            worker_id: self.worker_id.clone(),
+            worker_id,
             lease_ends: sent_at + self.shared.lease,
         };
         let handle = self
@@ -152,6 +166,18 @@ impl Worker {
     /// `deliver::prepare`); calls under way finish, unless the grace period ends first, when
     /// they are abandoned and their rows handed back.
     async fn drain(&mut self) {
+        for given in self.shared.handoff.take(usize::MAX) {
+            let release = Release {
+                id: given.debit.row.id,
+                worker_id: given.debit.worker_id,
+                locked_at: given.debit.row.locked_at,
+            };
+            let _ = self
+                .shared
+                .finished
+                .send(Finished::Release(release, Duration::ZERO))
+                .await;
+        }
         let abandon = self.shared.abandon.clone();
         while let Some(done) = tokio::select! {
             done = self.in_flight.join_next_with_id() => done,

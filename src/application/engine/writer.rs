@@ -12,15 +12,17 @@ use std::time::Duration;
 use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
+use super::handoff::Handoff;
 use super::service::{Round, Service};
 use crate::application::metrics::Metrics;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::domain::partner::PartnerState;
 use crate::error_chain::describe;
-use crate::store::queue::outcome::{self, AttemptWrite, Circuit, PartnerChange};
+use crate::store::queue::outcome::{self, AttemptWrite, Circuit, LeasedDebit, PartnerChange};
 use crate::store::queue::release::{self, Release};
 use crate::store::DbPool;
 
@@ -39,6 +41,12 @@ pub struct Writer {
     rx: mpsc::Receiver<Finished>,
     batch: Vec<Finished>,
     wake: Arc<Notify>,
+    /// Debits leased by outcome writes, for the workers to call (money order).
+    handoff: Handoff,
+    /// The lease a debit leased by an outcome write gets.
+    lease: Duration,
+    /// Cancelled when the workers stop: a debit leased after that is handed back at once.
+    workers_stop: CancellationToken,
     /// When to wake one idle worker, earliest first.
     timers: BinaryHeap<Reverse<Instant>>,
     give_up_after: Duration,
@@ -50,10 +58,14 @@ pub struct Writer {
 impl Writer {
     /// A writer of what is sent on `rx`. A failed write is retried for `give_up_after`, then
     /// abandoned: its rows are claimed again once their leases end.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pool: DbPool,
         rx: mpsc::Receiver<Finished>,
         wake: Arc<Notify>,
+        handoff: Handoff,
+        lease: Duration,
+        workers_stop: CancellationToken,
         give_up_after: Duration,
         circuit: Circuit,
         metrics: Arc<Metrics>,
@@ -64,6 +76,9 @@ impl Writer {
             rx,
             batch: Vec::with_capacity(MAX_ROWS_PER_WRITE),
             wake,
+            handoff,
+            lease,
+            workers_stop,
             timers: BinaryHeap::new(),
             give_up_after,
             circuit,
@@ -104,10 +119,10 @@ impl Writer {
         }
         let started = Instant::now();
         let pool = &self.pool;
-        let circuit = self.circuit;
+        let (circuit, lease) = (self.circuit, self.lease);
         let recorded = retrying(self.give_up_after, &self.log, "record attempts", || async {
             let mut conn = pool.get().await?;
-            Ok(outcome::record_attempts(&mut conn, attempts, circuit).await?)
+            Ok(outcome::record_attempts(&mut conn, attempts, circuit, lease).await?)
         })
         .await;
         let Some(recorded) = recorded else {
@@ -119,6 +134,7 @@ impl Writer {
             log_partner_change(&self.log, change);
             self.metrics.partner_changed(change.config_id, change.state);
         }
+        self.hand_over(recorded.leased, started).await;
         let written = recorded.written;
         self.metrics.outcomes(
             written.len(),
@@ -147,6 +163,31 @@ impl Writer {
                 .unwrap_or(Duration::ZERO);
             self.wake_after(wait);
         }
+    }
+
+    /// Debits leased with their credits' completion (now committed) go to the workers, one of
+    /// which is woken to call them; once the workers have stopped, they are handed back.
+    async fn hand_over(&mut self, leased: Vec<LeasedDebit>, write_sent: Instant) {
+        if leased.is_empty() {
+            return;
+        }
+        if self.workers_stop.is_cancelled() {
+            let releases = leased
+                .into_iter()
+                .map(|l| {
+                    let release = Release {
+                        id: l.row.id,
+                        worker_id: l.worker_id,
+                        locked_at: l.row.locked_at,
+                    };
+                    (release, Duration::ZERO)
+                })
+                .collect();
+            self.write_releases(releases).await;
+            return;
+        }
+        self.handoff.give(leased, write_sent);
+        self.wake.notify_one();
     }
 
     async fn write_releases(&mut self, releases: Vec<(Release, Duration)>) {

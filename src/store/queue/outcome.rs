@@ -3,18 +3,25 @@
 //! which may trip, resume or pause partners (SPEC §10).
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error;
-use diesel::sql_types::{Array, Bool, Int4, Int8, Nullable, Text, Timestamptz};
+use diesel::sql_types::{
+    Array, Bool, Double, Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::config::Secret;
 
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::domain::partner::{PartnerState, StateReason, Verdict};
 use crate::store::attempt_slots::each_slot_column;
 use crate::store::prepared::prepared;
+use crate::store::queue::claim::ClaimedRow;
 
 /// The outcome of one attempt, ready to be written.
 #[derive(Clone, Debug)]
@@ -68,11 +75,45 @@ pub struct Recorded {
     /// Whether any debit waited for its credit as the write began: a credit it completed may
     /// have released one (money order, migration 000010).
     pub debits_waited: bool,
+    /// Debits this write leased with their credits' completion, to be called now by the worker
+    /// they are leased to (money order: see [`record_attempts`]).
+    pub leased: Vec<LeasedDebit>,
 }
 
-/// One line of the answer: a row written, a partner changed, or that debits waited.
+/// A debit leased by the outcome write that completed its credit.
+#[derive(Clone, Debug)]
+pub struct LeasedDebit {
+    pub row: ClaimedRow,
+    /// The worker that called its credit, whose lease it now is.
+    pub worker_id: String,
+}
+
+/// One line of the answer: a row written, a partner changed, that debits waited, or a debit
+/// leased.
 #[derive(QueryableByName)]
 struct RecordedLine {
+    #[diesel(sql_type = Nullable<Int8>)]
+    leased_id: Option<i64>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    queue_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    event_type: Option<EventType>,
+    #[diesel(sql_type = Nullable<Text>)]
+    webhook_url: Option<String>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    retry_count: Option<i32>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    max_retries: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    locked_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    worker_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    signing_secret: Option<Secret>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    retry_base_delay_ms: Option<i64>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    retry_max_delay_ms: Option<i64>,
     #[diesel(sql_type = Nullable<Bool>)]
     debits_waited: Option<bool>,
     #[diesel(sql_type = Nullable<Int8>)]
@@ -98,10 +139,21 @@ struct RecordedLine {
 /// a retry is held too. An event never ends `failed` because its partner was down: a partner
 /// failure that would fail its event trips the partner instead when the partner's run of
 /// failures is at least that event's attempts (`$18`; see `webhook_partner_record`).
+///
+/// Money order (SPEC §11): a debit held for a credit this write completes is leased, in the
+/// same statement, to the worker that called the credit (for `lease`), and comes back in
+/// [`Recorded::leased`] to be called once the write has committed: it goes out right after its
+/// credit with one write instead of two (a release, then a claim), and never before the
+/// credit's completion is durable. A debit of a partner that is held or has a `max_per_second`
+/// is not leased: the trigger of migration 000010 makes it due, and the claim admits it. So is
+/// one this statement cannot see (committed while the write waited for its credit's lock).
+/// Each debit is found by its idempotency key, one probe per completed credit, written so that
+/// no plan can walk the held rows instead (as migration 000010's lookups are).
 pub async fn record_attempts(
     conn: &mut AsyncPgConnection,
     writes: &[AttemptWrite],
     circuit: Circuit,
+    lease: Duration,
 ) -> Result<Recorded, Error> {
     if writes.is_empty() {
         return Ok(Recorded::default());
@@ -148,12 +200,38 @@ pub async fn record_attempts(
                 .iter()
                 .map(|w| (w.status == Status::Failed).then_some(w.attempt + 1))
                 .collect::<Vec<_>>(),
-        );
+        )
+        .bind::<Double, _>(lease.as_secs_f64());
     let lines: Vec<RecordedLine> = prepared(query).load(conn).await?;
     let mut recorded = Recorded::default();
     for line in lines {
         if line.debits_waited == Some(true) {
             recorded.debits_waited = true;
+        }
+        if let (Some(id), Some(queue_id), Some(event_type), Some(config_id)) = (
+            line.leased_id,
+            line.queue_id,
+            line.event_type,
+            line.config_id,
+        ) {
+            recorded.leased.push(LeasedDebit {
+                row: ClaimedRow {
+                    id,
+                    queue_id,
+                    event_type,
+                    config_id,
+                    webhook_url: line.webhook_url.unwrap_or_default(),
+                    retry_count: line.retry_count.unwrap_or(0),
+                    max_retries: line.max_retries.unwrap_or(0),
+                    locked_at: line.locked_at.unwrap_or_default(),
+                    signing_secret: line.signing_secret,
+                    retry_base_delay_ms: line.retry_base_delay_ms,
+                    retry_max_delay_ms: line.retry_max_delay_ms,
+                    deferred_until: None,
+                },
+                worker_id: line.worker_id.unwrap_or_default(),
+            });
+            continue;
         }
         match (line.id, line.config_id, line.changed_to) {
             (Some(id), _, _) => recorded.written.push(id),
@@ -190,6 +268,9 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH partner AS (
              SELECT * FROM webhook_partner_record($14::int8[], $15::text[], $10::text[], $18::int4[], $16, $17)
+         ), waited AS (
+             -- Whether any debit waits at all: one probe of an empty partial index when none does.
+             SELECT EXISTS (SELECT 1 FROM webhook_queue WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL) AS yes
          ), written AS (
          UPDATE webhook_queue q SET
              status = CASE WHEN v.free THEN 'pending' ELSE v.status END,
@@ -210,15 +291,44 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
                                response_body, error, status, retry_count, next_retry_at, config_id, verdict)) w
                ORDER BY w.id) v
          WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
-         RETURNING q.id
+         RETURNING q.id, q.config_id, q.event_type, q.event_id, q.status, v.worker_id
+         ), leased AS (
+         UPDATE webhook_queue d SET
+             status = 'processing', held_reason = NULL, worker_id = w.worker_id, locked_at = now(),
+             lock_expires_at = now() + make_interval(secs => $19), next_retry_at = least(d.next_retry_at, now()),
+             updated_at = now()
+         FROM (SELECT k.id, w.worker_id
+               FROM written w
+               CROSS JOIN LATERAL (
+                   SELECT q.id FROM webhook_queue q
+                   WHERE q.config_id = w.config_id AND q.event_type = '-debit' AND q.event_id = w.event_id
+                     AND q.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND q.deleted_at IS NULL
+                   OFFSET 0) k
+               WHERE w.event_type = '+credit' AND w.status = 'completed' AND w.event_id IS NOT NULL
+                 AND (SELECT yes FROM waited)) w,
+              webhook_configs c
+         WHERE d.id = w.id AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL
+           AND c.id = d.config_id AND c.max_per_second IS NULL
+           AND (SELECT h.held_reason FROM partner h WHERE h.config_id = d.config_id) IS NULL
+         RETURNING d.id, d.queue_id, d.event_type, d.config_id, d.webhook_url, d.retry_count, d.max_retries,
+                   d.locked_at, d.worker_id, c.signing_secret, c.retry_base_delay_ms, c.retry_max_delay_ms
          )
          SELECT id, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held,
-                NULL::bool AS debits_waited
+                NULL::bool AS debits_waited, NULL::int8 AS leased_id, NULL::uuid AS queue_id, NULL::text AS event_type,
+                NULL::text AS webhook_url, NULL::int4 AS retry_count, NULL::int4 AS max_retries,
+                NULL::timestamptz AS locked_at, NULL::text AS worker_id, NULL::text AS signing_secret,
+                NULL::int8 AS retry_base_delay_ms, NULL::int8 AS retry_max_delay_ms
          FROM written
          UNION ALL
-         SELECT NULL, config_id, changed_to, reason, held, NULL FROM partner WHERE changed_to IS NOT NULL
+         SELECT NULL, config_id, changed_to, reason, held, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                NULL, NULL
+         FROM partner WHERE changed_to IS NOT NULL
          UNION ALL
-         SELECT NULL, NULL, NULL, NULL, NULL, true
-         WHERE EXISTS (SELECT 1 FROM webhook_queue WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL)"
+         SELECT NULL, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         WHERE (SELECT yes FROM waited)
+         UNION ALL
+         SELECT NULL, config_id, NULL, NULL, NULL, NULL, id, queue_id, event_type, webhook_url, retry_count, max_retries,
+                locked_at, worker_id, signing_secret, retry_base_delay_ms, retry_max_delay_ms
+         FROM leased"
     )
 });
