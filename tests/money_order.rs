@@ -111,15 +111,7 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
         ]
     );
     // The credit's completion leased the debit: the workers claimed only the credit, twice.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("webhookd_claimed_rows_total 2\n"),
         "{metrics}"
@@ -153,15 +145,7 @@ async fn a_failed_credit_keeps_its_debit_waiting_until_it_is_retried_and_complet
     assert_eq!(waiting["items"][0]["queue_id"], debit["queue_id"]);
     let (_, stats) = app.get("/webhooks/stats").await;
     assert_eq!(stats["held"]["waiting_for_credit"], 1, "{stats}");
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"webhookd_queue_held{reason="waiting_for_credit"} 1"#),
         "{metrics}"

@@ -176,17 +176,7 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
     let logs = app.logs.text();
     assert!(logs.contains("partner tripped"), "no trip logged");
     assert!(logs.contains("partner active again"), "no recovery logged");
-    let (_, metrics) = (
-        0,
-        app.http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(&format!(
             "webhookd_partner_trips_total{{config_id=\"{id}\"}} 1"

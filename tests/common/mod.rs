@@ -354,6 +354,13 @@ impl TestApp {
         self.send(reqwest::Method::GET, path, None).await
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
+    }
+
     /// Creates a config whose postback and chargeback URLs are `postback` and `chargeback`.
     pub async fn config(&self, name: &str, postback: &str, chargeback: &str) -> i64 {
         let (status, body) = self
