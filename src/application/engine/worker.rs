@@ -162,21 +162,14 @@ impl Worker {
         }
     }
 
-    /// Shutdown: rows still waiting for a host's turn hand themselves back (see
+    /// Shutdown: debits the writer handed over and no worker took are handed back; rows still
+    /// waiting for a host's turn hand themselves back (see
     /// `deliver::prepare`); calls under way finish, unless the grace period ends first, when
     /// they are abandoned and their rows handed back.
     async fn drain(&mut self) {
         for given in self.shared.handoff.take(usize::MAX) {
-            let release = Release {
-                id: given.debit.row.id,
-                worker_id: given.debit.worker_id,
-                locked_at: given.debit.row.locked_at,
-            };
-            let _ = self
-                .shared
-                .finished
-                .send(Finished::Release(release, Duration::ZERO))
-                .await;
+            let release = Finished::Release(given.debit.lease(), Duration::ZERO);
+            let _ = self.shared.finished.send(release).await;
         }
         let abandon = self.shared.abandon.clone();
         while let Some(done) = tokio::select! {

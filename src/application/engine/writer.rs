@@ -172,17 +172,7 @@ impl Writer {
             return;
         }
         if self.workers_stop.is_cancelled() {
-            let releases = leased
-                .into_iter()
-                .map(|l| {
-                    let release = Release {
-                        id: l.row.id,
-                        worker_id: l.worker_id,
-                        locked_at: l.row.locked_at,
-                    };
-                    (release, Duration::ZERO)
-                })
-                .collect();
+            let releases = leased.iter().map(|l| (l.lease(), Duration::ZERO)).collect();
             self.write_releases(releases).await;
             return;
         }

@@ -22,6 +22,7 @@ use crate::domain::partner::{PartnerState, StateReason, Verdict};
 use crate::store::attempt_slots::each_slot_column;
 use crate::store::prepared::prepared;
 use crate::store::queue::claim::ClaimedRow;
+use crate::store::queue::release::Release;
 
 /// The outcome of one attempt, ready to be written.
 #[derive(Clone, Debug)]
@@ -86,6 +87,17 @@ pub struct LeasedDebit {
     pub row: ClaimedRow,
     /// The worker that called its credit, whose lease it now is.
     pub worker_id: String,
+}
+
+impl LeasedDebit {
+    /// Its lease, to hand it back uncalled.
+    pub fn lease(&self) -> Release {
+        Release {
+            id: self.row.id,
+            worker_id: self.worker_id.clone(),
+            locked_at: self.row.locked_at,
+        }
+    }
 }
 
 /// One line of the answer: a row written, a partner changed, that debits waited, or a debit
