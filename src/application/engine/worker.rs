@@ -163,9 +163,9 @@ impl Worker {
     }
 
     /// Shutdown: debits the writer handed over and no worker took are handed back; rows still
-    /// waiting for a host's turn hand themselves back (see
-    /// `deliver::prepare`); calls under way finish, unless the grace period ends first, when
-    /// they are abandoned and their rows handed back.
+    /// waiting for a host's turn hand themselves back (see `deliver::prepare`); calls under way
+    /// finish, unless the grace period ends first, when they are abandoned and their rows
+    /// handed back.
     async fn drain(&mut self) {
         for given in self.shared.handoff.take(usize::MAX) {
             let release = Finished::Release(given.debit.lease(), Duration::ZERO);
