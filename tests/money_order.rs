@@ -515,81 +515,148 @@ async fn someone_waits_for_a_lock(app: &TestApp) {
     .await;
 }
 
-/// The race of the issue, both ways round, with the credit's outcome write played by hand: a
-/// debit inserted while its credit completes waits only if it committed first, and is then
-/// released by the completion even though the completing statement started before the debit
-/// was committed.
+/// The held reason of the debit with `event_id`, read from the table.
+async fn debit_held(app: &TestApp, event_id: &str) -> Option<String> {
+    app.db
+        .client()
+        .await
+        .query_one(
+            "SELECT held_reason FROM webhook_queue WHERE event_type = '-debit' AND event_id = $1",
+            &[&event_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The race of the issue, with the credit's outcome write played by hand: the debit's insert
+/// reads its credit as in flight just before the credit completes, and the completing statement
+/// has run before the debit existed. The submit does not wait for the credit (no lock on the
+/// submit path); the recheck that follows the insert waits for the completion's commit and
+/// releases the debit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credit_completing_while_its_debit_is_inserted_never_strands_the_debit() {
     let receiver = Receiver::start().await;
     let app = spawn(Options::default()).await;
     let config = partner(&app, &receiver, "p", "/ok/credit/{event_id}", json!({})).await;
-    let complete = |event_id: &str| {
-        format!(
-            "UPDATE webhook_queue SET status = 'completed', completed_at = now()
-             WHERE event_type = '+credit' AND event_id = '{event_id}'"
-        )
-    };
 
-    // The credit completes first (uncommitted): the debit's insert waits for it, then sees it
-    // completed and does not wait.
     submit(&app, "+credit", "a", config).await;
-    let writer = open_transaction(&app, complete("a")).await;
-    let inserting = {
-        let (http, url) = (app.http.clone(), app.url("/webhooks"));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .header("Content-Type", "application/json")
-                .body(
-                    json!({"event_type": "-debit", "event_id": "a", "config_id": config})
-                        .to_string(),
-                )
-                .send()
-                .await
-                .unwrap();
-            serde_json::from_str::<Value>(&response.text().await.unwrap()).unwrap()
-        })
-    };
-    someone_waits_for_a_lock(&app).await;
-    writer.send(true).unwrap();
-    let debit = inserting.await.unwrap();
-    assert_eq!(debit["held_reason"], Value::Null, "{debit}");
-
-    // The debit is inserted first (uncommitted, holding its lock on the credit): the credit's
-    // completion waits for it, then releases the debit it could not see when it started.
-    submit(&app, "+credit", "b", config).await;
-    let inserter = open_transaction(
+    let writer = open_transaction(
         &app,
-        format!(
-            "INSERT INTO webhook_queue (event_type, event_id, config_id, webhook_url, held_reason)
-             SELECT '-debit', 'b', {config}, 'http://127.0.0.1:9/x',
-                    (webhook_money_order_verdicts(ARRAY[{config}]::int8[], ARRAY['-debit'], ARRAY['b']))[1]"
-        ),
+        "UPDATE webhook_queue SET status = 'completed', completed_at = now()
+         WHERE event_type = '+credit' AND event_id = 'a'"
+            .to_string(),
     )
     .await;
-    let completing = {
-        let client = app.db.client().await;
-        let sql = complete("b");
-        tokio::spawn(async move { client.batch_execute(&sql).await.unwrap() })
-    };
+    let debit = submit(&app, "-debit", "a", config).await;
+    assert_eq!(debit["held_reason"], "waiting_for_credit", "{debit}");
+    // The recheck waits for the uncommitted completion.
     someone_waits_for_a_lock(&app).await;
-    inserter.send(true).unwrap();
-    completing.await.unwrap();
-    let held: Option<String> = app
-        .db
+    assert_eq!(
+        debit_held(&app, "a").await.as_deref(),
+        Some("waiting_for_credit")
+    );
+    writer.send(true).unwrap();
+    eventually(WAIT, "the recheck to release the debit", || async {
+        debit_held(&app, "a").await.is_none()
+    })
+    .await;
+    let debit = entry(&app, qid(&debit)).await;
+    assert_eq!(debit["status"], "pending", "{debit}");
+    app.shutdown().await;
+}
+
+/// A debit whose API process died between its insert and its recheck: its credit completed (or
+/// was cancelled) while the insert ran, unseen by both. The pruner's next pass settles it as
+/// the recheck would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
+    let receiver = Receiver::start().await;
+    let app = spawn(Options::default()).await;
+    let config = partner(&app, &receiver, "p", "/ok/credit/{event_id}", json!({})).await;
+    submit(&app, "+credit", "done", config).await;
+    let cancelled = submit(&app, "+credit", "gone", config).await;
+    let running = submit(&app, "+credit", "live", config).await;
+
+    // Each debit is inserted by hand, as the API does but without the recheck after it, and
+    // commits after its credit changed.
+    let mut inserts = Vec::new();
+    for event_id in ["done", "gone", "live"] {
+        inserts.push(
+            open_transaction(
+                &app,
+                format!(
+                    "INSERT INTO webhook_queue (event_type, event_id, config_id, webhook_url, held_reason)
+                     SELECT '-debit', '{event_id}', {config}, 'http://127.0.0.1:9/x',
+                            (webhook_money_order_verdicts(ARRAY[{config}]::int8[], ARRAY['-debit'],
+                                                          ARRAY['{event_id}']))[1]"
+                ),
+            )
+            .await,
+        );
+    }
+    app.db
         .client()
         .await
-        .query_one(
-            "SELECT held_reason FROM webhook_queue WHERE event_type = '-debit' AND event_id = 'b'",
+        .execute(
+            "UPDATE webhook_queue SET status = 'completed', completed_at = now()
+             WHERE event_type = '+credit' AND event_id = 'done'",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (status, body) = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/webhooks/{}", qid(&cancelled)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for insert in inserts {
+        insert.send(true).unwrap();
+    }
+    eventually(WAIT, "the three debits committed", || async {
+        app.db
+            .count("SELECT count(*) FROM webhook_queue WHERE event_type = '-debit'")
+            .await
+            == 3
+    })
+    .await;
+    for event_id in ["done", "gone", "live"] {
+        assert_eq!(
+            debit_held(&app, event_id).await.as_deref(),
+            Some("waiting_for_credit"),
+            "{event_id}: stranded, as the race leaves it"
+        );
+    }
+
+    let settings = RetentionSettings {
+        completed: None,
+        failed: None,
+        interval: Duration::from_secs(60),
+    };
+    let pass = retention::prune_once(&app.db.url, &settings, &CancellationToken::new())
+        .await
+        .expect("pruning runs");
+    assert!(
+        matches!(&pass, retention::Pass::Done(p) if p.stranded_debits == 2),
+        "{pass:?}"
+    );
+    assert_eq!(debit_held(&app, "done").await, None, "released");
+    let cancelled_debit = app
+        .db
+        .count(
+            "SELECT count(*) FROM webhook_queue WHERE event_type = '-debit' AND event_id = 'gone'
+               AND deleted_at IS NOT NULL AND cancel_reason = 'credit_cancelled'",
+        )
+        .await;
+    assert_eq!(cancelled_debit, 1, "cancelled with its credit");
     assert_eq!(
-        held, None,
-        "the completion released the debit committed while it waited"
+        debit_held(&app, "live").await.as_deref(),
+        Some("waiting_for_credit"),
+        "its credit {} has not completed: it waits",
+        qid(&running)
     );
     app.shutdown().await;
 }

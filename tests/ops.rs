@@ -890,7 +890,7 @@ async fn retention_removes_exactly_the_rows_past_their_age_with_their_history_an
             failed: 1,
             cancelled: 2,
             archived_attempts: 2,
-            throughput: 0,
+            ..Pruned::default()
         })
     );
     let kept: BTreeSet<String> = [

@@ -9,6 +9,7 @@ use super::ratelimit::IngestLimiter;
 use crate::application::config_cache::ConfigCache;
 use crate::application::ingest::SubmitBatcher;
 use crate::application::metrics::Metrics;
+use crate::application::rechecks::DebitRechecks;
 use crate::config::{Secret, Settings};
 use crate::domain::outbound::AddressPolicy;
 use crate::store::DbPool;
@@ -20,6 +21,8 @@ pub struct ApiState {
     pub submits: SubmitBatcher,
     /// Copies of partner configs, checked by every insert that uses one.
     pub configs: Arc<ConfigCache>,
+    /// Where submits hand the debits they held for an earlier credit.
+    pub rechecks: Arc<DebitRechecks>,
     pub default_max_retries: i32,
     pub policy: AddressPolicy,
     pub tokens: Vec<Secret>,
@@ -31,17 +34,20 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Must be called within the Tokio runtime: it starts the submit batcher.
+    /// Must be called within the Tokio runtime: it starts the submit batcher and the debit rechecks.
     pub fn new(settings: &Settings, pool: DbPool, metrics: Arc<Metrics>, log: Logger) -> Self {
         let configs = Arc::new(ConfigCache::default());
+        let rechecks = Arc::new(DebitRechecks::start(pool.clone(), &log));
         Self {
             submits: SubmitBatcher::start(
                 pool.clone(),
                 configs.clone(),
+                rechecks.clone(),
                 settings.retry.max_retries(),
                 &log,
             ),
             configs,
+            rechecks,
             pool,
             default_max_retries: settings.retry.max_retries(),
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),

@@ -761,6 +761,7 @@ pub(super) async fn submit_batch(
     let results = submit::submit_batch(
         &state.pool,
         &state.configs,
+        &state.rechecks,
         requests,
         state.default_max_retries,
     )

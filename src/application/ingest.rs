@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::config_cache::ConfigCache;
 use super::engine::service::{self, Round, Running, Service};
 use super::engine::EngineError;
+use super::rechecks::DebitRechecks;
 use super::submit::{self, SubmitRequest, Submitted};
 use super::AppError;
 use crate::store::DbPool;
@@ -45,6 +46,7 @@ impl SubmitBatcher {
     pub fn start(
         pool: DbPool,
         configs: Arc<ConfigCache>,
+        rechecks: Arc<DebitRechecks>,
         default_max_retries: i32,
         log: &Logger,
     ) -> Self {
@@ -52,6 +54,7 @@ impl SubmitBatcher {
         let batcher = Batcher {
             pool,
             configs,
+            rechecks,
             requests,
             batch: Vec::with_capacity(MAX_REQUESTS_PER_INSERT),
             default_max_retries,
@@ -80,6 +83,7 @@ impl SubmitBatcher {
 struct Batcher {
     pool: DbPool,
     configs: Arc<ConfigCache>,
+    rechecks: Arc<DebitRechecks>,
     requests: mpsc::Receiver<(SubmitRequest, Reply)>,
     batch: Vec<(SubmitRequest, Reply)>,
     default_max_retries: i32,
@@ -100,11 +104,14 @@ impl Service for Batcher {
         }
         let ready = std::mem::replace(&mut self.batch, Vec::with_capacity(MAX_REQUESTS_PER_INSERT));
         let (pool, configs) = (self.pool.clone(), self.configs.clone());
+        let rechecks = self.rechecks.clone();
         let default_max_retries = self.default_max_retries;
         // Its own task, so that a batch that panics answers its requesters with an error
         // (their reply senders drop) and the batcher goes on.
-        let _ = tokio::spawn(async move { run(&pool, &configs, ready, default_max_retries).await })
-            .await;
+        let _ = tokio::spawn(async move {
+            run(&pool, &configs, &rechecks, ready, default_max_retries).await
+        })
+        .await;
         Ok(Round::Again)
     }
 
@@ -119,12 +126,13 @@ impl Service for Batcher {
 async fn run(
     pool: &DbPool,
     configs: &ConfigCache,
+    rechecks: &DebitRechecks,
     batch: Vec<(SubmitRequest, Reply)>,
     default_max_retries: i32,
 ) {
     let (requests, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|(r, tx)| (Ok(r), tx)).unzip();
-    match submit::submit_batch(pool, configs, requests, default_max_retries).await {
+    match submit::submit_batch(pool, configs, rechecks, requests, default_max_retries).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 // The requester may have gone away; its event stays submitted.

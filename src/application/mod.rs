@@ -8,6 +8,7 @@ pub mod entries;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod rechecks;
 pub mod redrive;
 pub mod retention;
 pub mod stats;

@@ -1,6 +1,7 @@
 //! Retention: the pruner that every worker process runs, deleting finished rows older than
 //! `RETENTION_COMPLETED` / `RETENTION_FAILED` (with their attempt history) and throughput
-//! counts older than a day.
+//! counts older than a day. Each pass first settles the debits an API process left waiting for
+//! a credit that has completed, when it died before its recheck (`store::queue::order::sweep`).
 //!
 //! One process prunes at a time: a pass first takes a PostgreSQL advisory lock on a connection
 //! of its own, and a process that finds it taken skips the pass. The deletes themselves run on
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
 use crate::store;
+use crate::store::queue::order;
 use crate::store::queue::retention::{self, Rule};
 
 use super::AppError;
@@ -30,6 +32,8 @@ pub struct Pruned {
     pub archived_attempts: i64,
     /// Per-second rows of `webhook_throughput`.
     pub throughput: i64,
+    /// Waiting debits settled because their credit had completed, was cancelled or was gone.
+    pub stranded_debits: i64,
 }
 
 impl Pruned {
@@ -81,7 +85,10 @@ pub async fn prune_once(
     if !retention::try_lock(&mut conn).await? {
         return Ok(Pass::Busy);
     }
-    let mut pruned = Pruned::default();
+    let mut pruned = Pruned {
+        stranded_debits: order::sweep(&mut conn).await?.into(),
+        ..Pruned::default()
+    };
     for rule in Rule::ALL {
         let Some(age) = age_of(rule, settings) else {
             continue;

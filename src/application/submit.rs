@@ -1,12 +1,13 @@
 //! Submitting events: validate against the partner config, build the URL once, insert
 //! idempotently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel_async::AsyncPgConnection;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::domain::delivery::HeldReason;
 use crate::domain::event::{EventType, UrlParams};
 use crate::domain::url_template::UrlTemplate;
 use crate::store::configs::{self, Versioned};
@@ -16,6 +17,7 @@ use crate::store::DbPool;
 
 use super::config_cache::ConfigCache;
 use super::entries::Entry;
+use super::rechecks::DebitRechecks;
 use super::{conn, AppError};
 
 /// A parsed submit request.
@@ -91,9 +93,12 @@ type Key = (i64, EventType, String);
 /// the configs when `cache` has no copy of one (or a copy refused an event, or was stale), and
 /// one lookup of existing rows when some idempotency keys were taken. Requests that failed to
 /// parse come in as errors and go out unchanged, in place, so answers line up with requests.
+/// Debits held for a credit queued before them go to `rechecks` once inserted (see
+/// [`held_for_earlier_credits`]).
 pub async fn submit_batch(
     pool: &DbPool,
     cache: &ConfigCache,
+    rechecks: &DebitRechecks,
     requests: Vec<Result<SubmitRequest, AppError>>,
     default_max_retries: i32,
 ) -> Result<Vec<Result<Submitted, AppError>>, AppError> {
@@ -150,6 +155,7 @@ pub async fn submit_batch(
             Err(e) => return Err(e.into()),
         }
     };
+    rechecks.after_commit(held_for_earlier_credits(inserted.values()));
 
     // Keys that exist already: taken before (or earlier in this batch), or refused now but
     // submitted before — a producer retrying gets its entry even if the config has changed.
@@ -193,6 +199,29 @@ pub async fn submit_batch(
             }
         })
         .collect())
+}
+
+/// The keys (partner, event id) of the inserted debits held for a credit queued before them:
+/// that credit may have completed after the insert read it (SPEC §11; see
+/// `application::rechecks`). A debit whose credit came in the same insert needs no second look:
+/// no worker could claim that credit before the insert committed.
+fn held_for_earlier_credits<'a>(
+    inserted: impl Iterator<Item = &'a QueueRow> + Clone,
+) -> Vec<(i64, String)> {
+    let key = |row: &QueueRow| Some((row.config_id, row.event_id.clone()?));
+    let credits: HashSet<(i64, String)> = inserted
+        .clone()
+        .filter(|row| row.event_type == EventType::Credit)
+        .filter_map(key)
+        .collect();
+    inserted
+        .filter(|row| {
+            row.event_type == EventType::Debit
+                && row.held_reason == Some(HeldReason::WaitingForCredit)
+        })
+        .filter_map(key)
+        .filter(|key| !credits.contains(key))
+        .collect()
 }
 
 /// Reads configs from the database and keeps copies in `cache`.

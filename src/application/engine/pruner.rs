@@ -1,5 +1,6 @@
-//! The pruner service: a retention pass (`application::retention`) every
-//! `RETENTION_INTERVAL`, in every worker process; the passes take turns through a lock.
+//! The pruner service: a retention pass (`application::retention`), which begins with the sweep
+//! of stranded debits, every `RETENTION_INTERVAL`, in every worker process; the passes take
+//! turns through a lock.
 
 use slog::{debug, info, warn, Logger};
 use tokio_util::sync::CancellationToken;
@@ -39,10 +40,12 @@ impl Service for Pruner {
     /// tried again at the next interval.
     async fn run_once(&mut self) -> Result<Round, EngineError> {
         match prune_once(&self.database_url, &self.settings, &self.stop).await {
-            Ok(Pass::Done(p)) if p.entries() + p.archived_attempts + p.throughput > 0 => {
+            Ok(Pass::Done(p))
+                if p.entries() + p.archived_attempts + p.throughput + p.stranded_debits > 0 =>
+            {
                 info!(self.log, "pruned old rows"; "completed" => p.completed, "failed" => p.failed,
                     "cancelled" => p.cancelled, "archived_attempts" => p.archived_attempts,
-                    "throughput_rows" => p.throughput);
+                    "throughput_rows" => p.throughput, "stranded_debits_settled" => p.stranded_debits);
             }
             Ok(Pass::Done(_)) => debug!(self.log, "nothing to prune"),
             Ok(Pass::Busy) => debug!(self.log, "another process is pruning; pass skipped"),

@@ -9,16 +9,18 @@
 //! | new cycle (retry, redrive) | [`cycle`] | [`cycle::restart`], and which rows a redrive takes |
 //! | listing | [`listing`] | [`listing::find`], [`listing::list`], the filter listing and redrive share |
 //! | cancel | [`cancel`] | [`cancel::cancel`] |
-//! | money order | [`order`] | [`order::release_waiting`], a debit released by hand |
+//! | money order | [`order`] | [`order::release_waiting`], a debit released by hand; [`order::recheck`] and [`order::sweep`] |
 //! | retention | [`retention`] | [`retention::delete_batch`] and the pruning lock |
 //!
 //! The statistics counters are written in SQL only: by the functions of migration 000007
 //! (`webhook_counter_shard`, `webhook_*_add`), which the count triggers, [`submit::insert_new`]
 //! and [`claim::claim`] call; `store::stats` reads them.
 //!
-//! Money order (SPEC §11) lives in migration 000010: the insert asks
-//! `webhook_money_order_verdicts` which debits wait, and the queue's UPDATE and DELETE
-//! triggers release or cancel them when their credit completes, is cancelled or is removed.
+//! Money order (SPEC §11) lives in migrations 000010 and 000011: the insert asks
+//! `webhook_money_order_verdicts` which debits wait, the outcome write leases the debit of a
+//! credit it completes, and the queue's UPDATE and DELETE triggers release or cancel the others
+//! when their credit completes, is cancelled or is removed. [`order::recheck`], after a debit's
+//! insert, settles one whose credit completed unseen while the insert ran.
 //!
 //! Every write after the claim is fenced on `(worker_id, locked_at)`: a worker whose lease
 //! expired and was taken over by another changes nothing. Only a processing row has a

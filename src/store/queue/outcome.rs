@@ -158,7 +158,8 @@ struct RecordedLine {
 /// credit with one write instead of two (a release, then a claim), and never before the
 /// credit's completion is durable. A debit of a partner that is held or has a `max_per_second`
 /// is not leased: the trigger of migration 000010 makes it due, and the claim admits it. So is
-/// one this statement cannot see (committed while the write waited for its credit's lock).
+/// one this statement cannot see (committed after its snapshot); and one committed after the
+/// statement's end is settled by the recheck that follows its insert (`order::recheck`).
 /// Each debit is found by its idempotency key, one probe per completed credit, written so that
 /// no plan can walk the held rows instead (as migration 000010's lookups are).
 pub async fn record_attempts(
@@ -267,7 +268,7 @@ pub async fn record_attempts(
 ///
 /// The rows are updated, and so locked, in id order: `v` is sorted, and every join of it with
 /// the rows it names (whose index gives them in id order too) keeps that order. A money-order
-/// insert locks the credits its debits wait for in id order as well (migration 000010), and two
+/// recheck locks the credits its debits wait for in id order as well (migration 000011), and two
 /// statements that lock rows in one order cannot deadlock. A join on top of `v` would reorder
 /// the rows (a hash join with `partner` returns them newest first), hence `hold` as a subquery.
 static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {

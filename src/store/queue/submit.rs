@@ -40,9 +40,10 @@ pub struct NewEntry {
 /// 000009, looked up once per statement for its distinct configs).
 ///
 /// Money order (SPEC §11) is decided in the same statement: `webhook_money_order_verdicts`
-/// (migration 000010) says which debits wait for their credit (`held_reason`) and which are
-/// cancelled with it, locking those credits so that a credit completing at the same moment is
-/// read as it completed.
+/// (migrations 000010 and 000011) says which debits wait for their credit (`held_reason`) and
+/// which are cancelled with it, from the statement's snapshot and without a lock. A credit that
+/// completes while the insert runs may not see a debit it commits; the caller hands the debits
+/// held for credits queued before them to `order::recheck` once the insert has committed.
 ///
 /// The NOTIFY rides in the inserting transaction to save a round trip and a transaction on
 /// the submit path. PostgreSQL serialises the commits of transactions that notify (one lock,
@@ -129,8 +130,9 @@ pub fn configs_changed(error: &Error) -> bool {
     )
 }
 
-/// Whether `insert_new` was chosen as a deadlock's victim: its locks on credits (money order)
-/// met an outcome write locking the same rows in another order. Nothing was inserted; retry.
+/// Whether `insert_new` was chosen as a deadlock's victim: two inserts that share idempotency
+/// keys in different orders each wait for the other's row of a key. Nothing was inserted;
+/// retry.
 pub fn deadlocked(error: &Error) -> bool {
     matches!(error, Error::DatabaseError(_, info) if info.message().starts_with("deadlock detected"))
 }

@@ -1,0 +1,97 @@
+//! The second look at debits the API has just held for their credit (money order, SPEC §11):
+//! an insert decides from its own snapshot and takes no lock, so a credit may complete between
+//! that snapshot and the insert's commit without seeing the debit. Once the insert has
+//! committed, its held debits go to the recheck service, which settles any whose credit did
+//! (`store::queue::order::recheck`).
+//!
+//! The recheck runs beside the submits, not in their way: one statement at a time for whatever
+//! keys gathered meanwhile, on a connection of its own, after the answers have gone. A recheck
+//! that fails, or one the process dies before, leaves its debits to the pruner's sweep.
+
+use slog::{debug, warn, Logger};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::service::{self, Round, Running, Service};
+use super::engine::EngineError;
+use crate::error_chain::describe;
+use crate::store::queue::order;
+use crate::store::DbPool;
+
+/// Most keys one recheck statement takes.
+const MAX_KEYS_PER_RECHECK: usize = 1000;
+
+/// Keys waiting for their recheck; more are left to the sweep.
+const QUEUED_KEYS: usize = 10_000;
+
+/// The handle submits hand their held debits to; the service ends once it is dropped and the
+/// keys it was given are rechecked.
+pub struct DebitRechecks {
+    queue: mpsc::Sender<(i64, String)>,
+    _rechecker: Running,
+}
+
+impl DebitRechecks {
+    /// Starts the recheck service on the current runtime.
+    pub fn start(pool: DbPool, log: &Logger) -> Self {
+        let (queue, keys) = mpsc::channel(QUEUED_KEYS);
+        let rechecker = Rechecker {
+            pool,
+            keys,
+            log: log.new(slog::o!("task" => <Rechecker as Service>::NAME)),
+        };
+        Self {
+            queue,
+            _rechecker: service::start(rechecker, CancellationToken::new(), log),
+        }
+    }
+
+    /// Asks for a recheck of these debits (partner, event id), whose insert has committed.
+    pub fn after_commit(&self, keys: impl IntoIterator<Item = (i64, String)>) {
+        for key in keys {
+            if self.queue.try_send(key).is_err() {
+                // Full (or stopping): the sweep settles the rest.
+                return;
+            }
+        }
+    }
+}
+
+struct Rechecker {
+    pool: DbPool,
+    keys: mpsc::Receiver<(i64, String)>,
+    log: Logger,
+}
+
+impl Rechecker {
+    async fn recheck(&self, keys: &[(i64, String)]) -> Result<i32, EngineError> {
+        let mut conn = self.pool.get().await?;
+        Ok(order::recheck(&mut conn, keys).await?)
+    }
+}
+
+impl Service for Rechecker {
+    const NAME: &'static str = "debit rechecks";
+
+    /// Rechecks the keys waiting now, in one statement.
+    async fn run_once(&mut self) -> Result<Round, EngineError> {
+        let mut keys = Vec::with_capacity(MAX_KEYS_PER_RECHECK);
+        if self.keys.recv_many(&mut keys, MAX_KEYS_PER_RECHECK).await == 0 {
+            return Ok(Round::Finished);
+        }
+        match self.recheck(&keys).await {
+            Ok(0) => {}
+            Ok(settled) => debug!(self.log, "debits settled after their credit changed";
+                "settled" => settled),
+            Err(e) => warn!(self.log, "debit recheck failed; the pruner's sweep settles them";
+                "debits" => keys.len(), "error" => describe(&e)),
+        }
+        Ok(Round::Again)
+    }
+
+    /// Rechecks until the handle is dropped and what it sent is done.
+    async fn run(mut self, _stop: CancellationToken) -> Result<(), EngineError> {
+        while self.run_once().await? != Round::Finished {}
+        Ok(())
+    }
+}
