@@ -64,28 +64,32 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     credits BIGINT[];
+    settled_already INT;
     keys_config BIGINT[];
     keys_event TEXT[];
     steps TEXT[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhook_queue WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL) THEN
-        RETURN 0;
-    END IF;
-    -- The credits of the debits that still wait with a write in progress, or just committed
-    -- unseen: such a write marks the row version this snapshot sees (xmax). An unmarked credit
-    -- is written later, by a statement whose triggers see the debit, committed before this.
-    SELECT array_agg(c.id ORDER BY c.id) INTO credits
+    -- Of the debits that still wait: the credits with a write in progress, or just committed
+    -- unseen, which such a write marks on the row version this snapshot sees (xmax); and how
+    -- many credits have completed, were cancelled or are gone. An unmarked credit is written
+    -- later, by a statement whose triggers see the debit, committed before this. Most often
+    -- there is neither, and this one pass (a probe of each debit and of its credit) is all.
+    SELECT array_agg(c.id ORDER BY c.id) FILTER (WHERE c.status <> 'completed' AND c.xmax <> '0'::xid),
+           count(*) FILTER (WHERE c.id IS NULL OR c.status = 'completed' OR c.deleted_at IS NOT NULL)
+    INTO credits, settled_already
     FROM unnest(config_ids, event_ids) AS k(config_id, event_id)
     CROSS JOIN LATERAL (
         SELECT 1 FROM webhook_queue d
         WHERE d.config_id = k.config_id AND d.event_type = '-debit' AND d.event_id = k.event_id
           AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL
         OFFSET 0) d
-    CROSS JOIN LATERAL (
-        SELECT q.id FROM webhook_queue q
+    LEFT JOIN LATERAL (
+        SELECT q.id, q.status, q.deleted_at, q.xmax FROM webhook_queue q
         WHERE q.config_id = k.config_id AND q.event_type = '+credit' AND q.event_id = k.event_id
-          AND q.status <> 'completed' AND q.xmax <> '0'::xid
-        OFFSET 0) c;
+        OFFSET 0) c ON true;
+    IF credits IS NULL AND settled_already = 0 THEN
+        RETURN 0;
+    END IF;
     -- Wait for any write in progress on them, in id order (the order outcome writes lock rows
     -- in, so the two never deadlock).
     IF credits IS NOT NULL THEN

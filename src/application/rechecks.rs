@@ -4,9 +4,10 @@
 //! committed, its held debits go to the recheck service, which settles any whose credit did
 //! (`store::queue::order::recheck`).
 //!
-//! The recheck runs beside the submits, not in their way: one statement at a time for whatever
-//! keys gathered meanwhile, on a connection of its own, after the answers have gone. A recheck
-//! that fails, or one the process dies before, leaves its debits to the pruner's sweep.
+//! The recheck runs beside the submits, not in their way: a submit hands its keys over and
+//! answers, and the service runs one statement at a time for whatever keys gathered meanwhile,
+//! on a connection of its own. A recheck that fails, or one the process dies before, leaves its
+//! debits to the pruner's sweep.
 
 use slog::{debug, warn, Logger};
 use tokio::sync::mpsc;

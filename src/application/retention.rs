@@ -1,7 +1,8 @@
 //! Retention: the pruner that every worker process runs, deleting finished rows older than
 //! `RETENTION_COMPLETED` / `RETENTION_FAILED` (with their attempt history) and throughput
 //! counts older than a day. Each pass first settles the debits an API process left waiting for
-//! a credit that has completed, when it died before its recheck (`store::queue::order::sweep`).
+//! a credit that had completed, was cancelled or was gone, when it died before their recheck
+//! (`store::queue::order::sweep`).
 //!
 //! One process prunes at a time: a pass first takes a PostgreSQL advisory lock on a connection
 //! of its own, and a process that finds it taken skips the pass. The deletes themselves run on
