@@ -64,19 +64,18 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     credits BIGINT[];
-    settled_already INT;
     keys_config BIGINT[];
     keys_event TEXT[];
     steps TEXT[];
 BEGIN
-    -- Of the debits that still wait: the credits with a write in progress, or just committed
-    -- unseen, which such a write marks on the row version this snapshot sees (xmax); and how
-    -- many credits have completed, were cancelled or are gone. An unmarked credit is written
-    -- later, by a statement whose triggers see the debit, committed before this. Most often
-    -- there is neither, and this one pass (a probe of each debit and of its credit) is all.
+    -- The debits that still wait and whose credit has completed, was cancelled or is gone, or is
+    -- being written: a write in progress, or one just committed unseen, marks the row version
+    -- this snapshot sees (xmax). An unmarked credit is written later, by a statement whose
+    -- triggers see the debit, committed before this. Most often there is none, and this one
+    -- pass (a probe of each debit and of its credit) is all.
     SELECT array_agg(c.id ORDER BY c.id) FILTER (WHERE c.status <> 'completed' AND c.xmax <> '0'::xid),
-           count(*) FILTER (WHERE c.id IS NULL OR c.status = 'completed' OR c.deleted_at IS NOT NULL)
-    INTO credits, settled_already
+           array_agg(k.config_id), array_agg(k.event_id)
+    INTO credits, keys_config, keys_event
     FROM unnest(config_ids, event_ids) AS k(config_id, event_id)
     CROSS JOIN LATERAL (
         SELECT 1 FROM webhook_queue d
@@ -86,8 +85,9 @@ BEGIN
     LEFT JOIN LATERAL (
         SELECT q.id, q.status, q.deleted_at, q.xmax FROM webhook_queue q
         WHERE q.config_id = k.config_id AND q.event_type = '+credit' AND q.event_id = k.event_id
-        OFFSET 0) c ON true;
-    IF credits IS NULL AND settled_already = 0 THEN
+        OFFSET 0) c ON true
+    WHERE c.id IS NULL OR c.status = 'completed' OR c.deleted_at IS NOT NULL OR c.xmax <> '0'::xid;
+    IF keys_config IS NULL THEN
         RETURN 0;
     END IF;
     -- Wait for any write in progress on them, in id order (the order outcome writes lock rows
@@ -95,15 +95,11 @@ BEGIN
     IF credits IS NOT NULL THEN
         PERFORM 1 FROM webhook_queue c WHERE c.id = ANY (credits) ORDER BY c.id FOR SHARE;
     END IF;
-    -- A fresh snapshot, taken after the locks: each credit as last committed.
+    -- A fresh snapshot, taken after the locks: each credit as last committed. The settle
+    -- touches only debits that still wait.
     SELECT array_agg(k.config_id), array_agg(k.event_id), array_agg(s.step)
     INTO keys_config, keys_event, steps
-    FROM unnest(config_ids, event_ids) AS k(config_id, event_id)
-    CROSS JOIN LATERAL (
-        SELECT 1 FROM webhook_queue d
-        WHERE d.config_id = k.config_id AND d.event_type = '-debit' AND d.event_id = k.event_id
-          AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL
-        OFFSET 0) d
+    FROM unnest(keys_config, keys_event) AS k(config_id, event_id)
     LEFT JOIN LATERAL (
         SELECT q.status, q.deleted_at FROM webhook_queue q
         WHERE q.config_id = k.config_id AND q.event_type = '+credit' AND q.event_id = k.event_id
@@ -123,7 +119,7 @@ $$;
 COMMENT ON FUNCTION webhook_money_order_recheck(BIGINT[], TEXT[]) IS
     'Settles the waiting -debits of the given keys (element-wise: partner, event id) whose +credit has completed, '
     'was cancelled or is gone, after waiting for any write in progress on those credits (FOR SHARE on the credits a '
-    'write has marked). Returns how many it settled';
+    'write has marked). Returns how many debits it settled (or found settled by another meanwhile)';
 
 CREATE FUNCTION webhook_money_order_sweep()
 RETURNS INT
