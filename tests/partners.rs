@@ -329,6 +329,9 @@ async fn a_lone_event_of_a_partner_that_is_down_is_held_not_failed() {
     app.shutdown().await;
 }
 
+/// Rows a paused partner holds: its state holds its pending rows; nothing is written on them.
+const HELD_BY_PAUSE: &str = "SELECT count(*) FROM webhook_queue q JOIN webhook_partner_state s ON s.config_id = q.config_id WHERE s.state = 'paused' AND q.status = 'pending' AND q.deleted_at IS NULL AND q.held_reason IS NULL";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
     let receiver = Receiver::start().await;
@@ -349,12 +352,7 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
     let h = wait_state(&app, gone, "paused").await;
     assert_eq!(h["reason"], "gone");
     eventually(Duration::from_secs(10), "the 410's event held", || async {
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE held_reason = 'partner_paused'",
-        )
-        .await
-            == 1
+        count(&app, HELD_BY_PAUSE).await == 1
     })
     .await;
     let warned = app.logs.lines().into_iter().any(|l| {
@@ -368,7 +366,7 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
     // New events for a paused partner are accepted held.
     submit_batch(&app, gone, "new", 3).await;
     assert_eq!(
-        count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {gone} AND held_reason = 'partner_paused'")).await,
+        count(&app, &format!("{HELD_BY_PAUSE} AND q.config_id = {gone}")).await,
         4
     );
 
@@ -408,7 +406,7 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
         .await;
     assert_eq!(status, 409, "{body}");
     eventually(Duration::from_secs(10), "the due events held", || async {
-        count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {manual} AND held_reason = 'partner_paused'")).await == 5
+        count(&app, &format!("{HELD_BY_PAUSE} AND q.config_id = {manual}")).await == 5
     })
     .await;
     let retries_before: i64 = count(
@@ -425,14 +423,7 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
         let h = health(&app, id).await;
         assert_eq!(h["state"], "paused", "{h}");
     }
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE held_reason = 'partner_paused'"
-        )
-        .await,
-        9
-    );
+    assert_eq!(count(&app, HELD_BY_PAUSE).await, 9);
     let calls_before_resume = receiver.received_at("/switch/g").len();
     assert_eq!(calls_before_resume, 1, "a paused partner was called");
 

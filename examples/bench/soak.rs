@@ -52,7 +52,7 @@ async fn claim_probe(conn: &mut diesel_async::AsyncPgConnection) -> f64 {
     for _ in 0..5 {
         conn.batch_execute("BEGIN").await.expect("BEGIN");
         let t = Instant::now();
-        let _ = claim::claim(conn, "soak-probe", 50, Duration::from_secs(60)).await;
+        let _ = claim::claim(conn, "soak-probe", 50, Duration::from_secs(60), &[]).await;
         took.push(t.elapsed().as_secs_f64() * 1000.0);
         conn.batch_execute("ROLLBACK").await.expect("ROLLBACK");
     }

@@ -214,9 +214,10 @@ pub async fn drain(pool: &DbPool, batch: i64, concurrency: usize) -> Rate {
             let worker_id = format!("sql-ceiling-{n}");
             let mut conn = pool.get().await.expect("a pooled connection");
             loop {
-                let rows = claim::claim(&mut conn, &worker_id, batch, Duration::from_secs(300))
-                    .await
-                    .expect("claim");
+                let rows =
+                    claim::claim(&mut conn, &worker_id, batch, Duration::from_secs(300), &[])
+                        .await
+                        .expect("claim");
                 if rows.is_empty() {
                     break;
                 }

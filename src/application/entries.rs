@@ -1,6 +1,7 @@
 //! Reading, listing, cancelling and retrying queue entries.
 
 use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::domain::delivery::{HeldReason, Status};
@@ -9,7 +10,7 @@ use crate::domain::order::CancelReason;
 use crate::store::models::{AttemptRecord, QueueRow};
 use crate::store::queue::listing::{self, ListFilter};
 use crate::store::queue::{cancel, cycle, order};
-use crate::store::DbPool;
+use crate::store::{partners, DbPool};
 
 use super::{conn, AppError};
 
@@ -127,10 +128,45 @@ pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<EntryWithAttempts, App
         .ok_or(AppError::NotFound("webhook"))?;
     let archived = cycle::archived(&mut conn, queue_id).await?;
     let attempts = row.attempts_after(archived);
+    let mut entries = [Entry::from(row)];
+    held_by_partners(&mut conn, &mut entries).await?;
+    let [entry] = entries;
     Ok(EntryWithAttempts {
-        entry: row.into(),
+        entry,
         attempts: attempts.into_iter().map(Attempt::from).collect(),
     })
+}
+
+/// Fills in `held_reason` of the pending entries whose partner is paused or tripped: that
+/// state holds them, and is not stored on their rows.
+async fn held_by_partners(
+    conn: &mut AsyncPgConnection,
+    entries: &mut [Entry],
+) -> Result<(), AppError> {
+    let mut config_ids: Vec<i64> = entries
+        .iter()
+        .filter(|e| e.is_pending_unheld())
+        .map(|e| e.config_id)
+        .collect();
+    if config_ids.is_empty() {
+        return Ok(());
+    }
+    config_ids.sort_unstable();
+    config_ids.dedup();
+    let holding = partners::holding(conn, &config_ids).await?;
+    for entry in entries.iter_mut().filter(|e| e.is_pending_unheld()) {
+        entry.held_reason = holding
+            .iter()
+            .find(|(id, _)| *id == entry.config_id)
+            .and_then(|(_, state)| state.held_reason());
+    }
+    Ok(())
+}
+
+impl Entry {
+    fn is_pending_unheld(&self) -> bool {
+        self.status == Status::Pending && self.cancelled_at.is_none() && self.held_reason.is_none()
+    }
 }
 
 /// One page, newest first, and the cursor of the next page when there is one.
@@ -147,7 +183,9 @@ pub async fn list(
     } else {
         None
     };
-    Ok((rows.into_iter().map(Entry::from).collect(), next_cursor))
+    let mut entries: Vec<Entry> = rows.into_iter().map(Entry::from).collect();
+    held_by_partners(&mut conn, &mut entries).await?;
+    Ok((entries, next_cursor))
 }
 
 /// Cancels an entry: it is never called again. A completed entry cannot be cancelled.
@@ -194,7 +232,10 @@ pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
 pub async fn release(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
     if let Some(released) = order::release_waiting(&mut conn, queue_id).await? {
-        return Ok(released.into());
+        let mut entries = [Entry::from(released)];
+        held_by_partners(&mut conn, &mut entries).await?;
+        let [entry] = entries;
+        return Ok(entry);
     }
     let now = listing::find(&mut conn, queue_id)
         .await?

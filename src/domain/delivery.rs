@@ -56,8 +56,9 @@ impl FromStr for Status {
     }
 }
 
-/// Why a pending row is held: due, but not called now, and spending no attempt while it waits
-/// (`held_reason`, migration 000008).
+/// Why a pending row is held: due, but not called now, and spending no attempt while it waits.
+/// Money order's reason is stored on the row (`held_reason`); a partner's is its state, read
+/// where it is needed (`PartnerState::held_reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HeldReason {
     /// Its partner was paused (by an operator, or by a `410 Gone`).

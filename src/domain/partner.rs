@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::delivery::{FailureKind, Outcome};
+use super::delivery::{FailureKind, HeldReason, Outcome};
 
 /// Longest wait between two probes of a tripped partner (the SQL of migration 000009 caps the
 /// doubling at the same 5 minutes).
@@ -38,6 +38,22 @@ impl PartnerState {
             PartnerState::Paused => "paused",
             PartnerState::Tripped => "tripped",
         }
+    }
+
+    /// Why this state holds the partner's pending rows; `None` while active.
+    pub fn held_reason(self) -> Option<HeldReason> {
+        match self {
+            PartnerState::Active => None,
+            PartnerState::Paused => Some(HeldReason::PartnerPaused),
+            PartnerState::Tripped => Some(HeldReason::PartnerTripped),
+        }
+    }
+
+    /// The state that holds rows for `reason`; `None` for a reason of the row's own.
+    pub fn holding_for(reason: HeldReason) -> Option<PartnerState> {
+        PartnerState::ALL
+            .into_iter()
+            .find(|s| s.held_reason() == Some(reason))
     }
 
     /// The value of the `webhookd_partner_state` gauge: 0 active, 1 paused, 2 tripped.

@@ -1,7 +1,8 @@
-//! Partner health in the database (migration 000009): each partner's state as read with its
-//! held rows, the operator's pause and resume, and the probe release. The counting of outcomes
-//! and the claim's admission are SQL functions that the outcome write and the claim call (see
-//! [`queue::outcome`](super::queue::outcome) and [`queue::claim`](super::queue::claim)).
+//! Partner health in the database (migrations 000009 and 000012): each partner's state with the
+//! rows it holds, the operator's pause and resume, and when the next probe is due. The
+//! counting of outcomes and the serving of partners (probes included) are SQL functions that
+//! the outcome write and the claim call (see [`queue::outcome`](super::queue::outcome) and
+//! [`queue::claim`](super::queue::claim)).
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error;
@@ -12,7 +13,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::domain::partner::{PartnerState, StateReason};
 use crate::store::prepared::prepared;
 
-/// A partner's state as stored, with the rows partner health holds for it.
+/// A partner's state as stored, with the rows it holds: its pending rows while it is paused or
+/// tripped (`webhook_partner_held_count`).
 #[derive(Clone, Debug, QueryableByName)]
 pub struct PartnerRow {
     #[diesel(sql_type = Int8)]
@@ -44,12 +46,8 @@ pub async fn find(
     prepared(
         diesel::sql_query(
             "SELECT s.config_id, s.state, s.reason, s.since, s.failures, s.last_error, s.last_error_at,
-                    s.probe_at, coalesce(h.n, 0) AS held
+                    s.probe_at, webhook_partner_held_count(s.config_id) AS held
              FROM webhook_partner_state s
-             LEFT JOIN (SELECT config_id, count(*) AS n FROM webhook_queue
-                        WHERE held_reason IN ('partner_paused', 'partner_tripped') AND deleted_at IS NULL
-                          AND ($1::int8 IS NULL OR config_id = $1)
-                        GROUP BY config_id) h ON h.config_id = s.config_id
              WHERE $1::int8 IS NULL OR s.config_id = $1
              ORDER BY s.config_id",
         )
@@ -76,7 +74,7 @@ pub struct Change {
     pub changed: bool,
 }
 
-/// Pauses a partner (`webhook_partner_pause`): its pending rows are held until it is resumed.
+/// Pauses a partner (`webhook_partner_pause`): the claim no longer serves it until it is resumed.
 pub async fn pause(
     conn: &mut AsyncPgConnection,
     config_id: i64,
@@ -89,31 +87,11 @@ pub async fn pause(
         .await
 }
 
-/// Makes a paused or tripped partner active (`webhook_partner_resume`) and releases its rows.
+/// Makes a paused or tripped partner active (`webhook_partner_resume`) and wakes the workers.
 pub async fn resume(conn: &mut AsyncPgConnection, config_id: i64) -> Result<Change, Error> {
     diesel::sql_query("SELECT * FROM webhook_partner_resume($1)")
         .bind::<Int8, _>(config_id)
         .get_result(conn)
-        .await
-}
-
-/// A probe released: one held row of a tripped partner, due now.
-#[derive(Clone, Debug, QueryableByName)]
-pub struct Probe {
-    #[diesel(sql_type = Int8)]
-    pub config_id: i64,
-    /// `None` when the partner had no held row to probe with.
-    #[diesel(sql_type = Nullable<Int8>)]
-    pub probe_row: Option<i64>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub next_probe_at: Option<DateTime<Utc>>,
-}
-
-/// Releases the probes whose time has come (`webhook_partner_probe`): one per tripped partner
-/// and probe time, across every process.
-pub async fn release_probes(conn: &mut AsyncPgConnection) -> Result<Vec<Probe>, Error> {
-    prepared(diesel::sql_query("SELECT * FROM webhook_partner_probe()"))
-        .load(conn)
         .await
 }
 
@@ -131,4 +109,29 @@ pub async fn next_probe_at(conn: &mut AsyncPgConnection) -> Result<Option<DateTi
     .get_result(conn)
     .await?;
     Ok(row.at)
+}
+
+#[derive(QueryableByName)]
+struct Holding {
+    #[diesel(sql_type = Int8)]
+    config_id: i64,
+    #[diesel(sql_type = Text)]
+    state: PartnerState,
+}
+
+/// Of these partners, those that are paused or tripped now, with their state.
+pub async fn holding(
+    conn: &mut AsyncPgConnection,
+    config_ids: &[i64],
+) -> Result<Vec<(i64, PartnerState)>, Error> {
+    let rows: Vec<Holding> = prepared(
+        diesel::sql_query(
+            "SELECT config_id, state FROM webhook_partner_state
+             WHERE config_id = ANY($1) AND state <> 'active'",
+        )
+        .bind::<diesel::sql_types::Array<Int8>, _>(config_ids),
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.config_id, r.state)).collect())
 }

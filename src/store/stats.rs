@@ -115,12 +115,17 @@ pub async fn queue_depth(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount
         .await
 }
 
-/// Held live rows by reason (`bucket` is the reason): one scan of the partial index of held
-/// rows (`webhook_queue_held`), so its cost follows the number of held rows, not the queue's.
+/// Held live rows by reason (`bucket` is the reason; a reason may come more than once): debits
+/// waiting for their credit from their partial index, and the pending rows of each paused or
+/// tripped partner, whose state holds them (migration 000012). Its cost follows the number of
+/// held rows, not the queue's.
 pub async fn held_counts(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount>, Error> {
     diesel::sql_query(
         "SELECT held_reason AS bucket, count(*)::int8 AS n FROM webhook_queue
-         WHERE held_reason IS NOT NULL AND deleted_at IS NULL GROUP BY held_reason",
+         WHERE held_reason IS NOT NULL AND deleted_at IS NULL GROUP BY held_reason
+         UNION ALL
+         SELECT webhook_partner_hold_reason(s.state), webhook_partner_held_count(s.config_id)
+         FROM webhook_partner_state s WHERE s.state <> 'active'",
     )
     .load(conn)
     .await

@@ -5,6 +5,7 @@
 //! * `/flaky/{n}/...` — 500 for the first `n` calls to that exact path and query, then 200
 //! * `/rejects/{n}/...` — 400 (the event's own failure) for the first `n` calls, then 200
 //! * `/retry-after/{secs}/...` — 429 with `Retry-After: secs` on the first call, then 200
+//! * `/fails-for/{value}/...` — 500 to a call whose query has `e={value}`, 200 to any other
 //! * `/slow/{ms}/...` — 200 after `ms` milliseconds
 //! * `/slow-fail/{ms}/...` — 400 (the event's own failure) after `ms` milliseconds
 //! * `/hang/...` — never answers
@@ -234,6 +235,14 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
             .insert_header(("Retry-After", arg(1).to_string()))
             .body("slow down"),
         "retry-after" => HttpResponse::Ok().body("ok"),
+        "fails-for" => {
+            let poisoned = format!("e={}", segments.get(1).unwrap_or(&""));
+            if request.query_string().split('&').any(|p| p == poisoned) {
+                HttpResponse::InternalServerError().body("poisoned")
+            } else {
+                HttpResponse::Ok().body("ok")
+            }
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_millis(arg(1))).await;
             HttpResponse::Ok().body("slow ok")

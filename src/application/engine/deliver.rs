@@ -1,6 +1,7 @@
 //! One claimed row's delivery, in three steps: [`prepare`] (a turn at the partner's host, and
 //! a lease that still holds), [`call`] (the partner), [`record`] (the outcome, to the writer).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ pub async fn deliver(shared: Arc<Shared>, claimed: Claimed, log: Logger) {
     };
     let attempted = call(&shared, &ready).await;
     record(&shared, ready, attempted, &log).await;
+    // The call's place at its host is free again: rows left behind for want of it may go.
+    if shared.left_behind.load(Ordering::Relaxed) {
+        shared.wake.notify_one();
+    }
 }
 
 /// Waits for a turn at the row's host, then checks by the clock that the lease will outlast
@@ -64,7 +69,10 @@ pub async fn deliver(shared: Arc<Shared>, claimed: Claimed, log: Logger) {
 /// partner for a row that another worker may have taken over. `None` when the row was handed
 /// back instead.
 pub async fn prepare(shared: &Shared, claimed: Claimed, log: &Logger) -> Option<Ready> {
-    let slot = match shared.hosts.turn(&host_key(&claimed.row.webhook_url)) {
+    let slot = match shared
+        .hosts
+        .turn(claimed.row.config_id, &host_key(&claimed.row.webhook_url))
+    {
         Turn::Go(slot) => slot,
         Turn::Saturated => {
             let _ = shared.finished.send(claimed.release(HOST_BUSY_DEFER)).await;

@@ -22,6 +22,8 @@ pub struct HostLimiter {
     cap: usize,
     epoch: Instant,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// The host each partner (config id) was last called at, for [`HostLimiter::rooms`].
+    partners: Mutex<HashMap<i64, String>>,
 }
 
 struct Host {
@@ -112,6 +114,7 @@ impl HostLimiter {
             cap,
             epoch: Instant::now(),
             hosts: Mutex::new(HashMap::new()),
+            partners: Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,7 +146,38 @@ impl HostLimiter {
         served_in_time.clamp(self.cap, self.cap * MAX_LINE_FACTOR)
     }
 
-    pub fn turn(&self, key: &str) -> Turn {
+    /// How many more rows the claim may take for `key` now: its free calls and free places in
+    /// its fixed waiting line. Not the longer line a fast host may get (see
+    /// [`HostLimiter::turn`]): rows waiting there fill workers' batches, and a worker whose
+    /// batch is full claims nothing for any other partner until half of it is done.
+    pub fn room(&self, key: &str) -> usize {
+        let host = self.host(key);
+        let free_calls = host.calls.available_permits();
+        let waiting = host.waiting.load(Ordering::Acquire);
+        free_calls + self.cap.saturating_sub(waiting)
+    }
+
+    /// Each partner called so far with the room of its host (see [`HostLimiter::room`]).
+    pub fn rooms(&self) -> Vec<(i64, i32)> {
+        let partners = self
+            .partners
+            .lock()
+            .expect("partner map lock poisoned")
+            .clone();
+        partners
+            .into_iter()
+            .map(|(config_id, key)| (config_id, self.room(&key).min(i32::MAX as usize) as i32))
+            .collect()
+    }
+
+    /// A turn at `key` for a row of partner `config_id`.
+    pub fn turn(&self, config_id: i64, key: &str) -> Turn {
+        {
+            let mut partners = self.partners.lock().expect("partner map lock poisoned");
+            if partners.get(&config_id).map(String::as_str) != Some(key) {
+                partners.insert(config_id, key.to_string());
+            }
+        }
         let host = self.host(key);
         if let Ok(permit) = host.calls.clone().try_acquire_owned() {
             return Turn::Go(Slot {
@@ -186,13 +220,13 @@ mod tests {
     #[tokio::test]
     async fn a_host_gets_cap_calls_then_cap_waiters_then_is_saturated() {
         let limiter = HostLimiter::new(2);
-        let go: Vec<_> = (0..2).map(|_| limiter.turn("a:80")).collect();
+        let go: Vec<_> = (0..2).map(|_| limiter.turn(1, "a:80")).collect();
         assert!(go.iter().all(|t| matches!(t, Turn::Go(_))));
-        let waiters: Vec<_> = (0..2).map(|_| limiter.turn("a:80")).collect();
+        let waiters: Vec<_> = (0..2).map(|_| limiter.turn(1, "a:80")).collect();
         assert!(waiters.iter().all(|t| matches!(t, Turn::Queue(_))));
-        assert!(matches!(limiter.turn("a:80"), Turn::Saturated));
+        assert!(matches!(limiter.turn(1, "a:80"), Turn::Saturated));
         // Another host is not affected.
-        assert!(matches!(limiter.turn("b:80"), Turn::Go(_)));
+        assert!(matches!(limiter.turn(2, "b:80"), Turn::Go(_)));
         // A finished call lets a waiter through.
         drop(go);
         let mut waiters = waiters.into_iter();
@@ -200,12 +234,12 @@ mod tests {
             panic!()
         };
         let _first = w.wait().await;
-        let _second = match limiter.turn("a:80") {
+        let _second = match limiter.turn(1, "a:80") {
             Turn::Go(permit) => permit,
             _ => panic!("one permit was still free"),
         };
         // The served waiter's place was freed: one waiter is left, so one more may queue.
-        assert!(matches!(limiter.turn("a:80"), Turn::Queue(_)));
+        assert!(matches!(limiter.turn(1, "a:80"), Turn::Queue(_)));
     }
 
     #[test]
@@ -233,6 +267,18 @@ mod tests {
             host.finished(3_000, Duration::from_secs(5));
         }
         assert_eq!(limiter.line_limit(&host, 3_000), 4);
+    }
+
+    #[tokio::test]
+    async fn room_is_free_calls_and_free_places_in_line() {
+        let limiter = HostLimiter::new(2);
+        assert_eq!(limiter.room("a:80"), 4);
+        let _go = limiter.turn(1, "a:80");
+        assert_eq!(limiter.room("a:80"), 3);
+        let _rest: Vec<_> = (0..3).map(|_| limiter.turn(1, "a:80")).collect();
+        assert_eq!(limiter.room("a:80"), 0);
+        assert_eq!(limiter.room("b:80"), 4);
+        assert_eq!(limiter.rooms(), vec![(1, 0)]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The delivery engine: workers claim due rows, call partners, and hand outcomes to one
 //! batching writer; a listener wakes idle workers when rows arrive, a pruner applies
-//! retention, and a prober releases the probe calls of tripped partners. Each is a [`service::Service`], started and stopped the same way.
+//! retention, and a prober wakes a worker when a tripped partner's probe falls due. Each is a [`service::Service`], started and stopped the same way.
 //!
 //! No transaction or pooled connection is held while a partner is called: a claim is one
 //! statement, each call runs as its own task, and outcomes are written later, fenced on the
@@ -81,6 +81,7 @@ impl Engine {
             wake: wake.clone(),
             claiming: tokio::sync::Mutex::new(()),
             claim_again: AtomicBool::new(false),
+            left_behind: AtomicBool::new(false),
             finished,
             handoff: handoff.clone(),
             batch_size: settings.worker.batch_size,
@@ -114,7 +115,7 @@ impl Engine {
         let listener = service::start(
             Listener::new(
                 settings.database_url.expose().to_string(),
-                wake,
+                wake.clone(),
                 log.new(o!("task" => "listener")),
             ),
             CancellationToken::new(),
@@ -132,6 +133,7 @@ impl Engine {
         let prober = service::start(
             Prober::new(
                 pool.clone(),
+                wake.clone(),
                 settings.worker.poll_interval,
                 log.new(o!("task" => "prober")),
             ),

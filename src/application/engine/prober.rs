@@ -1,11 +1,14 @@
-//! The prober service: releases the probe of each tripped partner when its time comes
-//! (`store::partners::release_probes`); the workers then claim the probe like any due row. Every
-//! worker process runs one; the database gives each probe time to one of them.
+//! The prober service: wakes a worker when a tripped partner's probe falls due, since the
+//! claim takes probes (`webhook_claim`, migration 000012) and a busy queue may have no other
+//! reason to claim then. Every worker process runs one; the database gives each probe time to
+//! one claim.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use slog::{info, warn, Logger};
+use slog::{warn, Logger};
+use tokio::sync::Notify;
 
 use super::error::EngineError;
 use super::service::{Round, Service};
@@ -14,45 +17,49 @@ use crate::store::{partners, DbPool};
 
 pub struct Prober {
     pool: DbPool,
+    wake: Arc<Notify>,
     /// Longest rest: a partner tripped by another process is noticed within it.
     poll_interval: Duration,
     log: Logger,
 }
 
 impl Prober {
-    pub fn new(pool: DbPool, poll_interval: Duration, log: Logger) -> Self {
+    pub fn new(pool: DbPool, wake: Arc<Notify>, poll_interval: Duration, log: Logger) -> Self {
         Self {
             pool,
+            wake,
             poll_interval,
             log,
         }
     }
 
+    /// Wakes a worker if a probe is due, and says how long to rest until the next one.
     async fn probe(&self) -> Result<Duration, EngineError> {
         let mut conn = self.pool.get().await?;
-        for probe in partners::release_probes(&mut conn).await? {
-            info!(self.log, "probe released"; "config_id" => probe.config_id,
-                "row_id" => probe.probe_row,
-                "next_probe_at" => probe.next_probe_at.map(|t| t.to_rfc3339()));
-        }
-        let rest = match partners::next_probe_at(&mut conn).await? {
-            Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
-            None => self.poll_interval,
+        let Some(at) = partners::next_probe_at(&mut conn).await? else {
+            return Ok(self.poll_interval);
         };
-        Ok(rest.min(self.poll_interval))
+        match (at - Utc::now()).to_std() {
+            Ok(rest) if !rest.is_zero() => Ok(rest.min(self.poll_interval)),
+            _ => {
+                self.wake.notify_one();
+                // The claim moves the probe time on; look again soon in case no worker claimed.
+                Ok(Duration::from_millis(100))
+            }
+        }
     }
 }
 
 impl Service for Prober {
     const NAME: &'static str = "prober";
 
-    /// Releases the probes that are due, then rests until the next one (at most the poll
-    /// interval). A failure is logged and tried again after the poll interval.
+    /// Wakes a worker for the probes that are due, then rests until the next one (at most the
+    /// poll interval). A failure is logged and tried again after the poll interval.
     async fn run_once(&mut self) -> Result<Round, EngineError> {
         match self.probe().await {
             Ok(rest) => Ok(Round::Rest(rest.max(Duration::from_millis(10)))),
             Err(e) => {
-                warn!(self.log, "probe release failed"; "error" => describe(&e));
+                warn!(self.log, "probe check failed"; "error" => describe(&e));
                 Ok(Round::Rest(self.poll_interval))
             }
         }

@@ -29,6 +29,9 @@ pub(super) struct Shared {
     pub(super) claiming: tokio::sync::Mutex<()>,
     /// Left by a worker that wanted rows while another was claiming.
     pub(super) claim_again: AtomicBool,
+    /// Set while due rows wait for room at their partner's host in this process: each call
+    /// that ends then wakes a worker to claim (see `worker::claim`).
+    pub(super) left_behind: AtomicBool,
     pub(super) finished: mpsc::Sender<Finished>,
     /// Debits the writer leased with their credits, for the workers to call.
     pub(super) handoff: Handoff,

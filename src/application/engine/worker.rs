@@ -81,6 +81,7 @@ impl Worker {
                     .first()
                     .and_then(|r| r.deferred_until)
                     .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+                let left_behind = rows.first().is_some_and(|r| r.left_behind);
                 for row in rows {
                     let worker_id = self.worker_id.clone();
                     self.dispatch(row, worker_id, sent_at);
@@ -91,7 +92,8 @@ impl Worker {
                     self.idle_until = None;
                     return true;
                 }
-                // Rows found means nothing else was due; what falls due later wakes the
+                // Rows found means nothing else was due, but what a partner's host had no room
+                // for: calls ending wake a worker for those. What falls due later wakes the
                 // workers itself (NOTIFY for new rows, the writer's timers for retries and
                 // hand-backs). Only a worker that found nothing asks when the next row is
                 // due, which covers leases of workers that died: one round trip less per
@@ -99,11 +101,14 @@ impl Worker {
                 let wait = if found_none {
                     idle_wait(&self.shared).await
                 } else {
+                    self.shared
+                        .left_behind
+                        .store(left_behind, Ordering::Relaxed);
                     deferred.map_or(self.shared.poll_interval, |d| {
                         d.min(self.shared.poll_interval)
                     })
                 };
-                self.idle_until = Some(Instant::now() + wait);
+                self.idle_until = (!left_behind).then(|| Instant::now() + wait);
                 false
             }
             Some(Err(e)) => {
@@ -238,7 +243,8 @@ async fn claim(
     let started = std::time::Instant::now();
     let claimed = async {
         let mut conn = shared.pool.get().await?;
-        Ok(claim::claim(&mut conn, worker_id, limit as i64, shared.lease).await?)
+        let room = shared.hosts.rooms();
+        Ok(claim::claim(&mut conn, worker_id, limit as i64, shared.lease, &room).await?)
     }
     .await;
     drop(turn);
@@ -251,18 +257,24 @@ async fn claim(
     Some(claimed)
 }
 
+/// How long a worker that found nothing rests when rows were due all the same: they wait for
+/// room at their partner's host, and each call that ends wakes a worker for them; this is only
+/// the fallback.
+const NOTHING_TAKEN_REST: Duration = Duration::from_secs(1);
+
 /// How long an idle worker may sleep: until the next row falls due, at most the poll interval.
 async fn idle_wait(shared: &Shared) -> Duration {
     let next_due = match shared.pool.get().await {
         Ok(mut conn) => claim::next_due(&mut conn).await.ok().flatten(),
         Err(_) => None,
     };
-    match next_due {
-        Some(at) => (at - Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .max(Duration::from_millis(5))
-            .min(shared.poll_interval),
-        None => shared.poll_interval,
-    }
+    let Some(at) = next_due else {
+        shared.left_behind.store(false, Ordering::Relaxed);
+        return shared.poll_interval;
+    };
+    let wait = (at - Utc::now()).to_std();
+    shared.left_behind.store(wait.is_err(), Ordering::Relaxed);
+    wait.unwrap_or(NOTHING_TAKEN_REST)
+        .max(Duration::from_millis(5))
+        .min(shared.poll_interval)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error;
-use diesel::sql_types::{Double, Int4, Int8, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, Bool, Double, Int4, Int8, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -48,98 +48,42 @@ pub struct ClaimedRow {
     /// every row of a claim); `None` when it left none.
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub deferred_until: Option<DateTime<Utc>>,
+    /// Whether the claim left due rows of a partner behind because this process had no more
+    /// room for them (the same on every row of a claim): a call that ends makes room.
+    #[diesel(sql_type = Bool)]
+    pub left_behind: bool,
 }
 
-/// Claims up to `limit` due rows in one statement: pending rows whose time has come and
-/// processing rows whose lease ran out, never a cancelled one. Each row comes back with its
-/// config's current signing secret and retry delays.
+/// Claims up to `limit` rows in one statement, `webhook_claim` (migration 000012; the order it
+/// takes rows in is written there): leases that ran out first, then one probe per tripped
+/// partner whose time has come, then the due rows of the active partners in turn, each up to
+/// an equal share, its `room` in this process and its `max_per_second`. Each row comes back
+/// with its config's current signing secret and retry delays. A paused or tripped partner's
+/// rows stay pending untouched: its state is read here, never copied onto them.
 ///
-/// Partner health takes its say through `webhook_partner_admit` (migration 000009), called once
-/// with the pending rows picked: rows of a paused or tripped partner (but its probe) are held
-/// instead of claimed, and rows over a partner's `max_per_second` stay pending, due at the
-/// slot they may have. A batch of healthy partners without a limit costs it one lookup of
-/// their state. Leases taken over are not admitted again: their call was admitted once.
+/// `room` lists, by config id, how many more rows this process can take for that partner now
+/// (its host's free calls and waiting places, see `engine::hosts`); a partner not listed has
+/// room for the whole claim. So a slow partner's backlog is not claimed faster than its host
+/// can take it, and the claims that follow still find the other partners' rows first in line.
 ///
-/// The claim counts what it moves itself, through `webhook_queue_counts_add` (migration
-/// 000007) — due rows from pending to processing; a taken-over lease stays processing — so the
-/// update trigger stands aside for it (migration 000005). The rows are locked before they are
-/// counted, so the count is exact. `counted` only SELECTs, and PostgreSQL runs such a CTE only
-/// when the final SELECT reads it: hence the join.
-///
-/// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for this
-/// statement's transaction only): it is a lease, not a record. Should PostgreSQL crash before
-/// the WAL writer flushed it (at most 3 × `wal_writer_delay`), the worker has lost its lease
-/// mid-call — the one case besides a dying worker in which SPEC's at-least-once allows a
-/// second call: the row is pending again, and the outcome write, fenced on this claim, changes
-/// nothing. Submits and outcome writes stay durable (the setting ends with the claim's
-/// transaction), and an outcome write's flush carries every claim before it. Durable claims
-/// cost a third of the end-to-end rate under batch ingest (`just bench`: 4,300 vs 6,421/s),
-/// the claims queueing behind the inserts' flushes.
+/// The claim counts what it moves itself (due rows from pending to processing) and commits
+/// without waiting for its WAL flush: it is a lease, not a record. Should PostgreSQL crash
+/// before the flush, the worker has lost its lease mid-call, the one case besides a dying
+/// worker in which a second call is allowed (docs/performance.md, "Claims commit without waiting for the WAL flush").
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
     limit: i64,
     lease: Duration,
+    room: &[(i64, i32)],
 ) -> Result<Vec<ClaimedRow>, Error> {
     prepared(
-        diesel::sql_query(
-            "WITH expired AS (
-             SELECT id FROM webhook_queue
-             WHERE status = 'processing' AND lock_expires_at <= now() AND deleted_at IS NULL
-             ORDER BY lock_expires_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         ), due AS (
-             SELECT id, config_id FROM webhook_queue
-             WHERE status = 'pending' AND next_retry_at <= now() AND deleted_at IS NULL AND held_reason IS NULL
-             ORDER BY next_retry_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         ), candidates AS (
-             (SELECT id, NULL::int8 AS config_id, false AS was_pending FROM expired)
-             UNION ALL (SELECT id, config_id, true FROM due)
-             LIMIT $2
-         ), refused AS (
-             -- Partner health (migration 000009): held partners' rows, and rows over a rate limit.
-             -- Always run (deferred reads it), so the asynchronous commit is set here too.
-             SELECT r.* FROM (SELECT array_agg(id) AS ids, array_agg(config_id) AS config_ids,
-                                     set_config('synchronous_commit', 'off', true)
-                              FROM candidates WHERE was_pending) p,
-                             webhook_partner_admit(p.ids, p.config_ids) r
-         ), deferred AS (
-             UPDATE webhook_queue q
-             SET next_retry_at = coalesce(r.not_before, q.next_retry_at), held_reason = r.held_reason,
-                 updated_at = now()
-             FROM refused r WHERE q.id = ANY(ARRAY(SELECT id FROM refused)) AND q.id = r.id
-         ), picked AS MATERIALIZED (
-             SELECT id, was_pending FROM candidates
-             WHERE NOT EXISTS (SELECT 1 FROM refused WHERE refused.id = candidates.id)
-         ), claimed AS (
-             UPDATE webhook_queue q
-             SET status = 'processing', worker_id = $1, locked_at = now(),
-                 lock_expires_at = now() + make_interval(secs => $3), updated_at = now()
-             FROM picked, webhook_configs c,
-                  (SELECT set_config('synchronous_commit', 'off', true),
-                          webhook_statement_counts_itself()) AS statement_settings
-             WHERE q.id = picked.id AND c.id = q.config_id
-             RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url,
-                       q.retry_count, q.max_retries, q.locked_at, c.signing_secret,
-                       c.retry_base_delay_ms, c.retry_max_delay_ms, picked.was_pending
-         ), counted AS (
-             SELECT webhook_queue_counts_add(array_agg(claimed.config_id), array_agg(claimed.event_type),
-                                             array_agg(moved.bucket), array_agg(moved.delta))
-             FROM claimed, (VALUES ('pending', -1::int8), ('processing', 1::int8)) AS moved(bucket, delta)
-             WHERE claimed.was_pending
-         )
-         SELECT claimed.id, claimed.queue_id, claimed.event_type, claimed.config_id, claimed.webhook_url,
-                claimed.retry_count, claimed.max_retries, claimed.locked_at, claimed.signing_secret,
-                claimed.retry_base_delay_ms, claimed.retry_max_delay_ms,
-                (SELECT min(not_before) FROM refused) AS deferred_until
-         FROM claimed LEFT JOIN counted ON true",
-        )
-        .bind::<Text, _>(worker_id)
-        .bind::<Int8, _>(limit)
-        .bind::<Double, _>(lease.as_secs_f64()),
+        diesel::sql_query("SELECT * FROM webhook_claim($1, $2, $3, $4, $5)")
+            .bind::<Text, _>(worker_id)
+            .bind::<Int4, _>(limit as i32)
+            .bind::<Double, _>(lease.as_secs_f64())
+            .bind::<Array<Int8>, _>(room.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind::<Array<Int4>, _>(room.iter().map(|r| r.1).collect::<Vec<_>>()),
     )
     .load(conn)
     .await
@@ -151,15 +95,11 @@ struct NextDue {
     at: Option<DateTime<Utc>>,
 }
 
-/// When the next row becomes claimable (a pending row's due time or a lease's end), if any.
+/// When the claim may next find work (`webhook_next_due`, migration 000012): a due row of an
+/// active partner, a tripped partner's probe time, or a lease's end; `None` when nothing waits.
 pub async fn next_due(conn: &mut AsyncPgConnection) -> Result<Option<DateTime<Utc>>, Error> {
-    let row: NextDue = prepared(diesel::sql_query(
-        "SELECT least(
-             (SELECT min(next_retry_at) FROM webhook_queue WHERE status = 'pending' AND deleted_at IS NULL AND held_reason IS NULL),
-             (SELECT min(lock_expires_at) FROM webhook_queue WHERE status = 'processing' AND deleted_at IS NULL)
-         ) AS at",
-    ))
-    .get_result(conn)
-    .await?;
+    let row: NextDue = prepared(diesel::sql_query("SELECT webhook_next_due() AS at"))
+        .get_result(conn)
+        .await?;
     Ok(row.at)
 }

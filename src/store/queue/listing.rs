@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
+use crate::domain::partner::PartnerState;
 use crate::store::models::QueueRow;
-use crate::store::schema::webhook_queue;
+use crate::store::schema::{webhook_partner_state, webhook_queue};
 
 pub async fn find(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Option<QueueRow>, Error> {
     webhook_queue::table
@@ -70,9 +71,21 @@ impl ListFilter {
             None => {}
         }
         if let Some(held) = self.held {
-            query = query
-                .filter(dsl::held_reason.eq(held.as_str()))
-                .filter(dsl::deleted_at.is_null());
+            query = query.filter(dsl::deleted_at.is_null());
+            // A partner's state holds its pending rows; it is not written onto them.
+            query = match PartnerState::holding_for(held) {
+                None => query.filter(dsl::held_reason.eq(held.as_str())),
+                Some(state) => query
+                    .filter(dsl::status.eq(Status::Pending.as_str()))
+                    .filter(dsl::held_reason.is_null())
+                    .filter(
+                        dsl::config_id.eq_any(
+                            webhook_partner_state::table
+                                .filter(webhook_partner_state::state.eq(state.as_str()))
+                                .select(webhook_partner_state::config_id),
+                        ),
+                    ),
+            };
         }
         if let Some(before_id) = self.before_id {
             query = query.filter(dsl::id.lt(before_id));

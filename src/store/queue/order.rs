@@ -23,8 +23,8 @@ pub async fn release_waiting(
         diesel::sql_query(
             "WITH released AS (
              UPDATE webhook_queue q SET
-                 -- Due now, unless its partner is paused or tripped; in its place in the queue.
-                 held_reason = (SELECT h.held_reason FROM webhook_partner_holds(ARRAY[q.config_id]) h),
+                 -- Due now, in its place in the queue (the claim reads its partner's state).
+                 held_reason = NULL,
                  next_retry_at = least(q.next_retry_at, now()), released_by_operator_at = now(), updated_at = now()
              WHERE queue_id = $1 AND held_reason = 'waiting_for_credit' AND deleted_at IS NULL
              RETURNING *

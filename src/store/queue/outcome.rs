@@ -241,6 +241,7 @@ pub async fn record_attempts(
                     retry_base_delay_ms: line.retry_base_delay_ms,
                     retry_max_delay_ms: line.retry_max_delay_ms,
                     deferred_until: None,
+                    left_behind: false,
                 },
                 worker_id: line.worker_id.unwrap_or_default(),
             });
@@ -289,7 +290,6 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
              status = CASE WHEN v.free THEN 'pending' ELSE v.status END,
              retry_count = CASE WHEN v.free THEN v.attempt ELSE v.retry_count END,
              next_retry_at = CASE WHEN v.free THEN q.next_retry_at ELSE coalesce(v.next_retry_at, q.next_retry_at) END,
-             held_reason = CASE WHEN v.free OR v.status = 'pending' THEN v.hold END,
              completed_at = CASE WHEN v.status = 'completed' THEN v.completed_at ELSE q.completed_at END,
              locked_at = NULL,
              lock_expires_at = NULL,

@@ -19,8 +19,7 @@ pub struct Release {
 }
 
 /// Hands rows back to `pending` without counting an attempt, due again after `delay`
-/// (zero at shutdown, so another worker takes them at once), or held if their partner is
-/// paused or tripped now (migration 000009). Returns how many were released.
+/// (zero at shutdown, so another worker takes them at once). Returns how many were released.
 pub async fn release(
     conn: &mut AsyncPgConnection,
     rows: &[Release],
@@ -33,9 +32,7 @@ pub async fn release(
         diesel::sql_query(
             "UPDATE webhook_queue q
          SET status = 'pending', locked_at = NULL, lock_expires_at = NULL, updated_at = now(),
-             next_retry_at = greatest(q.next_retry_at, now() + make_interval(secs => $4)),
-             held_reason = (SELECT webhook_partner_hold_reason(s.state) FROM webhook_partner_state s
-                            WHERE s.config_id = q.config_id)
+             next_retry_at = greatest(q.next_retry_at, now() + make_interval(secs => $4))
          FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(worker_id, id, locked_at)
          WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at",
         )

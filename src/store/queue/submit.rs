@@ -36,8 +36,8 @@ pub struct NewEntry {
 /// once: should one have changed since it was read, the statement inserts nothing and fails
 /// with an error [`configs_changed`] recognises (the check is `webhook_configs_unchanged`).
 ///
-/// Rows for a paused or tripped partner are inserted held (`webhook_partner_holds`, migration
-/// 000009, looked up once per statement for its distinct configs).
+/// A partner's state is not read here: rows of a paused or tripped partner are inserted like
+/// any other, and the claim does not serve that partner (migration 000012).
 ///
 /// Money order (SPEC §11) is decided in the same statement: `webhook_money_order_verdicts`
 /// (migrations 000010 and 000011) says which debits wait for their credit (`held_reason`) and
@@ -61,18 +61,13 @@ pub async fn insert_new(
              INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
                                         held_reason, deleted_at, cancel_reason)
              SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
-                    -- A debit waiting for its credit waits for that first; a debit cancelled with its
-                    -- credit is held by nothing.
-                    CASE u.verdict WHEN 'waiting_for_credit' THEN u.verdict
-                                   WHEN 'credit_cancelled' THEN NULL
-                                   ELSE h.held_reason END,
+                    nullif(u.verdict, 'credit_cancelled'),
                     CASE WHEN u.verdict = 'credit_cancelled' THEN now() END,
                     nullif(u.verdict, 'waiting_for_credit')
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[],
                          webhook_money_order_verdicts($4::int8[], $2::text[], $3::text[]))
                   WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
                                        verdict, n)
-             LEFT JOIN webhook_partner_holds($9::int8[]) h ON h.config_id = u.config_id
              WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
              -- In the entries' order: of two with one idempotency key, the first is inserted.
              ORDER BY u.n
