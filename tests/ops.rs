@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use common::counters::{assert_counters_exact, queue_attempts};
 use common::receiver::Receiver;
 use common::{eventually, spawn, Options, TestApp, TestDb};
 use serde_json::{json, Value};
@@ -50,19 +51,6 @@ async fn stats(app: &TestApp) -> Value {
 /// Every attempt recorded in the `retry_N_*` columns of `webhook_queue`: `status`, `ms`. The
 /// slots are read here column by column, not through `webhook_queue_attempts`, so that the
 /// counters, which the triggers keep through that function, are checked against the columns.
-fn queue_attempts() -> String {
-    let slots = (0..webhookd::store::attempt_slots::ATTEMPT_SLOTS)
-        .map(|n| {
-            format!("(q.retry_{n}_completed_at, q.retry_{n}_http_status, q.retry_{n}_duration_ms)")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT v.status, v.ms FROM webhook_queue q CROSS JOIN LATERAL (VALUES {slots}) AS v(done, status, ms)
-         WHERE v.done IS NOT NULL"
-    )
-}
-
 /// The statistics agree with the tables: rows per bucket, and attempts as recorded in the
 /// `retry_N_*` columns plus the archived ones.
 async fn assert_stats_match_tables(app: &TestApp) {
@@ -1035,60 +1023,6 @@ async fn only_one_process_prunes_at_a_time_and_the_worker_prunes_once_the_lock_i
 
 // ---------------------------------------------------------------------------------------------
 // The statistics counters under changes made by hand
-
-/// The counter tables against the rows they count: rows per partner, event type and bucket,
-/// and recorded attempts per outcome and duration bucket (no history rows here).
-async fn assert_counters_exact(db: &TestDb, after: &str) {
-    let client = db.client().await;
-    let table = |sql: String| {
-        let client = &client;
-        async move {
-            client
-                .query(&sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| match r.columns()[i].type_().name() {
-                            "int8" => r.get::<_, i64>(i).to_string(),
-                            "bool" => r.get::<_, bool>(i).to_string(),
-                            _ => r.get::<_, String>(i),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let counted = table(
-        "SELECT config_id, event_type, bucket, sum(n)::int8 FROM webhook_queue_counts
-         GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3"
-            .into(),
-    )
-    .await;
-    let rows = table(
-        "SELECT config_id, event_type, CASE WHEN deleted_at IS NULL THEN status ELSE 'cancelled' END,
-                count(*) FROM webhook_queue GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-            .into(),
-    )
-    .await;
-    assert_eq!(counted, rows, "rows by bucket, after: {after}");
-    let counted = table(
-        "SELECT succeeded, duration_ms, sum(n)::int8, sum(sum_ms)::int8 FROM webhook_attempt_counts
-         GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2"
-            .into(),
-    )
-    .await;
-    let queue_attempts = queue_attempts();
-    let attempts = table(format!(
-        "SELECT coalesce(status BETWEEN 200 AND 299, false), webhook_duration_bucket(coalesce(ms, 0)),
-                count(*), sum(coalesce(ms, 0))::int8
-         FROM ({queue_attempts}) a GROUP BY 1, 2 ORDER BY 1, 2"
-    ))
-    .await;
-    assert_eq!(counted, attempts, "attempts by bucket, after: {after}");
-}
 
 /// Whatever an operator changes by hand — status, attempts, partner, event type, cancellation,
 /// even a row's id — the counters behind the statistics stay exactly what the rows say.

@@ -163,6 +163,9 @@ async fn a_poison_event_does_not_keep_a_healthy_partner_tripped() {
         "{poisoned_calls} calls for the poison event"
     );
     assert_eq!(state(&app, id).await, "active");
+    // The poison event's last attempt was made twice (the first spent nothing, its partner was
+    // tripped): the outcome write counts the slot anew, less what it held.
+    common::counters::assert_counters_exact(&app.db, "a partner failure made again").await;
 }
 
 /// Latencies, submit to arrival at the receiver, of `n` events to `config_id` paced `gap`

@@ -209,6 +209,22 @@ BEGIN
 END
 $$;
 
+-- Marks a statement that neither completes nor cancels a +credit, so that money order's update
+-- trigger may skip it (migration 000013); the claim is one.
+CREATE FUNCTION webhook_statement_settles_nothing() RETURNS BOOLEAN
+LANGUAGE sql VOLATILE AS $$
+    SELECT set_config('webhookd.settling_statement', statement_timestamp()::text, true) IS NOT NULL
+$$;
+COMMENT ON FUNCTION webhook_statement_settles_nothing() IS
+    'Called by a statement that completes and cancels no +credit (the claim): money order''s update trigger skips that statement only';
+
+CREATE FUNCTION webhook_statement_settled_nothing() RETURNS BOOLEAN
+LANGUAGE sql STABLE AS $$
+    SELECT current_setting('webhookd.settling_statement', true) IS NOT DISTINCT FROM statement_timestamp()::text
+$$;
+COMMENT ON FUNCTION webhook_statement_settled_nothing() IS
+    'True inside a statement that called webhook_statement_settles_nothing()';
+
 -- The claim (docs/decisions.md, "Scheduling by partner"). Takes up to `wanted` rows for one
 -- worker, in this order:
 --   1. rows whose lease ran out (their call was admitted once; they go first);
@@ -366,7 +382,7 @@ BEGIN
             lock_expires_at = now() + make_interval(secs => lease_secs), updated_at = now()
         FROM webhook_configs c
         WHERE q.id = ANY (picked || coalesce(expired, '{}')) AND c.id = q.config_id
-          AND webhook_statement_counts_itself()
+          AND webhook_statement_counts_itself() AND webhook_statement_settles_nothing()
         RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url, q.retry_count, q.max_retries,
                   q.locked_at, c.signing_secret, c.retry_base_delay_ms, c.retry_max_delay_ms
     ), counted AS (

@@ -2,6 +2,7 @@
 //! in-process on port 0, a real HTTP receiver on loopback, and log capture.
 #![allow(dead_code)]
 
+pub mod counters;
 pub mod pg;
 pub mod process;
 pub mod receiver;

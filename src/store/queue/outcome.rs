@@ -19,7 +19,7 @@ use crate::config::Secret;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::domain::partner::{PartnerState, StateReason, Verdict};
-use crate::store::attempt_slots::each_slot_column;
+use crate::store::attempt_slots::{each_slot_column, ATTEMPT_SLOTS};
 use crate::store::prepared::prepared;
 use crate::store::queue::claim::ClaimedRow;
 use crate::store::queue::release::Release;
@@ -273,6 +273,15 @@ pub async fn record_attempts(
 /// statements that lock rows in one order cannot deadlock. A join on top of `v` would reorder
 /// the rows (a hash join with `partner` returns them newest first), hence `hold` as a subquery.
 static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let old_slot = ["completed_at", "http_status", "duration_ms"]
+        .map(|field| {
+            let each = (0..ATTEMPT_SLOTS)
+                .map(|n| format!("WHEN {n} THEN o.retry_{n}_{field}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("CASE w.attempt {each} END AS old_{field}")
+        })
+        .join(",\n                      ");
     let slots = each_slot_column(
         |n, field| {
             format!("retry_{n}_{field} = CASE WHEN v.attempt = {n} THEN v.{field} ELSE q.retry_{n}_{field} END")
@@ -295,16 +304,38 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
              lock_expires_at = NULL,
              updated_at = now(),
              {slots}
-         FROM (SELECT w.*, w.hold IS NOT NULL AND w.verdict IN ('down', 'gone') AS free
+         FROM (SELECT w.*, w.hold IS NOT NULL AND w.verdict IN ('down', 'gone') AS free,
+                      {old_slot}
                FROM (SELECT u.*, (SELECT h.held_reason FROM partner h WHERE h.config_id = u.config_id) AS hold
                      FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::int4[], $5::timestamptz[],
                                  $6::timestamptz[], $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[],
                                  $12::int4[], $13::timestamptz[], $14::int8[], $15::text[])
                           AS u(worker_id, id, locked_at, attempt, started_at, completed_at, duration_ms, http_status,
                                response_body, error, status, retry_count, next_retry_at, config_id, verdict)) w
+               JOIN webhook_queue o ON o.id = w.id
                ORDER BY w.id) v
          WHERE q.id = ANY($2) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
-         RETURNING q.id, q.config_id, q.event_type, q.event_id, q.status, v.worker_id
+           AND webhook_statement_counts_itself()
+         RETURNING q.id, q.config_id, q.event_type, q.event_id, q.status, q.deleted_at, v.worker_id,
+                   v.http_status, v.duration_ms, v.old_completed_at, v.old_http_status, v.old_duration_ms
+         ), counted AS (
+             -- Each row leaves processing for its status (cancelled rows stay cancelled: their
+             -- buckets cancel out); its attempt's slot is counted anew, less what the slot held
+             -- (a partner failure made again once its partner is back, see above).
+             SELECT webhook_queue_counts_add(array_agg(w.config_id), array_agg(w.event_type),
+                                             array_agg(webhook_count_bucket(m.status, w.deleted_at)), array_agg(m.delta)),
+                    webhook_attempt_counts_add(
+                        (SELECT array_agg(a.http_status) FROM written a),
+                        (SELECT array_agg(a.duration_ms) FROM written a),
+                        (SELECT array_agg(1) FROM written a)),
+                    webhook_attempt_counts_add(
+                        (SELECT array_agg(a.old_http_status) FROM written a WHERE a.old_completed_at IS NOT NULL),
+                        (SELECT array_agg(a.old_duration_ms) FROM written a WHERE a.old_completed_at IS NOT NULL),
+                        (SELECT array_agg(-1) FROM written a WHERE a.old_completed_at IS NOT NULL)),
+                    webhook_throughput_add((SELECT count(*) FROM written a WHERE a.status = 'completed'),
+                                           (SELECT count(*) FROM written a WHERE a.status = 'failed'))
+             FROM written w
+             CROSS JOIN LATERAL (VALUES ('processing', -1::int8), (w.status, 1::int8)) AS m(status, delta)
          ), leased AS (
          UPDATE webhook_queue d SET
              status = 'processing', held_reason = NULL, worker_id = w.worker_id, locked_at = now(),
@@ -331,7 +362,8 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
                 NULL::text AS webhook_url, NULL::int4 AS retry_count, NULL::int4 AS max_retries,
                 NULL::timestamptz AS locked_at, NULL::text AS worker_id, NULL::text AS signing_secret,
                 NULL::int8 AS retry_base_delay_ms, NULL::int8 AS retry_max_delay_ms
-         FROM written
+         -- counted only SELECTs, and PostgreSQL runs such a CTE only when the query reads it.
+         FROM written LEFT JOIN counted ON true
          UNION ALL
          SELECT NULL, config_id, changed_to, reason, held, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                 NULL, NULL
