@@ -130,12 +130,15 @@ pub async fn check(pool: &DbPool) -> Result<CheckReport, AppError> {
     check_on(&mut conn).await
 }
 
+/// A report and when it was made.
+type Dated = (Instant, Arc<CheckReport>);
+
 /// The API's last check, run again once it is older than `max_age`: `counters_drift` counts
 /// the whole queue, too much for every scrape or console refresh.
 pub struct LatestCheck {
     pool: DbPool,
     max_age: Duration,
-    last: Arc<Mutex<Option<(Instant, Arc<CheckReport>)>>>,
+    last: Arc<Mutex<Option<Dated>>>,
     /// Held while a check runs, so that callers that come meanwhile wait for its result.
     running: Arc<tokio::sync::Mutex<()>>,
 }

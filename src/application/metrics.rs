@@ -539,6 +539,42 @@ mod tests {
     }
 
     #[test]
+    fn the_last_check_becomes_a_gauge_per_invariant_and_repairs_are_counted() {
+        let metrics = Metrics::new(Role::Both);
+        metrics.repaired(Invariant::CountersDrift, 3);
+        metrics.repaired(Invariant::StaleCreditWait, 0);
+        let mut check = CheckReport {
+            ok: false,
+            broken: 1,
+            checked_at: "2026-12-07T12:00:00.500Z".into(),
+            invariants: Default::default(),
+        };
+        check.invariants.processing_without_lease.count = 2;
+        let text = metrics.encode(None, Some(&check));
+        for invariant in Invariant::ALL {
+            let name = format!(
+                r#"webhookd_invariant_violations{{invariant="{}"}}"#,
+                invariant.as_str()
+            );
+            let expected = if invariant == Invariant::ProcessingWithoutLease {
+                "2"
+            } else {
+                "0"
+            };
+            assert_eq!(series(&text, &name).as_deref(), Some(expected), "{text}");
+        }
+        assert_eq!(
+            series(&text, "webhookd_invariants_checked_timestamp_seconds").as_deref(),
+            Some("1796644800.5"),
+            "{text}"
+        );
+        let repairs = r#"webhookd_invariant_repairs_total{invariant="counters_drift"}"#;
+        assert_eq!(series(&text, repairs).as_deref(), Some("3"), "{text}");
+        // Without a check yet, no invariant gauge at all rather than zeros.
+        assert!(!metrics.encode(None, None).contains("invariant_violations"));
+    }
+
+    #[test]
     fn queue_gauges_cover_every_status_and_odd_methods_share_a_label() {
         let metrics = Metrics::new(Role::Api);
         metrics.request("BREW", None, 404);
