@@ -402,3 +402,35 @@ fn an_unreachable_database_is_a_one_line_error() {
     assert_eq!(out.stdout, "");
     assert!(out.stderr.contains("webhookd: error: "), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recount_while_events_are_submitted_loses_none_of_them() {
+    let (app, config) = app_with_partner().await;
+    let app = std::sync::Arc::new(app);
+    let submitter = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for n in 0..300 {
+                submit(&app, "+credit", &format!("busy-{n}"), config).await;
+            }
+        })
+    };
+    let mut recounted = 0;
+    while !submitter.is_finished() {
+        sql(
+            &app,
+            &format!(
+                "INSERT INTO webhook_queue_counts (shard, config_id, event_type, bucket, n)
+                 VALUES (99, {config}, '-debit', 'failed', 1)
+                 ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = webhook_queue_counts.n + 1"
+            ),
+        )
+        .await;
+        recounted += pass(&app).await.counter_cells_recounted;
+    }
+    submitter.await.unwrap();
+    assert!(recounted > 0, "no pass recounted");
+    assert_whole(&app);
+    let (_, stats) = app.get("/webhooks/stats").await;
+    assert_eq!(stats["by_status"]["pending"], 300, "{stats:#}");
+}

@@ -101,8 +101,9 @@ async fn rest_after(batch_started: Instant) {
 
 /// Heals the invariants that can heal, first the stranded debits (`stale_credit_wait`).
 /// `probe_interval` (`CIRCUIT_PROBE_INTERVAL`) is the wait after the probe given to a tripped
-/// partner that had none. The counters are recounted only where the check, which takes no
-/// lock, finds them drifted: the recount stops the counting of every writer while it runs.
+/// partner that had none. Runs under the pruning lock, which `check::recount` needs. The
+/// counters are recounted only once the check has found them drifted, so a sound queue costs
+/// one count of it per pass.
 async fn heal(conn: &mut AsyncPgConnection, probe_interval: Duration) -> Result<Pruned, AppError> {
     let mut healed = Pruned {
         stranded_debits: order::sweep(conn).await?.into(),
@@ -112,8 +113,7 @@ async fn heal(conn: &mut AsyncPgConnection, probe_interval: Duration) -> Result<
         ..Pruned::default()
     };
     if check::counters_drift(conn).await?.count > 0 {
-        // A lock not had in time leaves the drift to the next pass.
-        healed.counter_cells_recounted = check::recount(conn).await?.unwrap_or(0);
+        healed.counter_cells_recounted = check::recount(conn).await?;
     }
     Ok(healed)
 }
