@@ -12,9 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
 use diesel_async::AsyncPgConnection;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
 use crate::store;
