@@ -5,7 +5,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use crate::store::ConnectTarget;
 
 /// Why the probed thing is not healthy, in one line fit for a health-check log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +60,13 @@ pub async fn http(url: &url::Url, timeout: Duration) -> Result<String, Unhealthy
 }
 
 /// Opens one connection to the database at `database_url` (no pool) and runs `SELECT 1`.
-/// The reason never contains the URL, which may carry a password.
+/// The connection is opened as the service opens its own (`store::establish`), so `sslmode`
+/// and `sslrootcert` in the URL apply. The reason never contains the URL, which may carry a
+/// password.
 pub async fn database(database_url: &str, timeout: Duration) -> Result<String, Unhealthy> {
     let check = async {
-        let mut conn = AsyncPgConnection::establish(database_url)
+        let target = ConnectTarget::parse(database_url).map_err(|e| Unhealthy(chain(&e)))?;
+        let mut conn = crate::store::establish(&target)
             .await
             .map_err(|e| Unhealthy(format!("cannot connect to the database: {}", chain(&e))))?;
         crate::store::ping(&mut conn)

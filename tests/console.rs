@@ -555,3 +555,53 @@ async fn pausing_a_partner_in_the_console_holds_its_events() {
     app.shutdown().await;
     receiver.stop().await;
 }
+
+/// A broken invariant shows as a warning above every view, and goes once it is healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_invariant_shows_a_warning_on_every_view() {
+    // The API checks again once its last check is a second old.
+    let app = spawn(Options::default().env("RETENTION_INTERVAL", "1s")).await;
+    let partner = config(&app, "counted", "http://127.0.0.1:9/ok").await;
+    app.submit(json!({"event_type": "+credit", "config_id": partner, "url_params": {}}))
+        .await;
+    let browser = Browser::start().await;
+    browser.open(&app.url("/#/")).await;
+    browser
+        .wait_text("depth-pending", "the queue", |t| t == "1")
+        .await;
+    assert!(!browser.displayed("invariants-warning").await);
+
+    let drift = format!(
+        "INSERT INTO webhook_queue_counts (shard, config_id, event_type, bucket, n)
+         VALUES (99, {partner}, '-debit', 'failed', 2)"
+    );
+    app.db.client().await.execute(&drift, &[]).await.unwrap();
+    browser
+        .wait_text("invariants-list", "the drifted counters", |t| {
+            t.starts_with("counters_drift: 1 (")
+        })
+        .await;
+    assert!(browser.displayed("invariants-warning").await);
+    assert_eq!(browser.text("invariants-broken").await, "1");
+    browser.open(&app.url("/#/partners")).await;
+    browser
+        .wait_text(&format!("config-{partner}-state"), "the partners", |t| {
+            t == "active"
+        })
+        .await;
+    assert!(browser.displayed("invariants-warning").await);
+
+    app.db
+        .client()
+        .await
+        .execute("DELETE FROM webhook_queue_counts WHERE shard = 99", &[])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while browser.displayed("invariants-warning").await {
+        assert!(Instant::now() < deadline, "the warning stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(browser);
+    app.shutdown().await;
+}

@@ -363,9 +363,14 @@ async fn retention_keeps_a_failed_credit_while_its_debit_waits() {
         failed: Some(Duration::from_secs(1)),
         interval: Duration::from_secs(60),
     };
-    retention::prune_once(&app.db.url, &settings, &CancellationToken::new())
-        .await
-        .expect("pruning runs");
+    retention::prune_once(
+        &app.db.url,
+        &settings,
+        Duration::from_secs(5),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("pruning runs");
     let (status, _) = app.get(&format!("/webhooks/{}", qid(&lone))).await;
     assert_eq!(status, 404, "a failed credit with no waiting debit goes");
     let (status, _) = app.get(&format!("/webhooks/{}", qid(&kept))).await;
@@ -636,9 +641,14 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
         failed: None,
         interval: Duration::from_secs(60),
     };
-    let pass = retention::prune_once(&app.db.url, &settings, &CancellationToken::new())
-        .await
-        .expect("pruning runs");
+    let pass = retention::prune_once(
+        &app.db.url,
+        &settings,
+        Duration::from_secs(5),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("pruning runs");
     assert!(
         matches!(&pass, retention::Pass::Done(p) if p.stranded_debits == 2),
         "{pass:?}"

@@ -765,9 +765,14 @@ fn settings(completed: Option<Duration>, failed: Option<Duration>) -> RetentionS
 }
 
 async fn prune(app: &TestApp, settings: &RetentionSettings) -> Pass {
-    retention::prune_once(&app.db.url, settings, &CancellationToken::new())
-        .await
-        .expect("pruning runs")
+    retention::prune_once(
+        &app.db.url,
+        settings,
+        Duration::from_secs(5),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("pruning runs")
 }
 
 async fn queue_ids(db: &TestDb) -> BTreeSet<String> {

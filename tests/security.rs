@@ -1270,6 +1270,48 @@ async fn migrate_stats_and_run_work_over_tls_with_sslmode_require_and_their_conn
     drop(service);
 }
 
+#[test]
+fn probe_database_honours_sslmode_against_a_tls_only_server() {
+    let certs = Certs::generate();
+    let pg = PrivatePg::start_tls_only(&certs);
+    // The maintenance database: the probe needs no migrated one.
+    let url = |mode: &str| {
+        pg.url_with(&format!("sslmode={mode}"))
+            .replace("/webhookd?", "/postgres?")
+    };
+    let probe = |mode: &str| {
+        run_once(
+            &["probe", "--database", "--timeout", "10s"],
+            &[("DATABASE_URL", &url(mode))],
+        )
+    };
+    let require = probe("require");
+    assert_eq!(require.code, Some(0), "{}", require.stderr);
+    assert!(
+        require
+            .stdout
+            .contains("ok: the database answered SELECT 1"),
+        "{}",
+        require.stdout
+    );
+    // The server turns plain connections away, so the probe must say so, on one line.
+    let plain = probe("disable");
+    assert_eq!(plain.code, Some(1), "{}", plain.stdout);
+    assert!(
+        plain
+            .stderr
+            .contains("unhealthy: cannot connect to the database"),
+        "{}",
+        plain.stderr
+    );
+    assert_eq!(
+        plain.stderr.trim_end().lines().count(),
+        1,
+        "{}",
+        plain.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_accepts_the_right_ca_and_host_and_refuses_a_wrong_ca_or_name_with_a_one_line_error(
 ) {

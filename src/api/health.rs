@@ -102,7 +102,7 @@ pub(super) async fn dashboard() -> HttpResponse {
     responses((status = 200, description = "Prometheus metrics, OpenMetrics text format",
         content_type = "application/openmetrics-text", body = String)))]
 pub(super) async fn prometheus(state: State) -> HttpResponse {
-    let body = metrics::scrape(&state.pool, &state.metrics, &state.log).await;
+    let body = metrics::scrape(&state.pool, &state.metrics, &state.checks, &state.log).await;
     HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
         .body(body)

@@ -1,12 +1,14 @@
 //! The HTTP API (actix-web), the adapter that drives the application: one module per
-//! resource (`configs`, `webhooks`, `stats`, `health`), each with its handlers, the request
-//! types that parse and document its bodies, and the views it answers with; `openapi` holds
-//! the route table and the document made from it. Here: the server and its request logger.
+//! resource (`configs`, `webhooks`, `stats`, `check`, `health`), each with its handlers, the
+//! request types that parse and document its bodies, and the views it answers with; `openapi`
+//! holds the route table and the document made from it. Here: the server and its request
+//! logger.
 //!
 //! Imports go one way: `mod.rs` → `openapi` → the resources → `common`, `json`, `auth`,
 //! `state`, `ratelimit`, `errors` → `application`.
 
 mod auth;
+mod check;
 mod common;
 mod configs;
 mod errors;

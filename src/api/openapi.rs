@@ -21,7 +21,7 @@ use super::auth::is_open;
 use super::common::error_response;
 use super::errors::ErrorBody;
 use super::state::{Reply, State};
-use super::{configs, health, stats, webhooks};
+use super::{check, configs, health, stats, webhooks};
 use crate::application::AppError;
 
 /// One list registers the routes (`routes`), names them (`ROUTES`) and makes the OpenAPI
@@ -82,6 +82,7 @@ routes! {
     get "/webhooks" => webhooks::list_webhooks,
     get "/webhooks/stats" => stats::get_stats,
     get "/webhooks/throughput" => stats::get_throughput,
+    get "/webhooks/check" => check::get_check,
     post "/webhooks/redrive" => webhooks::redrive_webhooks,
     get "/webhooks/{queue_id}" => webhooks::get_webhook,
     delete "/webhooks/{queue_id}" => webhooks::cancel_webhook,

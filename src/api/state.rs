@@ -6,6 +6,7 @@ use std::sync::Arc;
 use slog::Logger;
 
 use super::ratelimit::IngestLimiter;
+use crate::application::check::LatestCheck;
 use crate::application::config_cache::ConfigCache;
 use crate::application::ingest::SubmitBatcher;
 use crate::application::metrics::Metrics;
@@ -28,6 +29,9 @@ pub struct ApiState {
     pub tokens: Vec<Secret>,
     /// The process's metrics: requests are counted here and `/metrics` renders them.
     pub metrics: Arc<Metrics>,
+    /// The invariants as last checked, for `/metrics` and `GET /webhooks/check`: checked again
+    /// at most once per `RETENTION_INTERVAL`.
+    pub checks: LatestCheck,
     /// `None` when `INGEST_RATE_LIMIT` is 0.
     pub limiter: Option<IngestLimiter>,
     pub log: Logger,
@@ -38,6 +42,7 @@ impl ApiState {
     pub fn new(settings: &Settings, pool: DbPool, metrics: Arc<Metrics>, log: Logger) -> Self {
         let configs = Arc::new(ConfigCache::default());
         let rechecks = Arc::new(DebitRechecks::start(pool.clone(), &log));
+        let checks = LatestCheck::new(pool.clone(), settings.retention.interval);
         Self {
             submits: SubmitBatcher::start(
                 pool.clone(),
@@ -53,6 +58,7 @@ impl ApiState {
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),
             tokens: settings.api_tokens.clone(),
             metrics,
+            checks,
             limiter: IngestLimiter::new(settings.ingest_rate_limit),
             log,
         }

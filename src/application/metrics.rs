@@ -29,6 +29,9 @@
 //! | `queue_oldest_due_age_seconds` | gauge | |
 //! | `partner_state` | gauge | `config_id`: 0 active, 1 paused, 2 tripped |
 //! | `partner_held_rows` | gauge | `config_id`: rows held by partner health |
+//! | `invariant_repairs_total` | counter | `invariant`: what this process's pruner healed |
+//! | `invariant_violations` | gauge | `invariant`: from the API's last check, not this scrape's |
+//! | `invariants_checked_timestamp_seconds` | gauge | when that check ran (Unix time) |
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -46,6 +49,7 @@ use crate::domain::delivery::{HeldReason, Outcome, Status};
 use crate::domain::partner::PartnerState;
 use crate::store::{partners, stats, DbPool};
 
+use super::check::{CheckReport, Invariant, LatestCheck};
 use super::stats::{HeldCounts, StatusCounts};
 use super::{conn, AppError};
 
@@ -113,6 +117,11 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InvariantLabels {
+    invariant: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -133,6 +142,7 @@ pub struct Metrics {
     trips: Family<PartnerLabels, Counter>,
     pauses: Family<PartnerLabels, Counter>,
     resumes: Family<PartnerLabels, Counter>,
+    repairs: Family<InvariantLabels, Counter>,
 }
 
 impl Metrics {
@@ -151,6 +161,7 @@ impl Metrics {
             trips: Family::default(),
             pauses: Family::default(),
             resumes: Family::default(),
+            repairs: Family::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -212,6 +223,11 @@ impl Metrics {
                 "Claimed rows handed back to pending without a recorded attempt (host saturated, shutdown)",
                 metrics.handed_back.clone(),
             );
+            registry.register(
+                "invariant_repairs",
+                "Rows, partners or counter cells that broke an invariant, healed by this process's pruner passes",
+                metrics.repairs.clone(),
+            );
         }
         if role.api() {
             registry.register(
@@ -258,6 +274,16 @@ impl Metrics {
         family.get_or_create(&PartnerLabels { config_id }).inc();
     }
 
+    /// A pruner pass healed `n` of what broke `invariant`.
+    pub fn repaired(&self, invariant: Invariant, n: i64) {
+        let counter = self.repairs.get_or_create(&InvariantLabels {
+            invariant: invariant.as_str(),
+        });
+        if n > 0 {
+            counter.inc_by(n as u64);
+        }
+    }
+
     pub fn handed_back(&self, rows: usize) {
         self.handed_back.inc_by(rows as u64);
     }
@@ -274,8 +300,8 @@ impl Metrics {
     }
 
     /// The whole exposition: this process's metrics, then the queue gauges when they could be
-    /// read (`database_up` says whether they were).
-    fn encode(&self, queue: Option<&QueueGauges>) -> String {
+    /// read (`database_up` says whether they were), then the last check's result, if any.
+    fn encode(&self, queue: Option<&QueueGauges>, check: Option<&CheckReport>) -> String {
         let mut scraped = Registry::with_prefix(PREFIX);
         let database_up: Gauge = Gauge::default();
         database_up.set(i64::from(queue.is_some()));
@@ -338,6 +364,34 @@ impl Metrics {
                 held,
             );
         }
+        if let Some(check) = check {
+            let violations: Family<InvariantLabels, Gauge> = Family::default();
+            for invariant in Invariant::ALL {
+                violations
+                    .get_or_create(&InvariantLabels {
+                        invariant: invariant.as_str(),
+                    })
+                    .set(check.invariants.get(invariant).count);
+            }
+            scraped.register(
+                "invariant_violations",
+                "Rows (partners for tripped_without_probe, counter cells for counters_drift) breaking each \
+                 invariant, as of the API's last check (webhookd_invariants_checked_timestamp_seconds), \
+                 run at most once per RETENTION_INTERVAL, not at each scrape; see webhookd check",
+                violations,
+            );
+            let checked_at: Gauge<f64, AtomicU64> = Gauge::default();
+            checked_at.set(
+                chrono::DateTime::parse_from_rfc3339(&check.checked_at)
+                    .map(|t| t.timestamp_millis() as f64 / 1000.0)
+                    .unwrap_or(0.0),
+            );
+            scraped.register(
+                "invariants_checked_timestamp_seconds",
+                "When the check behind webhookd_invariant_violations ran (Unix time)",
+                checked_at,
+            );
+        }
         let mut out = String::new();
         encode_registry(&mut out, &self.registry)
             .and_then(|()| encode_registry(&mut out, &scraped))
@@ -361,9 +415,16 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
-/// Renders `GET /metrics`: the process's metrics plus the queue gauges read now. A database
-/// that does not answer within two seconds costs the queue gauges, not the scrape.
-pub async fn scrape(pool: &DbPool, metrics: &Metrics, log: &Logger) -> String {
+/// Renders `GET /metrics`: the process's metrics plus the queue gauges read now and the
+/// invariants as of the last check (checked again when older than its `max_age`). A database
+/// that does not answer within two seconds costs the queue gauges, not the scrape; a check
+/// that takes longer goes on after the scrape, which shows the previous one.
+pub async fn scrape(
+    pool: &DbPool,
+    metrics: &Metrics,
+    checks: &LatestCheck,
+    log: &Logger,
+) -> String {
     let queue = match tokio::time::timeout(QUEUE_READ_TIMEOUT, read_queue(pool)).await {
         Ok(Ok(queue)) => Some(queue),
         Ok(Err(e)) => {
@@ -376,7 +437,15 @@ pub async fn scrape(pool: &DbPool, metrics: &Metrics, log: &Logger) -> String {
             None
         }
     };
-    metrics.encode(queue.as_ref())
+    let check = match tokio::time::timeout(QUEUE_READ_TIMEOUT, checks.latest()).await {
+        Ok(Ok(report)) => Some(report),
+        Ok(Err(e)) => {
+            warn!(log, "invariants not checked"; "error" => e.to_string(), "cause" => e.cause());
+            checks.last()
+        }
+        Err(_) => checks.last(),
+    };
+    metrics.encode(queue.as_ref(), check.as_deref())
 }
 
 /// The queue as the scrape reports it.
@@ -454,7 +523,7 @@ mod tests {
         metrics.attempt(7, &ok, Duration::from_millis(20));
         metrics.attempt(7, &ok, Duration::from_millis(20));
         metrics.attempt(8, &timeout, Duration::from_secs(2));
-        let text = metrics.encode(None);
+        let text = metrics.encode(None, None);
         let ok7 = r#"webhookd_delivery_attempts_total{outcome="success",config_id="7"}"#;
         let timeout8 = r#"webhookd_delivery_attempts_total{outcome="timeout",config_id="8"}"#;
         assert_eq!(series(&text, ok7).as_deref(), Some("2"), "{text}");
@@ -467,6 +536,42 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
         // A workers-only process registers no API metrics.
         assert!(!text.contains("api_requests"), "{text}");
+    }
+
+    #[test]
+    fn the_last_check_becomes_a_gauge_per_invariant_and_repairs_are_counted() {
+        let metrics = Metrics::new(Role::Both);
+        metrics.repaired(Invariant::CountersDrift, 3);
+        metrics.repaired(Invariant::StaleCreditWait, 0);
+        let mut check = CheckReport {
+            ok: false,
+            broken: 1,
+            checked_at: "2026-12-07T12:00:00.500Z".into(),
+            invariants: Default::default(),
+        };
+        check.invariants.processing_without_lease.count = 2;
+        let text = metrics.encode(None, Some(&check));
+        for invariant in Invariant::ALL {
+            let name = format!(
+                r#"webhookd_invariant_violations{{invariant="{}"}}"#,
+                invariant.as_str()
+            );
+            let expected = if invariant == Invariant::ProcessingWithoutLease {
+                "2"
+            } else {
+                "0"
+            };
+            assert_eq!(series(&text, &name).as_deref(), Some(expected), "{text}");
+        }
+        assert_eq!(
+            series(&text, "webhookd_invariants_checked_timestamp_seconds").as_deref(),
+            Some("1796644800.5"),
+            "{text}"
+        );
+        let repairs = r#"webhookd_invariant_repairs_total{invariant="counters_drift"}"#;
+        assert_eq!(series(&text, repairs).as_deref(), Some("3"), "{text}");
+        // Without a check yet, no invariant gauge at all rather than zeros.
+        assert!(!metrics.encode(None, None).contains("invariant_violations"));
     }
 
     #[test]
@@ -492,7 +597,7 @@ mod tests {
                 held: 12,
             }],
         };
-        let text = metrics.encode(Some(&queue));
+        let text = metrics.encode(Some(&queue), None);
         for (status, n) in [
             ("pending", 3),
             ("processing", 1),

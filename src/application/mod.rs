@@ -1,6 +1,7 @@
 //! Use cases over a connection pool: configs, submits, reading and retrying entries, bulk
-//! redrive, stats, metrics, the delivery workers and retention.
+//! redrive, stats, the invariants' check, metrics, the delivery workers and retention.
 
+pub mod check;
 pub mod config_cache;
 pub mod configs;
 pub mod engine;

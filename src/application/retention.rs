@@ -2,7 +2,8 @@
 //! `RETENTION_COMPLETED` / `RETENTION_FAILED` (with their attempt history) and throughput
 //! counts older than a day. Each pass first settles the debits an API process left waiting for
 //! a credit that had completed, was cancelled or was gone, when it died before their recheck
-//! (`store::queue::order::sweep`).
+//! (`store::queue::order::sweep`), then heals the other invariants that can heal
+//! ([`heal`]; docs/operations.md, "Invariants and `webhookd check`").
 //!
 //! One process prunes at a time: a pass first takes a PostgreSQL advisory lock on a connection
 //! of its own, and a process that finds it taken skips the pass. The deletes themselves run on
@@ -11,13 +12,16 @@
 
 use std::time::{Duration, Instant};
 
+use diesel_async::AsyncPgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
 use crate::store;
+use crate::store::check;
 use crate::store::queue::order;
 use crate::store::queue::retention::{self, Rule};
 
+use super::check::Invariant;
 use super::AppError;
 
 /// Rows deleted by one statement.
@@ -35,11 +39,30 @@ pub struct Pruned {
     pub throughput: i64,
     /// Waiting debits settled because their credit had completed, was cancelled or was gone.
     pub stranded_debits: i64,
+    /// Rows held for an active partner, released.
+    pub partner_holds_released: i64,
+    /// Processing rows without a lease given one that has run out.
+    pub leases_expired: i64,
+    /// Tripped partners without a probe time given one.
+    pub probes_scheduled: i64,
+    /// Statistics counter cells set right.
+    pub counter_cells_recounted: i64,
 }
 
 impl Pruned {
     pub fn entries(&self) -> i64 {
         self.completed + self.failed + self.cancelled
+    }
+
+    /// What the pass healed, by the invariant it had found broken.
+    pub fn healed(&self) -> [(Invariant, i64); 5] {
+        [
+            (Invariant::StaleCreditWait, self.stranded_debits),
+            (Invariant::StalePartnerHold, self.partner_holds_released),
+            (Invariant::ProcessingWithoutLease, self.leases_expired),
+            (Invariant::TrippedWithoutProbe, self.probes_scheduled),
+            (Invariant::CountersDrift, self.counter_cells_recounted),
+        ]
     }
 
     fn add(&mut self, rule: Rule, removed: retention::Removed) {
@@ -75,21 +98,38 @@ async fn rest_after(batch_started: Instant) {
     tokio::time::sleep(batch_started.elapsed()).await;
 }
 
-/// One pruning pass, unless another process is pruning. Stops between batches once `stop` is
-/// cancelled.
+/// Heals the invariants that can heal, first the stranded debits (`stale_credit_wait`).
+/// `probe_interval` (`CIRCUIT_PROBE_INTERVAL`) is the wait after the probe given to a tripped
+/// partner that had none. Runs under the pruning lock, which `check::recount` needs. The
+/// counters are recounted only once the check has found them drifted, so a sound queue costs
+/// one count of it per pass.
+async fn heal(conn: &mut AsyncPgConnection, probe_interval: Duration) -> Result<Pruned, AppError> {
+    let mut healed = Pruned {
+        stranded_debits: order::sweep(conn).await?.into(),
+        partner_holds_released: check::release_stale_partner_holds(conn).await?,
+        leases_expired: check::expire_missing_leases(conn).await?,
+        probes_scheduled: check::schedule_missing_probes(conn, probe_interval).await?,
+        ..Pruned::default()
+    };
+    if check::counters_drift(conn).await?.count > 0 {
+        healed.counter_cells_recounted = check::recount(conn).await?;
+    }
+    Ok(healed)
+}
+
+/// One pruning pass, unless another process is pruning: the heals, then the deletes. Stops
+/// between batches once `stop` is cancelled.
 pub async fn prune_once(
     database_url: &str,
     settings: &RetentionSettings,
+    probe_interval: Duration,
     stop: &CancellationToken,
 ) -> Result<Pass, AppError> {
     let mut conn = store::connect(database_url).await.map_err(AppError::from)?;
     if !retention::try_lock(&mut conn).await? {
         return Ok(Pass::Busy);
     }
-    let mut pruned = Pruned {
-        stranded_debits: order::sweep(&mut conn).await?.into(),
-        ..Pruned::default()
-    };
+    let mut pruned = heal(&mut conn, probe_interval).await?;
     for rule in Rule::ALL {
         let Some(age) = age_of(rule, settings) else {
             continue;

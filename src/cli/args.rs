@@ -67,6 +67,20 @@ pub enum Command {
     Run(WorkArgs),
     /// Print queue statistics read straight from the database
     Stats(StatsArgs),
+    /// Check the queue's invariants; exit 1 when any is broken
+    #[command(
+        long_about = "Check the queue's invariants, read straight from the database: debits \
+        waiting for a credit that completed, was cancelled or is gone (stale_credit_wait); rows \
+        held for an active partner (stale_partner_hold); processing rows without a lease \
+        (processing_without_lease); tripped partners without a probe time \
+        (tripped_without_probe); statistics counters that differ from the queue \
+        (counters_drift). Prints each as a count with up to 5 examples, and exits 1 when any \
+        count is not 0, else 0. The pruner's pass of `work` heals all five by itself; see \
+        docs/operations.md, \"Invariants and `webhookd check`\". The check counts the whole \
+        queue once (counters_drift).",
+        after_help = "Examples:\n  webhookd check\n  webhookd check --json | jq '.invariants.counters_drift'"
+    )]
+    Check(CheckArgs),
     /// Put failed webhooks through a fresh retry cycle in bulk, e.g. after a partner outage
     #[command(
         long_about = "Put failed webhooks through a fresh retry cycle in bulk, e.g. after a \
@@ -131,6 +145,13 @@ pub struct WorkArgs {
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Print the same JSON document as GET /webhooks/stats
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print the same JSON document as GET /webhooks/check
     #[arg(long)]
     pub json: bool,
 }
@@ -343,6 +364,16 @@ mod tests {
         assert!(
             Cli::try_parse_from(["webhookd", "probe", "--database", "--url", "http://x/"]).is_err()
         );
+    }
+
+    #[test]
+    fn check_takes_json() {
+        let cli = Cli::try_parse_from(["webhookd", "check", "--json"]).unwrap();
+        let Command::Check(args) = cli.command else {
+            panic!("not check: {cli:?}");
+        };
+        assert!(args.json);
+        assert!(Cli::try_parse_from(["webhookd", "check", "--fix"]).is_err());
     }
 
     #[test]

@@ -5,11 +5,11 @@ use slog::{info, Logger};
 use tokio_util::sync::CancellationToken;
 
 use super::args::{Cli, PartnerAction, PartnersArgs, ProbeArgs, RedriveArgs};
-use super::stats_table::{partners_table, stats_table};
+use super::stats_table::{check_table, partners_table, stats_table};
 use crate::application::configs::{self, Control};
 use crate::application::metrics::{Metrics, Role};
 use crate::application::redrive::{self, RedriveOutcome};
-use crate::application::{stats, AppError};
+use crate::application::{check as invariants, stats, AppError};
 use crate::config::Settings;
 use crate::probe;
 use crate::startup::{command_pool, Application};
@@ -109,6 +109,23 @@ pub(super) async fn print_stats(settings: &Settings, json: bool) -> anyhow::Resu
         print!("{}", stats_table(&document));
     }
     Ok(())
+}
+
+/// `webhookd check`: the report on stdout (a table, or the JSON document), then an error, so
+/// exit 1, when an invariant is broken.
+pub(super) async fn check(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let pool = command_pool(settings).await?;
+    let report = invariants::check(&pool).await.map_err(cli_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", check_table(&report));
+    }
+    match report.broken {
+        0 => Ok(()),
+        1 => anyhow::bail!("1 invariant is broken"),
+        n => anyhow::bail!("{n} invariants are broken"),
+    }
 }
 
 pub(super) async fn run_redrive(

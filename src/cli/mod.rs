@@ -1,4 +1,4 @@
-//! The command line: one binary, seven subcommands sharing one data layer. `args` is what
+//! The command line: one binary, nine subcommands sharing one data layer. `args` is what
 //! clap parses, `commands` what each command does; a process's wiring is `startup`'s.
 
 mod args;
@@ -64,6 +64,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Work(_) => commands::run_process(&settings, &log, Role::Workers).await,
         Command::Run(_) => commands::run_process(&settings, &log, Role::Both).await,
         Command::Stats(args) => commands::print_stats(&settings, args.json).await,
+        Command::Check(args) => commands::check(&settings, args.json).await,
         Command::Redrive(args) => commands::run_redrive(&settings, &log, &args).await,
         Command::Partners(args) => commands::partners(&settings, &log, &args).await,
         // Answered above, before any settings were loaded.

@@ -1,8 +1,9 @@
-//! The human-readable tables: the stats document (`webhookd stats`) and the partners
-//! (`webhookd partners`).
+//! The human-readable tables: the stats document (`webhookd stats`), the partners
+//! (`webhookd partners`) and the invariants (`webhookd check`).
 
 use std::fmt::Write;
 
+use crate::application::check::{CheckReport, Invariant};
 use crate::application::configs::Config;
 use crate::application::stats;
 
@@ -137,9 +138,65 @@ pub fn partners_table(configs: &[Config]) -> String {
     out
 }
 
+/// The table `webhookd check` prints: one line per invariant, then the verdict.
+pub fn check_table(report: &CheckReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "invariants at {}", report.checked_at);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{:<26} {:>8}  examples", "invariant", "count");
+    for invariant in Invariant::ALL {
+        let v = report.invariants.get(invariant);
+        let examples = if v.examples.is_empty() {
+            "-".to_string()
+        } else {
+            v.examples.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{:<26} {:>8}  {}",
+            invariant.as_str(),
+            v.count,
+            examples
+        );
+    }
+    let _ = writeln!(out);
+    match report.broken {
+        0 => {
+            let _ = writeln!(out, "all invariants hold");
+        }
+        n => {
+            let _ = writeln!(
+                out,
+                "{n} broken; the pruner heals them at its next pass (docs/operations.md)"
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_check_table_names_each_invariant_with_its_examples() {
+        let mut report = CheckReport {
+            ok: false,
+            broken: 1,
+            checked_at: "2026-12-07T12:00:00.000Z".into(),
+            invariants: Default::default(),
+        };
+        report.invariants.tripped_without_probe.count = 2;
+        report.invariants.tripped_without_probe.examples = vec!["3".into(), "9".into()];
+        let table = check_table(&report);
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("tripped_without_probe"))
+            .unwrap();
+        assert!(line.ends_with("2  3, 9"), "{table}");
+        assert_eq!(table.lines().filter(|l| l.ends_with("0  -")).count(), 4);
+        assert!(table.contains("1 broken"), "{table}");
+    }
 
     #[test]
     fn the_stats_table_shows_throughput_and_partner_success_rates() {

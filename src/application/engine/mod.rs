@@ -106,7 +106,7 @@ impl Engine {
                     failure_threshold: settings.circuit.failure_threshold as i32,
                     probe_interval_ms: settings.circuit.probe_interval.as_millis() as i64,
                 },
-                metrics,
+                metrics.clone(),
                 log.new(o!("task" => "writer")),
             ),
             CancellationToken::new(),
@@ -125,6 +125,8 @@ impl Engine {
             Pruner::new(
                 settings.database_url.expose().to_string(),
                 settings.retention.clone(),
+                settings.circuit.probe_interval,
+                metrics,
                 log.new(o!("task" => "pruner")),
             ),
             stop.child_token(),

@@ -1,25 +1,39 @@
-//! The pruner service: a retention pass (`application::retention`), which begins with the sweep
-//! of stranded debits, every `RETENTION_INTERVAL`, in every worker process; the passes take
-//! turns through a lock.
+//! The pruner service: a retention pass (`application::retention`), which begins by healing
+//! the invariants that can heal (the sweep of stranded debits first), every
+//! `RETENTION_INTERVAL`, in every worker process; the passes take turns through a lock.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use slog::{debug, info, warn, Logger};
 use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::service::{Round, Service};
+use crate::application::metrics::Metrics;
 use crate::application::retention::{prune_once, Pass};
 use crate::config::RetentionSettings;
 
 pub struct Pruner {
     database_url: String,
     settings: RetentionSettings,
+    /// `CIRCUIT_PROBE_INTERVAL`, for a tripped partner healed of a missing probe time.
+    probe_interval: Duration,
+    /// Counts what the passes healed.
+    metrics: Arc<Metrics>,
     /// Ends a pass between two batches.
     stop: CancellationToken,
     log: Logger,
 }
 
 impl Pruner {
-    pub fn new(database_url: String, settings: RetentionSettings, log: Logger) -> Self {
+    pub fn new(
+        database_url: String,
+        settings: RetentionSettings,
+        probe_interval: Duration,
+        metrics: Arc<Metrics>,
+        log: Logger,
+    ) -> Self {
         info!(log, "pruning";
             "retention_completed" => settings.completed.map(|d| humantime::format_duration(d).to_string()),
             "retention_failed" => settings.failed.map(|d| humantime::format_duration(d).to_string()),
@@ -27,6 +41,8 @@ impl Pruner {
         Self {
             database_url,
             settings,
+            probe_interval,
+            metrics,
             stop: CancellationToken::new(),
             log,
         }
@@ -39,13 +55,32 @@ impl Service for Pruner {
     /// One pruning pass, then a rest of `RETENTION_INTERVAL`. A failed pass is logged and
     /// tried again at the next interval.
     async fn run_once(&mut self) -> Result<Round, EngineError> {
-        match prune_once(&self.database_url, &self.settings, &self.stop).await {
+        let pass = prune_once(
+            &self.database_url,
+            &self.settings,
+            self.probe_interval,
+            &self.stop,
+        )
+        .await;
+        if let Ok(Pass::Done(p)) = &pass {
+            for (invariant, n) in p.healed() {
+                self.metrics.repaired(invariant, n);
+            }
+        }
+        match pass {
             Ok(Pass::Done(p))
-                if p.entries() + p.archived_attempts + p.throughput + p.stranded_debits > 0 =>
+                if p.entries()
+                    + p.archived_attempts
+                    + p.throughput
+                    + p.healed().iter().map(|(_, n)| n).sum::<i64>()
+                    > 0 =>
             {
                 info!(self.log, "pruned old rows"; "completed" => p.completed, "failed" => p.failed,
                     "cancelled" => p.cancelled, "archived_attempts" => p.archived_attempts,
-                    "throughput_rows" => p.throughput, "stranded_debits_settled" => p.stranded_debits);
+                    "throughput_rows" => p.throughput, "stranded_debits_settled" => p.stranded_debits,
+                    "partner_holds_released" => p.partner_holds_released,
+                    "leases_expired" => p.leases_expired, "probes_scheduled" => p.probes_scheduled,
+                    "counter_cells_recounted" => p.counter_cells_recounted);
             }
             Ok(Pass::Done(_)) => debug!(self.log, "nothing to prune"),
             Ok(Pass::Busy) => debug!(self.log, "another process is pruning; pass skipped"),

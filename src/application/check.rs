@@ -1,0 +1,200 @@
+//! The queue's invariants, checked: `webhookd check`, `GET /webhooks/check` (the console's
+//! warning) and the `webhookd_invariant_violations` gauges. Each invariant is a statement of
+//! `store::check`; what each means, how it breaks and what to do: docs/operations.md,
+//! "Invariants and `webhookd check`". The pruner's pass heals what can heal
+//! (`application::retention`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use diesel_async::AsyncPgConnection;
+use serde::Serialize;
+
+use crate::store::check::{self, Finding};
+use crate::store::DbPool;
+
+use super::{conn, AppError};
+
+/// One invariant of the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invariant {
+    /// A `-debit` waits for a `+credit` that completed, was cancelled or is gone.
+    StaleCreditWait,
+    /// A row held for partner health whose partner is active.
+    StalePartnerHold,
+    /// A processing row without a lease, which no claim takes back.
+    ProcessingWithoutLease,
+    /// A tripped partner without a probe time, which never becomes active again.
+    TrippedWithoutProbe,
+    /// The statistics counters differ from the queue.
+    CountersDrift,
+}
+
+impl Invariant {
+    pub const ALL: [Invariant; 5] = [
+        Invariant::StaleCreditWait,
+        Invariant::StalePartnerHold,
+        Invariant::ProcessingWithoutLease,
+        Invariant::TrippedWithoutProbe,
+        Invariant::CountersDrift,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invariant::StaleCreditWait => "stale_credit_wait",
+            Invariant::StalePartnerHold => "stale_partner_hold",
+            Invariant::ProcessingWithoutLease => "processing_without_lease",
+            Invariant::TrippedWithoutProbe => "tripped_without_probe",
+            Invariant::CountersDrift => "counters_drift",
+        }
+    }
+}
+
+/// What breaks one invariant: how many queue rows (partners for `tripped_without_probe`,
+/// counter cells for `counters_drift`), and up to five of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Violations {
+    pub count: i64,
+    /// Queue ids, config ids, or counter cells described in a line each.
+    pub examples: Vec<String>,
+}
+
+impl From<Finding> for Violations {
+    fn from(f: Finding) -> Self {
+        Self {
+            count: f.count,
+            examples: f.examples,
+        }
+    }
+}
+
+/// Every invariant, always present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Invariants {
+    pub stale_credit_wait: Violations,
+    pub stale_partner_hold: Violations,
+    pub processing_without_lease: Violations,
+    pub tripped_without_probe: Violations,
+    pub counters_drift: Violations,
+}
+
+impl Invariants {
+    pub fn get(&self, invariant: Invariant) -> &Violations {
+        match invariant {
+            Invariant::StaleCreditWait => &self.stale_credit_wait,
+            Invariant::StalePartnerHold => &self.stale_partner_hold,
+            Invariant::ProcessingWithoutLease => &self.processing_without_lease,
+            Invariant::TrippedWithoutProbe => &self.tripped_without_probe,
+            Invariant::CountersDrift => &self.counters_drift,
+        }
+    }
+}
+
+/// The check's document, the same for `webhookd check --json` and `GET /webhooks/check`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// True when every count is 0.
+    pub ok: bool,
+    /// How many invariants are broken.
+    pub broken: usize,
+    /// RFC 3339 UTC: when the check ran.
+    pub checked_at: String,
+    pub invariants: Invariants,
+}
+
+/// Checks every invariant on `conn`.
+pub async fn check_on(conn: &mut AsyncPgConnection) -> Result<CheckReport, AppError> {
+    let invariants = Invariants {
+        stale_credit_wait: check::stale_credit_wait(conn).await?.into(),
+        stale_partner_hold: check::stale_partner_hold(conn).await?.into(),
+        processing_without_lease: check::processing_without_lease(conn).await?.into(),
+        tripped_without_probe: check::tripped_without_probe(conn).await?.into(),
+        counters_drift: check::counters_drift(conn).await?.into(),
+    };
+    let broken = Invariant::ALL
+        .into_iter()
+        .filter(|i| invariants.get(*i).count != 0)
+        .count();
+    Ok(CheckReport {
+        ok: broken == 0,
+        broken,
+        checked_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        invariants,
+    })
+}
+
+/// Checks every invariant now.
+pub async fn check(pool: &DbPool) -> Result<CheckReport, AppError> {
+    let mut conn = conn(pool).await?;
+    check_on(&mut conn).await
+}
+
+/// A report and when it was made.
+type Dated = (Instant, Arc<CheckReport>);
+
+/// The API's last check, run again once it is older than `max_age`: `counters_drift` counts
+/// the whole queue, too much for every scrape or console refresh.
+pub struct LatestCheck {
+    pool: DbPool,
+    max_age: Duration,
+    last: Arc<Mutex<Option<Dated>>>,
+    /// Held while a check runs, so that callers that come meanwhile wait for its result.
+    running: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LatestCheck {
+    pub fn new(pool: DbPool, max_age: Duration) -> Self {
+        Self {
+            pool,
+            max_age,
+            last: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
+    /// How long a report is reused.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The last report, whatever its age; `None` before the first check ended.
+    pub fn last(&self) -> Option<Arc<CheckReport>> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref().map(|(_, report)| report.clone())
+    }
+
+    /// A report at most `max_age` old, checked now if there is none. The check runs in a task
+    /// of its own: a caller that stops waiting (a scrape's deadline) does not cancel it, and
+    /// the next caller finds its result.
+    pub async fn latest(&self) -> Result<Arc<CheckReport>, AppError> {
+        let (pool, last, running, max_age) = (
+            self.pool.clone(),
+            self.last.clone(),
+            self.running.clone(),
+            self.max_age,
+        );
+        let fresh = move || {
+            let last = last.lock().unwrap_or_else(|e| e.into_inner());
+            last.as_ref()
+                .filter(|(at, _)| at.elapsed() < max_age)
+                .map(|(_, report)| report.clone())
+        };
+        if let Some(report) = fresh() {
+            return Ok(report);
+        }
+        let last = self.last.clone();
+        tokio::spawn(async move {
+            let _running = running.lock().await;
+            if let Some(report) = fresh() {
+                return Ok(report);
+            }
+            let report = Arc::new(check(&pool).await?);
+            *last.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), report.clone()));
+            Ok(report)
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("the check's task failed: {e}")))?
+    }
+}
