@@ -144,7 +144,8 @@ pub struct Args {
     /// Keep the bench database afterwards
     #[arg(long)]
     pub keep_db: bool,
-    /// The webhookd binary to run (default: the one built next to this bench)
+    /// The webhookd binary to run (default: the one built next to this bench); it runs in its
+    /// own directory, so an older build reads its compiled-in settings, not this checkout's
     #[arg(long)]
     pub webhookd: Option<PathBuf>,
     /// Label stored with the results (e.g. the change being measured)
