@@ -27,7 +27,7 @@ pub struct Counters {
     pub deleted: f64,
     /// WAL position in bytes (of the whole server).
     pub wal: f64,
-    /// CPU seconds of every `postgres` process, exited backends included (see
+    /// CPU seconds of the server's processes, exited backends included (see
     /// [`crate::procs::postgres_cpu_seconds`]).
     pub pg_cpu: f64,
 }
@@ -37,6 +37,11 @@ pub async fn read(side: &tokio_postgres::Client) -> Counters {
     side.batch_execute("SELECT pg_stat_force_next_flush()")
         .await
         .ok();
+    let backend = side
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid")
+        .get::<_, i32>(0) as u32;
     side.batch_execute("SELECT pg_stat_clear_snapshot()")
         .await
         .expect("pg_stat_clear_snapshot");
@@ -55,7 +60,7 @@ pub async fn read(side: &tokio_postgres::Client) -> Counters {
         updated: row.get(2),
         deleted: row.get(3),
         wal: row.get(4),
-        pg_cpu: crate::procs::postgres_cpu_seconds(),
+        pg_cpu: crate::procs::postgres_cpu_seconds(backend),
     }
 }
 

@@ -167,38 +167,41 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// The command name and CPU times of `pid`, or `None` once it is gone.
-fn stat(pid: u32) -> Option<(String, CpuTimes)> {
+/// The CPU times of `pid`, or `None` once it is gone.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so split at the last ')'.
-    let open = text.find('(')?;
     let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
     let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
     // Fields 4 and 14-17 of proc(5), counted from `state` (field 3) as index 0.
     let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
     let ticks = clock_ticks();
-    Some((
-        comm,
-        CpuTimes {
-            ppid: fields.get(1)?.parse().ok()?,
-            own: (tick(11)? + tick(12)?) / ticks,
-            children: (tick(13)? + tick(14)?) / ticks,
-        },
-    ))
+    Some(CpuTimes {
+        ppid: fields.get(1)?.parse().ok()?,
+        own: (tick(11)? + tick(12)?) / ticks,
+        children: (tick(13)? + tick(14)?) / ticks,
+    })
 }
 
-pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
-    stat(pid).map(|(_, t)| t)
-}
-
-/// CPU seconds used so far by every PostgreSQL server on this host: each `postgres` process's
-/// own time, plus the postmasters' time of children that have exited (backends of closed
-/// connections, autovacuum workers), so that the difference between two readings counts
-/// processes that came and went in between. Every server and every client of it counts, not only
-/// the bench's; NaN when no `postgres` process is visible (a server in another container).
-pub fn postgres_cpu_seconds() -> f64 {
-    let mut procs = Vec::new();
+/// CPU seconds used so far by the PostgreSQL server whose backend `backend` is: the postmaster
+/// and each of its children (backends, WAL writer, checkpointer, ...), plus the postmaster's
+/// time of children that have exited (backends of closed connections, autovacuum workers), so
+/// that the difference between two readings counts processes that came and went in between.
+/// Every client of that server counts, not only the bench; NaN when the server's processes are
+/// not visible here (a server in another container or on another host).
+pub fn postgres_cpu_seconds(backend: u32) -> f64 {
+    // A server in another PID namespace reports PIDs that here are other processes, or none.
+    let comm = std::fs::read_to_string(format!("/proc/{backend}/comm")).unwrap_or_default();
+    if comm.trim_end() != "postgres" {
+        return f64::NAN;
+    }
+    let Some(postmaster) = cpu_times(backend).map(|t| t.ppid) else {
+        return f64::NAN;
+    };
+    let Some(root) = cpu_times(postmaster) else {
+        return f64::NAN;
+    };
+    let mut total = root.own + root.children;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Some(pid) = entry
@@ -208,22 +211,10 @@ pub fn postgres_cpu_seconds() -> f64 {
             else {
                 continue;
             };
-            if let Some((comm, times)) = stat(pid) {
-                if comm == "postgres" {
-                    procs.push((pid, times));
-                }
+            if let Some(t) = cpu_times(pid).filter(|t| t.ppid == postmaster) {
+                total += t.own;
             }
         }
     }
-    if procs.is_empty() {
-        return f64::NAN;
-    }
-    let pids: std::collections::HashSet<u32> = procs.iter().map(|(pid, _)| *pid).collect();
-    procs
-        .iter()
-        .map(|(_, t)| {
-            let postmaster = !pids.contains(&t.ppid);
-            t.own + if postmaster { t.children } else { 0.0 }
-        })
-        .sum()
+    total
 }
