@@ -47,9 +47,11 @@ test: lint
     cargo test --locked
 
 # Benchmark in release mode against the PostgreSQL that answers (see `just db`): `just bench` prints
-# the table (ingest, delivery, end to end, latency, RSS, same-run ceilings; ~3 min), `just bench
-# latency` sweeps submit -> first call over paced rates, `just bench soak` runs minutes at half the
-# end-to-end rate. Extra flags after the mode: `just bench full --rounds 5`
+# the table (ingest, delivery, end to end, per-event costs, latency, RSS, same-run ceilings; ~5 min),
+# `just bench latency` sweeps submit -> first call over paced rates, `just bench soak` runs minutes at
+# half the end-to-end rate, `just bench ab A B [--anchor C] [--pairs 4]` compares builds (binaries,
+# worktrees or git revisions) in alternating rounds (~5 min). Extra flags after the mode:
+# `just bench full --rounds 5`
 bench mode="full" *flags:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -57,8 +59,12 @@ bench mode="full" *flags:
     export DATABASE_URL
     echo "cargo build --release --locked --bin webhookd --example bench"
     cargo build --release --locked --bin webhookd --example bench
-    echo "target/release/examples/bench {{mode}} {{flags}}"
-    target/release/examples/bench {{mode}} {{flags}}
+    bench="${CARGO_TARGET_DIR:-target}/release/examples/bench"
+    if [[ "{{mode}}" == ab ]]; then
+        exec scripts/bench-ab.sh "$bench" {{flags}}
+    fi
+    echo "$bench {{mode}} {{flags}}"
+    "$bench" {{mode}} {{flags}}
 
 # Benchmark the statistics on a million-row queue, release build (arguments go to examples/bench_stats.rs, e.g. --runs 50 --keep)
 [positional-arguments]

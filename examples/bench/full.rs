@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::costs::{self, Cost};
 use crate::load::{self, Counted};
 use crate::procs::Proc;
 use crate::report::{median, Table};
@@ -81,6 +82,9 @@ pub struct Round {
     pub drain: Drain,
     pub e2e_single: Pipeline,
     pub e2e_batch: Pipeline,
+    /// What each end-to-end phase cost PostgreSQL per event accepted.
+    pub e2e_single_cost: Cost,
+    pub e2e_batch_cost: Cost,
     pub latency: Latency,
     pub work_rss_kib: u64,
 }
@@ -124,7 +128,7 @@ async fn sql_ceiling(ctx: &Ctx, round: usize, triggers: bool) -> (Rate, Rate) {
     (insert, drain)
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Instant {
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Instant {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -398,15 +402,26 @@ async fn round(ctx: &Ctx, n: usize) -> Round {
         r.drain.startup.as_secs_f64() * 1000.0
     );
 
+    // Idle backends flush their statistics only after 10 s (see costs.rs): each reading waits.
+    tokio::time::sleep(costs::IDLE_FLUSH).await;
+    let before = costs::read(&ctx.side).await;
     r.e2e_single = pipeline(ctx, false, format!("e2e-single-r{n}")).await;
     report_errors("end-to-end, single submits", &r.e2e_single.submitted);
     print_pipeline(&format!("single POSTs x{}", a.clients), &r.e2e_single);
+    tokio::time::sleep(costs::IDLE_FLUSH).await;
+    let between = costs::read(&ctx.side).await;
+    r.e2e_single_cost = Cost::between(&before, &between, r.e2e_single.submitted.ok);
+    println!("    per event: {}", r.e2e_single_cost.summary());
     r.e2e_batch = pipeline(ctx, true, format!("e2e-batch-r{n}")).await;
     report_errors("end-to-end, batch submits", &r.e2e_batch.submitted);
     print_pipeline(
         &format!("batches {}x{}", a.batch_clients, a.batch),
         &r.e2e_batch,
     );
+    tokio::time::sleep(costs::IDLE_FLUSH).await;
+    let after = costs::read(&ctx.side).await;
+    r.e2e_batch_cost = Cost::between(&between, &after, r.e2e_batch.submitted.ok);
+    println!("    per event: {}", r.e2e_batch_cost.summary());
 
     truncate(&ctx.side).await;
     r.latency = latency_phase(
@@ -631,6 +646,25 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
         &runs(&answered.1, 1),
         "",
     ]);
+    for (feed, single) in [
+        (format!("single POSTs x{}", a.clients), true),
+        (format!("batches {}x{}", a.batch_clients, a.batch), false),
+    ] {
+        t.section(&format!(
+            "per event, end to end with {feed} (rows: bench database; WAL, CPU: whole server)"
+        ));
+        for (i, (name, d)) in COST_ROWS.iter().enumerate() {
+            let v = m(&|r| {
+                let cost = if single {
+                    r.e2e_single_cost
+                } else {
+                    r.e2e_batch_cost
+                };
+                cost_values(&cost)[i]
+            });
+            t.row(&[name, &format!("{:.d$}", v.0), &runs(&v.1, *d), ""]);
+        }
+    }
     t.section("peak RSS (VmHWM)");
     t.row(&[
         "webhookd serve",
@@ -695,6 +729,8 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
                 "delivery_seconds": r.drain.elapsed.as_secs_f64(),
                 "end_to_end_single": pipeline_json(&r.e2e_single),
                 "end_to_end_batch": pipeline_json(&r.e2e_batch),
+                "end_to_end_single_cost": r.e2e_single_cost.json(),
+                "end_to_end_batch_cost": r.e2e_batch_cost.json(),
                 "latency": {
                     "rate": r.latency.target_rate, "sent": r.latency.sent, "errors": r.latency.errors,
                     "skipped": r.latency.skipped, "missing": r.latency.missing,
@@ -757,6 +793,27 @@ fn summarize(ctx: &Ctx, rounds: &[Round], serve_rss: u64, bench_rss: u64) {
     let path = ctx.out_dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("write results.json");
     println!("saved {}", path.display());
+}
+
+/// The per-event rows of the table: name and decimals, in the order of [`cost_values`].
+const COST_ROWS: [(&str, usize); 6] = [
+    ("commits", 2),
+    ("rows inserted", 2),
+    ("rows updated", 2),
+    ("rows deleted", 2),
+    ("WAL bytes", 0),
+    ("PostgreSQL CPU, us", 0),
+];
+
+fn cost_values(c: &Cost) -> [f64; 6] {
+    [
+        c.commits_per_event,
+        c.inserted_per_event,
+        c.updated_per_event,
+        c.deleted_per_event,
+        c.wal_bytes_per_event,
+        1e6 * c.pg_cpu_seconds / c.events,
+    ]
 }
 
 fn pipeline_json(p: &Pipeline) -> Value {

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo build --release --bin webhookd --example bench
-//! target/release/examples/bench [full|soak] [--rounds 3] [--rows 50000] ...
+//! target/release/examples/bench [full|soak|latency] [--rounds 3] [--rows 50000] ...
+//! target/release/examples/bench ab A=path/to/webhookd B=path/to/webhookd [--anchor C=...] [--pairs 4]
 //! ```
 //!
 //! `full` creates a fresh database on the PostgreSQL at `DATABASE_URL`, starts `webhookd serve`
@@ -22,8 +23,11 @@
 //! and prints medians over the rounds with webhookd's rates as fractions of the ceilings;
 //! `target/bench/results.json` holds the same figures. `soak` runs serve and work for minutes
 //! at half the saturation rate and checks that table size, dead tuples and claim latency stay
-//! flat.
+//! flat. `ab` compares builds in alternating rounds (see `ab.rs`; `just bench ab` resolves git
+//! revisions into binaries with scripts/bench-ab.sh).
 
+mod ab;
+mod costs;
 mod full;
 mod load;
 mod procs;
@@ -49,15 +53,40 @@ pub enum Mode {
     Soak,
     /// Submit -> first call latency at several rates (`--latency-rate`, else a sweep)
     Latency,
+    /// Two builds (and `--anchor`) in alternating rounds: medians and per-pair ratios
+    Ab,
 }
 
 #[derive(Clone, Debug, Parser)]
 #[command(about = "webhookd end-to-end benchmark with same-run ceilings (see `just bench`)")]
 pub struct Args {
     /// full: the table; soak: minutes at half the saturation rate, checking that nothing grows;
-    /// latency: submit -> first call latency at several paced rates
+    /// latency: submit -> first call latency at several paced rates; ab: two builds compared in
+    /// alternating rounds
     #[arg(value_enum, default_value = "full")]
     pub mode: Mode,
+    /// ab: the builds A and B, each a webhookd binary as `[LABEL=]PATH` (`just bench ab` turns
+    /// git revisions and worktrees into binaries first: scripts/bench-ab.sh)
+    #[arg(value_name = "BUILD")]
+    pub builds: Vec<String>,
+    /// ab: a third build C, in every group of rounds (A B C, C B A, ...) and compared with A
+    #[arg(long, value_name = "BUILD")]
+    pub anchor: Option<String>,
+    /// ab: groups of adjacent rounds, one round of each build (A B, B A, ...); each gives a ratio
+    #[arg(long, default_value_t = 4)]
+    pub pairs: usize,
+    /// ab: closed-loop single submits while `work` delivers, per round
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub saturation: Duration,
+    /// ab: events submitted in each round's paced phase
+    #[arg(long, default_value_t = 3000)]
+    pub paced_events: usize,
+    /// ab: rate of the paced phase, events/s
+    #[arg(long, default_value_t = 200.0)]
+    pub paced_rate: f64,
+    /// ab: also write the results as JSON here (they always go to target/bench/ab.json)
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     /// PostgreSQL server (a fresh database is created on it); default: $DATABASE_URL
     #[arg(long)]
     pub database_url: Option<String>,
@@ -115,7 +144,8 @@ pub struct Args {
     /// Keep the bench database afterwards
     #[arg(long)]
     pub keep_db: bool,
-    /// The webhookd binary to run (default: the one built next to this bench)
+    /// The webhookd binary to run (default: the one built next to this bench); it runs in its
+    /// own directory, so an older build reads its compiled-in settings, not this checkout's
     #[arg(long)]
     pub webhookd: Option<PathBuf>,
     /// Label stored with the results (e.g. the change being measured)
@@ -241,28 +271,77 @@ async fn probe_commits(
     samples
 }
 
+/// The webhookd binary built next to this bench.
+fn default_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(Path::parent)
+                .map(|d| d.join("webhookd"))
+        })
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| root.join("target/release/webhookd"))
+}
+
 async fn setup(args: Args) -> Ctx {
+    let bin = args.webhookd.clone().unwrap_or_else(default_bin);
+    println!("webhookd bench ({:?})", args.mode);
+    let ctx = open(args, bin, Receiver::start(), "webhookd_bench").await;
+    let settings = &ctx.settings;
+    println!("  binary      {}", ctx.bin.display());
+    println!("  database    {} (fresh)", ctx.db_url);
+    println!(
+        "  receiver    {} (in-process, own thread and runtime)",
+        ctx.url_base
+    );
+    println!(
+        "  machine     {} cpus, load {}, PostgreSQL {}",
+        settings[0].1, settings[1].1, settings[2].1
+    );
+    println!(
+        "  postgres    synchronous_commit={} fsync={} wal_sync_method={} autovacuum={} shared_buffers={}",
+        settings[3].1, settings[4].1, settings[5].1, settings[6].1, settings[7].1
+    );
+    println!(
+        "  serve env   {} (other settings: defaults)",
+        shown_env(&ctx.serve_env)
+    );
+    println!(
+        "  work env    {} (other settings: defaults)",
+        shown_env(&ctx.work_env)
+    );
+    println!(
+        "  logs        {}/{{serve,work-rN}}.log",
+        ctx.out_dir.display()
+    );
+    ctx
+}
+
+/// Settings as `KEY=VALUE ...`, without the database URL.
+pub fn shown_env(env: &[(String, String)]) -> String {
+    env.iter()
+        .filter(|(k, _)| k != "DATABASE_URL")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A fresh database named `db_prefix_<time>`, migrated by `bin`'s own `webhookd migrate`, and
+/// `bin serve` on it with one partner config whose URLs point at `receiver`.
+pub async fn open(args: Args, bin: PathBuf, receiver: Receiver, db_prefix: &str) -> Ctx {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir).expect("target/bench");
-    let exe = std::env::current_exe().expect("own path");
-    let bin = args.webhookd.clone().unwrap_or_else(|| {
-        exe.parent()
-            .and_then(Path::parent)
-            .map(|d| d.join("webhookd"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| root.join("target/release/webhookd"))
-    });
-
     let db_name = format!(
-        "webhookd_bench_{}",
+        "{db_prefix}_{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_secs()
+            .as_millis()
     );
     let db_url = with_database(args.database_url.as_deref().unwrap(), &db_name);
-    let receiver = Receiver::start();
     let url_base = format!("http://{}/pb", receiver.addr);
     let port = procs::free_port();
     let api_base = format!("http://127.0.0.1:{port}");
@@ -290,18 +369,15 @@ async fn setup(args: Args) -> Ctx {
         set(&mut work_env, &k, &v);
     }
 
-    println!("webhookd bench ({:?})", args.mode);
-    println!("  binary      {}", bin.display());
-    println!("  database    {db_url} (fresh)");
-    println!("  receiver    {url_base} (in-process, own thread and runtime)");
     let migrate = std::process::Command::new(&bin)
         .arg("migrate")
+        .current_dir(procs::run_dir(&bin))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &db_url)
         .env("LOG_LEVEL", "warn")
         .output()
-        .expect("run webhookd migrate");
+        .unwrap_or_else(|e| panic!("run {} migrate: {e}", bin.display()));
     assert!(
         migrate.status.success(),
         "webhookd migrate failed: {}",
@@ -316,24 +392,7 @@ async fn setup(args: Args) -> Ctx {
 
     let serve = Proc::start(&bin, "serve", "serve", &serve_env, &out_dir);
     let client = load::client(args.clients.max(args.batch_clients) + 8);
-    let debits = args.debits;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = client
-            .get(format!("{api_base}/health"))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false);
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "webhookd serve did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_healthy(&client, &api_base).await;
     let response = client
         .post(format!("{api_base}/webhook-configs"))
         .header("Content-Type", "application/json")
@@ -378,32 +437,14 @@ async fn setup(args: Args) -> Ctx {
     ] {
         settings.push((name.to_string(), show(&side, name).await));
     }
-    println!(
-        "  machine     {} cpus, load {}, PostgreSQL {}",
-        settings[0].1, settings[1].1, settings[2].1
-    );
-    println!(
-        "  postgres    synchronous_commit={} fsync={} wal_sync_method={} autovacuum={} shared_buffers={}",
-        settings[3].1, settings[4].1, settings[5].1, settings[6].1, settings[7].1
-    );
-    let shown = |env: &[(String, String)]| {
-        env.iter()
-            .filter(|(k, _)| k != "DATABASE_URL")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    println!(
-        "  serve env   {} (other settings: defaults)",
-        shown(&serve_env)
-    );
-    println!(
-        "  work env    {} (other settings: defaults)",
-        shown(&work_env)
-    );
-    println!("  logs        {}/{{serve,work-rN}}.log", out_dir.display());
 
     Ctx {
+        api: Api {
+            base: api_base,
+            client,
+            config_id,
+            debits: args.debits,
+        },
         args,
         bin,
         out_dir,
@@ -412,12 +453,6 @@ async fn setup(args: Args) -> Ctx {
         pool,
         receiver,
         url_base,
-        api: Api {
-            base: api_base,
-            client,
-            config_id,
-            debits,
-        },
         serve,
         serve_env,
         work_env,
@@ -425,7 +460,47 @@ async fn setup(args: Args) -> Ctx {
     }
 }
 
-async fn teardown(ctx: Ctx) {
+async fn wait_healthy(client: &reqwest::Client, api_base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = client
+            .get(format!("{api_base}/health"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhookd serve did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Ctx {
+    /// Stops `serve` (its database connections close, which flushes their statistics) and
+    /// starts a fresh one on the same address.
+    pub async fn restart_serve(&mut self) {
+        self.stop_serve().await;
+        self.start_serve().await;
+    }
+
+    pub async fn stop_serve(&mut self) {
+        self.serve.terminate(Duration::from_secs(30)).await;
+    }
+
+    /// Starts `serve` (after [`Ctx::stop_serve`]) and waits until it answers.
+    pub async fn start_serve(&mut self) {
+        self.serve = Proc::start(&self.bin, "serve", "serve", &self.serve_env, &self.out_dir);
+        wait_healthy(&self.api.client, &self.api.base).await;
+    }
+}
+
+/// Stops `serve` and drops the bench database (unless `--keep-db`).
+pub async fn teardown(ctx: Ctx) {
     let Ctx {
         args,
         serve,
@@ -472,11 +547,22 @@ fn main() {
     runtime.block_on(async move {
         let started = Instant::now();
         let mode = args.mode;
+        if mode == Mode::Ab {
+            ab::run(args).await;
+            println!("bench finished in {:.0} s", started.elapsed().as_secs_f64());
+            return;
+        }
+        assert!(
+            args.builds.is_empty(),
+            "builds {:?} are for `bench ab`; --webhookd runs another binary",
+            args.builds
+        );
         let ctx = setup(args).await;
         let ctx = match mode {
             Mode::Full => full::full(ctx).await,
             Mode::Soak => soak::run(ctx).await,
             Mode::Latency => full::latency_sweep(ctx).await,
+            Mode::Ab => unreachable!("handled above"),
         };
         teardown(ctx).await;
         println!("bench finished in {:.0} s", started.elapsed().as_secs_f64());

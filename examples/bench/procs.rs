@@ -1,4 +1,5 @@
-//! `webhookd serve` and `webhookd work` as child processes, with their peak RSS.
+//! `webhookd serve` and `webhookd work` as child processes, with their peak RSS and CPU time,
+//! and the CPU time of the PostgreSQL server's processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,8 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `bin command` with exactly `env` (plus PATH); stderr goes to `log_dir/name.log`.
+    ///
+    /// The process runs in the binary's own directory (see [`run_dir`]).
     pub fn start(
         bin: &Path,
         command: &str,
@@ -22,6 +25,7 @@ impl Proc {
         let log = log_dir.join(format!("{name}.log"));
         let mut cmd = Command::new(bin);
         cmd.arg(command)
+            .current_dir(run_dir(bin))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .stdin(Stdio::null())
@@ -62,8 +66,21 @@ impl Proc {
         }
     }
 
+    /// CPU time (user + system) the process has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_times(self.pid()).map_or(f64::NAN, |t| t.own)
+    }
+
     /// SIGTERM, then wait up to `grace` for a clean exit (SIGKILL after that).
     pub async fn stop(mut self, grace: Duration) -> bool {
+        self.terminate(grace).await
+    }
+
+    /// [`Proc::stop`] for a process held in a field that is replaced afterwards.
+    pub async fn terminate(&mut self, grace: Duration) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.success();
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
@@ -116,4 +133,88 @@ pub fn load_average() -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Where webhookd processes run: the directory of their binary. webhookd reads
+/// `./config/default.toml` over its compiled-in defaults, and an older build rejects keys it does
+/// not know; in its own directory a build reads no file from the tree the bench runs in.
+pub fn run_dir(bin: &Path) -> PathBuf {
+    bin.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// CPU times of one process from `/proc/<pid>/stat`, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTimes {
+    pub ppid: u32,
+    /// utime + stime: the process itself.
+    pub own: f64,
+    /// cutime + cstime: its children that have exited and been waited for.
+    pub children: f64,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux in practice).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The CPU times of `pid`, or `None` once it is gone.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so split at the last ')'.
+    let close = text.rfind(')')?;
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // Fields 4 and 14-17 of proc(5), counted from `state` (field 3) as index 0.
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let ticks = clock_ticks();
+    Some(CpuTimes {
+        ppid: fields.get(1)?.parse().ok()?,
+        own: (tick(11)? + tick(12)?) / ticks,
+        children: (tick(13)? + tick(14)?) / ticks,
+    })
+}
+
+/// CPU seconds used so far by the PostgreSQL server whose backend `backend` is: the postmaster
+/// and each of its children (backends, WAL writer, checkpointer, ...), plus the postmaster's
+/// time of children that have exited (backends of closed connections, autovacuum workers), so
+/// that the difference between two readings counts processes that came and went in between.
+/// Every client of that server counts, not only the bench; NaN when the server's processes are
+/// not visible here (a server in another container or on another host).
+pub fn postgres_cpu_seconds(backend: u32) -> f64 {
+    // A server in another PID namespace reports PIDs that here are other processes, or none.
+    let comm = std::fs::read_to_string(format!("/proc/{backend}/comm")).unwrap_or_default();
+    if comm.trim_end() != "postgres" {
+        return f64::NAN;
+    }
+    let Some(postmaster) = cpu_times(backend).map(|t| t.ppid) else {
+        return f64::NAN;
+    };
+    let Some(root) = cpu_times(postmaster) else {
+        return f64::NAN;
+    };
+    let mut total = root.own + root.children;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(t) = cpu_times(pid).filter(|t| t.ppid == postmaster) {
+                total += t.own;
+            }
+        }
+    }
+    total
 }

@@ -25,6 +25,7 @@ struct Shared {
     arrivals: Mutex<Vec<(Uuid, Instant)>>,
 }
 
+#[derive(Clone)]
 pub struct Receiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
