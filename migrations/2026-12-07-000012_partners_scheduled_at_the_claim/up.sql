@@ -91,7 +91,10 @@ COMMENT ON FUNCTION webhook_partner_resume(BIGINT) IS
     'Makes a paused or tripped partner active, its count of failures reset, and wakes the workers; changed is false when it was active already';
 
 -- As in migration 000009, without copying the state onto rows: a trip or a pause only changes
--- the partner's row, a resume wakes the workers. See 000009 for the rules of the count.
+-- the partner's row, a resume wakes the workers. See 000009 for the rules of the count, with
+-- one change: an answer that is the event's own failure (own: 3xx, other 4xx) shows the
+-- partner answering, so it counts as a 2xx does for the partner (ends the run, resumes a
+-- tripped partner); unreached (the outbound policy refused the call) neither counts nor resets.
 CREATE OR REPLACE FUNCTION webhook_partner_record(
     config_ids BIGINT[], verdicts TEXT[], errors TEXT[], exhausted INTEGER[], default_threshold INTEGER,
     probe_interval_ms BIGINT
@@ -103,14 +106,14 @@ DECLARE
 BEGIN
     FOR b IN
         SELECT v.config_id,
-               count(*) FILTER (WHERE v.verdict = 'up') AS ups,
+               count(*) FILTER (WHERE v.verdict IN ('up', 'own')) AS ups,
                count(*) FILTER (WHERE v.verdict = 'down') AS downs,
                count(*) FILTER (WHERE v.verdict = 'down' AND v.n > coalesce(v.last_up, 0)) AS downs_after_up,
                count(*) FILTER (WHERE v.verdict = 'gone') AS gones,
                (array_agg(v.error ORDER BY v.n DESC) FILTER (WHERE v.verdict IN ('down', 'gone')))[1] AS last_error,
                min(v.exhausted) FILTER (WHERE v.verdict = 'down' AND v.exhausted > 1) AS fewest_exhausted,
                p.state, p.failures, coalesce(c.circuit_failure_threshold, default_threshold) AS threshold
-        FROM (SELECT u.*, max(u.n) FILTER (WHERE u.verdict = 'up') OVER (PARTITION BY u.config_id) AS last_up
+        FROM (SELECT u.*, max(u.n) FILTER (WHERE u.verdict IN ('up', 'own')) OVER (PARTITION BY u.config_id) AS last_up
               FROM unnest(config_ids, verdicts, errors, exhausted) WITH ORDINALITY AS u(config_id, verdict, error, exhausted, n)) v
         JOIN webhook_partner_state p ON p.config_id = v.config_id
         JOIN webhook_configs c ON c.id = v.config_id

@@ -140,15 +140,20 @@ impl FromStr for StateReason {
 /// What one attempt says about its partner (not about its event).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// A 2xx: the partner is up; its run of failures ends.
+    /// A 2xx: the partner is up; its run of failures ends, and a tripped partner resumes.
     Up,
     /// A partner failure: transport error, timeout, 5xx or 429. Counts toward a trip.
     Down,
     /// 410 Gone: the partner says the endpoint is gone; it is paused.
     Gone,
-    /// Any other answer (3xx, other 4xx) or a destination refused by the outbound policy: the
-    /// event's own failure, which neither counts nor resets the run.
+    /// Any other answer (3xx, other 4xx): the event's own failure. The partner answered, so,
+    /// like a 2xx, it ends the run of failures and resumes a tripped partner: a partner that
+    /// refuses every event with 400 is up, and a timeout among its answers must not leave it
+    /// tripped with probes that can never succeed.
     Own,
+    /// A destination the outbound policy refused: no call was made, which says nothing about
+    /// the partner.
+    Unreached,
 }
 
 impl Verdict {
@@ -162,7 +167,7 @@ impl Verdict {
             Outcome::NoResponse {
                 kind: FailureKind::Blocked,
                 ..
-            } => Verdict::Own,
+            } => Verdict::Unreached,
             Outcome::NoResponse { .. } => Verdict::Down,
         }
     }
@@ -173,6 +178,7 @@ impl Verdict {
             Verdict::Down => "down",
             Verdict::Gone => "gone",
             Verdict::Own => "own",
+            Verdict::Unreached => "unreached",
         }
     }
 
@@ -210,7 +216,7 @@ mod tests {
             (FailureKind::Timeout, Verdict::Down),
             (FailureKind::Connect, Verdict::Down),
             (FailureKind::Other, Verdict::Down),
-            (FailureKind::Blocked, Verdict::Own),
+            (FailureKind::Blocked, Verdict::Unreached),
         ] {
             let outcome = Outcome::NoResponse {
                 kind,
