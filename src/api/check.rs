@@ -35,8 +35,6 @@ impl From<&Violations> for ViolationsView {
 pub struct InvariantsView {
     /// `-debit`s waiting for a `+credit` that completed, was cancelled or is gone.
     pub stale_credit_wait: ViolationsView,
-    /// Rows held for partner health whose partner is active.
-    pub stale_partner_hold: ViolationsView,
     /// Processing rows without a lease, which no claim would take back.
     pub processing_without_lease: ViolationsView,
     /// Tripped partners without a probe time.
@@ -49,7 +47,6 @@ impl From<&Invariants> for InvariantsView {
     fn from(i: &Invariants) -> Self {
         Self {
             stale_credit_wait: (&i.stale_credit_wait).into(),
-            stale_partner_hold: (&i.stale_partner_hold).into(),
             processing_without_lease: (&i.processing_without_lease).into(),
             tripped_without_probe: (&i.tripped_without_probe).into(),
             counters_drift: (&i.counters_drift).into(),
@@ -64,7 +61,7 @@ pub struct CheckView {
     /// True when every count is 0.
     pub ok: bool,
     /// How many invariants are broken.
-    #[schema(minimum = 0, maximum = 5)]
+    #[schema(minimum = 0, maximum = 4)]
     pub broken: usize,
     /// RFC 3339 UTC: when the check ran (at most `RETENTION_INTERVAL` ago).
     #[schema(format = DateTime)]

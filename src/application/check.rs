@@ -21,8 +21,6 @@ use super::{conn, AppError};
 pub enum Invariant {
     /// A `-debit` waits for a `+credit` that completed, was cancelled or is gone.
     StaleCreditWait,
-    /// A row held for partner health whose partner is active.
-    StalePartnerHold,
     /// A processing row without a lease, which no claim takes back.
     ProcessingWithoutLease,
     /// A tripped partner without a probe time, which never becomes active again.
@@ -32,9 +30,8 @@ pub enum Invariant {
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 5] = [
+    pub const ALL: [Invariant; 4] = [
         Invariant::StaleCreditWait,
-        Invariant::StalePartnerHold,
         Invariant::ProcessingWithoutLease,
         Invariant::TrippedWithoutProbe,
         Invariant::CountersDrift,
@@ -43,7 +40,6 @@ impl Invariant {
     pub fn as_str(self) -> &'static str {
         match self {
             Invariant::StaleCreditWait => "stale_credit_wait",
-            Invariant::StalePartnerHold => "stale_partner_hold",
             Invariant::ProcessingWithoutLease => "processing_without_lease",
             Invariant::TrippedWithoutProbe => "tripped_without_probe",
             Invariant::CountersDrift => "counters_drift",
@@ -73,7 +69,6 @@ impl From<Finding> for Violations {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Invariants {
     pub stale_credit_wait: Violations,
-    pub stale_partner_hold: Violations,
     pub processing_without_lease: Violations,
     pub tripped_without_probe: Violations,
     pub counters_drift: Violations,
@@ -83,7 +78,6 @@ impl Invariants {
     pub fn get(&self, invariant: Invariant) -> &Violations {
         match invariant {
             Invariant::StaleCreditWait => &self.stale_credit_wait,
-            Invariant::StalePartnerHold => &self.stale_partner_hold,
             Invariant::ProcessingWithoutLease => &self.processing_without_lease,
             Invariant::TrippedWithoutProbe => &self.tripped_without_probe,
             Invariant::CountersDrift => &self.counters_drift,
@@ -107,7 +101,6 @@ pub struct CheckReport {
 pub async fn check_on(conn: &mut AsyncPgConnection) -> Result<CheckReport, AppError> {
     let invariants = Invariants {
         stale_credit_wait: check::stale_credit_wait(conn).await?.into(),
-        stale_partner_hold: check::stale_partner_hold(conn).await?.into(),
         processing_without_lease: check::processing_without_lease(conn).await?.into(),
         tripped_without_probe: check::tripped_without_probe(conn).await?.into(),
         counters_drift: check::counters_drift(conn).await?.into(),

@@ -39,8 +39,6 @@ pub struct Pruned {
     pub throughput: i64,
     /// Waiting debits settled because their credit had completed, was cancelled or was gone.
     pub stranded_debits: i64,
-    /// Rows held for an active partner, released.
-    pub partner_holds_released: i64,
     /// Processing rows without a lease given one that has run out.
     pub leases_expired: i64,
     /// Tripped partners without a probe time given one.
@@ -55,10 +53,9 @@ impl Pruned {
     }
 
     /// What the pass healed, by the invariant it had found broken.
-    pub fn healed(&self) -> [(Invariant, i64); 5] {
+    pub fn healed(&self) -> [(Invariant, i64); 4] {
         [
             (Invariant::StaleCreditWait, self.stranded_debits),
-            (Invariant::StalePartnerHold, self.partner_holds_released),
             (Invariant::ProcessingWithoutLease, self.leases_expired),
             (Invariant::TrippedWithoutProbe, self.probes_scheduled),
             (Invariant::CountersDrift, self.counter_cells_recounted),
@@ -106,7 +103,6 @@ async fn rest_after(batch_started: Instant) {
 async fn heal(conn: &mut AsyncPgConnection, probe_interval: Duration) -> Result<Pruned, AppError> {
     let mut healed = Pruned {
         stranded_debits: order::sweep(conn).await?.into(),
-        partner_holds_released: check::release_stale_partner_holds(conn).await?,
         leases_expired: check::expire_missing_leases(conn).await?,
         probes_scheduled: check::schedule_missing_probes(conn, probe_interval).await?,
         ..Pruned::default()

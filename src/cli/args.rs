@@ -70,12 +70,11 @@ pub enum Command {
     /// Check the queue's invariants; exit 1 when any is broken
     #[command(
         long_about = "Check the queue's invariants, read straight from the database: debits \
-        waiting for a credit that completed, was cancelled or is gone (stale_credit_wait); rows \
-        held for an active partner (stale_partner_hold); processing rows without a lease \
-        (processing_without_lease); tripped partners without a probe time \
-        (tripped_without_probe); statistics counters that differ from the queue \
+        waiting for a credit that completed, was cancelled or is gone (stale_credit_wait); \
+        processing rows without a lease (processing_without_lease); tripped partners without \
+        a probe time (tripped_without_probe); statistics counters that differ from the queue \
         (counters_drift). Prints each as a count with up to 5 examples, and exits 1 when any \
-        count is not 0, else 0. The pruner's pass of `work` heals all five by itself; see \
+        count is not 0, else 0. The pruner's pass of `work` heals all four by itself; see \
         docs/operations.md, \"Invariants and `webhookd check`\". The check counts the whole \
         queue once (counters_drift).",
         after_help = "Examples:\n  webhookd check\n  webhookd check --json | jq '.invariants.counters_drift'"

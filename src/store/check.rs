@@ -16,8 +16,6 @@ use diesel::sql_types::{Array, BigInt, Int8, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::NEW_ROWS_CHANNEL;
-
 /// Examples a finding names at most.
 pub const EXAMPLES: i64 = 5;
 
@@ -54,22 +52,6 @@ const STALE_CREDIT_WAIT: &str = finding_sql!(
            WHERE c.config_id = d.config_id AND c.event_type = '+credit' AND c.event_id = d.event_id
              AND c.status <> 'completed' AND c.deleted_at IS NULL)"
 );
-
-/// The rows held for partner health (`partner_paused`, `partner_tripped`) whose partner is
-/// active (or has no state row, which reads as active): no resume will come to release them.
-/// Once partner holds are no longer stored on rows, nothing can match.
-macro_rules! stale_partner_hold {
-    () => {
-        "q.held_reason IN ('partner_paused', 'partner_tripped') AND q.deleted_at IS NULL
-         AND NOT EXISTS (SELECT 1 FROM webhook_partner_state s
-                         WHERE s.config_id = q.config_id AND s.state <> 'active')"
-    };
-}
-
-const STALE_PARTNER_HOLD: &str = finding_sql!(concat!(
-    "SELECT q.queue_id::text AS example FROM webhook_queue q WHERE ",
-    stale_partner_hold!()
-));
 
 /// A processing row without a lease: the claim takes back processing rows whose
 /// `lock_expires_at` has passed, so this one would stay processing for ever. Cancelled rows
@@ -140,10 +122,6 @@ pub async fn stale_credit_wait(conn: &mut AsyncPgConnection) -> Result<Finding, 
     find(conn, STALE_CREDIT_WAIT).await
 }
 
-pub async fn stale_partner_hold(conn: &mut AsyncPgConnection) -> Result<Finding, Error> {
-    find(conn, STALE_PARTNER_HOLD).await
-}
-
 pub async fn processing_without_lease(conn: &mut AsyncPgConnection) -> Result<Finding, Error> {
     find(conn, PROCESSING_WITHOUT_LEASE).await
 }
@@ -167,35 +145,6 @@ struct Count {
 async fn count(conn: &mut AsyncPgConnection, sql: &str) -> Result<i64, Error> {
     let row: Count = diesel::sql_query(sql).get_result(conn).await?;
     Ok(row.n)
-}
-
-/// Releases the rows held for a partner that is active, due at their `next_retry_at`, and
-/// wakes the workers, as a resume does (`webhook_partner_release_rows`). Rows locked right now
-/// are left for the next pass.
-pub async fn release_stale_partner_holds(conn: &mut AsyncPgConnection) -> Result<i64, Error> {
-    let released = count(
-        conn,
-        concat!(
-            "WITH stale AS (
-                 SELECT q.id FROM webhook_queue q WHERE ",
-            stale_partner_hold!(),
-            "
-                 FOR UPDATE SKIP LOCKED
-             ), released AS (
-                 UPDATE webhook_queue q SET held_reason = NULL, updated_at = now()
-                 FROM stale WHERE q.id = stale.id
-                 RETURNING 1
-             )
-             SELECT count(*)::int8 AS n FROM released"
-        ),
-    )
-    .await?;
-    if released > 0 {
-        diesel::sql_query(format!("SELECT pg_notify('{NEW_ROWS_CHANNEL}', '')"))
-            .execute(conn)
-            .await?;
-    }
-    Ok(released)
 }
 
 /// Gives each processing row without a lease one that has run out, so that the next claim

@@ -78,7 +78,6 @@ impl Service for Pruner {
                 info!(self.log, "pruned old rows"; "completed" => p.completed, "failed" => p.failed,
                     "cancelled" => p.cancelled, "archived_attempts" => p.archived_attempts,
                     "throughput_rows" => p.throughput, "stranded_debits_settled" => p.stranded_debits,
-                    "partner_holds_released" => p.partner_holds_released,
                     "leases_expired" => p.leases_expired, "probes_scheduled" => p.probes_scheduled,
                     "counter_cells_recounted" => p.counter_cells_recounted);
             }
