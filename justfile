@@ -47,9 +47,7 @@ test: lint
     cargo test --locked
     {{ just_executable() }} --justfile {{ justfile() }} soak 60
 
-# Fault soak for SECONDS (default 300): webhookd on a PostgreSQL cluster of its own under kills,
-# stops, restarts and partner outages, then checks nothing was lost, stranded, reordered or stats-skewed
-# (debug build; extra flags go to examples/fault_soak, e.g. `just soak 120 --rate 100 --keep`)
+# Fault soak for SECONDS (default 300), debug build, own PostgreSQL cluster: kills, stops, restarts, partner outages, then checks (docs/development.md; flags e.g. --rate 100 --keep)
 soak seconds="300" *flags:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -9,7 +9,7 @@
 //! It starts a PostgreSQL cluster of its own (initdb in a temporary directory, its own port:
 //! restarting it is one of the faults, and must disturb nobody), migrates it, and runs one
 //! `webhookd serve` and three `webhookd work` with short delays; loopback partners that are
-//! healthy, flaky, slow, refusing, poisoned (one event) and down-then-recovering; producers
+//! healthy, flaky, slow, refusing, poisoned (two events) and down-then-recovering; producers
 //! submitting `+credit`/`-debit` pairs at a paced rate; and a chaos loop (kill -9, SIGSTOP
 //! past the lease, SIGTERM, kill -9 of the API, PostgreSQL restarts). When producing stops it
 //! waits (bounded) until nothing is pending or processing, then checks what was promised and
@@ -242,17 +242,22 @@ async fn run(args: Args, dir: &Path) -> Result<bool, String> {
         return Err(format!("webhookd migrate failed: {}", stderr.trim()));
     }
 
-    // The poisoned event is one in the middle of the run, so that the poisoned partner's
-    // other events keep flowing around it.
+    // Two poisoned debits: one alone at the start (its partner's only traffic while it fails
+    // every attempt), one in the middle of the run, with the partner's other events flowing
+    // around it.
     let pairs = (args.rate / 2.0 * args.seconds as f64) as u64;
     let poison_n = (pairs / 2) / ALL.len() as u64 * ALL.len() as u64
         + ALL.iter().position(|b| *b == Behaviour::Poisoned).unwrap() as u64;
-    let poison_event_id = producer::event_id(poison_n);
-    let partners = Partners::start(poison_event_id.clone());
+    let poison_event_ids = vec![
+        producer::LONE_POISON.to_string(),
+        producer::event_id(poison_n),
+    ];
+    let partners = Partners::start(poison_event_ids.clone());
     println!(
-        "  partners   http://{}/p/{{{}}}; poisoned: the -debit of {poison_event_id}; recovering: down for {} s",
+        "  partners   http://{}/p/{{{}}}; poisoned: the -debits of {}; recovering: down for {} s",
         partners.addr,
         ALL.map(Behaviour::name).join(","),
+        poison_event_ids.join(" and "),
         outage.as_secs()
     );
 
@@ -348,7 +353,7 @@ async fn run(args: Args, dir: &Path) -> Result<bool, String> {
     let db = connect(&db_url).await?;
     let rows: Vec<verify::Row> = db
         .query(
-            "SELECT id, queue_id::text, event_type, status, deleted_at IS NOT NULL, held_reason, retry_count FROM webhook_queue",
+            "SELECT id, queue_id::text, config_id, event_type, status, deleted_at IS NOT NULL, held_reason, retry_count FROM webhook_queue",
             &[],
         )
         .await
@@ -357,11 +362,15 @@ async fn run(args: Args, dir: &Path) -> Result<bool, String> {
         .map(|r| verify::Row {
             id: r.get(0),
             queue_id: uuid::Uuid::parse_str(r.get(1)).expect("a queue_id is a UUID"),
-            event_type: r.get(2),
-            status: r.get(3),
-            cancelled: r.get(4),
-            held_reason: r.get(5),
-            retry_count: r.get(6),
+            partner: configs
+                .iter()
+                .position(|c| *c == r.get::<_, i64>(2))
+                .map(|i| ALL[i]),
+            event_type: r.get(3),
+            status: r.get(4),
+            cancelled: r.get(5),
+            held_reason: r.get(6),
+            retry_count: r.get(7),
         })
         .collect();
     let groups: Vec<(String, String, bool, i64)> = db
@@ -397,7 +406,7 @@ async fn run(args: Args, dir: &Path) -> Result<bool, String> {
         rows: &rows,
         faults: &chaos.faults,
         lease_lost: &lease_lost,
-        poison_event_id: &poison_event_id,
+        poison_event_ids: &poison_event_ids,
         partner_states: &partner_states,
         lease: LEASE,
     });
@@ -508,8 +517,13 @@ async fn run(args: Args, dir: &Path) -> Result<bool, String> {
         "  down partner   {down_calls} calls during its {} s outage",
         outage.as_secs()
     );
-    println!("  poison         {}", verdict.poison_status);
-    println!("  partner calls  {}", calls.len());
+    for (event_id, status) in &verdict.poison_status {
+        println!("  poison         {event_id}: {status}");
+    }
+    println!("  partners");
+    for line in verify::per_partner(&produced.accepted, &rows, &calls) {
+        println!("    {line}");
+    }
     println!("  check          {check_note}");
     println!(
         "  duration       {:.0} s (producing {:.0} s, settling {:.0} s)",

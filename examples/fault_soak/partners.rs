@@ -28,7 +28,7 @@ pub enum Behaviour {
     /// 400 to every call: its events fail on their own (its config has `ordering: none`, as a
     /// failed credit would hold its debit for good).
     Refusing,
-    /// 500 to the `-debit` of one event id, 200 to everything else.
+    /// 500 to the `-debit` of the poison events, 200 to everything else.
     Poisoned,
     /// Down for the outage (500, then connections dropped unanswered), healthy after.
     Recovering,
@@ -87,7 +87,7 @@ struct Shared {
     flaky_failures: Mutex<HashMap<Uuid, u32>>,
     /// The recovering partner is down until then (set when producing starts).
     outage: Mutex<Option<(Instant, Instant)>>,
-    poison_event_id: String,
+    poison_event_ids: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -97,7 +97,7 @@ pub struct Partners {
 }
 
 impl Partners {
-    pub fn start(poison_event_id: String) -> Partners {
+    pub fn start(poison_event_ids: Vec<String>) -> Partners {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the partners");
         listener
             .set_nonblocking(true)
@@ -107,7 +107,7 @@ impl Partners {
             calls: Mutex::new(Vec::new()),
             flaky_failures: Mutex::new(HashMap::new()),
             outage: Mutex::new(None),
-            poison_event_id,
+            poison_event_ids,
         });
         let state = shared.clone();
         std::thread::Builder::new()
@@ -171,7 +171,7 @@ fn decide(
         Behaviour::Healthy | Behaviour::Slow => Answer::Status(200),
         Behaviour::Refusing => Answer::Status(400),
         Behaviour::Poisoned => {
-            if event_type == "-debit" && event_id == shared.poison_event_id {
+            if event_type == "-debit" && shared.poison_event_ids.iter().any(|p| p == event_id) {
                 Answer::Status(500)
             } else {
                 Answer::Status(200)

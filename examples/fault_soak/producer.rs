@@ -12,6 +12,11 @@ use uuid::Uuid;
 
 use crate::partners::{Behaviour, ALL};
 
+/// The poisoned partner's first event, submitted alone at the start: its poisoned debit
+/// fails every attempt with no other call of that partner in between.
+pub const LONE_POISON: &str = "poisoned-lone";
+/// How long the poisoned partner gets nothing but [`LONE_POISON`].
+pub const LONE_POISON_TIME: Duration = Duration::from_secs(8);
 /// How long one submit keeps retrying before the harness gives up on it.
 const SUBMIT_PATIENCE: Duration = Duration::from_secs(30);
 /// Pairs in flight at most; beyond it, due pairs are skipped (and counted).
@@ -55,6 +60,7 @@ pub fn partner_of(n: u64) -> Behaviour {
 
 #[derive(Default)]
 struct Tally {
+    pairs: AtomicU64,
     accepted: Mutex<Vec<Accepted>>,
     gave_up: AtomicU64,
     retried: AtomicU64,
@@ -62,7 +68,8 @@ struct Tally {
 }
 
 /// Submits pairs at `rate` events per second for `duration`, then waits for the pairs in
-/// flight (each bounded by its retries).
+/// flight (each bounded by its retries). The poisoned partner's share starts after
+/// [`LONE_POISON_TIME`], with [`LONE_POISON`] alone before it.
 pub async fn produce(api: Api, rate: f64, duration: Duration) -> Produced {
     let tally = Arc::new(Tally::default());
     let in_flight = Arc::new(AtomicU64::new(0));
@@ -71,6 +78,19 @@ pub async fn produce(api: Api, rate: f64, duration: Duration) -> Produced {
     let pair_rate = rate / 2.0;
     let mut issued = 0u64;
     let mut skipped = 0u64;
+    {
+        let (api, tally) = (api.clone(), tally.clone());
+        tasks.spawn(async move {
+            pair(
+                &api,
+                Behaviour::Poisoned,
+                LONE_POISON.to_string(),
+                0,
+                &tally,
+            )
+            .await
+        });
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -83,6 +103,9 @@ pub async fn produce(api: Api, rate: f64, duration: Duration) -> Produced {
         while issued < due {
             let n = issued;
             issued += 1;
+            if partner_of(n) == Behaviour::Poisoned && elapsed < LONE_POISON_TIME {
+                continue;
+            }
             if in_flight.load(Ordering::Relaxed) as usize >= MAX_IN_FLIGHT {
                 skipped += 1;
                 continue;
@@ -90,7 +113,7 @@ pub async fn produce(api: Api, rate: f64, duration: Duration) -> Produced {
             in_flight.fetch_add(1, Ordering::Relaxed);
             let (api, tally, in_flight) = (api.clone(), tally.clone(), in_flight.clone());
             tasks.spawn(async move {
-                pair(&api, n, &tally).await;
+                pair(&api, partner_of(n), event_id(n), n, &tally).await;
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -101,7 +124,7 @@ pub async fn produce(api: Api, rate: f64, duration: Duration) -> Produced {
     let first_error = tally.first_error.lock().unwrap().clone();
     Produced {
         accepted,
-        pairs_started: issued - skipped,
+        pairs_started: tally.pairs.load(Ordering::Relaxed),
         gave_up: tally.gave_up.load(Ordering::Relaxed),
         first_error,
         retried_submits: tally.retried.load(Ordering::Relaxed),
@@ -109,10 +132,9 @@ pub async fn produce(api: Api, rate: f64, duration: Duration) -> Produced {
     }
 }
 
-async fn pair(api: &Api, n: u64, tally: &Tally) {
-    let partner = partner_of(n);
+async fn pair(api: &Api, partner: Behaviour, event_id: String, n: u64, tally: &Tally) {
+    tally.pairs.fetch_add(1, Ordering::Relaxed);
     let config_id = api.configs[ALL.iter().position(|b| *b == partner).unwrap()];
-    let event_id = event_id(n);
     for event_type in ["+credit", "-debit"] {
         let body = format!(
             r#"{{"event_type":"{event_type}","event_id":"{event_id}","config_id":{config_id},"url_params":{{"user_id":"u{n}","value":"100"}}}}"#

@@ -16,6 +16,7 @@ use crate::producer::Accepted;
 pub struct Row {
     pub id: i64,
     pub queue_id: Uuid,
+    pub partner: Option<Behaviour>,
     pub event_type: String,
     pub status: String,
     pub cancelled: bool,
@@ -37,7 +38,7 @@ pub struct Input<'a> {
     /// Row ids whose outcome a worker discarded because its lease was taken over (from the
     /// `work` logs).
     pub lease_lost: &'a HashSet<i64>,
-    pub poison_event_id: &'a str,
+    pub poison_event_ids: &'a [String],
     /// Tripped or paused partners at the end: (partner, state).
     pub partner_states: &'a [(Behaviour, String)],
     pub lease: Duration,
@@ -52,7 +53,8 @@ pub struct Verdict {
     pub duplicates_unexplained: usize,
     pub missing_rows: usize,
     pub unacknowledged_rows: usize,
-    pub poison_status: String,
+    /// (event id, final state) of each poisoned debit.
+    pub poison_status: Vec<(String, String)>,
 }
 
 fn examples<T: std::fmt::Display>(items: &[T]) -> String {
@@ -99,9 +101,10 @@ pub fn verify(input: &Input) -> Verdict {
         .filter(|r| !r.settled())
         .map(|r| {
             format!(
-                "{} {} status {} held {} retry_count {}",
+                "{} {} of {} status {} held {} retry_count {}",
                 r.event_type,
                 r.queue_id,
+                r.partner.map_or("?", Behaviour::name),
                 r.status,
                 r.held_reason.as_deref().unwrap_or("-"),
                 r.retry_count
@@ -135,9 +138,9 @@ pub fn verify(input: &Input) -> Verdict {
             .is_some_and(|calls| calls.iter().any(|c| c.ok()));
         let is_poison = a.partner == Behaviour::Poisoned
             && a.event_type == "-debit"
-            && a.event_id == input.poison_event_id;
+            && input.poison_event_ids.contains(&a.event_id);
         if is_poison {
-            v.poison_status = row
+            let status = row
                 .map(|r| {
                     format!(
                         "{}{} after {} attempts",
@@ -147,6 +150,7 @@ pub fn verify(input: &Input) -> Verdict {
                     )
                 })
                 .unwrap_or_else(|| "no row".into());
+            v.poison_status.push((a.event_id.clone(), status));
             continue;
         }
         match a.partner {
@@ -343,4 +347,36 @@ pub fn compare_stats(
         }
     }
     differences
+}
+
+/// One line per partner: events accepted, rows by outcome, calls and how they were answered.
+pub fn per_partner(accepted: &[Accepted], rows: &[Row], calls: &[Call]) -> Vec<String> {
+    crate::partners::ALL
+        .iter()
+        .map(|&p| {
+            let events = accepted.iter().filter(|a| a.partner == p).count();
+            let of = |status: &str| {
+                rows.iter()
+                    .filter(|r| r.partner == Some(p) && !r.cancelled && r.status == status)
+                    .count()
+            };
+            let cancelled = rows
+                .iter()
+                .filter(|r| r.partner == Some(p) && r.cancelled)
+                .count();
+            let mine: Vec<&Call> = calls.iter().filter(|c| c.partner == p).collect();
+            let ok = mine.iter().filter(|c| c.ok()).count();
+            let dropped = mine.iter().filter(|c| c.status == 0).count();
+            format!(
+                "{:<11} {events:>6} accepted; rows {} completed, {} failed, {} pending, {} processing, {cancelled} cancelled; {} calls ({ok} 2xx, {} other, {dropped} dropped)",
+                p.name(),
+                of("completed"),
+                of("failed"),
+                of("pending"),
+                of("processing"),
+                mine.len(),
+                mine.len() - ok - dropped,
+            )
+        })
+        .collect()
 }
