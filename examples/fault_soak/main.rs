@@ -236,7 +236,7 @@ async fn run(args: Args, dir: &Path) -> Result<bool, String> {
     let cluster = Arc::new(pg::Cluster::start(dir.join("pg"))?);
     let db_url = cluster.url();
     println!("  postgres   {db_url} (the soak's own cluster)");
-    let cleanup = scopeguard(cluster.clone());
+    let cleanup = StopCluster(cluster.clone());
     let (ok, _, stderr) = procs::run_once(&bin, &["migrate"], &env_of(&db_url, &[]));
     if !ok {
         return Err(format!("webhookd migrate failed: {}", stderr.trim()));
@@ -550,10 +550,6 @@ impl Drop for StopCluster {
     fn drop(&mut self) {
         self.0.stop();
     }
-}
-
-fn scopeguard(cluster: Arc<pg::Cluster>) -> StopCluster {
-    StopCluster(cluster)
 }
 
 fn main() {
