@@ -156,7 +156,8 @@ async fn pair(api: &Api, partner: Behaviour, event_id: String, n: u64, tally: &T
     }
 }
 
-/// One `POST /webhooks`, retried on transport errors and 5xx until [`SUBMIT_PATIENCE`].
+/// One `POST /webhooks`, retried on transport errors, 408, 429 and 5xx until
+/// [`SUBMIT_PATIENCE`].
 async fn submit(api: &Api, body: &str, tally: &Tally) -> Result<Uuid, String> {
     let deadline = Instant::now() + SUBMIT_PATIENCE;
     let mut backoff = Duration::from_millis(100);
@@ -195,7 +196,8 @@ async fn try_submit(api: &Api, body: &str) -> Result<Uuid, (bool, String)> {
         .await
         .map_err(|e| (true, format!("submit answer: {e}")))?;
     if !(200..300).contains(&status) {
-        let retry = status >= 500 || status == 429;
+        // 408: the API gave up waiting for the request (a loaded machine); worth another try.
+        let retry = status >= 500 || status == 429 || status == 408;
         return Err((
             retry,
             format!(
