@@ -37,7 +37,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
     python3 scripts/module-cycles.py
 
-# Lint, then the whole test suite against a PostgreSQL that answers (see `just db`)
+# Lint, the whole test suite against a PostgreSQL that answers (see `just db`), then a one-minute fault soak
 test: lint
     #!/usr/bin/env bash
     set -euo pipefail
@@ -45,6 +45,17 @@ test: lint
     export DATABASE_URL
     echo "cargo test --locked  (DATABASE_URL=$DATABASE_URL)"
     cargo test --locked
+    {{ just_executable() }} --justfile {{ justfile() }} soak 60
+
+# Fault soak for SECONDS (default 300), debug build, own PostgreSQL cluster: kills, stops, restarts, partner outages, then checks (docs/development.md; flags e.g. --rate 100 --keep)
+soak seconds="300" *flags:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    echo "cargo build --locked --bin webhookd --example fault_soak"
+    cargo build --locked --bin webhookd --example fault_soak
+    target_dir="${CARGO_TARGET_DIR:-target}"
+    echo "$target_dir/debug/examples/fault_soak {{ seconds }} {{ flags }}"
+    "$target_dir/debug/examples/fault_soak" {{ seconds }} {{ flags }}
 
 # Benchmark in release mode against the PostgreSQL that answers (see `just db`): `just bench` prints
 # the table (ingest, delivery, end to end, per-event costs, latency, RSS, same-run ceilings; ~5 min),
