@@ -168,7 +168,7 @@ pub struct DeliverySettings {
     pub allow_networks: Vec<IpNet>,
 }
 
-/// When a partner trips, and how soon it is probed (SPEC §10); a config may set its own
+/// When a partner trips, and how soon it is probed (docs/api.md, "Partner health"); a config may set its own
 /// threshold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CircuitSettings {

@@ -234,7 +234,7 @@ pub struct ConfigView {
     /// Partner failures in a row that trip it; null means the service's default.
     #[schema(required)]
     pub circuit_failure_threshold: Option<i32>,
-    /// The partner's delivery state (SPEC §10).
+    /// The partner's delivery state (docs/api.md, "Partner health").
     pub health: PartnerHealthView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

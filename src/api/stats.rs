@@ -168,7 +168,7 @@ pub struct PartnerStatsView {
     /// completed ÷ (completed + failed); null when both are 0.
     #[schema(required)]
     pub success_rate: Option<f64>,
-    /// The partner's delivery state: `active`, `paused` or `tripped` (SPEC §10).
+    /// The partner's delivery state: `active`, `paused` or `tripped` (docs/api.md, "Partner health").
     #[schema(example = "active")]
     pub state: &'static str,
     /// Why it is not active (`operator`, `gone`, `failures`); null while active.
@@ -193,7 +193,7 @@ impl From<&PartnerStats> for PartnerStatsView {
     }
 }
 
-/// The statistics document (SPEC §5.2). Every field is always present, null where noted.
+/// The statistics document (docs/api.md, "Statistics"). Every field is always present, null where noted.
 #[derive(Serialize, ToSchema)]
 #[schema(as = StatsDocument)]
 pub struct StatsView {
@@ -305,7 +305,7 @@ pub(super) async fn get_throughput(state: State, request: HttpRequest) -> Reply 
 }
 
 #[utoipa::path(get, path = "/webhooks/stats", tag = "operations",
-    responses((status = 200, description = "The statistics document (SPEC §5.2)", body = StatsView), ServerErrors))]
+    responses((status = 200, description = "The statistics document (docs/api.md)", body = StatsView), ServerErrors))]
 pub(super) async fn get_stats(state: State) -> Reply {
     let document = stats::collect(&state.pool).await?;
     Ok(HttpResponse::Ok().json(StatsView::from(&document)))

@@ -154,7 +154,7 @@ const _: () = assert!(
     "a limit changed: change the documented one in api/webhooks.rs too"
 );
 
-/// `POST /webhooks`, and each event of `POST /webhooks/batch` (SPEC §5.1). A field that is
+/// `POST /webhooks`, and each event of `POST /webhooks/batch` (docs/api.md, "Submitting events"). A field that is
 /// null counts as absent.
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -217,7 +217,7 @@ impl TryFrom<SubmitBody> for SubmitRequest {
     }
 }
 
-/// The body of `POST /webhooks` (SPEC §5.1), or one event of a batch, into a submit request.
+/// The body of `POST /webhooks` (docs/api.md, "Submitting events"), or one event of a batch, into a submit request.
 /// Public so that the fuzz target and property tests exercise exactly this code.
 pub fn submit_request(body: Value) -> Result<SubmitRequest, AppError> {
     SubmitBody::from_json(body)?.try_into()

@@ -1,5 +1,5 @@
 //! Partner configurations: create, read, replace, deactivate; and each partner's health
-//! (SPEC §10): its delivery state as read, an operator's pause and resume.
+//! (docs/api.md, "Partner health"): its delivery state as read, an operator's pause and resume.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The second look at debits the API has just held for their credit (money order, SPEC §11):
+//! The second look at debits the API has just held for their credit (money order, docs/api.md, "Money order"):
 //! an insert decides from its own snapshot and takes no lock, so a credit may complete between
 //! that snapshot and the insert's commit without seeing the debit. Once the insert has
 //! committed, its held debits go to the recheck service, which settles any whose credit did

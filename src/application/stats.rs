@@ -1,4 +1,4 @@
-//! The statistics document (SPEC §5.2), shared by `GET /webhooks/stats` and `webhookd stats`.
+//! The statistics document (docs/api.md, "Statistics"), shared by `GET /webhooks/stats` and `webhookd stats`.
 
 use std::collections::BTreeMap;
 
@@ -142,14 +142,14 @@ pub struct PartnerStats {
     pub cancelled: i64,
     /// completed ÷ (completed + failed); null when both are 0.
     pub success_rate: Option<f64>,
-    /// Its delivery state (SPEC §10).
+    /// Its delivery state (docs/api.md, "Partner health").
     pub state: PartnerState,
     pub reason: Option<StateReason>,
     /// Pending rows held because of the state (part of `by_status.pending`).
     pub held: i64,
 }
 
-/// The statistics document (SPEC §5.2). Every field is always present, null where noted.
+/// The statistics document (docs/api.md, "Statistics"). Every field is always present, null where noted.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatsDocument {
     /// Rows not cancelled: the sum of `by_status`.

@@ -202,7 +202,7 @@ pub async fn submit_batch(
 }
 
 /// The keys (partner, event id) of the inserted debits held for a credit queued before them:
-/// that credit may have completed after the insert read it (SPEC §11; see
+/// that credit may have completed after the insert read it (docs/api.md, "Money order"; see
 /// `application::rechecks`). A debit whose credit came in the same insert needs no second look:
 /// no worker could claim that credit before the insert committed.
 fn held_for_earlier_credits<'a>(

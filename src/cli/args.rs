@@ -105,7 +105,7 @@ pub enum Command {
     Probe(ProbeArgs),
     /// List partners with their delivery state, or pause or resume one
     #[command(
-        long_about = "Partner health (SPEC §10). Without a subcommand, lists every partner: its         delivery state (active, paused, tripped), why it is not active, the events held for it and         its last partner failure. `pause ID` holds a partner's events (they stay pending and spend         no attempt) until `resume ID`, which makes it active and releases them; the same as POST         /webhook-configs/{id}/pause and /resume.",
+        long_about = "Partner health (docs/api.md). Without a subcommand, lists every partner: its         delivery state (active, paused, tripped), why it is not active, the events held for it and         its last partner failure. `pause ID` holds a partner's events (they stay pending and spend         no attempt) until `resume ID`, which makes it active and releases them; the same as POST         /webhook-configs/{id}/pause and /resume.",
         after_help = "Examples:\n  webhookd partners\n  webhookd partners pause 7\n  webhookd partners resume 7"
     )]
     Partners(PartnersArgs),

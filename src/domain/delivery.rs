@@ -65,7 +65,7 @@ pub enum HeldReason {
     PartnerPaused,
     /// Its partner failed too often in a row.
     PartnerTripped,
-    /// A `-debit` whose `+credit` has not completed (money order, SPEC §11).
+    /// A `-debit` whose `+credit` has not completed (money order, docs/api.md, "Money order").
     WaitingForCredit,
 }
 
@@ -197,7 +197,7 @@ pub enum Transition {
 }
 
 impl Transition {
-    /// The one rule for moving a row on (SPEC §7).
+    /// The one rule for moving a row on (docs/decisions.md, "Delivery").
     pub fn after(
         attempt: i32,
         max_retries: i32,

@@ -1,4 +1,4 @@
-//! Money order (SPEC §11): a `-debit` reverses the `+credit` with the same event id for the
+//! Money order (docs/api.md, "Money order"): a `-debit` reverses the `+credit` with the same event id for the
 //! same partner, so it must never reach the partner first. The rule is kept by the database
 //! (migration 000010); these are the names it speaks in.
 

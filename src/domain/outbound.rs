@@ -1,4 +1,4 @@
-//! Which addresses a delivery may connect to (SPEC §8): public ones, plus private networks that
+//! Which addresses a delivery may connect to (docs/decisions.md, "Delivery"): public ones, plus private networks that
 //! the operator named in `OUTBOUND_ALLOW_NETWORKS`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

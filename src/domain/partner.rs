@@ -1,4 +1,4 @@
-//! Partner health (SPEC §10): a partner's delivery state, why it is not active, what one
+//! Partner health (docs/api.md, "Partner health"): a partner's delivery state, why it is not active, what one
 //! attempt says about the partner, and the limits of the per-partner settings.
 
 use std::fmt;

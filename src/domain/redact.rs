@@ -1,4 +1,4 @@
-//! Keeping partner secrets out of logs (SPEC §8).
+//! Keeping partner secrets out of logs (docs/decisions.md, "Delivery").
 
 /// Fragments that mark a parameter as secret, matched case-insensitively anywhere in the key.
 const SECRET_MARKERS: &[&str] = &[

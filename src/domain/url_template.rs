@@ -1,4 +1,4 @@
-//! Building the partner URL from a config's template and an event's parameters (SPEC §6).
+//! Building the partner URL from a config's template and an event's parameters (docs/api.md, "Partner URLs").
 //!
 //! `{name}` is replaced by the percent-encoded value of `url_params[name]` (or the event's own
 //! `event_id`/`event_type` when no parameter of that name is given). Parameters that no

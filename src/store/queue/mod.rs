@@ -16,7 +16,7 @@
 //! (`webhook_counter_shard`, `webhook_*_add`), which the count triggers, [`submit::insert_new`]
 //! and [`claim::claim`] call; `store::stats` reads them.
 //!
-//! Money order (SPEC §11) lives in migrations 000010 and 000011: the insert asks
+//! Money order (docs/api.md, "Money order") lives in migrations 000010 and 000011: the insert asks
 //! `webhook_money_order_verdicts` which debits wait, the outcome write leases the debit of a
 //! credit it completes, and the queue's UPDATE and DELETE triggers release or cancel the others
 //! when their credit completes, is cancelled or is removed. [`order::recheck`], after a debit's

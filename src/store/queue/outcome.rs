@@ -1,6 +1,6 @@
 //! The outcome write: a batch of attempts recorded in their rows' `retry_N_*` slots, each
 //! with the row's next status, fenced on the claim (see [`super`]); and counted per partner,
-//! which may trip, resume or pause partners (SPEC §10).
+//! which may trip, resume or pause partners (docs/api.md, "Partner health").
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -152,7 +152,7 @@ struct RecordedLine {
 /// failure that would fail its event trips the partner instead when the partner's run of
 /// failures is at least that event's attempts (`$18`; see `webhook_partner_record`).
 ///
-/// Money order (SPEC §11): a debit held for a credit this write completes is leased, in the
+/// Money order (docs/api.md, "Money order"): a debit held for a credit this write completes is leased, in the
 /// same statement, to the worker that called the credit (for `lease`), and comes back in
 /// [`Recorded::leased`] to be called once the write has committed: it goes out right after its
 /// credit with one write instead of two (a release, then a claim), and never before the

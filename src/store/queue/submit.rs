@@ -39,7 +39,7 @@ pub struct NewEntry {
 /// A partner's state is not read here: rows of a paused or tripped partner are inserted like
 /// any other, and the claim does not serve that partner (migration 000012).
 ///
-/// Money order (SPEC §11) is decided in the same statement: `webhook_money_order_verdicts`
+/// Money order (docs/api.md, "Money order") is decided in the same statement: `webhook_money_order_verdicts`
 /// (migrations 000010 and 000011) says which debits wait for their credit (`held_reason`) and
 /// which are cancelled with it, from the statement's snapshot and without a lock. A credit that
 /// completes while the insert runs may not see a debit it commits; the caller hands the debits
