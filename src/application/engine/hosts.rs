@@ -146,19 +146,23 @@ impl HostLimiter {
         served_in_time.clamp(self.cap, self.cap * MAX_LINE_FACTOR)
     }
 
-    /// How many more rows the claim may take for `key` now: its free calls and free places in
-    /// its fixed waiting line. Not the longer line a fast host may get (see
-    /// [`HostLimiter::turn`]): rows waiting there fill workers' batches, and a worker whose
-    /// batch is full claims nothing for any other partner until half of it is done.
-    pub fn room(&self, key: &str) -> usize {
+    /// How many more rows the claim may take for `key` now: as many as its host would accept
+    /// (free calls and free places in its waiting line, see [`HostLimiter::turn`]), but no
+    /// more than `share` rows in hand for the host. With `share` half of what the process's
+    /// workers hold, one partner's backlog cannot fill every worker's batch, and some worker
+    /// always has room to claim for the other partners.
+    pub fn room(&self, key: &str, share: usize) -> usize {
         let host = self.host(key);
+        let now_us = self.epoch.elapsed().as_micros() as u64;
         let free_calls = host.calls.available_permits();
         let waiting = host.waiting.load(Ordering::Acquire);
-        free_calls + self.cap.saturating_sub(waiting)
+        let in_hand = self.cap.saturating_sub(free_calls) + waiting;
+        let accepted = free_calls + self.line_limit(&host, now_us).saturating_sub(waiting);
+        accepted.min(share.saturating_sub(in_hand))
     }
 
     /// Each partner called so far with the room of its host (see [`HostLimiter::room`]).
-    pub fn rooms(&self) -> Vec<(i64, i32)> {
+    pub fn rooms(&self, share: usize) -> Vec<(i64, i32)> {
         let partners = self
             .partners
             .lock()
@@ -166,7 +170,10 @@ impl HostLimiter {
             .clone();
         partners
             .into_iter()
-            .map(|(config_id, key)| (config_id, self.room(&key).min(i32::MAX as usize) as i32))
+            .map(|(config_id, key)| {
+                let room = self.room(&key, share).min(i32::MAX as usize);
+                (config_id, room as i32)
+            })
             .collect()
     }
 
@@ -270,15 +277,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn room_is_free_calls_and_free_places_in_line() {
+    async fn room_is_what_the_host_accepts_up_to_a_share_in_hand() {
         let limiter = HostLimiter::new(2);
-        assert_eq!(limiter.room("a:80"), 4);
+        assert_eq!(limiter.room("a:80", 100), 4);
         let _go = limiter.turn(1, "a:80");
-        assert_eq!(limiter.room("a:80"), 3);
+        assert_eq!(limiter.room("a:80", 100), 3);
+        assert_eq!(limiter.room("a:80", 2), 1, "one in hand of a share of two");
         let _rest: Vec<_> = (0..3).map(|_| limiter.turn(1, "a:80")).collect();
-        assert_eq!(limiter.room("a:80"), 0);
-        assert_eq!(limiter.room("b:80"), 4);
-        assert_eq!(limiter.rooms(), vec![(1, 0)]);
+        assert_eq!(limiter.room("a:80", 100), 0);
+        assert_eq!(limiter.room("b:80", 100), 4);
+        assert_eq!(limiter.rooms(100), vec![(1, 0)]);
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl Engine {
             finished,
             handoff: handoff.clone(),
             batch_size: settings.worker.batch_size,
+            partner_share: (settings.worker.count * settings.worker.batch_size / 2).max(1),
             poll_interval: settings.worker.poll_interval,
             lease: settings.worker.lock_duration,
             http_timeout: settings.delivery.http_timeout,

@@ -36,6 +36,9 @@ pub(super) struct Shared {
     /// Debits the writer leased with their credits, for the workers to call.
     pub(super) handoff: Handoff,
     pub(super) batch_size: usize,
+    /// Most rows of one partner's host this process holds at once: half of what its workers
+    /// hold (see `hosts::HostLimiter::room`).
+    pub(super) partner_share: usize,
     pub(super) poll_interval: Duration,
     pub(super) lease: Duration,
     pub(super) http_timeout: Duration,

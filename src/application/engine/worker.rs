@@ -243,7 +243,7 @@ async fn claim(
     let started = std::time::Instant::now();
     let claimed = async {
         let mut conn = shared.pool.get().await?;
-        let room = shared.hosts.rooms();
+        let room = shared.hosts.rooms(shared.partner_share);
         Ok(claim::claim(&mut conn, worker_id, limit as i64, shared.lease, &room).await?)
     }
     .await;
