@@ -194,7 +194,7 @@ mod tests {
             .find(|l| l.starts_with("tripped_without_probe"))
             .unwrap();
         assert!(line.ends_with("2  3, 9"), "{table}");
-        assert_eq!(table.lines().filter(|l| l.ends_with("0  -")).count(), 4);
+        assert_eq!(table.lines().filter(|l| l.ends_with("0  -")).count(), 3);
         assert!(table.contains("1 broken"), "{table}");
     }
 
