@@ -64,15 +64,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// and a plan that still needs one (a tiny table without a usable index) would then cross
 /// `jit_above_cost` and spend far longer compiling than running; hence no JIT either, which
 /// statements of a few milliseconds never gain from.
-///
-/// The plans are generic, always: PostgreSQL otherwise plans a prepared statement anew for
-/// each call while its custom plans look cheaper than the generic one, which they do for the
-/// outcome write and the statements of the claim's function (their arrays' lengths are known
-/// only to a custom plan), and planning then took as long as running (`pg_stat_statements`,
-/// track_planning: 1 ms of a 2 ms outcome write at 200 events/s). The generic plans are the
-/// ones `tests/delivery.rs` checks reach rows by index.
-const WORKER_SESSIONS: &str =
-    "-c enable_seqscan=off -c jit=off -c plan_cache_mode=force_generic_plan";
+const WORKER_SESSIONS: &str = "-c enable_seqscan=off -c jit=off";
 
 /// Advisory lock key held while migrations run.
 const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
