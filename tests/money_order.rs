@@ -116,6 +116,19 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
         metrics.contains("webhookd_claimed_rows_total 2\n"),
         "{metrics}"
     );
+    // The outcome write that leased it counted its move from pending to processing.
+    eventually(WAIT, "both rows completed", || async {
+        app.db
+            .count("SELECT count(*) FROM webhook_queue WHERE status = 'completed'")
+            .await
+            == 2
+    })
+    .await;
+    common::counters::assert_counters_exact(
+        &app.db,
+        "a debit leased by its credit's outcome write",
+    )
+    .await;
     app.shutdown().await;
 }
 

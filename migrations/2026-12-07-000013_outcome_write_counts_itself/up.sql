@@ -10,6 +10,12 @@
 -- no longer means "settled itself": a statement that neither completes nor cancels a credit
 -- (the claim) says so with a second marker (webhook_statement_settles_nothing, migration
 -- 000012), and only that one makes money order stand aside.
+--
+-- The markers are keyed by statement_timestamp(), which a trigger's own statements share with
+-- the statement that fired it: the settle that money order's trigger runs after an outcome
+-- write is not counted by the count trigger either. It only releases debits there (pending
+-- stays pending); a cancel comes from the statement that cancels the credit, which does not
+-- count itself.
 
 DROP TRIGGER webhook_money_order_on_update ON webhook_queue;
 CREATE TRIGGER webhook_money_order_on_update

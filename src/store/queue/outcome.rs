@@ -318,24 +318,6 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
            AND webhook_statement_counts_itself()
          RETURNING q.id, q.config_id, q.event_type, q.event_id, q.status, q.deleted_at, v.worker_id,
                    v.http_status, v.duration_ms, v.old_completed_at, v.old_http_status, v.old_duration_ms
-         ), counted AS (
-             -- Each row leaves processing for its status (cancelled rows stay cancelled: their
-             -- buckets cancel out); its attempt's slot is counted anew, less what the slot held
-             -- (a partner failure made again once its partner is back, see above).
-             SELECT webhook_queue_counts_add(array_agg(w.config_id), array_agg(w.event_type),
-                                             array_agg(webhook_count_bucket(m.status, w.deleted_at)), array_agg(m.delta)),
-                    webhook_attempt_counts_add(
-                        (SELECT array_agg(a.http_status) FROM written a),
-                        (SELECT array_agg(a.duration_ms) FROM written a),
-                        (SELECT array_agg(1) FROM written a)),
-                    webhook_attempt_counts_add(
-                        (SELECT array_agg(a.old_http_status) FROM written a WHERE a.old_completed_at IS NOT NULL),
-                        (SELECT array_agg(a.old_duration_ms) FROM written a WHERE a.old_completed_at IS NOT NULL),
-                        (SELECT array_agg(-1) FROM written a WHERE a.old_completed_at IS NOT NULL)),
-                    webhook_throughput_add((SELECT count(*) FROM written a WHERE a.status = 'completed'),
-                                           (SELECT count(*) FROM written a WHERE a.status = 'failed'))
-             FROM written w
-             CROSS JOIN LATERAL (VALUES ('processing', -1::int8), (w.status, 1::int8)) AS m(status, delta)
          ), leased AS (
          UPDATE webhook_queue d SET
              status = 'processing', held_reason = NULL, worker_id = w.worker_id, locked_at = now(),
@@ -356,6 +338,29 @@ static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
            AND (SELECT h.held_reason FROM partner h WHERE h.config_id = d.config_id) IS NULL
          RETURNING d.id, d.queue_id, d.event_type, d.config_id, d.webhook_url, d.retry_count, d.max_retries,
                    d.locked_at, d.worker_id, c.signing_secret, c.retry_base_delay_ms, c.retry_max_delay_ms
+         ), counted AS (
+             -- Each written row leaves processing for its status (cancelled rows stay cancelled:
+             -- their buckets cancel out) and each leased debit leaves pending for processing; the
+             -- attempt's slot is counted anew, less what the slot held (a partner failure made
+             -- again once its partner is back, see above).
+             SELECT webhook_queue_counts_add(array_agg(m.config_id), array_agg(m.event_type),
+                                             array_agg(m.bucket), array_agg(m.delta)),
+                    webhook_attempt_counts_add(
+                        (SELECT array_agg(a.http_status) FROM written a),
+                        (SELECT array_agg(a.duration_ms) FROM written a),
+                        (SELECT array_agg(1) FROM written a)),
+                    webhook_attempt_counts_add(
+                        (SELECT array_agg(a.old_http_status) FROM written a WHERE a.old_completed_at IS NOT NULL),
+                        (SELECT array_agg(a.old_duration_ms) FROM written a WHERE a.old_completed_at IS NOT NULL),
+                        (SELECT array_agg(-1) FROM written a WHERE a.old_completed_at IS NOT NULL)),
+                    webhook_throughput_add((SELECT count(*) FROM written a WHERE a.status = 'completed'),
+                                           (SELECT count(*) FROM written a WHERE a.status = 'failed'))
+             FROM (SELECT w.config_id, w.event_type, webhook_count_bucket(b.status, w.deleted_at) AS bucket, b.delta
+                   FROM written w
+                   CROSS JOIN LATERAL (VALUES ('processing', -1::int8), (w.status, 1::int8)) AS b(status, delta)
+                   UNION ALL
+                   SELECT l.config_id, l.event_type, b.bucket, b.delta
+                   FROM leased l CROSS JOIN (VALUES ('pending', -1::int8), ('processing', 1::int8)) AS b(bucket, delta)) m
          )
          SELECT id, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held,
                 NULL::bool AS debits_waited, NULL::int8 AS leased_id, NULL::uuid AS queue_id, NULL::text AS event_type,
