@@ -134,9 +134,19 @@ async fn a_poison_event_does_not_keep_a_healthy_partner_tripped() {
     let bad = app.submit(credit(id, "bad")).await;
     wait_state(&app, id, "tripped").await;
 
+    let poison_calls = || {
+        receiver
+            .received_at("/fails-for/bad")
+            .iter()
+            .filter(|r| r.query.split('&').any(|p| p == "e=bad"))
+            .count()
+    };
     for n in 0..5 {
         app.submit(credit(id, &format!("good{n}"))).await;
     }
+    // Probes made while the poison event was the partner's only row took it; how many depends
+    // on how long the submits took, so only the calls after them are bounded.
+    let before_good = poison_calls();
     eventually(WAIT, "the good events delivered", || async {
         app.db
             .count(&format!(
@@ -151,16 +161,14 @@ async fn a_poison_event_does_not_keep_a_healthy_partner_tripped() {
         .wait_for_status(bad["queue_id"].as_str().unwrap(), "failed", WAIT)
         .await;
     assert_eq!(failed["retry_count"], 2, "{failed}");
-    let poisoned_calls = receiver
-        .received_at("/fails-for/bad")
-        .iter()
-        .filter(|r| r.query.split('&').any(|p| p == "e=bad"))
-        .count();
-    // Three attempts tripped the partner, then at most a probe or two before another event
-    // was probed, and the last attempt once the partner was active again.
+    // Three attempts tripped the partner. Once good events wait, a probe takes one of them:
+    // the poison event gets at most a probe already under way and its last attempt once the
+    // partner is active again.
+    let (after_good, all) = (poison_calls() - before_good, poison_calls());
+    assert!(all >= 4, "{all} calls for the poison event");
     assert!(
-        (4..=6).contains(&poisoned_calls),
-        "{poisoned_calls} calls for the poison event"
+        (1..=2).contains(&after_good),
+        "{after_good} calls for the poison event once good events waited ({all} in all)"
     );
     assert_eq!(state(&app, id).await, "active");
     // The poison event's last attempt was made twice (the first spent nothing, its partner was

@@ -128,11 +128,8 @@ pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<EntryWithAttempts, App
         .ok_or(AppError::NotFound("webhook"))?;
     let archived = cycle::archived(&mut conn, queue_id).await?;
     let attempts = row.attempts_after(archived);
-    let mut entries = [Entry::from(row)];
-    held_by_partners(&mut conn, &mut entries).await?;
-    let [entry] = entries;
     Ok(EntryWithAttempts {
-        entry,
+        entry: held_by_partner(&mut conn, row.into()).await?,
         attempts: attempts.into_iter().map(Attempt::from).collect(),
     })
 }
@@ -161,6 +158,14 @@ async fn held_by_partners(
             .and_then(|(_, state)| state.held_reason());
     }
     Ok(())
+}
+
+/// [`held_by_partners`] for one entry.
+async fn held_by_partner(conn: &mut AsyncPgConnection, entry: Entry) -> Result<Entry, AppError> {
+    let mut entries = [entry];
+    held_by_partners(conn, &mut entries).await?;
+    let [entry] = entries;
+    Ok(entry)
 }
 
 impl Entry {
@@ -232,10 +237,7 @@ pub async fn retry(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
 pub async fn release(pool: &DbPool, queue_id: Uuid) -> Result<Entry, AppError> {
     let mut conn = conn(pool).await?;
     if let Some(released) = order::release_waiting(&mut conn, queue_id).await? {
-        let mut entries = [Entry::from(released)];
-        held_by_partners(&mut conn, &mut entries).await?;
-        let [entry] = entries;
-        return Ok(entry);
+        return held_by_partner(&mut conn, released.into()).await;
     }
     let now = listing::find(&mut conn, queue_id)
         .await?
