@@ -82,7 +82,9 @@ async fn pass(app: &TestApp) -> Pruned {
         &app.db.url,
         &settings,
         PROBE_INTERVAL,
+        Duration::from_secs(60),
         &CancellationToken::new(),
+        |_| {},
     )
     .await
     .expect("the pass runs")

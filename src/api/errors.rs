@@ -40,6 +40,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     RateLimited,
     ValidationFailed,
+    QueryTimeout,
     Unavailable,
     InternalError,
 }
@@ -56,6 +57,7 @@ impl From<Class> for ErrorCode {
             Class::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Class::RateLimited => ErrorCode::RateLimited,
             Class::ValidationFailed => ErrorCode::ValidationFailed,
+            Class::QueryTimeout => ErrorCode::QueryTimeout,
             Class::Unavailable => ErrorCode::Unavailable,
             Class::InternalError => ErrorCode::InternalError,
         }

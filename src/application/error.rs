@@ -25,6 +25,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     RateLimited,
     ValidationFailed,
+    QueryTimeout,
     Unavailable,
     InternalError,
 }
@@ -64,6 +65,10 @@ pub enum AppError {
         field: Option<String>,
         message: String,
     },
+    /// 503: an operator's query ran past `QUERY_TIMEOUT` and was cancelled; narrowing it helps,
+    /// trying it again does not.
+    #[error("the query ran longer than QUERY_TIMEOUT allows and was stopped; narrow it with config_id, status, event_id or a created_after/created_before window")]
+    QueryTimeout,
     /// 503: the database cannot be reached. The cause is logged, never returned.
     #[error("service unavailable")]
     Unavailable(#[source] Cause),
@@ -134,7 +139,7 @@ impl AppError {
             AppError::NotJson => 415,
             AppError::RateLimited { .. } => 429,
             AppError::Invalid { .. } => 422,
-            AppError::Unavailable(_) => 503,
+            AppError::QueryTimeout | AppError::Unavailable(_) => 503,
             AppError::Internal(_) => 500,
         }
     }
@@ -150,6 +155,7 @@ impl AppError {
             AppError::NotJson => ErrorCode::UnsupportedMediaType,
             AppError::RateLimited { .. } => ErrorCode::RateLimited,
             AppError::Invalid { .. } => ErrorCode::ValidationFailed,
+            AppError::QueryTimeout => ErrorCode::QueryTimeout,
             AppError::Unavailable(_) => ErrorCode::Unavailable,
             AppError::Internal(_) => ErrorCode::InternalError,
         }
@@ -202,6 +208,7 @@ impl From<DieselError> for AppError {
                 AppError::Conflict("conflicts with an existing record".into())
             }
             error if lost_connection => AppError::Unavailable(Cause::new(error)),
+            error if crate::store::bounded::timed_out(&error) => AppError::QueryTimeout,
             other => AppError::Internal(Cause::new(other)),
         }
     }
@@ -242,5 +249,11 @@ mod tests {
         }
         let error = database_error(DatabaseErrorKind::Unknown, "division by zero");
         assert_eq!(error.status(), 500, "{error:?}");
+        let error = database_error(
+            DatabaseErrorKind::Unknown,
+            "canceling statement due to statement timeout",
+        );
+        assert_eq!(error.code(), ErrorCode::QueryTimeout, "{error:?}");
+        assert_eq!(error.status(), 503, "{error:?}");
     }
 }

@@ -30,6 +30,7 @@
 //! | `partner_state` | gauge | `config_id`: 0 active, 1 paused, 2 tripped |
 //! | `partner_held_rows` | gauge | `config_id`: rows held by partner health |
 //! | `invariant_repairs_total` | counter | `invariant`: what this process's pruner healed |
+//! | `retention_deleted_total` | counter | `rule` (completed, failed, cancelled): rows this process's pruner deleted |
 //! | `invariant_violations` | gauge | `invariant`: from the API's last check, not this scrape's |
 //! | `invariants_checked_timestamp_seconds` | gauge | when that check ran (Unix time) |
 
@@ -47,6 +48,7 @@ use slog::{warn, Logger};
 
 use crate::domain::delivery::{HeldReason, Outcome, Status};
 use crate::domain::partner::PartnerState;
+use crate::store::queue::retention::Rule;
 use crate::store::{partners, stats, DbPool};
 
 use super::check::{CheckReport, Invariant, LatestCheck};
@@ -122,6 +124,11 @@ struct InvariantLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -143,6 +150,7 @@ pub struct Metrics {
     pauses: Family<PartnerLabels, Counter>,
     resumes: Family<PartnerLabels, Counter>,
     repairs: Family<InvariantLabels, Counter>,
+    pruned: Family<RuleLabels, Counter>,
 }
 
 impl Metrics {
@@ -162,6 +170,7 @@ impl Metrics {
             pauses: Family::default(),
             resumes: Family::default(),
             repairs: Family::default(),
+            pruned: Family::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -228,6 +237,11 @@ impl Metrics {
                 "Rows, partners or counter cells that broke an invariant, healed by this process's pruner passes",
                 metrics.repairs.clone(),
             );
+            registry.register(
+                "retention_deleted",
+                "Rows deleted by this process's pruner passes, by retention rule; a pass deletes in batches, so a backlog's progress shows here",
+                metrics.pruned.clone(),
+            );
         }
         if role.api() {
             registry.register(
@@ -278,6 +292,16 @@ impl Metrics {
     pub fn repaired(&self, invariant: Invariant, n: i64) {
         let counter = self.repairs.get_or_create(&InvariantLabels {
             invariant: invariant.as_str(),
+        });
+        if n > 0 {
+            counter.inc_by(n as u64);
+        }
+    }
+
+    /// A pruner batch deleted `n` rows under `rule`.
+    pub fn pruned(&self, rule: Rule, n: i64) {
+        let counter = self.pruned.get_or_create(&RuleLabels {
+            rule: rule.as_str(),
         });
         if n > 0 {
             counter.inc_by(n as u64);
@@ -366,12 +390,16 @@ impl Metrics {
         }
         if let Some(check) = check {
             let violations: Family<InvariantLabels, Gauge> = Family::default();
+            // One not checked in time has no series: a zero would say it holds.
             for invariant in Invariant::ALL {
-                violations
-                    .get_or_create(&InvariantLabels {
-                        invariant: invariant.as_str(),
-                    })
-                    .set(check.invariants.get(invariant).count);
+                let found = check.invariants.get(invariant);
+                if found.checked {
+                    violations
+                        .get_or_create(&InvariantLabels {
+                            invariant: invariant.as_str(),
+                        })
+                        .set(found.count);
+                }
             }
             scraped.register(
                 "invariant_violations",
@@ -546,28 +574,34 @@ mod tests {
         let mut check = CheckReport {
             ok: false,
             broken: 1,
+            unchecked: 1,
             checked_at: "2026-12-07T12:00:00.500Z".into(),
             invariants: Default::default(),
         };
         check.invariants.processing_without_lease.count = 2;
+        check.invariants.counters_drift.checked = false;
         let text = metrics.encode(None, Some(&check));
         for invariant in Invariant::ALL {
             let name = format!(
                 r#"webhookd_invariant_violations{{invariant="{}"}}"#,
                 invariant.as_str()
             );
-            let expected = if invariant == Invariant::ProcessingWithoutLease {
-                "2"
-            } else {
-                "0"
+            let expected = match invariant {
+                Invariant::ProcessingWithoutLease => Some("2"),
+                Invariant::CountersDrift => None,
+                _ => Some("0"),
             };
-            assert_eq!(series(&text, &name).as_deref(), Some(expected), "{text}");
+            assert_eq!(series(&text, &name).as_deref(), expected, "{text}");
         }
         assert_eq!(
             series(&text, "webhookd_invariants_checked_timestamp_seconds").as_deref(),
             Some("1796644800.5"),
             "{text}"
         );
+        metrics.pruned(Rule::Failed, 7);
+        let text = metrics.encode(None, Some(&check));
+        let deleted = r#"webhookd_retention_deleted_total{rule="failed"}"#;
+        assert_eq!(series(&text, deleted).as_deref(), Some("7"), "{text}");
         let repairs = r#"webhookd_invariant_repairs_total{invariant="counters_drift"}"#;
         assert_eq!(series(&text, repairs).as_deref(), Some("3"), "{text}");
         // Without a check yet, no invariant gauge at all rather than zeros.

@@ -127,6 +127,7 @@ impl Engine {
                 settings.database_url.expose().to_string(),
                 settings.retention.clone(),
                 settings.circuit.probe_interval,
+                settings.query_timeout,
                 metrics,
                 log.new(o!("task" => "pruner")),
             ),
