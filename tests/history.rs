@@ -19,6 +19,7 @@ use webhookd::config::RetentionSettings;
 use webhookd::domain::delivery::Status;
 use webhookd::store;
 use webhookd::store::queue::listing::{self, ListFilter};
+use webhookd::store::stats as stats_sql;
 
 const ROWS: i64 = 20_000;
 const PARTNERS: i64 = 50;
@@ -236,6 +237,33 @@ async fn each_search_of_a_long_history_reads_about_what_it_answers() {
         (200, Some(failed)),
         "{answer}"
     );
+}
+
+/// The statistics are read from counters and partial indexes, never by scanning the queue: on
+/// an analysed history the planner would scan it for any statement no index serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistics_never_scan_the_queue() {
+    let db = history().await;
+    let client = db.client().await;
+    for sql in [
+        stats_sql::ROW_COUNTS_SQL,
+        stats_sql::ATTEMPT_BUCKETS_SQL,
+        stats_sql::MOMENTS_SQL,
+        stats_sql::HELD_COUNTS_SQL,
+    ] {
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN {sql}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Seq Scan on webhook_queue "),
+            "{sql}\n{plan}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

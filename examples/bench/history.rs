@@ -397,6 +397,7 @@ async fn retention(ctx: &mut Ctx, days: f64) -> Retention {
         ("RETENTION_FAILED", keep.as_str()),
         ("RETENTION_INTERVAL", "1s"),
         ("WORKER_ID", "work-history-retention"),
+        ("LOG_LEVEL", "info"),
     ] {
         env.push((k.into(), v.into()));
     }
@@ -455,7 +456,9 @@ async fn retention(ctx: &mut Ctx, days: f64) -> Retention {
                 )
                 .await;
                 sent.extend(paced.sent);
-                if query_f64(&watcher, &expired_sql).await == 0.0 {
+                // Rows keep expiring as the clock moves; the backlog is gone once what is left
+                // is less than a batch.
+                if query_f64(&watcher, &expired_sql).await < 1000.0 {
                     break;
                 }
                 assert!(

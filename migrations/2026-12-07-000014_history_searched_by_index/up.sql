@@ -10,8 +10,10 @@ DROP INDEX webhook_queue_idempotency_key;
 ALTER INDEX webhook_queue_idempotency_key_by_event RENAME TO webhook_queue_idempotency_key;
 
 -- One partner's failed rows, newest first (the listing, a redrive's count and selection). Only
--- failed rows have entries, so a delivery that succeeds writes nothing here.
-CREATE INDEX webhook_queue_partner_failed ON webhook_queue (config_id, id) WHERE status = 'failed';
+-- failed rows have entries, so a delivery that succeeds writes nothing here. It carries what a
+-- redrive filters on, so its count reads the index alone, not a heap page per failed row.
+CREATE INDEX webhook_queue_partner_failed ON webhook_queue (config_id, id)
+    INCLUDE (deleted_at, event_type, updated_at, created_at) WHERE status = 'failed';
 
 -- A time window is searched as a range of ids (webhook_queue_first_id_created_since below),
 -- which holds when ids rise with created_at. Both are now taken as the row is built, the id
