@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio_postgres::NoTls;
 
+use crate::costs;
 use crate::full::{pipeline_kept, wait_for};
 use crate::load::{self, percentile};
 use crate::procs::Proc;
@@ -69,6 +70,8 @@ pub async fn run(args: Args) {
         crate::show(&history.side, "shared_buffers").await
     );
 
+    // Both queues serve the same fifty partners; only the history differs.
+    partners(&empty).await;
     let fill = fill(&history, args.history_rows, args.history_days).await;
     let calls = calls(&history, args.history_rows, args.history_days).await;
 
@@ -187,21 +190,7 @@ struct Fill {
 async fn fill(ctx: &Ctx, rows: i64, days: f64) -> Fill {
     println!("loading {rows} rows of history over {days} days …");
     let started = Instant::now();
-    let mut partners: Vec<i64> = vec![ctx.api.config_id];
-    for row in ctx
-        .side
-        .query(
-            "INSERT INTO webhook_configs (name, postback_url, chargeback_url)
-             SELECT 'history-' || i, 'https://partner-' || i || '.example/postback?user_id={user_id}',
-                    'https://partner-' || i || '.example/chargeback?user_id={user_id}'
-             FROM generate_series(2, $1::int8) AS i RETURNING id",
-            &[&PARTNERS],
-        )
-        .await
-        .expect("partners")
-    {
-        partners.push(row.get(0));
-    }
+    let partners = partners(ctx).await;
     let span = days * 86_400.0;
     let loaders = (0..FILL_CONNECTIONS).map(|loader| {
         let partners = partners.clone();
@@ -243,6 +232,26 @@ async fn fill(ctx: &Ctx, rows: i64, days: f64) -> Fill {
         heap_bytes: query_f64(&ctx.side, "SELECT pg_relation_size('webhook_queue')").await,
         index_bytes: query_f64(&ctx.side, "SELECT pg_indexes_size('webhook_queue')").await,
     }
+}
+
+/// The bench's partner and `PARTNERS - 1` more, which the history's events went to.
+async fn partners(ctx: &Ctx) -> Vec<i64> {
+    let mut partners: Vec<i64> = vec![ctx.api.config_id];
+    for row in ctx
+        .side
+        .query(
+            "INSERT INTO webhook_configs (name, postback_url, chargeback_url)
+             SELECT 'history-' || i, 'https://partner-' || i || '.example/postback?user_id={user_id}',
+                    'https://partner-' || i || '.example/chargeback?user_id={user_id}'
+             FROM generate_series(2, $1::int8) AS i RETURNING id",
+            &[&PARTNERS],
+        )
+        .await
+        .expect("partners")
+    {
+        partners.push(row.get(0));
+    }
+    partners
 }
 
 /// The calls of the table, with ids and times taken from the history.
@@ -360,12 +369,20 @@ async fn saturation(ctx: &Ctx, calls: &[Call], round: usize) -> (f64, Vec<Vec<f6
         }
     };
     let measured = async {
+        let before = costs::read(&ctx.side).await;
         let pipeline = pipeline_kept(ctx, false, format!("history-r{round}")).await;
+        let after = costs::read(&ctx.side).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        pipeline
+        (pipeline, before, after)
     };
-    let (pipeline, ()) = tokio::join!(measured, looping);
+    let ((pipeline, before, after), ()) = tokio::join!(measured, looping);
     work.stop(Duration::from_secs(30)).await;
+    let events = pipeline.submitted.ok.max(1) as f64;
+    println!(
+        "    WAL {:.2} KB/event, PostgreSQL CPU {:.3} ms/event (whole server, the backlog's drain included)",
+        (after.wal - before.wal) / events / 1024.0,
+        (after.pg_cpu - before.pg_cpu) / events * 1000.0
+    );
     let latencies = latencies.lock().unwrap().clone();
     (pipeline.rate(), latencies)
 }

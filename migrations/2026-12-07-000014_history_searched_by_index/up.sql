@@ -15,6 +15,12 @@ ALTER INDEX webhook_queue_idempotency_key_by_event RENAME TO webhook_queue_idemp
 CREATE INDEX webhook_queue_partner_failed ON webhook_queue (config_id, id)
     INCLUDE (deleted_at, event_type, updated_at, created_at) WHERE status = 'failed';
 
+-- Leases, live or cancelled: a processing row without one (an invariant's check and heal) is
+-- found here whether or not it was cancelled, instead of among every cancelled row of the
+-- history. Processing rows are the few in flight, cancelled ones rarer still.
+DROP INDEX webhook_queue_leased;
+CREATE INDEX webhook_queue_leased ON webhook_queue (lock_expires_at) WHERE status = 'processing';
+
 -- A time window is searched as a range of ids (webhook_queue_first_id_created_since below),
 -- which holds when ids rise with created_at. Both are now taken as the row is built, the id
 -- from its sequence and created_at from the clock, rather than created_at at the start of the
