@@ -83,7 +83,7 @@ async fn pass(app: &TestApp) -> Pruned {
         &app.db.url,
         &settings,
         PROBE_INTERVAL,
-        Duration::from_secs(60),
+        Some(Duration::from_secs(60)),
         &CancellationToken::new(),
         |_| {},
     )

@@ -367,7 +367,7 @@ async fn a_pruning_pass_deletes_a_backlog_in_bounded_batches_and_reports_each() 
         &db.url,
         &settings,
         Duration::from_secs(5),
-        Duration::from_secs(60),
+        Some(Duration::from_secs(60)),
         &CancellationToken::new(),
         |so_far| seen.push(so_far.completed),
     )

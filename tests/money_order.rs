@@ -380,7 +380,7 @@ async fn retention_keeps_a_failed_credit_while_its_debit_waits() {
         &app.db.url,
         &settings,
         Duration::from_secs(5),
-        Duration::from_secs(60),
+        Some(Duration::from_secs(60)),
         &CancellationToken::new(),
         |_| {},
     )
@@ -660,7 +660,7 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
         &app.db.url,
         &settings,
         Duration::from_secs(5),
-        Duration::from_secs(60),
+        Some(Duration::from_secs(60)),
         &CancellationToken::new(),
         |_| {},
     )

@@ -770,7 +770,7 @@ async fn prune(app: &TestApp, settings: &RetentionSettings) -> Pass {
         &app.db.url,
         settings,
         Duration::from_secs(5),
-        Duration::from_secs(60),
+        Some(Duration::from_secs(60)),
         &CancellationToken::new(),
         |_| {},
     )

@@ -368,6 +368,30 @@ async fn saturation(ctx: &Ctx, calls: &[Call], round: usize) -> (f64, Vec<Vec<f6
             }
         }
     };
+    let profile = Arc::new(Mutex::new(std::collections::HashMap::<String, u64>::new()));
+    let sampling = {
+        let (stop, profile, url) = (stop.clone(), profile.clone(), ctx.db_url.clone());
+        async move {
+            let sampler = side_session(&url).await;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for row in sampler
+                    .query(
+                        "SELECT backend_type || ': ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
+                         FROM pg_stat_activity
+                         WHERE state = 'active' AND pid <> pg_backend_pid()
+                           AND (datname = current_database() OR backend_type <> 'client backend')
+                           AND coalesce(application_name, '') <> $1",
+                        &[&BENCH_APP],
+                    )
+                    .await
+                    .unwrap_or_default()
+                {
+                    *profile.lock().unwrap().entry(row.get(0)).or_default() += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     let measured = async {
         let before = costs::read(&ctx.side).await;
         let pipeline = pipeline_kept(ctx, false, format!("history-r{round}")).await;
@@ -375,7 +399,16 @@ async fn saturation(ctx: &Ctx, calls: &[Call], round: usize) -> (f64, Vec<Vec<f6
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (pipeline, before, after)
     };
-    let ((pipeline, before, after), ()) = tokio::join!(measured, looping);
+    let ((pipeline, before, after), (), ()) = tokio::join!(measured, looping, sampling);
+    let mut profile: Vec<(String, u64)> = profile.lock().unwrap().drain().collect();
+    profile.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let samples: u64 = profile.iter().map(|(_, n)| n).sum();
+    for (what, n) in profile.iter().take(6) {
+        println!(
+            "    {:>5.1}% of active samples: {what}",
+            *n as f64 * 100.0 / samples.max(1) as f64
+        );
+    }
     work.stop(Duration::from_secs(30)).await;
     let events = pipeline.submitted.ok.max(1) as f64;
     println!(
@@ -418,7 +451,10 @@ async fn retention(ctx: &mut Ctx, days: f64) -> Retention {
     ] {
         env.push((k.into(), v.into()));
     }
-    let longest = Arc::new(Mutex::new((0.0f64, String::new())));
+    // The longest run seen of each kind of statement (its first 40 characters).
+    let longest = Arc::new(Mutex::new(
+        std::collections::HashMap::<String, (f64, String)>::new(),
+    ));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let (longest, done, url) = (longest.clone(), done.clone(), ctx.db_url.clone());
@@ -438,9 +474,12 @@ async fn retention(ctx: &mut Ctx, days: f64) -> Retention {
                     .unwrap_or_default();
                 for row in rows {
                     let (ms, query): (f64, String) = (row.get(0), row.get(1));
+                    let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+                    let kind: String = query.chars().take(40).collect();
                     let mut longest = longest.lock().unwrap();
-                    if ms > longest.0 {
-                        *longest = (ms, query.split_whitespace().collect::<Vec<_>>().join(" "));
+                    let slot = longest.entry(kind).or_insert((0.0, String::new()));
+                    if ms > slot.0 {
+                        *slot = (ms, query);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -499,7 +538,16 @@ async fn retention(ctx: &mut Ctx, days: f64) -> Retention {
     ms.sort_by(|a, b| a.total_cmp(b));
     ctx.receiver.reset(false);
     work.stop(Duration::from_secs(30)).await;
-    let (longest_ms, longest_query) = longest.lock().unwrap().clone();
+    let mut kinds: Vec<(f64, String)> = longest.lock().unwrap().values().cloned().collect();
+    kinds.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("retention: the longest statements of each kind seen (ms):");
+    for (ms, query) in kinds.iter().take(5) {
+        println!(
+            "  {ms:>8.0}  {}",
+            query.chars().take(110).collect::<String>()
+        );
+    }
+    let (longest_ms, longest_query) = kinds.first().cloned().unwrap_or_default();
     Retention {
         expired,
         seconds,

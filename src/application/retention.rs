@@ -45,7 +45,8 @@ pub struct Pruned {
     pub probes_scheduled: i64,
     /// Statistics counter cells set right.
     pub counter_cells_recounted: i64,
-    /// The counters were not counted: the queue took longer than `QUERY_TIMEOUT` to count.
+    /// The counters were not counted: skipped, or the queue took longer than `QUERY_TIMEOUT`
+    /// to count.
     pub counters_unchecked: bool,
 }
 
@@ -101,18 +102,23 @@ async fn rest_after(batch_started: Instant) {
 /// `probe_interval` (`CIRCUIT_PROBE_INTERVAL`) is the wait after the probe given to a tripped
 /// partner that had none. Runs under the pruning lock, which `check::recount` needs. The
 /// counters are recounted only once the check has found them drifted, so a sound queue costs
-/// one count of it per pass; a queue too large to count within `bound` is not counted
-/// (`webhookd check` with a longer `QUERY_TIMEOUT` does).
+/// one count of it per pass, within `counters` (`QUERY_TIMEOUT`); with `None`, or for a queue
+/// too large to count within the bound, they are not counted (`webhookd check` with a longer
+/// `QUERY_TIMEOUT` does).
 async fn heal(
     conn: &mut AsyncPgConnection,
     probe_interval: Duration,
-    bound: Duration,
+    counters: Option<Duration>,
 ) -> Result<Pruned, AppError> {
     let mut healed = Pruned {
         stranded_debits: order::sweep(conn).await?.into(),
         leases_expired: check::expire_missing_leases(conn).await?,
         probes_scheduled: check::schedule_missing_probes(conn, probe_interval).await?,
+        counters_unchecked: true,
         ..Pruned::default()
+    };
+    let Some(bound) = counters else {
+        return Ok(healed);
     };
     let drift = invariants::find(conn, Invariant::CountersDrift, bound).await?;
     healed.counters_unchecked = !drift.checked;
@@ -123,14 +129,14 @@ async fn heal(
 }
 
 /// One pruning pass, unless another process is pruning: the heals, then the deletes, in
-/// batches of [`BATCH`] rows. Stops between batches once `stop` is cancelled. `bound`
-/// (`QUERY_TIMEOUT`) bounds the count of the counters; `progress` is told the totals after
-/// every batch.
+/// batches of [`BATCH`] rows. Stops between batches once `stop` is cancelled. `counters` is the
+/// bound on the count of the statistics counters (`QUERY_TIMEOUT`), `None` to skip it;
+/// `progress` is told the totals after every batch.
 pub async fn prune_once(
     database_url: &str,
     settings: &RetentionSettings,
     probe_interval: Duration,
-    bound: Duration,
+    counters: Option<Duration>,
     stop: &CancellationToken,
     mut progress: impl FnMut(&Pruned),
 ) -> Result<Pass, AppError> {
@@ -138,7 +144,7 @@ pub async fn prune_once(
     if !retention::try_lock(&mut conn).await? {
         return Ok(Pass::Busy);
     }
-    let mut pruned = heal(&mut conn, probe_interval, bound).await?;
+    let mut pruned = heal(&mut conn, probe_interval, counters).await?;
     for rule in Rule::ALL {
         let Some(age) = age_of(rule, settings) else {
             continue;

@@ -22,6 +22,9 @@ pub struct Pruner {
     probe_interval: Duration,
     /// `QUERY_TIMEOUT`, the bound on the count of the counters.
     bound: Duration,
+    /// Passes left before the counters are counted again, after a count that did not fit in
+    /// `bound`: a queue that large stays that large, and each try costs a full `bound` of work.
+    skip_counters: u32,
     /// Counts what the passes healed.
     metrics: Arc<Metrics>,
     /// Ends a pass between two batches.
@@ -47,11 +50,18 @@ impl Pruner {
             settings,
             probe_interval,
             bound,
+            skip_counters: 0,
             metrics,
             stop: CancellationToken::new(),
             log,
         }
     }
+}
+
+impl Pruner {
+    /// Passes without counting the counters after a count that did not fit: an hour at the
+    /// default `RETENTION_INTERVAL`.
+    const SKIP_AFTER_UNCOUNTED: u32 = 60;
 }
 
 impl Service for Pruner {
@@ -61,15 +71,22 @@ impl Service for Pruner {
     /// tried again at the next interval.
     async fn run_once(&mut self) -> Result<Round, EngineError> {
         let mut progress = Progress::new(&self.metrics, &self.log);
+        let counting = self.skip_counters == 0;
+        self.skip_counters = self.skip_counters.saturating_sub(1);
         let pass = prune_once(
             &self.database_url,
             &self.settings,
             self.probe_interval,
-            self.bound,
+            counting.then_some(self.bound),
             &self.stop,
             |so_far| progress.batch(so_far),
         )
         .await;
+        if let Ok(Pass::Done(p)) = &pass {
+            if counting && p.counters_unchecked {
+                self.skip_counters = Self::SKIP_AFTER_UNCOUNTED;
+            }
+        }
         if let Ok(Pass::Done(p)) = &pass {
             for (invariant, n) in p.healed() {
                 self.metrics.repaired(invariant, n);
@@ -89,9 +106,10 @@ impl Service for Pruner {
                     "leases_expired" => p.leases_expired, "probes_scheduled" => p.probes_scheduled,
                     "counter_cells_recounted" => p.counter_cells_recounted);
             }
-            Ok(Pass::Done(p)) if p.counters_unchecked => {
+            Ok(Pass::Done(p)) if counting && p.counters_unchecked => {
                 info!(self.log, "statistics counters not checked: counting the queue takes longer than QUERY_TIMEOUT; `webhookd check` with a longer one counts them";
-                    "query_timeout_ms" => self.bound.as_millis() as u64)
+                    "query_timeout_ms" => self.bound.as_millis() as u64,
+                    "next_try_in_passes" => Self::SKIP_AFTER_UNCOUNTED)
             }
             Ok(Pass::Done(_)) => debug!(self.log, "nothing to prune"),
             Ok(Pass::Busy) => debug!(self.log, "another process is pruning; pass skipped"),
