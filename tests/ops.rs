@@ -1110,7 +1110,7 @@ async fn throughput_totals(db: &TestDb) -> (i64, i64) {
 }
 
 /// The insert of new rows and the claim count themselves, and the count triggers stand aside
-/// for them (migration 000005): through single and batch submits, a repeated event, claims of
+/// for them (sql/rules/01_statement_markers.sql): through single and batch submits, a repeated event, claims of
 /// due rows and of an expired lease, successes, retries and failures, the counters stay exactly
 /// what the rows say. A change made after a self-counting statement in the same transaction is
 /// still counted by the triggers.

@@ -37,10 +37,14 @@ pub(super) async fn migrate(
     report: Report,
 ) -> anyhow::Result<()> {
     let applied = store::migrate(settings.database_url.expose()).await?;
-    info!(log, "database migrated"; "applied" => applied.len());
+    info!(log, "database migrated"; "applied" => applied.migrations.len(),
+        "rules_applied" => applied.rules.len());
     if report == Report::Stdout {
-        for name in &applied {
+        for name in &applied.migrations {
             println!("applied {name}");
+        }
+        for name in &applied.rules {
+            println!("applied rule {name}");
         }
         if applied.is_empty() {
             println!("database is up to date");

@@ -1,6 +1,6 @@
 //! Money order (docs/api.md, "Money order"): a `-debit` reverses the `+credit` with the same event id for the
 //! same partner, so it must never reach the partner first. The rule is kept by the database
-//! (migration 000010); these are the names it speaks in.
+//! (sql/rules/06_money_order.sql); these are the names it speaks in.
 
 use std::fmt;
 use std::str::FromStr;

@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use super::delivery::{FailureKind, HeldReason, Outcome};
 
-/// Longest wait between two probes of a tripped partner (the SQL of migration 000009 caps the
-/// doubling at the same 5 minutes).
+/// Longest wait between two probes of a tripped partner (the claim, sql/rules/05_claim.sql,
+/// caps the doubling at the same 5 minutes).
 pub const MAX_PROBE_INTERVAL_SECS: u64 = 300;
 /// Most calls per second a partner may be limited to.
 pub const MAX_PER_SECOND_LIMIT: i64 = 100_000;

@@ -46,14 +46,12 @@ pub async fn admin() -> tokio_postgres::Client {
     client
 }
 
-/// A name that changes whenever a migration does, so a stale template is never used.
+/// A name that changes whenever a migration or a rule does, so a stale template is never used.
 fn template_name() -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let mut files: Vec<_> = walk(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .as_path(),
-    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = walk(&root.join("migrations"));
+    files.extend(walk(&root.join("sql/rules")));
     files.sort();
     for file in files {
         file.hash(&mut hasher);

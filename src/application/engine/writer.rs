@@ -148,8 +148,9 @@ impl Writer {
                     "row_id" => lost.id, "attempt" => lost.attempt, "worker_id" => &lost.worker_id);
             }
         }
-        // A completed credit may have released its waiting debit (money order, migration
-        // 000010), which announces nothing: a worker of this process looks for it.
+        // A completed credit may have released its waiting debit (money order,
+        // sql/rules/06_money_order.sql), which announces nothing: a worker of this process
+        // looks for it.
         if recorded.debits_waited
             && attempts
                 .iter()

@@ -74,7 +74,7 @@ pub struct Recorded {
     pub written: Vec<i64>,
     pub changes: Vec<PartnerChange>,
     /// Whether any debit waited for its credit as the write began: a credit it completed may
-    /// have released one (money order, migration 000010).
+    /// have released one (money order).
     pub debits_waited: bool,
     /// Debits this write leased with their credits' completion, to be called now by the worker
     /// they are leased to (money order: see [`record_attempts`]).
@@ -141,7 +141,7 @@ struct RecordedLine {
 }
 
 /// Writes a batch of attempt outcomes in one statement, and counts them per partner
-/// (`webhook_partner_record`, migration 000009) in the same statement, so that a trip is seen
+/// (`webhook_partner_record`, sql/rules/04_partner_health.sql) in the same statement, so that a trip is seen
 /// by every process at once.
 ///
 /// While a partner is held (tripped or paused, by this statement or before), its rows do not
@@ -157,11 +157,11 @@ struct RecordedLine {
 /// [`Recorded::leased`] to be called once the write has committed: it goes out right after its
 /// credit with one write instead of two (a release, then a claim), and never before the
 /// credit's completion is durable. A debit of a partner that is held or has a `max_per_second`
-/// is not leased: the trigger of migration 000010 makes it due, and the claim admits it. So is
+/// is not leased: money order's update trigger makes it due, and the claim admits it. So is
 /// one this statement cannot see (committed after its snapshot); and one committed after the
 /// statement's end is settled by the recheck that follows its insert (`order::recheck`).
 /// Each debit is found by its idempotency key, one probe per completed credit, written so that
-/// no plan can walk the held rows instead (as migration 000010's lookups are).
+/// no plan can walk the held rows instead (as money order's lookups are).
 pub async fn record_attempts(
     conn: &mut AsyncPgConnection,
     writes: &[AttemptWrite],
@@ -269,8 +269,8 @@ pub async fn record_attempts(
 ///
 /// The rows are updated, and so locked, in id order: `v` is sorted, and every join of it with
 /// the rows it names (whose index gives them in id order too) keeps that order. A money-order
-/// recheck locks the credits its debits wait for in id order as well (migration 000011), and two
-/// statements that lock rows in one order cannot deadlock. A join on top of `v` would reorder
+/// recheck locks the credits its debits wait for in id order as well, and two statements that
+/// lock rows in one order cannot deadlock. A join on top of `v` would reorder
 /// the rows (a hash join with `partner` returns them newest first), hence `hold` as a subquery.
 static RECORD_ATTEMPTS_SQL: LazyLock<String> = LazyLock::new(|| {
     let old_slot = ["completed_at", "http_status", "duration_ms"]

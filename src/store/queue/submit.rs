@@ -27,7 +27,8 @@ pub struct NewEntry {
 /// already are skipped: only inserted rows come back.
 ///
 /// The statement counts its new rows (all pending) itself, through `webhook_queue_counts_add`
-/// (migration 000007), so the insert trigger stands aside for it (migration 000005): the
+/// (sql/rules/02_counters.sql), so the insert trigger stands aside for it
+/// (sql/rules/01_statement_markers.sql): the
 /// submit path pays one cached PL/pgSQL call, not the trigger's transition table and its three
 /// statements. `counted` and `announced` only SELECT, and PostgreSQL runs such a CTE only when
 /// the final SELECT reads it: hence the joins.
@@ -37,10 +38,10 @@ pub struct NewEntry {
 /// with an error [`configs_changed`] recognises (the check is `webhook_configs_unchanged`).
 ///
 /// A partner's state is not read here: rows of a paused or tripped partner are inserted like
-/// any other, and the claim does not serve that partner (migration 000012).
+/// any other, and the claim does not serve that partner (sql/rules/05_claim.sql).
 ///
 /// Money order (docs/api.md, "Money order") is decided in the same statement: `webhook_money_order_verdicts`
-/// (migrations 000010 and 000011) says which debits wait for their credit (`held_reason`) and
+/// (sql/rules/06_money_order.sql) says which debits wait for their credit (`held_reason`) and
 /// which are cancelled with it, from the statement's snapshot and without a lock. A credit that
 /// completes while the insert runs may not see a debit it commits; the caller hands the debits
 /// held for credits queued before them to `order::recheck` once the insert has committed.
