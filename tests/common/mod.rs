@@ -399,6 +399,12 @@ impl TestApp {
         self.app.stop().await.expect("the test app stops cleanly");
         self.db
     }
+
+    /// [`TestApp::shutdown`], with how each service ended.
+    pub async fn shutdown_reporting(self) -> (TestDb, webhookd::startup::Stopped) {
+        let stopped = self.app.shutdown().await;
+        (self.db, stopped)
+    }
 }
 
 /// Polls `check` every 10 ms until it holds or `timeout` passes.

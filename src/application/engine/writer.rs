@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::handoff::Handoff;
-use super::service::{Round, Service};
+use super::service::Fed;
 use crate::application::metrics::Metrics;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
@@ -59,7 +59,7 @@ impl Writer {
     /// A writer of what is sent on `rx`. A failed write is retried for `give_up_after`, then
     /// abandoned: its rows are claimed again once their leases end.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         pool: DbPool,
         rx: mpsc::Receiver<Finished>,
         wake: Arc<Notify>,
@@ -100,10 +100,10 @@ impl Writer {
         }
     }
 
-    async fn write(&mut self) {
+    async fn write(&mut self, batch: &mut Vec<Finished>) {
         let mut attempts = Vec::new();
         let mut releases: Vec<(Release, Duration)> = Vec::new();
-        for item in self.batch.drain(..) {
+        for item in batch.drain(..) {
             match item {
                 Finished::Attempt(write) => attempts.push(write),
                 Finished::Release(release, delay) => releases.push((release, delay)),
@@ -212,30 +212,37 @@ impl Writer {
     }
 }
 
-impl Service for Writer {
+impl Fed for Writer {
     const NAME: &'static str = "writer";
+    /// What was sent; empty when a timer came due.
+    type Batch = Vec<Finished>;
 
-    /// Writes the next batch of outcomes, or rings the timers that have come due.
-    async fn run_once(&mut self) -> Result<Round, EngineError> {
+    async fn receive(&mut self) -> Option<Vec<Finished>> {
         let next_timer = self.timers.peek().map(|t| t.0);
         tokio::select! {
             received = self.rx.recv_many(&mut self.batch, MAX_ROWS_PER_WRITE) => {
-                if received == 0 {
-                    return Ok(Round::Finished);
-                }
-                self.write().await;
+                (received > 0).then(|| std::mem::take(&mut self.batch))
             }
-            _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {}
+            _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
+                Some(Vec::new())
+            }
         }
-        self.ring_due_timers();
-        Ok(Round::Again)
     }
 
-    /// Runs until every sender is dropped and all they sent is written: outcomes are never
-    /// cut short by a stop, which only the workers obey.
-    async fn run(mut self, _stop: tokio_util::sync::CancellationToken) -> Result<(), EngineError> {
-        while self.run_once().await? != Round::Finished {}
+    /// Writes what was sent, then rings the timers that have come due.
+    async fn handle(&mut self, mut batch: Vec<Finished>) -> Result<(), EngineError> {
+        if !batch.is_empty() {
+            self.write(&mut batch).await;
+            // The emptied buffer takes the next batch.
+            self.batch = batch;
+        }
+        self.ring_due_timers();
         Ok(())
+    }
+
+    /// Once stopped (after every worker has ended), what was sent is still written.
+    fn close(&mut self) {
+        self.rx.close();
     }
 }
 
