@@ -31,7 +31,7 @@ use actix_web::{web, App, HttpServer};
 use slog::{error, info, o};
 use tokio_util::sync::CancellationToken;
 
-use crate::application::AppError;
+use errors::ApiError;
 
 pub use openapi::ROUTES;
 pub use state::{ApiServices, ApiState};
@@ -95,12 +95,12 @@ async fn log_request(
             response
                 .response()
                 .error()
-                .and_then(|e| e.as_error::<AppError>())
+                .and_then(|e| e.as_error::<ApiError>())
                 .and_then(|e| e.cause()),
         ),
         Err(e) => (
             e.as_response_error().status_code().as_u16(),
-            e.as_error::<AppError>().and_then(|e| e.cause()),
+            e.as_error::<ApiError>().and_then(|e| e.cause()),
         ),
     };
     state.metrics.request(&method, route, status);

@@ -82,5 +82,5 @@ pub struct ApiServices {
 
 /// A handler's state.
 pub type State = actix_web::web::Data<ApiState>;
-/// A handler's answer: an `AppError` becomes an error body (`errors.rs`).
-pub type Reply = Result<actix_web::HttpResponse, crate::application::AppError>;
+/// A handler's answer: an `ApiError` becomes an error body (`errors.rs`).
+pub type Reply = Result<actix_web::HttpResponse, super::errors::ApiError>;

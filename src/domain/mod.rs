@@ -2,6 +2,7 @@
 
 pub mod delivery;
 pub mod event;
+pub mod name;
 pub mod order;
 pub mod outbound;
 pub mod partner;
