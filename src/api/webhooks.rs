@@ -16,10 +16,11 @@ use super::errors::{ApiError, ErrorBody, ErrorDetail};
 use super::json::{read_body, too_large, Body, Fields, BATCH_BODY_LIMIT, BODY_LIMIT};
 use super::ratelimit;
 use super::state::{Reply, State};
-use crate::application::entries::{self, Attempt, Entry, EntryWithAttempts};
+use crate::application::entries::{self, Entry, EntryWithAttempts};
 use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
 use crate::application::submit::{self, SubmitRequest, Submitted, MAX_EVENTS_PER_BATCH};
 use crate::application::AppError;
+use crate::domain::attempt::Attempt;
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::{
     EventType, UrlParams, MAX_EVENT_ID_LEN, MAX_PARAMS, MAX_PARAM_NAME_LEN, MAX_VALUE_LEN,

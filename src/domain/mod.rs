@@ -1,5 +1,6 @@
 //! Pure domain rules: no database, HTTP framework, HTTP client or logger in here.
 
+pub mod attempt;
 pub mod delivery;
 pub mod event;
 pub mod name;
