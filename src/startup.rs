@@ -42,14 +42,8 @@ impl Application {
     /// cannot be bound, is an error here, before anything has started.
     pub async fn build(settings: &Settings, runs: Role, log: &Logger) -> anyhow::Result<Self> {
         let (api_size, workers_size) = pool_sizes(settings.database_max_connections, runs);
-        let api_pool = match api_size {
-            0 => None,
-            size => Some(open_pool(settings, PoolFor::Api, size).await?),
-        };
-        let workers_pool = match workers_size {
-            0 => None,
-            size => Some(open_pool(settings, PoolFor::Workers, size).await?),
-        };
+        let api_pool = pool_for_side(settings, PoolFor::Api, api_size).await?;
+        let workers_pool = pool_for_side(settings, PoolFor::Workers, workers_size).await?;
         // One registry: `/metrics` shows all that this process runs.
         let metrics = Arc::new(Metrics::new(runs));
         let listener = match &api_pool {
@@ -59,12 +53,13 @@ impl Application {
             ),
             None => None,
         };
+        let worker_log = log.new(o!("component" => "worker"));
         let engine = match &workers_pool {
             Some(pool) => Some(engine::build(
                 settings,
                 pool.clone(),
                 metrics.clone(),
-                &log.new(o!("component" => "worker")),
+                &worker_log,
             )?),
             None => None,
         };
@@ -74,33 +69,19 @@ impl Application {
         let mut address = None;
         if let (Some(pool), Some(listener)) = (&api_pool, listener) {
             address = Some(listener.local_addr()?);
-            if settings.api_tokens.is_empty() {
-                warn!(
-                    log,
-                    "API_TOKEN is not set: the API accepts requests from anyone who can reach it"
-                );
-            }
-            let (state, services) = ApiState::new(
-                settings,
-                pool.clone(),
-                metrics.clone(),
-                log.new(o!("component" => "api")),
-            );
-            supervisor.start_api(listener, state, services, settings.shutdown_timeout);
+            start_api(&mut supervisor, settings, pool, listener, &metrics, log);
         }
         if let Some(engine) = engine {
-            let log = log.new(o!("component" => "worker"));
-            supervisor.start_engine(engine, settings.shutdown_timeout, &log);
-            info!(log, "workers started"; "workers" => settings.worker.count,
+            supervisor.start_engine(engine, settings.shutdown_timeout, &worker_log);
+            info!(worker_log, "workers started"; "workers" => settings.worker.count,
                 "batch_size" => settings.worker.batch_size, "worker_id" => &settings.worker.id);
         }
-        let pool = api_pool
-            .or(workers_pool)
-            .expect("a process runs the API, the workers or both");
         Ok(Self {
             address,
             supervisor,
-            pool,
+            pool: api_pool
+                .or(workers_pool)
+                .expect("a process runs the API, the workers or both"),
             metrics,
             log: log.clone(),
         })
@@ -161,6 +142,43 @@ fn pool_sizes(max: usize, runs: Role) -> (usize, usize) {
             let workers = (max / 2).max(1);
             ((max - workers).max(1), workers)
         }
+    }
+}
+
+/// The API on `listener`, with the services its handlers hand work to.
+fn start_api(
+    supervisor: &mut Supervisor,
+    settings: &Settings,
+    pool: &DbPool,
+    listener: TcpListener,
+    metrics: &Arc<Metrics>,
+    log: &Logger,
+) {
+    if settings.api_tokens.is_empty() {
+        warn!(
+            log,
+            "API_TOKEN is not set: the API accepts requests from anyone who can reach it"
+        );
+    }
+    let (state, services) = ApiState::new(
+        settings,
+        pool.clone(),
+        metrics.clone(),
+        log.new(o!("component" => "api")),
+    );
+    supervisor.start_api(listener, state, services, settings.shutdown_timeout);
+}
+
+/// The pool of one side of the process; `None` when it has no connections: the process does
+/// not run that side.
+async fn pool_for_side(
+    settings: &Settings,
+    of: PoolFor,
+    size: usize,
+) -> anyhow::Result<Option<DbPool>> {
+    match size {
+        0 => Ok(None),
+        size => open_pool(settings, of, size).await.map(Some),
     }
 }
 

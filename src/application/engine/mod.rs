@@ -20,26 +20,20 @@ mod shared;
 mod worker;
 mod writer;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use slog::{o, Logger};
-use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use self::handoff::Handoff;
 use super::metrics::Metrics;
 use crate::config::Settings;
-use crate::sender::Sender;
-use crate::store::queue::outcome::Circuit;
 use crate::store::DbPool;
 
 pub use error::EngineError;
 pub use listener::Listener;
 pub use prober::Prober;
 pub use pruner::Pruner;
-use shared::Shared;
+use shared::{Shared, Signals};
 pub use worker::Worker;
 pub use writer::Writer;
 
@@ -64,51 +58,27 @@ pub fn build(
     metrics: Arc<Metrics>,
     log: &Logger,
 ) -> Result<EngineServices, EngineError> {
-    let wake = Arc::new(Notify::new());
-    let capacity = settings.worker.count * settings.worker.batch_size * 2;
-    let (finished, finished_rx) = mpsc::channel(capacity.max(64));
-    let workers_stop = CancellationToken::new();
-    let abandon = CancellationToken::new();
-    let handoff = Handoff::default();
-    let shared = Arc::new(Shared {
-        pool: pool.clone(),
-        sender: Sender::new(&settings.delivery)?,
-        retry: settings.retry.clone(),
-        hosts: hosts::HostLimiter::new(settings.delivery.host_concurrency),
-        metrics: metrics.clone(),
-        wake: wake.clone(),
-        claiming: tokio::sync::Mutex::new(()),
-        claim_again: AtomicBool::new(false),
-        left_behind: AtomicBool::new(false),
-        finished,
-        handoff: handoff.clone(),
-        batch_size: settings.worker.batch_size,
-        partner_share: (settings.worker.count * settings.worker.batch_size / 2).max(1),
-        poll_interval: settings.worker.poll_interval,
-        lease: settings.worker.lock_duration,
-        http_timeout: settings.delivery.http_timeout,
-        stop: workers_stop.clone(),
-        abandon: abandon.clone(),
-        log: log.clone(),
-    });
+    // Room for what every worker can hold twice over.
+    let (signals, finished_rx) =
+        Signals::new(settings.worker.count * settings.worker.batch_size * 2);
+    let shared = Arc::new(Shared::new(
+        settings,
+        pool.clone(),
+        metrics.clone(),
+        signals.clone(),
+        log,
+    )?);
     let writer = Writer::new(
+        settings,
         pool.clone(),
         finished_rx,
-        wake.clone(),
-        handoff,
-        settings.worker.lock_duration,
-        workers_stop.clone(),
-        settings.shutdown_timeout.max(Duration::from_secs(5)),
-        Circuit {
-            failure_threshold: settings.circuit.failure_threshold as i32,
-            probe_interval_ms: settings.circuit.probe_interval.as_millis() as i64,
-        },
+        &signals,
         metrics.clone(),
         log.new(o!("task" => "writer")),
     );
     let listener = Listener::new(
         settings.database_url.expose().to_string(),
-        wake.clone(),
+        signals.wake.clone(),
         log.new(o!("task" => "listener")),
     );
     let pruner = Pruner::new(
@@ -120,7 +90,7 @@ pub fn build(
     );
     let prober = Prober::new(
         pool,
-        wake,
+        signals.wake.clone(),
         settings.worker.poll_interval,
         log.new(o!("task" => "prober")),
     );
@@ -133,7 +103,7 @@ pub fn build(
         listener,
         pruner,
         prober,
-        workers_stop,
-        abandon,
+        workers_stop: signals.stop,
+        abandon: signals.abandon,
     })
 }

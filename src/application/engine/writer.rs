@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::error::EngineError;
 use super::handoff::Handoff;
 use super::service::Fed;
+use super::shared::{Finished, Signals};
 use crate::application::metrics::Metrics;
+use crate::config::Settings;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::domain::partner::PartnerState;
@@ -28,13 +30,6 @@ use crate::store::DbPool;
 
 /// Most rows written by one statement.
 const MAX_ROWS_PER_WRITE: usize = 512;
-
-/// What a worker hands the writer.
-pub enum Finished {
-    Attempt(AttemptWrite),
-    /// A row handed back uncalled, due again after the delay.
-    Release(Release, Duration),
-}
 
 pub struct Writer {
     pool: DbPool,
@@ -56,18 +51,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer of what is sent on `rx`. A failed write is retried for `give_up_after`, then
-    /// abandoned: its rows are claimed again once their leases end.
-    #[allow(clippy::too_many_arguments)]
+    /// A writer of what is sent on `rx`. A failed write is retried for `SHUTDOWN_TIMEOUT` (at
+    /// least 5 s), then abandoned: its rows are claimed again once their leases end.
     pub(super) fn new(
+        settings: &Settings,
         pool: DbPool,
         rx: mpsc::Receiver<Finished>,
-        wake: Arc<Notify>,
-        handoff: Handoff,
-        lease: Duration,
-        workers_stop: CancellationToken,
-        give_up_after: Duration,
-        circuit: Circuit,
+        signals: &Signals,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
@@ -75,13 +65,16 @@ impl Writer {
             pool,
             rx,
             batch: Vec::with_capacity(MAX_ROWS_PER_WRITE),
-            wake,
-            handoff,
-            lease,
-            workers_stop,
+            wake: signals.wake.clone(),
+            handoff: signals.handoff.clone(),
+            lease: settings.worker.lock_duration,
+            workers_stop: signals.stop.clone(),
             timers: BinaryHeap::new(),
-            give_up_after,
-            circuit,
+            give_up_after: settings.shutdown_timeout.max(Duration::from_secs(5)),
+            circuit: Circuit {
+                failure_threshold: settings.circuit.failure_threshold as i32,
+                probe_interval_ms: settings.circuit.probe_interval.as_millis() as i64,
+            },
             metrics,
             log,
         }

@@ -33,25 +33,25 @@
 //! | `invariant_violations` | gauge | `invariant`: from the API's last check, not this scrape's |
 //! | `invariants_checked_timestamp_seconds` | gauge | when that check ran (Unix time) |
 
+mod labels;
 mod scrape;
-
-pub use scrape::scrape;
 
 use std::time::Duration;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use slog::{warn, Logger};
 
+use self::labels::{AttemptLabels, InvariantLabels, PartnerLabels, RequestLabels};
+use self::scrape::{read_queue, QueueGauges};
+use super::check::{CheckReport, Invariant, LatestCheck};
 use crate::domain::delivery::Outcome;
 use crate::domain::partner::PartnerState;
-
-use self::scrape::QueueGauges;
-use super::check::{CheckReport, Invariant};
+use crate::store::DbPool;
 
 /// The `Content-Type` of what [`scrape`] renders.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -87,40 +87,6 @@ impl Role {
     fn workers(self) -> bool {
         matches!(self, Role::Workers | Role::Both)
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AttemptLabels {
-    outcome: &'static str,
-    config_id: i64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PartnerLabels {
-    config_id: i64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: &'static str,
-    /// The matched route pattern (`/webhooks/{queue_id}`), never the raw path.
-    route: String,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
-    status: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InvariantLabels {
-    invariant: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
 }
 
 /// The process's metrics and the registry they are exposed through.
@@ -345,6 +311,42 @@ fn method_label(method: &str) -> &'static str {
         "OPTIONS" => "OPTIONS",
         _ => "other",
     }
+}
+
+/// Longest a scrape waits for the queue gauges before answering without them.
+const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Renders `GET /metrics`: the process's metrics plus the queue gauges read now and the
+/// invariants as of the last check (checked again when older than its `max_age`). A database
+/// that does not answer within two seconds costs the queue gauges, not the scrape; a check
+/// that takes longer goes on after the scrape, which shows the previous one.
+pub async fn scrape(
+    pool: &DbPool,
+    metrics: &Metrics,
+    checks: &LatestCheck,
+    log: &Logger,
+) -> String {
+    let queue = match tokio::time::timeout(QUEUE_READ_TIMEOUT, read_queue(pool)).await {
+        Ok(Ok(queue)) => Some(queue),
+        Ok(Err(e)) => {
+            warn!(log, "queue gauges not read"; "error" => e.to_string(), "cause" => e.cause());
+            None
+        }
+        Err(_) => {
+            warn!(log, "queue gauges not read"; "error" => "timed out",
+                "timeout_ms" => QUEUE_READ_TIMEOUT.as_millis() as u64);
+            None
+        }
+    };
+    let check = match tokio::time::timeout(QUEUE_READ_TIMEOUT, checks.latest()).await {
+        Ok(Ok(report)) => Some(report),
+        Ok(Err(e)) => {
+            warn!(log, "invariants not checked"; "error" => e.to_string(), "cause" => e.cause());
+            checks.last()
+        }
+        Err(_) => checks.last(),
+    };
+    metrics.encode(queue.as_ref(), check.as_deref())
 }
 
 #[cfg(test)]

@@ -1,57 +1,19 @@
 //! What a scrape reads at its own time: the queue gauges from the database, and the last
-//! check of the invariants.
+//! check of the invariants; each as gauges of the scrape's own registry.
 
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use slog::{warn, Logger};
 
-use super::{InvariantLabels, Metrics, PartnerLabels, ReasonLabels, StatusLabels};
-use crate::application::check::{CheckReport, Invariant, LatestCheck};
+use super::labels::{InvariantLabels, PartnerLabels, ReasonLabels, StatusLabels};
+use crate::application::check::{CheckReport, Invariant};
 use crate::application::stats::{HeldCounts, StatusCounts};
 use crate::application::{conn, AppError};
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::partner::PartnerState;
 use crate::store::{partners, stats, DbPool};
-
-/// Longest a scrape waits for the queue gauges before answering without them.
-const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Renders `GET /metrics`: the process's metrics plus the queue gauges read now and the
-/// invariants as of the last check (checked again when older than its `max_age`). A database
-/// that does not answer within two seconds costs the queue gauges, not the scrape; a check
-/// that takes longer goes on after the scrape, which shows the previous one.
-pub async fn scrape(
-    pool: &DbPool,
-    metrics: &Metrics,
-    checks: &LatestCheck,
-    log: &Logger,
-) -> String {
-    let queue = match tokio::time::timeout(QUEUE_READ_TIMEOUT, read_queue(pool)).await {
-        Ok(Ok(queue)) => Some(queue),
-        Ok(Err(e)) => {
-            warn!(log, "queue gauges not read"; "error" => e.to_string(), "cause" => e.cause());
-            None
-        }
-        Err(_) => {
-            warn!(log, "queue gauges not read"; "error" => "timed out",
-                "timeout_ms" => QUEUE_READ_TIMEOUT.as_millis() as u64);
-            None
-        }
-    };
-    let check = match tokio::time::timeout(QUEUE_READ_TIMEOUT, checks.latest()).await {
-        Ok(Ok(report)) => Some(report),
-        Ok(Err(e)) => {
-            warn!(log, "invariants not checked"; "error" => e.to_string(), "cause" => e.cause());
-            checks.last()
-        }
-        Err(_) => checks.last(),
-    };
-    metrics.encode(queue.as_ref(), check.as_deref())
-}
 
 /// The queue as the scrape reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,7 +34,7 @@ pub(super) struct PartnerGauge {
     pub(super) held: i64,
 }
 
-async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
+pub(super) async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
     let mut conn = conn(pool).await?;
     let mut by_status = StatusCounts::default();
     for count in stats::queue_depth(&mut conn).await? {

@@ -58,31 +58,7 @@ pub async fn insert_new(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let query = "WITH inserted AS (
-             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
-                                        held_reason, deleted_at, cancel_reason)
-             SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
-                    nullif(u.verdict, 'credit_cancelled'),
-                    CASE WHEN u.verdict = 'credit_cancelled' THEN now() END,
-                    nullif(u.verdict, 'waiting_for_credit')
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[],
-                         webhook_money_order_verdicts($4::int8[], $2::text[], $3::text[]))
-                  WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
-                                       verdict, n)
-             WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
-             -- In the entries' order: of two with one idempotency key, the first is inserted.
-             ORDER BY u.n
-             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
-             RETURNING *
-         ), counted AS (
-             SELECT webhook_queue_counts_add(array_agg(config_id), array_agg(event_type),
-                                             array_agg(webhook_count_bucket(status, deleted_at)), array_agg(1::int8))
-             FROM inserted
-         ), announced AS (
-             SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
-         )
-         SELECT inserted.* FROM inserted LEFT JOIN counted ON true LEFT JOIN announced ON true";
-    let query = diesel::sql_query(query)
+    let query = diesel::sql_query(INSERT_NEW)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
             entries
@@ -115,6 +91,33 @@ pub async fn insert_new(
         .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>());
     prepared(query).load(conn).await
 }
+
+/// [`insert_new`]'s statement: the rows with money order's verdicts, if every config is still
+/// the version it was read at; the count of the new rows; the announcement.
+const INSERT_NEW: &str = "WITH inserted AS (
+             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
+                                        held_reason, deleted_at, cancel_reason)
+             SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
+                    nullif(u.verdict, 'credit_cancelled'),
+                    CASE WHEN u.verdict = 'credit_cancelled' THEN now() END,
+                    nullif(u.verdict, 'waiting_for_credit')
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[],
+                         webhook_money_order_verdicts($4::int8[], $2::text[], $3::text[]))
+                  WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
+                                       verdict, n)
+             WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
+             -- In the entries' order: of two with one idempotency key, the first is inserted.
+             ORDER BY u.n
+             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
+             RETURNING *
+         ), counted AS (
+             SELECT webhook_queue_counts_add(array_agg(config_id), array_agg(event_type),
+                                             array_agg(webhook_count_bucket(status, deleted_at)), array_agg(1::int8))
+             FROM inserted
+         ), announced AS (
+             SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
+         )
+         SELECT inserted.* FROM inserted LEFT JOIN counted ON true LEFT JOIN announced ON true";
 
 /// Whether `insert_new` failed because a config changed after it was read: the check raises
 /// SQLSTATE 40001 (serialization_failure). Read the configs again and retry; that is right too

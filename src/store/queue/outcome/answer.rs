@@ -1,16 +1,59 @@
 //! The outcome write's answer, read back: each line is one step's result, named by its
-//! `step` (see `statement`), and becomes that step's own type.
+//! `step` (see `statement`), and becomes that step's own type; [`Recorded`] gathers them.
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use uuid::Uuid;
 
-use super::{LeasedDebit, PartnerChange, Recorded};
 use crate::config::Secret;
 use crate::domain::event::EventType;
 use crate::domain::partner::{PartnerState, StateReason};
 use crate::store::queue::claim::ClaimedRow;
+use crate::store::queue::release::Release;
+
+/// A partner whose state an outcome write changed.
+#[derive(Clone, Debug)]
+pub struct PartnerChange {
+    pub config_id: i64,
+    pub state: PartnerState,
+    pub reason: Option<StateReason>,
+    /// Its rows held after the change.
+    pub held: i64,
+}
+
+/// What an outcome write did.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The rows written; one missing had lost its lease, and nothing of it was changed.
+    pub written: Vec<i64>,
+    pub changes: Vec<PartnerChange>,
+    /// Whether any debit waited for its credit as the write began: a credit it completed may
+    /// have released one (money order).
+    pub debits_waited: bool,
+    /// Debits this write leased with their credits' completion, to be called now by the worker
+    /// they are leased to (money order: see [`record_attempts`]).
+    pub leased: Vec<LeasedDebit>,
+}
+
+/// A debit leased by the outcome write that completed its credit.
+#[derive(Clone, Debug)]
+pub struct LeasedDebit {
+    pub row: ClaimedRow,
+    /// The worker that called its credit, whose lease it now is.
+    pub worker_id: String,
+}
+
+impl LeasedDebit {
+    /// Its lease, to hand it back uncalled.
+    pub fn lease(&self) -> Release {
+        Release {
+            id: self.row.id,
+            worker_id: self.worker_id.clone(),
+            locked_at: self.row.locked_at,
+        }
+    }
+}
 
 /// One line of the answer, as it comes: the columns a step does not fill are null.
 #[derive(QueryableByName)]

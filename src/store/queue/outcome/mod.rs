@@ -15,13 +15,12 @@ use diesel::sql_types::{Array, Double, Int4, Int8, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use self::answer::Line;
+pub use self::answer::{LeasedDebit, PartnerChange, Recorded};
 use self::statement::RECORD_ATTEMPTS_SQL;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
-use crate::domain::partner::{PartnerState, StateReason, Verdict};
+use crate::domain::partner::Verdict;
 use crate::store::prepared::prepared;
-use crate::store::queue::claim::ClaimedRow;
-use crate::store::queue::release::Release;
 
 /// The outcome of one attempt, ready to be written.
 #[derive(Clone, Debug)]
@@ -54,49 +53,6 @@ pub struct Circuit {
     pub failure_threshold: i32,
     /// The first wait before a tripped partner's probe.
     pub probe_interval_ms: i64,
-}
-
-/// A partner whose state an outcome write changed.
-#[derive(Clone, Debug)]
-pub struct PartnerChange {
-    pub config_id: i64,
-    pub state: PartnerState,
-    pub reason: Option<StateReason>,
-    /// Its rows held after the change.
-    pub held: i64,
-}
-
-/// What an outcome write did.
-#[derive(Clone, Debug, Default)]
-pub struct Recorded {
-    /// The rows written; one missing had lost its lease, and nothing of it was changed.
-    pub written: Vec<i64>,
-    pub changes: Vec<PartnerChange>,
-    /// Whether any debit waited for its credit as the write began: a credit it completed may
-    /// have released one (money order).
-    pub debits_waited: bool,
-    /// Debits this write leased with their credits' completion, to be called now by the worker
-    /// they are leased to (money order: see [`record_attempts`]).
-    pub leased: Vec<LeasedDebit>,
-}
-
-/// A debit leased by the outcome write that completed its credit.
-#[derive(Clone, Debug)]
-pub struct LeasedDebit {
-    pub row: ClaimedRow,
-    /// The worker that called its credit, whose lease it now is.
-    pub worker_id: String,
-}
-
-impl LeasedDebit {
-    /// Its lease, to hand it back uncalled.
-    pub fn lease(&self) -> Release {
-        Release {
-            id: self.row.id,
-            worker_id: self.worker_id.clone(),
-            locked_at: self.row.locked_at,
-        }
-    }
 }
 
 /// Writes a batch of attempt outcomes in one statement, and counts them per partner
