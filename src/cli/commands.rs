@@ -107,10 +107,19 @@ fn cli_error(e: AppError) -> anyhow::Error {
 pub(super) async fn print_stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = command_pool(settings).await?;
     let document = stats::collect(&pool).await.map_err(cli_error)?;
+    print_document(&document, json, stats_table)
+}
+
+/// A command's document on stdout: as JSON, or as its table.
+fn print_document<D: serde::Serialize>(
+    document: &D,
+    json: bool,
+    table: fn(&D) -> String,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        println!("{}", serde_json::to_string_pretty(document)?);
     } else {
-        print!("{}", stats_table(&document));
+        print!("{}", table(document));
     }
     Ok(())
 }
@@ -120,11 +129,7 @@ pub(super) async fn print_stats(settings: &Settings, json: bool) -> anyhow::Resu
 pub(super) async fn check(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = command_pool(settings).await?;
     let report = invariants::check(&pool).await.map_err(cli_error)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", check_table(&report));
-    }
+    print_document(&report, json, check_table)?;
     match report.broken {
         0 => Ok(()),
         1 => anyhow::bail!("1 invariant is broken"),

@@ -195,8 +195,13 @@ impl Supervisor {
 }
 
 async fn stop_one(running: Running) -> Joined {
+    running.stop();
+    join(running).await
+}
+
+async fn join(running: Running) -> Joined {
     let name = running.name();
-    let result = running.shutdown().await;
+    let result = running.join().await;
     Joined {
         name,
         result,
@@ -229,17 +234,9 @@ async fn stop_workers(
     for worker in &workers {
         worker.stop();
     }
-    let mut joining = std::pin::pin!(futures_util::future::join_all(workers.into_iter().map(
-        |worker| async move {
-            let name = worker.name();
-            let result = worker.join().await;
-            Joined {
-                name,
-                result,
-                at: Instant::now(),
-            }
-        }
-    )));
+    let mut joining = std::pin::pin!(futures_util::future::join_all(
+        workers.into_iter().map(join)
+    ));
     tokio::select! {
         joined = &mut joining => joined,
         _ = tokio::time::sleep(grace) => {
