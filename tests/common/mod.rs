@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod counters;
+pub mod fixture;
+pub mod http;
 pub mod pg;
 pub mod process;
 pub mod receiver;
@@ -16,7 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use slog::{o, Drain, Logger};
 use tokio_postgres::NoTls;
 use webhookd::application::metrics::Role;
@@ -360,16 +362,14 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
-    /// Creates a config whose postback and chargeback URLs are `postback` and `chargeback`.
+    /// Creates a config whose postback and chargeback URLs are `postback` and `chargeback`
+    /// (see [`fixture::Partner`] for more).
     pub async fn config(&self, name: &str, postback: &str, chargeback: &str) -> i64 {
-        let (status, body) = self
-            .post(
-                "/webhook-configs",
-                json!({"name": name, "postback_url": postback, "chargeback_url": chargeback}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_i64().unwrap()
+        fixture::Partner::new(name)
+            .postback(postback)
+            .chargeback(chargeback)
+            .create(self)
+            .await
     }
 
     pub async fn submit(&self, body: Value) -> Value {
