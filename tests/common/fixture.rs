@@ -138,6 +138,8 @@ pub struct Made {
     error: Option<String>,
     /// False for a call still in flight: started, nothing else recorded.
     ended: bool,
+    /// When it was made, as SQL; `None`: when its row's state says ([`RowState::at`]).
+    at: Option<String>,
 }
 
 impl Made {
@@ -149,6 +151,7 @@ impl Made {
             response_body: None,
             error: None,
             ended: true,
+            at: None,
         }
     }
 
@@ -160,6 +163,7 @@ impl Made {
             response_body: None,
             error: Some(error.to_string()),
             ended: true,
+            at: None,
         }
     }
 
@@ -181,6 +185,14 @@ impl Made {
     pub fn error(self, error: &str) -> Self {
         Self {
             error: Some(error.to_string()),
+            ..self
+        }
+    }
+
+    /// Made at `sql_time` (`now() - interval '1 minute'`) rather than when its row settled.
+    pub fn at(self, sql_time: &str) -> Self {
+        Self {
+            at: Some(sql_time.to_string()),
             ..self
         }
     }
@@ -213,6 +225,19 @@ impl RowState {
             at: "now()".into(),
             more: Vec::new(),
         }
+    }
+
+    /// `failed` after `n` attempts, each answered 500 (10 ms, 20 ms, ...), a second apart
+    /// ending a minute ago.
+    pub fn failed_after(n: i32) -> Self {
+        Self::status("failed")
+            .attempts((0..n).map(|k| {
+                Made::answered(500, 10 * (k as i64 + 1))
+                    .body("down")
+                    .error("HTTP 500")
+                    .at(&format!("now() - interval '{} seconds'", 60 - k))
+            }))
+            .set(&format!("retry_count = {}, updated_at = now()", n - 1))
     }
 
     /// The status left as it is.
@@ -251,6 +276,7 @@ impl RowState {
             }
         }
         for (n, made) in self.attempts.iter().enumerate() {
+            let at = made.at.as_deref().unwrap_or(at);
             if !made.ended {
                 set.push(format!("retry_{n}_started_at = {at}"));
                 continue;

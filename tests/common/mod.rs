@@ -130,6 +130,11 @@ impl TestDb {
         client
     }
 
+    /// Runs a statement; the rows it changed.
+    pub async fn exec(&self, sql: &str) -> u64 {
+        self.client().await.execute(sql, &[]).await.unwrap()
+    }
+
     /// Runs a query that returns one bigint.
     pub async fn count(&self, sql: &str) -> i64 {
         self.client()
