@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common::counters::{assert_stats_match_tables, stats};
-use common::fixture::{self, Made, RowState};
+use common::fixture::{self, Event, Made, Partner, RowState};
 use common::receiver::Receiver;
 use common::{spawn, Options, TestApp};
 use serde_json::{json, Value};
@@ -84,16 +84,12 @@ async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_t
             .env("RETRY_BASE_DELAY", "20ms"),
     )
     .await;
-    let (status, config) = app
-        .post(
-            "/webhook-configs",
-            json!({"name": "flaky", "postback_url": receiver.url("/rejects/2/retry"), "max_retries": 1}),
-        )
+    let config = Partner::new("flaky")
+        .postback(&receiver.url("/rejects/2/retry"))
+        .max_retries(1)
+        .create(&app)
         .await;
-    assert_eq!(status, 201, "{config}");
-    let entry = app
-        .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
-        .await;
+    let entry = Event::of("+credit").to(config).submit(&app).await;
     let queue_id = fixture::queue_id(&entry);
     let failed = app.wait_for_status(&queue_id, "failed", WAIT).await;
     assert_eq!(

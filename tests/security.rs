@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fixture::{Event, Partner};
 use common::receiver::Receiver;
 use common::{http_client, spawn, spawn_on, Options, TestApp, TestDb};
 use serde_json::{json, Value};
@@ -173,16 +174,12 @@ async fn loopback_in_every_spelling_is_blocked_and_not_one_connection_reaches_th
     }
     // A host name that resolves to loopback passes the API (names are checked at call time).
     let by_name = format!("http://localhost:{port}/ok/by-name");
-    let (status, config) = app
-        .post(
-            "/webhook-configs",
-            json!({"name": "by-name", "postback_url": by_name, "max_retries": 0}),
-        )
+    let config = Partner::new("by-name")
+        .postback(&by_name)
+        .max_retries(0)
+        .create(&app)
         .await;
-    assert_eq!(status, 201, "{config}");
-    let entry = app
-        .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
-        .await;
+    let entry = Event::of("+credit").to(config).submit(&app).await;
     rows.push((by_name, entry["queue_id"].as_str().unwrap().to_string()));
 
     for (url, queue_id) in &rows {
@@ -315,16 +312,12 @@ async fn a_redirect_to_a_forbidden_address_is_not_followed() {
 
     let to: String =
         url::form_urlencoded::byte_serialize(target.url("/ok/stolen").as_bytes()).collect();
-    let config = app
-        .post(
-            "/webhook-configs",
-            json!({"name": "redirector", "postback_url": allowed.url(&format!("/redirect/pb?to={to}")), "max_retries": 0}),
-        )
+    let config = Partner::new("redirector")
+        .postback(&allowed.url(&format!("/redirect/pb?to={to}")))
+        .max_retries(0)
+        .create(&app)
         .await;
-    assert_eq!(config.0, 201, "{}", config.1);
-    let entry = app
-        .submit(json!({"event_type": "+credit", "config_id": config.1["id"], "url_params": {}}))
-        .await;
+    let entry = Event::of("+credit").to(config).submit(&app).await;
     let done = app
         .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
         .await;
@@ -380,22 +373,22 @@ async fn secrets_never_reach_logs_or_error_bodies_across_failures_timeouts_block
         ("timeout", receiver.url("/hang/canary"), 0),
         ("refused", format!("http://127.0.0.1:{closed}/refused"), 0),
     ] {
-        let (status, config) = app
-            .post(
-                "/webhook-configs",
-                json!({"name": name, "postback_url": url, "max_retries": max_retries}),
-            )
+        let config = Partner::new(name)
+            .postback(&url)
+            .max_retries(max_retries)
+            .create(&app)
             .await;
-        assert_eq!(status, 201, "{config}");
-        let entry = app
-            .submit(json!({"event_type": "+credit", "event_id": name, "config_id": config["id"], "url_params": params}))
+        let entry = Event::credit(name)
+            .to(config)
+            .params(params.clone())
+            .submit(&app)
             .await;
         assert!(
             entry["webhook_url"].as_str().unwrap().contains(PARAM),
             "the canary is in the URL called"
         );
         ids.push(entry["queue_id"].as_str().unwrap().to_string());
-        config_ids.push(config["id"].as_i64().unwrap());
+        config_ids.push(config);
     }
     let ok_config = config_ids[0];
     // A blocked call, from a config that got in by SQL; its URL is built by the API.
