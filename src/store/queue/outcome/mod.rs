@@ -56,8 +56,8 @@ pub struct Circuit {
 }
 
 /// Writes a batch of attempt outcomes in one statement, and counts them per partner
-/// (`webhook_partner_record`, sql/rules/04_partner_health.sql) in the same statement, so that a trip is seen
-/// by every process at once.
+/// (`webhook_partner_record`, sql/rules/04_partner_health.sql) in the same statement, so that
+/// a trip is seen by every process at once.
 ///
 /// While a partner is held (tripped or paused, by this statement or before), its rows do not
 /// become due: a row whose attempt failed because of the partner (a partner failure, or 410)
@@ -65,7 +65,7 @@ pub struct Circuit {
 /// failure until the attempt is made again — and is held; a row whose own failure scheduled
 /// a retry is held too. An event never ends `failed` because its partner was down: a partner
 /// failure that would fail its event trips the partner instead when the partner's run of
-/// failures is at least that event's attempts (`$18`; see `webhook_partner_record`).
+/// failures is at least that event's attempts (`@exhausted`; see `webhook_partner_record`).
 ///
 /// Money order (docs/api.md, "Money order"): a debit held for a credit this write completes is leased, in the
 /// same statement, to the worker that called the credit (for `lease`), and comes back in
