@@ -42,6 +42,16 @@ async fn submit(app: &TestApp, event_type: &str, event_id: &str, config: i64) ->
         .await
 }
 
+/// A credit submitted to `config`, once its first attempt has failed: in retry.
+async fn credit_failed_once(app: &TestApp, config: i64, event_id: &str) -> Value {
+    let credit = submit(app, "+credit", event_id, config).await;
+    eventually(WAIT, "the credit's first attempt to fail", || async {
+        entry(app, &queue_id(&credit)).await["retry_count"] == 1
+    })
+    .await;
+    credit
+}
+
 /// The calls the receiver got for `event_id`, in arrival order, as `credit`/`debit` with the
 /// call's number on its URL.
 fn calls_for(receiver: &Receiver, event_id: &str) -> Vec<(String, u32)> {
@@ -86,11 +96,7 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
     )
     .await;
 
-    let credit = submit(&app, "+credit", "tx1", config).await;
-    eventually(WAIT, "the credit's first attempt to fail", || async {
-        entry(&app, &queue_id(&credit)).await["retry_count"] == 1
-    })
-    .await;
+    let credit = credit_failed_once(&app, config, "tx1").await;
     let debit = submit(&app, "-debit", "tx1", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit", "{debit}");
     assert_eq!(debit["status"], "pending");
@@ -208,11 +214,7 @@ async fn a_cancelled_credit_cancels_its_waiting_debit_and_any_later_one() {
     )
     .await;
 
-    let credit = submit(&app, "+credit", "tx3", config).await;
-    eventually(WAIT, "the credit's first attempt to fail", || async {
-        entry(&app, &queue_id(&credit)).await["retry_count"] == 1
-    })
-    .await;
+    let credit = credit_failed_once(&app, config, "tx3").await;
     let debit = submit(&app, "-debit", "tx3", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit");
 
@@ -293,11 +295,7 @@ async fn ordering_none_delivers_debit_and_credit_independently() {
     let (_, shown) = app.get(&format!("/webhook-configs/{config}")).await;
     assert_eq!(shown["ordering"], "none");
 
-    let credit = submit(&app, "+credit", "tx7", config).await;
-    eventually(WAIT, "the credit's first attempt to fail", || async {
-        entry(&app, &queue_id(&credit)).await["retry_count"] == 1
-    })
-    .await;
+    let credit = credit_failed_once(&app, config, "tx7").await;
     let debit = submit(&app, "-debit", "tx7", config).await;
     assert_eq!(debit["held_reason"], Value::Null, "{debit}");
     app.wait_for_status(&queue_id(&debit), "completed", WAIT)
