@@ -61,7 +61,9 @@ soak seconds="300" *flags:
 # the table (ingest, delivery, end to end, per-event costs, latency, RSS, same-run ceilings; ~5 min),
 # `just bench latency` sweeps submit -> first call over paced rates, `just bench soak` runs minutes at
 # half the end-to-end rate, `just bench ab A B [--anchor C] [--pairs 4]` compares builds (binaries,
-# worktrees or git revisions) in alternating rounds (~5 min). Extra flags after the mode:
+# worktrees or git revisions) in alternating rounds (~5 min), `just bench history` loads 10 million
+# rows of history and times the operator's calls, end to end and retention against an empty queue
+# (~20 min; `--history-rows 1000000` for a quick one). Extra flags after the mode:
 # `just bench full --rounds 5`
 bench mode="full" *flags:
     #!/usr/bin/env bash

@@ -43,6 +43,7 @@ pub const KEYS: &[&str] = &[
     "retention_completed",
     "retention_failed",
     "retention_interval",
+    "query_timeout",
     "api_token",
     "ingest_rate_limit",
     "outbound_allow_networks",
@@ -124,6 +125,8 @@ struct Raw {
     retention_failed: Duration,
     #[serde(with = "humantime_serde")]
     retention_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    query_timeout: Duration,
     api_token: Secret,
     ingest_rate_limit: u32,
     outbound_allow_networks: String,
@@ -142,6 +145,9 @@ pub struct Settings {
     pub circuit: CircuitSettings,
     pub shutdown_timeout: Duration,
     pub retention: RetentionSettings,
+    /// The longest any one statement run for an operator may take: a search, a redrive's
+    /// selection, a check, the counters' count in a pruning pass.
+    pub query_timeout: Duration,
     /// Accepted bearer tokens; empty means the API is open.
     pub api_tokens: Vec<Secret>,
     /// Events per second each caller may submit (burst the same); 0 means no limit.
@@ -309,6 +315,7 @@ impl Settings {
                 failed: Some(raw.retention_failed).filter(|age| !age.is_zero()),
                 interval: raw.retention_interval,
             },
+            query_timeout: raw.query_timeout,
             api_tokens,
             ingest_rate_limit: raw.ingest_rate_limit,
             log_level: raw.log_level,
@@ -336,6 +343,9 @@ fn check_bounds(raw: &Raw) -> Result<(), ConfigError> {
         ));
     }
     positive("retention_interval", raw.retention_interval)?;
+    if raw.query_timeout < Duration::from_millis(1) {
+        return Err(invalid("query_timeout", "must be at least 1ms"));
+    }
     at_least_one("delivery_host_concurrency", raw.delivery_host_concurrency)?;
     within(
         "circuit_failure_threshold",
@@ -458,6 +468,7 @@ mod tests {
             Some(Duration::from_secs(30 * 24 * 3600))
         );
         assert_eq!(s.retention.interval, Duration::from_secs(60));
+        assert_eq!(s.query_timeout, Duration::from_secs(1));
         assert!(s.api_tokens.is_empty());
         assert_eq!(s.ingest_rate_limit, 0);
         assert!(s.delivery.allow_networks.is_empty());
@@ -514,6 +525,7 @@ mod tests {
             ("SERVER_ADDR", "nowhere", "server_addr"),
             ("LOG_FORMAT", "xml", "log_format"),
             ("RETENTION_INTERVAL", "0s", "retention_interval"),
+            ("QUERY_TIMEOUT", "0s", "query_timeout"),
             ("RETENTION_COMPLETED", "a week", "retention_completed"),
             ("INGEST_RATE_LIMIT", "-5", "ingest_rate_limit"),
             (

@@ -58,6 +58,7 @@ fn assert_whole(app: &TestApp) {
     let (code, document) = check(app);
     assert_eq!(code, Some(0), "{document:#}");
     assert_eq!(document["ok"], true);
+    assert_eq!(document["unchecked"], 0, "{document:#}");
     assert_eq!(
         document["invariants"].as_object().map(|i| i.len()),
         Some(INVARIANTS.len()),
@@ -66,7 +67,7 @@ fn assert_whole(app: &TestApp) {
     for invariant in INVARIANTS {
         assert_eq!(
             document["invariants"][invariant],
-            json!({"count": 0, "examples": []}),
+            json!({"count": 0, "examples": [], "checked": true}),
             "{document:#}"
         );
     }
@@ -83,7 +84,9 @@ async fn pass(app: &TestApp) -> Pruned {
         &app.db.url,
         &settings,
         PROBE_INTERVAL,
+        Duration::from_secs(60),
         &CancellationToken::new(),
+        |_| {},
     )
     .await
     .expect("the pass runs")

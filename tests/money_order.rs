@@ -391,7 +391,9 @@ async fn retention_keeps_a_failed_credit_while_its_debit_waits() {
         &app.db.url,
         &settings,
         Duration::from_secs(5),
+        Duration::from_secs(60),
         &CancellationToken::new(),
+        |_| {},
     )
     .await
     .expect("pruning runs");
@@ -669,7 +671,9 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
         &app.db.url,
         &settings,
         Duration::from_secs(5),
+        Duration::from_secs(60),
         &CancellationToken::new(),
+        |_| {},
     )
     .await
     .expect("pruning runs");

@@ -35,7 +35,9 @@ async fn prune(app: &TestApp, settings: &RetentionSettings) -> Pass {
         &app.db.url,
         settings,
         Duration::from_secs(5),
+        Duration::from_secs(60),
         &CancellationToken::new(),
+        |_| {},
     )
     .await
     .expect("pruning runs")

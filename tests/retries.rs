@@ -327,13 +327,14 @@ async fn redrive_matches_what_its_dry_run_counted_honours_filters_and_redrives_n
         .await;
     let (a, b) = (a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap());
     let mut ids = std::collections::HashMap::new();
+    // a1 and b1 first: they are made hours older below, and ids rise with creation time.
     for (name, config, event_type, n) in [
         ("a1", a, "+credit", 1),
+        ("b1", b, "+credit", 1),
         ("a2", a, "+credit", 2),
         ("a3", a, "+credit", 3),
         ("a4", a, "-debit", 4),
         ("a5", a, "+credit", 5),
-        ("b1", b, "+credit", 1),
         ("b2", b, "+credit", 2),
     ] {
         let entry = app

@@ -313,7 +313,7 @@ async fn round(
 
 /// Starts `work` and waits until it has delivered one event, so that the phase after it does
 /// not time the process start.
-async fn start_work(ctx: &Ctx, name: &str) -> Proc {
+pub async fn start_work(ctx: &Ctx, name: &str) -> Proc {
     ctx.receiver.reset(false);
     let mut env = ctx.work_env.clone();
     env.push(("WORKER_ID".into(), name.into()));

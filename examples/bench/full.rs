@@ -184,8 +184,13 @@ pub async fn drain_with_work(ctx: &Ctx, name: &str, rows: usize) -> (Drain, Proc
 /// Runs closed-loop submits (single POSTs, or batches when `batch`) against a running `work`,
 /// then waits until every submitted event has been called.
 pub async fn pipeline(ctx: &Ctx, batch: bool, tag: String) -> Pipeline {
-    let a = &ctx.args;
     truncate(&ctx.side).await;
+    pipeline_kept(ctx, batch, tag).await
+}
+
+/// [`pipeline`] on the queue as it is, history and all.
+pub async fn pipeline_kept(ctx: &Ctx, batch: bool, tag: String) -> Pipeline {
+    let a = &ctx.args;
     ctx.receiver.reset(false);
     let submitted = if batch {
         load::ingest_batch(ctx.api.clone(), a.batch_clients, a.batch, a.phase, tag).await

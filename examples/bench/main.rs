@@ -29,6 +29,7 @@
 mod ab;
 mod costs;
 mod full;
+mod history;
 mod load;
 mod procs;
 mod receiver;
@@ -55,6 +56,8 @@ pub enum Mode {
     Latency,
     /// Two builds (and `--anchor`) in alternating rounds: medians and per-pair ratios
     Ab,
+    /// A queue with a long history against an empty one: operator calls, end to end, retention
+    History,
 }
 
 #[derive(Clone, Debug, Parser)]
@@ -75,6 +78,15 @@ pub struct Args {
     /// ab: groups of adjacent rounds, one round of each build (A B, B A, ...); each gives a ratio
     #[arg(long, default_value_t = 4)]
     pub pairs: usize,
+    /// history: rows of history loaded into the queue
+    #[arg(long, default_value_t = 10_000_000)]
+    pub history_rows: i64,
+    /// history: days the history spans, ending now
+    #[arg(long, default_value_t = 7.0)]
+    pub history_days: f64,
+    /// history: calls of each operator query whose median is reported
+    #[arg(long, default_value_t = 5)]
+    pub calls: usize,
     /// ab: closed-loop single submits while `work` delivers, per round
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub saturation: Duration,
@@ -271,6 +283,11 @@ async fn probe_commits(
     samples
 }
 
+/// `--webhookd`, or the webhookd binary built next to this bench.
+pub fn default_bin_for(args: &Args) -> PathBuf {
+    args.webhookd.clone().unwrap_or_else(default_bin)
+}
+
 /// The webhookd binary built next to this bench.
 fn default_bin() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -286,7 +303,7 @@ fn default_bin() -> PathBuf {
 }
 
 async fn setup(args: Args) -> Ctx {
-    let bin = args.webhookd.clone().unwrap_or_else(default_bin);
+    let bin = default_bin_for(&args);
     println!("webhookd bench ({:?})", args.mode);
     let ctx = open(args, bin, Receiver::start(), "webhookd_bench").await;
     let settings = &ctx.settings;
@@ -547,6 +564,11 @@ fn main() {
     runtime.block_on(async move {
         let started = Instant::now();
         let mode = args.mode;
+        if mode == Mode::History {
+            history::run(args).await;
+            println!("bench finished in {:.0} s", started.elapsed().as_secs_f64());
+            return;
+        }
         if mode == Mode::Ab {
             ab::run(args).await;
             println!("bench finished in {:.0} s", started.elapsed().as_secs_f64());
@@ -562,7 +584,7 @@ fn main() {
             Mode::Full => full::full(ctx).await,
             Mode::Soak => soak::run(ctx).await,
             Mode::Latency => full::latency_sweep(ctx).await,
-            Mode::Ab => unreachable!("handled above"),
+            Mode::Ab | Mode::History => unreachable!("handled above"),
         };
         teardown(ctx).await;
         println!("bench finished in {:.0} s", started.elapsed().as_secs_f64());

@@ -18,6 +18,9 @@ pub struct ViolationsView {
     pub count: i64,
     /// Up to 5 of them: queue ids, config ids, or a line per counter cell.
     pub examples: Vec<String>,
+    /// False when finding them took longer than `QUERY_TIMEOUT` (counting the counters of a
+    /// queue of many millions of rows can): `count` is then 0 and says nothing.
+    pub checked: bool,
 }
 
 impl From<&Violations> for ViolationsView {
@@ -25,6 +28,7 @@ impl From<&Violations> for ViolationsView {
         Self {
             count: v.count,
             examples: v.examples.clone(),
+            checked: v.checked,
         }
     }
 }
@@ -58,11 +62,14 @@ impl From<&Invariants> for InvariantsView {
 #[derive(Serialize, ToSchema)]
 #[schema(as = CheckReport)]
 pub struct CheckView {
-    /// True when every count is 0.
+    /// True when every invariant was checked and holds.
     pub ok: bool,
     /// How many invariants are broken.
     #[schema(minimum = 0, maximum = 4)]
     pub broken: usize,
+    /// How many invariants could not be checked within `QUERY_TIMEOUT`.
+    #[schema(minimum = 0, maximum = 4)]
+    pub unchecked: usize,
     /// RFC 3339 UTC: when the check ran (at most `RETENTION_INTERVAL` ago).
     #[schema(format = DateTime)]
     pub checked_at: String,
@@ -74,6 +81,7 @@ impl From<&CheckReport> for CheckView {
         Self {
             ok: r.ok,
             broken: r.broken,
+            unchecked: r.unchecked,
             checked_at: r.checked_at.clone(),
             invariants: (&r.invariants).into(),
         }

@@ -2,6 +2,7 @@
 //! and the logger.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use slog::Logger;
 
@@ -25,6 +26,8 @@ pub struct ApiState {
     /// Where submits hand the debits they held for an earlier credit.
     pub rechecks: Arc<DebitRechecks>,
     pub default_max_retries: i32,
+    /// `QUERY_TIMEOUT`: the bound on each statement of a search, a redrive's selection, a check.
+    pub query_timeout: Duration,
     pub policy: AddressPolicy,
     pub tokens: Vec<Secret>,
     /// The process's metrics: requests are counted here and `/metrics` renders them.
@@ -55,13 +58,18 @@ impl ApiState {
             rechecks.clone(),
             settings.retry.max_retries(),
         );
-        let checks = LatestCheck::new(pool.clone(), settings.retention.interval);
+        let checks = LatestCheck::new(
+            pool.clone(),
+            settings.retention.interval,
+            settings.query_timeout,
+        );
         let state = Self {
             submits,
             configs,
             rechecks,
             pool,
             default_max_retries: settings.retry.max_retries(),
+            query_timeout: settings.query_timeout,
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),
             tokens: settings.api_tokens.clone(),
             metrics,

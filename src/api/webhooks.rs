@@ -873,7 +873,7 @@ pub(super) async fn redrive_webhooks(
     payload: web::Payload,
 ) -> Reply {
     let body: RedriveBody = read_body(&request, payload).await?;
-    let outcome = redrive::redrive(&state.pool, &body.try_into()?).await?;
+    let outcome = redrive::redrive(&state.pool, &body.try_into()?, state.query_timeout).await?;
     Ok(HttpResponse::Ok().json(RedriveView::from(outcome)))
 }
 
@@ -886,7 +886,13 @@ pub(super) async fn redrive_webhooks(
     ))]
 pub(super) async fn list_webhooks(state: State, request: HttpRequest) -> Reply {
     let query = ListQuery::parse(request.query_string())?;
-    let (entries, next_cursor) = entries::list(&state.pool, &query.filter(), query.limit).await?;
+    let (entries, next_cursor) = entries::list(
+        &state.pool,
+        &query.filter(),
+        query.limit,
+        state.query_timeout,
+    )
+    .await?;
     let items = entries.into_iter().map(EntryView::from).collect();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }

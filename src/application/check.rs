@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::Serialize;
 
 use crate::store::check::{self, Finding};
-use crate::store::DbPool;
+use crate::store::{bounded, DbPool};
 
 use super::{conn, AppError};
 
@@ -49,11 +49,30 @@ impl Invariant {
 
 /// What breaks one invariant: how many queue rows (partners for `tripped_without_probe`,
 /// counter cells for `counters_drift`), and up to five of them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violations {
     pub count: i64,
     /// Queue ids, config ids, or counter cells described in a line each.
     pub examples: Vec<String>,
+    /// False when finding them took longer than `QUERY_TIMEOUT` (counting the counters of a
+    /// queue of many millions of rows does): the count is then 0 and says nothing.
+    pub checked: bool,
+}
+
+impl Default for Violations {
+    fn default() -> Self {
+        Finding::default().into()
+    }
+}
+
+impl Violations {
+    /// Not found within the bound.
+    fn unchecked() -> Self {
+        Self {
+            checked: false,
+            ..Self::default()
+        }
+    }
 }
 
 impl From<Finding> for Violations {
@@ -61,7 +80,32 @@ impl From<Finding> for Violations {
         Self {
             count: f.count,
             examples: f.examples,
+            checked: true,
         }
+    }
+}
+
+/// Finds what breaks `invariant`, in a statement cancelled after `bound`.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    invariant: Invariant,
+    bound: Duration,
+) -> Result<Violations, AppError> {
+    let found = conn
+        .transaction(async |conn| {
+            bounded::bound(conn, bound).await?;
+            match invariant {
+                Invariant::StaleCreditWait => check::stale_credit_wait(conn).await,
+                Invariant::ProcessingWithoutLease => check::processing_without_lease(conn).await,
+                Invariant::TrippedWithoutProbe => check::tripped_without_probe(conn).await,
+                Invariant::CountersDrift => check::counters_drift(conn).await,
+            }
+        })
+        .await;
+    match found {
+        Ok(finding) => Ok(finding.into()),
+        Err(e) if bounded::timed_out(&e) => Ok(Violations::unchecked()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -88,39 +132,48 @@ impl Invariants {
 /// The check's document, the same for `webhookd check --json` and `GET /webhooks/check`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
-    /// True when every count is 0.
+    /// True when every invariant was checked and holds.
     pub ok: bool,
     /// How many invariants are broken.
     pub broken: usize,
+    /// How many invariants could not be checked within `QUERY_TIMEOUT`.
+    pub unchecked: usize,
     /// RFC 3339 UTC: when the check ran.
     pub checked_at: String,
     pub invariants: Invariants,
 }
 
-/// Checks every invariant on `conn`.
-pub async fn check_on(conn: &mut AsyncPgConnection) -> Result<CheckReport, AppError> {
+/// Checks every invariant on `conn`, each in a statement cancelled after `bound`.
+pub async fn check_on(
+    conn: &mut AsyncPgConnection,
+    bound: Duration,
+) -> Result<CheckReport, AppError> {
     let invariants = Invariants {
-        stale_credit_wait: check::stale_credit_wait(conn).await?.into(),
-        processing_without_lease: check::processing_without_lease(conn).await?.into(),
-        tripped_without_probe: check::tripped_without_probe(conn).await?.into(),
-        counters_drift: check::counters_drift(conn).await?.into(),
+        stale_credit_wait: find(conn, Invariant::StaleCreditWait, bound).await?,
+        processing_without_lease: find(conn, Invariant::ProcessingWithoutLease, bound).await?,
+        tripped_without_probe: find(conn, Invariant::TrippedWithoutProbe, bound).await?,
+        counters_drift: find(conn, Invariant::CountersDrift, bound).await?,
     };
-    let broken = Invariant::ALL
-        .into_iter()
-        .filter(|i| invariants.get(*i).count != 0)
-        .count();
+    let count = |broken: fn(&Violations) -> bool| {
+        Invariant::ALL
+            .into_iter()
+            .filter(|i| broken(invariants.get(*i)))
+            .count()
+    };
+    let (broken, unchecked) = (count(|v| v.count != 0), count(|v| !v.checked));
     Ok(CheckReport {
-        ok: broken == 0,
+        ok: broken == 0 && unchecked == 0,
         broken,
+        unchecked,
         checked_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         invariants,
     })
 }
 
 /// Checks every invariant now.
-pub async fn check(pool: &DbPool) -> Result<CheckReport, AppError> {
+pub async fn check(pool: &DbPool, bound: Duration) -> Result<CheckReport, AppError> {
     let mut conn = conn(pool).await?;
-    check_on(&mut conn).await
+    check_on(&mut conn, bound).await
 }
 
 /// A report and when it was made.
@@ -131,16 +184,19 @@ type Dated = (Instant, Arc<CheckReport>);
 pub struct LatestCheck {
     pool: DbPool,
     max_age: Duration,
+    /// `QUERY_TIMEOUT`.
+    bound: Duration,
     last: Arc<Mutex<Option<Dated>>>,
     /// Held while a check runs, so that callers that come meanwhile wait for its result.
     running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LatestCheck {
-    pub fn new(pool: DbPool, max_age: Duration) -> Self {
+    pub fn new(pool: DbPool, max_age: Duration, bound: Duration) -> Self {
         Self {
             pool,
             max_age,
+            bound,
             last: Arc::default(),
             running: Arc::default(),
         }
@@ -161,11 +217,12 @@ impl LatestCheck {
     /// of its own: a caller that stops waiting (a scrape's deadline) does not cancel it, and
     /// the next caller finds its result.
     pub async fn latest(&self) -> Result<Arc<CheckReport>, AppError> {
-        let (pool, last, running, max_age) = (
+        let (pool, last, running, max_age, bound) = (
             self.pool.clone(),
             self.last.clone(),
             self.running.clone(),
             self.max_age,
+            self.bound,
         );
         let fresh = move || {
             let last = last.lock().unwrap_or_else(|e| e.into_inner());
@@ -182,7 +239,7 @@ impl LatestCheck {
             if let Some(report) = fresh() {
                 return Ok(report);
             }
-            let report = Arc::new(check(&pool).await?);
+            let report = Arc::new(check(&pool, bound).await?);
             *last.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((Instant::now(), report.clone()));
             Ok(report)

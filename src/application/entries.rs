@@ -1,7 +1,9 @@
 //! Reading, listing, cancelling and retrying queue entries.
 
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncPgConnection;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
 use crate::domain::attempt::Attempt;
@@ -11,7 +13,7 @@ use crate::domain::order::CancelReason;
 use crate::store::models::QueueRow;
 use crate::store::queue::listing::{self, ListFilter};
 use crate::store::queue::{cancel, cycle, order};
-use crate::store::{partners, DbPool};
+use crate::store::{bounded, partners, DbPool};
 
 use super::{conn, AppError};
 
@@ -141,14 +143,21 @@ impl Entry {
     }
 }
 
-/// One page, newest first, and the cursor of the next page when there is one.
+/// One page, newest first, and the cursor of the next page when there is one. The search
+/// is cancelled after `bound` (`QUERY_TIMEOUT`).
 pub async fn list(
     pool: &DbPool,
     filter: &ListFilter,
     limit: i64,
+    bound: Duration,
 ) -> Result<(Vec<Entry>, Option<String>), AppError> {
     let mut conn = conn(pool).await?;
-    let mut rows = listing::list(&mut conn, filter, limit + 1).await?;
+    let mut rows = conn
+        .transaction(async |conn| {
+            bounded::bound(conn, bound).await?;
+            listing::list(conn, filter, limit + 1).await
+        })
+        .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| r.id.to_string())

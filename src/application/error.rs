@@ -27,12 +27,13 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     RateLimited,
     ValidationFailed,
+    QueryTimeout,
     Unavailable,
     InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::MalformedRequest,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -42,6 +43,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
         ErrorCode::ValidationFailed,
+        ErrorCode::QueryTimeout,
         ErrorCode::Unavailable,
         ErrorCode::InternalError,
     ];
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::QueryTimeout => "query_timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InternalError => "internal_error",
         }
@@ -84,6 +87,10 @@ pub enum AppError {
         field: Option<String>,
         message: String,
     },
+    /// An operator's query ran past `QUERY_TIMEOUT` and was cancelled; narrowing it helps,
+    /// trying it again does not.
+    #[error("the query ran longer than QUERY_TIMEOUT allows and was stopped; narrow it with config_id, status, event_id or a created_after/created_before window")]
+    QueryTimeout,
     /// The database cannot be reached. The cause is logged, never returned.
     #[error("service unavailable")]
     Unavailable(#[source] Cause),
@@ -141,6 +148,7 @@ impl AppError {
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::Invalid { .. } => ErrorCode::ValidationFailed,
+            AppError::QueryTimeout => ErrorCode::QueryTimeout,
             AppError::Unavailable(_) => ErrorCode::Unavailable,
             AppError::Internal(_) => ErrorCode::InternalError,
         }
@@ -193,6 +201,7 @@ impl From<DieselError> for AppError {
                 AppError::Conflict("conflicts with an existing record".into())
             }
             error if lost_connection => AppError::Unavailable(Cause::new(error)),
+            error if crate::store::bounded::timed_out(&error) => AppError::QueryTimeout,
             other => AppError::Internal(Cause::new(other)),
         }
     }
@@ -233,5 +242,10 @@ mod tests {
         }
         let error = database_error(DatabaseErrorKind::Unknown, "division by zero");
         assert_eq!(error.code(), ErrorCode::InternalError, "{error:?}");
+        let error = database_error(
+            DatabaseErrorKind::Unknown,
+            "canceling statement due to statement timeout",
+        );
+        assert_eq!(error.code(), ErrorCode::QueryTimeout, "{error:?}");
     }
 }

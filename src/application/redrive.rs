@@ -7,10 +7,13 @@
 //! cut short leaves only whole batches done. Running it again redrives nothing that the first
 //! run redrove: those rows are no longer `failed`.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
 
 use crate::store::queue::cycle::{self, RedriveFilter};
-use crate::store::DbPool;
+use crate::store::{bounded, DbPool};
 
 use super::{conn, AppError};
 
@@ -76,10 +79,21 @@ pub enum RedriveOutcome {
     Redriven { redriven: i64 },
 }
 
-pub async fn redrive(pool: &DbPool, request: &RedriveRequest) -> Result<RedriveOutcome, AppError> {
+/// Runs the redrive; its count and each selection are cancelled after `bound`
+/// (`QUERY_TIMEOUT`).
+pub async fn redrive(
+    pool: &DbPool,
+    request: &RedriveRequest,
+    bound: Duration,
+) -> Result<RedriveOutcome, AppError> {
     let mut conn = conn(pool).await?;
     if request.dry_run {
-        let matched = cycle::count_redrivable(&mut conn, &request.filter).await?;
+        let matched = conn
+            .transaction(async |conn| {
+                bounded::bound(conn, bound).await?;
+                cycle::count_redrivable(conn, &request.filter).await
+            })
+            .await?;
         return Ok(RedriveOutcome::DryRun {
             matched: matched.min(request.limit),
         });
@@ -88,7 +102,12 @@ pub async fn redrive(pool: &DbPool, request: &RedriveRequest) -> Result<RedriveO
     let mut after_id = 0;
     while redriven < request.limit {
         let wanted = BATCH.min(request.limit - redriven);
-        let ids = cycle::redrivable_ids(&mut conn, &request.filter, after_id, wanted).await?;
+        let ids = conn
+            .transaction(async |conn| {
+                bounded::bound(conn, bound).await?;
+                cycle::redrivable_ids(conn, &request.filter, after_id, wanted).await
+            })
+            .await?;
         let Some(&last) = ids.last() else { break };
         // A row retried or cancelled since it was read is left alone by `restart`.
         redriven += cycle::restart(&mut conn, &ids).await?.len() as i64;

@@ -21,7 +21,7 @@ use crate::store::check;
 use crate::store::queue::order;
 use crate::store::queue::retention::{self, Rule};
 
-use super::check::Invariant;
+use super::check::{self as invariants, Invariant};
 use super::AppError;
 
 /// Rows deleted by one statement.
@@ -45,6 +45,8 @@ pub struct Pruned {
     pub probes_scheduled: i64,
     /// Statistics counter cells set right.
     pub counter_cells_recounted: i64,
+    /// The counters were not counted: the queue took longer than `QUERY_TIMEOUT` to count.
+    pub counters_unchecked: bool,
 }
 
 impl Pruned {
@@ -99,33 +101,44 @@ async fn rest_after(batch_started: Instant) {
 /// `probe_interval` (`CIRCUIT_PROBE_INTERVAL`) is the wait after the probe given to a tripped
 /// partner that had none. Runs under the pruning lock, which `check::recount` needs. The
 /// counters are recounted only once the check has found them drifted, so a sound queue costs
-/// one count of it per pass.
-async fn heal(conn: &mut AsyncPgConnection, probe_interval: Duration) -> Result<Pruned, AppError> {
+/// one count of it per pass; a queue too large to count within `bound` is not counted
+/// (`webhookd check` with a longer `QUERY_TIMEOUT` does).
+async fn heal(
+    conn: &mut AsyncPgConnection,
+    probe_interval: Duration,
+    bound: Duration,
+) -> Result<Pruned, AppError> {
     let mut healed = Pruned {
         stranded_debits: order::sweep(conn).await?.into(),
         leases_expired: check::expire_missing_leases(conn).await?,
         probes_scheduled: check::schedule_missing_probes(conn, probe_interval).await?,
         ..Pruned::default()
     };
-    if check::counters_drift(conn).await?.count > 0 {
+    let drift = invariants::find(conn, Invariant::CountersDrift, bound).await?;
+    healed.counters_unchecked = !drift.checked;
+    if drift.count > 0 {
         healed.counter_cells_recounted = check::recount(conn).await?;
     }
     Ok(healed)
 }
 
-/// One pruning pass, unless another process is pruning: the heals, then the deletes. Stops
-/// between batches once `stop` is cancelled.
+/// One pruning pass, unless another process is pruning: the heals, then the deletes, in
+/// batches of [`BATCH`] rows. Stops between batches once `stop` is cancelled. `bound`
+/// (`QUERY_TIMEOUT`) bounds the count of the counters; `progress` is told the totals after
+/// every batch.
 pub async fn prune_once(
     database_url: &str,
     settings: &RetentionSettings,
     probe_interval: Duration,
+    bound: Duration,
     stop: &CancellationToken,
+    mut progress: impl FnMut(&Pruned),
 ) -> Result<Pass, AppError> {
     let mut conn = store::connect(database_url).await.map_err(AppError::from)?;
     if !retention::try_lock(&mut conn).await? {
         return Ok(Pass::Busy);
     }
-    let mut pruned = heal(&mut conn, probe_interval).await?;
+    let mut pruned = heal(&mut conn, probe_interval, bound).await?;
     for rule in Rule::ALL {
         let Some(age) = age_of(rule, settings) else {
             continue;
@@ -134,6 +147,7 @@ pub async fn prune_once(
             let started = Instant::now();
             let removed = retention::delete_batch(&mut conn, rule, age, BATCH).await?;
             pruned.add(rule, removed);
+            progress(&pruned);
             if removed.entries < BATCH {
                 break;
             }

@@ -125,15 +125,21 @@ fn print_document<D: serde::Serialize>(
 }
 
 /// `webhookd check`: the report on stdout (a table, or the JSON document), then an error, so
-/// exit 1, when an invariant is broken.
+/// exit 1, when an invariant is broken or could not be checked within `QUERY_TIMEOUT`.
 pub(super) async fn check(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = command_pool(settings).await?;
-    let report = invariants::check(&pool).await.map_err(cli_error)?;
+    let report = invariants::check(&pool, settings.query_timeout)
+        .await
+        .map_err(cli_error)?;
     print_document(&report, json, check_table)?;
-    match report.broken {
-        0 => Ok(()),
-        1 => anyhow::bail!("1 invariant is broken"),
-        n => anyhow::bail!("{n} invariants are broken"),
+    match (report.broken, report.unchecked) {
+        (0, 0) => Ok(()),
+        (0, n) => anyhow::bail!(
+            "{n} invariant(s) not checked within QUERY_TIMEOUT ({}); a longer one counts them, e.g. QUERY_TIMEOUT=10m webhookd check",
+            humantime::format_duration(settings.query_timeout)
+        ),
+        (1, _) => anyhow::bail!("1 invariant is broken"),
+        (n, _) => anyhow::bail!("{n} invariants are broken"),
     }
 }
 
@@ -144,7 +150,10 @@ pub(super) async fn run_redrive(
 ) -> anyhow::Result<()> {
     let request = args.request().map_err(cli_error)?;
     let pool = command_pool(settings).await?;
-    match redrive::redrive(&pool, &request).await.map_err(cli_error)? {
+    match redrive::redrive(&pool, &request, settings.query_timeout)
+        .await
+        .map_err(cli_error)?
+    {
         RedriveOutcome::DryRun { matched } => println!("would redrive {matched}"),
         RedriveOutcome::Redriven { redriven } => {
             info!(log, "redrive done"; "redriven" => redriven, "filter" => format!("{:?}", request.filter));

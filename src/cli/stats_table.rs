@@ -178,20 +178,35 @@ pub fn check_table(report: &CheckReport) -> String {
         } else {
             v.examples.join(", ")
         };
+        let count = if v.checked {
+            v.count.to_string()
+        } else {
+            "?".to_string()
+        };
         let _ = writeln!(
             out,
             "{:<26} {:>8}  {}",
             invariant.as_str(),
-            v.count,
-            examples
+            count,
+            if v.checked {
+                examples.as_str()
+            } else {
+                "not checked: took longer than QUERY_TIMEOUT"
+            }
         );
     }
     let _ = writeln!(out);
-    match report.broken {
-        0 => {
+    match (report.broken, report.unchecked) {
+        (0, 0) => {
             let _ = writeln!(out, "all invariants hold");
         }
-        n => {
+        (0, n) => {
+            let _ = writeln!(
+                out,
+                "the others hold; {n} not checked: run again with a longer QUERY_TIMEOUT (docs/operations.md)"
+            );
+        }
+        (n, _) => {
             let _ = writeln!(
                 out,
                 "{n} broken; the pruner heals them at its next pass (docs/operations.md)"
@@ -210,18 +225,25 @@ mod tests {
         let mut report = CheckReport {
             ok: false,
             broken: 1,
+            unchecked: 1,
             checked_at: "2026-12-07T12:00:00.000Z".into(),
             invariants: Default::default(),
         };
         report.invariants.tripped_without_probe.count = 2;
         report.invariants.tripped_without_probe.examples = vec!["3".into(), "9".into()];
+        report.invariants.counters_drift.checked = false;
         let table = check_table(&report);
         let line = table
             .lines()
             .find(|l| l.starts_with("tripped_without_probe"))
             .unwrap();
         assert!(line.ends_with("2  3, 9"), "{table}");
-        assert_eq!(table.lines().filter(|l| l.ends_with("0  -")).count(), 3);
+        assert_eq!(table.lines().filter(|l| l.ends_with("0  -")).count(), 2);
+        let drift = table
+            .lines()
+            .find(|l| l.starts_with("counters_drift"))
+            .unwrap();
+        assert!(drift.contains("?  not checked"), "{table}");
         assert!(table.contains("1 broken"), "{table}");
     }
 

@@ -44,7 +44,7 @@ macro_rules! finding_sql {
 /// A `-debit` held `waiting_for_credit` whose `+credit` has completed, was cancelled or does
 /// not exist: nothing would ever release it. The same test as `webhook_money_order_sweep`,
 /// which settles them.
-const STALE_CREDIT_WAIT: &str = finding_sql!(
+pub const STALE_CREDIT_WAIT: &str = finding_sql!(
     "SELECT d.queue_id::text AS example FROM webhook_queue d
      WHERE d.held_reason = 'waiting_for_credit' AND d.deleted_at IS NULL
        AND NOT EXISTS (
@@ -55,18 +55,15 @@ const STALE_CREDIT_WAIT: &str = finding_sql!(
 
 /// A processing row without a lease: the claim takes back processing rows whose
 /// `lock_expires_at` has passed, so this one would stay processing for ever. Cancelled rows
-/// count too: retention never deletes a processing row before its lease ends. The `deleted_at`
-/// alternatives, always true together, let the planner reach the rows through the partial
-/// indexes of live processing rows (`webhook_queue_leased`) and of cancelled rows instead of
-/// scanning the queue.
+/// count too: retention never deletes a processing row before its lease ends. Both are reached
+/// through `webhook_queue_leased`, which holds every processing row (migration 000014).
 macro_rules! processing_without_lease {
     () => {
-        "status = 'processing' AND lock_expires_at IS NULL
-         AND (deleted_at IS NULL OR deleted_at IS NOT NULL)"
+        "status = 'processing' AND lock_expires_at IS NULL"
     };
 }
 
-const PROCESSING_WITHOUT_LEASE: &str = finding_sql!(concat!(
+pub const PROCESSING_WITHOUT_LEASE: &str = finding_sql!(concat!(
     "SELECT queue_id::text AS example FROM webhook_queue WHERE ",
     processing_without_lease!()
 ));
@@ -150,22 +147,21 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> Result<i64, Error> {
 /// Gives each processing row without a lease one that has run out, so that the next claim
 /// takes it back as it would a row whose worker died.
 pub async fn expire_missing_leases(conn: &mut AsyncPgConnection) -> Result<i64, Error> {
-    count(
-        conn,
-        concat!(
-            "WITH expired AS (
-             UPDATE webhook_queue SET lock_expires_at = now()
-             WHERE id IN (SELECT id FROM webhook_queue WHERE ",
-            processing_without_lease!(),
-            "
-                          FOR UPDATE SKIP LOCKED)
-             RETURNING 1
-         )
-         SELECT count(*)::int8 AS n FROM expired"
-        ),
-    )
-    .await
+    count(conn, EXPIRE_MISSING_LEASES).await
 }
+
+/// The statement of [`expire_missing_leases`].
+pub const EXPIRE_MISSING_LEASES: &str = concat!(
+    "WITH expired AS (
+         UPDATE webhook_queue SET lock_expires_at = now()
+         WHERE id IN (SELECT id FROM webhook_queue WHERE ",
+    processing_without_lease!(),
+    "
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING 1
+     )
+     SELECT count(*)::int8 AS n FROM expired"
+);
 
 /// Makes a probe due now for each tripped partner without one, the wait after it the
 /// partner's own or `probe_interval`. `webhook_partner_state` is otherwise written only by the

@@ -15,8 +15,10 @@
 //! the URL (see [`target`]) apply to all of them.
 
 pub mod attempt_slots;
+pub mod bounded;
 pub mod check;
 pub mod configs;
+pub mod explain;
 pub mod listener;
 pub mod models;
 pub mod partners;

@@ -120,16 +120,17 @@ pub async fn queue_depth(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount
 /// tripped partner, whose state holds them (sql/rules/04_partner_health.sql). Its cost follows the number of
 /// held rows, not the queue's.
 pub async fn held_counts(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount>, Error> {
-    diesel::sql_query(
-        "SELECT held_reason AS bucket, count(*)::int8 AS n FROM webhook_queue
-         WHERE held_reason IS NOT NULL AND deleted_at IS NULL GROUP BY held_reason
-         UNION ALL
-         SELECT webhook_partner_hold_reason(s.state), webhook_partner_held_count(s.config_id)
-         FROM webhook_partner_state s WHERE s.state <> 'active'",
-    )
-    .load(conn)
-    .await
+    diesel::sql_query(HELD_COUNTS_SQL).load(conn).await
 }
+
+/// The statement of [`held_counts`]. A row holds only `waiting_for_credit` (a CHECK of migration
+/// 000012); naming it, rather than `IS NOT NULL`, is what lets the planner use the partial index.
+pub const HELD_COUNTS_SQL: &str =
+    "SELECT held_reason AS bucket, count(*)::int8 AS n FROM webhook_queue
+     WHERE held_reason = 'waiting_for_credit' AND deleted_at IS NULL GROUP BY held_reason
+     UNION ALL
+     SELECT webhook_partner_hold_reason(s.state), webhook_partner_held_count(s.config_id)
+     FROM webhook_partner_state s WHERE s.state <> 'active'";
 
 /// How long the longest-waiting due pending row has been due, `None` when no row is due: one
 /// probe of the partial index `webhook_queue_due_pending`.

@@ -85,6 +85,7 @@ pub fn build(
         settings.database_url.expose().to_string(),
         settings.retention.clone(),
         settings.circuit.probe_interval,
+        settings.query_timeout,
         metrics,
         log.new(o!("task" => "pruner")),
     );

@@ -3,7 +3,7 @@
 //! `RETENTION_INTERVAL`, in every worker process; the passes take turns through a lock.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slog::{debug, info, warn, Logger};
 use tokio_util::sync::CancellationToken;
@@ -11,14 +11,17 @@ use tokio_util::sync::CancellationToken;
 use super::error::EngineError;
 use super::service::{Round, Service};
 use crate::application::metrics::Metrics;
-use crate::application::retention::{prune_once, Pass};
+use crate::application::retention::{prune_once, Pass, Pruned};
 use crate::config::RetentionSettings;
+use crate::store::queue::retention::Rule;
 
 pub struct Pruner {
     database_url: String,
     settings: RetentionSettings,
     /// `CIRCUIT_PROBE_INTERVAL`, for a tripped partner healed of a missing probe time.
     probe_interval: Duration,
+    /// `QUERY_TIMEOUT`, the bound on the count of the counters.
+    bound: Duration,
     /// Counts what the passes healed.
     metrics: Arc<Metrics>,
     /// Ends a pass between two batches.
@@ -31,6 +34,7 @@ impl Pruner {
         database_url: String,
         settings: RetentionSettings,
         probe_interval: Duration,
+        bound: Duration,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
@@ -42,6 +46,7 @@ impl Pruner {
             database_url,
             settings,
             probe_interval,
+            bound,
             metrics,
             stop: CancellationToken::new(),
             log,
@@ -55,11 +60,14 @@ impl Service for Pruner {
     /// One pruning pass, then a rest of `RETENTION_INTERVAL`. A failed pass is logged and
     /// tried again at the next interval.
     async fn run_once(&mut self) -> Result<Round, EngineError> {
+        let mut progress = Progress::new(&self.metrics, &self.log);
         let pass = prune_once(
             &self.database_url,
             &self.settings,
             self.probe_interval,
+            self.bound,
             &self.stop,
+            |so_far| progress.batch(so_far),
         )
         .await;
         if let Ok(Pass::Done(p)) = &pass {
@@ -80,6 +88,10 @@ impl Service for Pruner {
                     "throughput_rows" => p.throughput, "stranded_debits_settled" => p.stranded_debits,
                     "leases_expired" => p.leases_expired, "probes_scheduled" => p.probes_scheduled,
                     "counter_cells_recounted" => p.counter_cells_recounted);
+            }
+            Ok(Pass::Done(p)) if p.counters_unchecked => {
+                info!(self.log, "statistics counters not checked: counting the queue takes longer than QUERY_TIMEOUT; `webhookd check` with a longer one counts them";
+                    "query_timeout_ms" => self.bound.as_millis() as u64)
             }
             Ok(Pass::Done(_)) => debug!(self.log, "nothing to prune"),
             Ok(Pass::Busy) => debug!(self.log, "another process is pruning; pass skipped"),
@@ -103,5 +115,47 @@ impl Service for Pruner {
             }
         }
         Ok(())
+    }
+}
+
+/// What a pass has deleted so far: counted in the metrics after every batch, and logged every
+/// [`Progress::EVERY`] while a long pass runs, so a backlog's deletion can be followed.
+struct Progress<'a> {
+    metrics: &'a Metrics,
+    log: &'a Logger,
+    counted: Pruned,
+    started: Instant,
+    logged: Instant,
+}
+
+impl<'a> Progress<'a> {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new(metrics: &'a Metrics, log: &'a Logger) -> Self {
+        let now = Instant::now();
+        Self {
+            metrics,
+            log,
+            counted: Pruned::default(),
+            started: now,
+            logged: now,
+        }
+    }
+
+    fn batch(&mut self, so_far: &Pruned) {
+        for (rule, total, counted) in [
+            (Rule::Completed, so_far.completed, self.counted.completed),
+            (Rule::Failed, so_far.failed, self.counted.failed),
+            (Rule::Cancelled, so_far.cancelled, self.counted.cancelled),
+        ] {
+            self.metrics.pruned(rule, total - counted);
+        }
+        self.counted = so_far.clone();
+        if self.logged.elapsed() >= Self::EVERY {
+            self.logged = Instant::now();
+            info!(self.log, "pruning"; "completed" => so_far.completed, "failed" => so_far.failed,
+                "cancelled" => so_far.cancelled, "archived_attempts" => so_far.archived_attempts,
+                "elapsed_ms" => self.started.elapsed().as_millis() as u64);
+        }
     }
 }

@@ -30,6 +30,7 @@
 //! | `partner_state` | gauge | `config_id`: 0 active, 1 paused, 2 tripped |
 //! | `partner_held_rows` | gauge | `config_id`: rows held by partner health |
 //! | `invariant_repairs_total` | counter | `invariant`: what this process's pruner healed |
+//! | `retention_deleted_total` | counter | `rule` (completed, failed, cancelled): rows this process's pruner deleted |
 //! | `invariant_violations` | gauge | `invariant`: from the API's last check, not this scrape's |
 //! | `invariants_checked_timestamp_seconds` | gauge | when that check ran (Unix time) |
 
@@ -46,11 +47,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use slog::{warn, Logger};
 
-use self::labels::{AttemptLabels, InvariantLabels, PartnerLabels, RequestLabels};
+use self::labels::{AttemptLabels, InvariantLabels, PartnerLabels, RequestLabels, RuleLabels};
 use self::scrape::{read_queue, QueueGauges};
 use super::check::{CheckReport, Invariant, LatestCheck};
 use crate::domain::delivery::Outcome;
 use crate::domain::partner::PartnerState;
+use crate::store::queue::retention::Rule;
 use crate::store::DbPool;
 
 /// The `Content-Type` of what [`scrape`] renders.
@@ -106,6 +108,7 @@ pub struct Metrics {
     pauses: Family<PartnerLabels, Counter>,
     resumes: Family<PartnerLabels, Counter>,
     repairs: Family<InvariantLabels, Counter>,
+    pruned: Family<RuleLabels, Counter>,
 }
 
 impl Metrics {
@@ -125,6 +128,7 @@ impl Metrics {
             pauses: Family::default(),
             resumes: Family::default(),
             repairs: Family::default(),
+            pruned: Family::default(),
         };
         metrics.register_partner_changes();
         if role.workers() {
@@ -211,6 +215,11 @@ impl Metrics {
             "Rows, partners or counter cells that broke an invariant, healed by this process's pruner passes",
             self.repairs.clone(),
         );
+        registry.register(
+            "retention_deleted",
+            "Rows deleted by this process's pruner passes, by retention rule; a pass deletes in batches, so a backlog's progress shows here",
+            self.pruned.clone(),
+        );
     }
 
     /// One partner call ended with `outcome` after `duration`.
@@ -252,6 +261,16 @@ impl Metrics {
     pub fn repaired(&self, invariant: Invariant, n: i64) {
         let counter = self.repairs.get_or_create(&InvariantLabels {
             invariant: invariant.as_str(),
+        });
+        if n > 0 {
+            counter.inc_by(n as u64);
+        }
+    }
+
+    /// A pruner batch deleted `n` rows under `rule`.
+    pub fn pruned(&self, rule: Rule, n: i64) {
+        let counter = self.pruned.get_or_create(&RuleLabels {
+            rule: rule.as_str(),
         });
         if n > 0 {
             counter.inc_by(n as u64);
@@ -400,28 +419,34 @@ mod tests {
         let mut check = CheckReport {
             ok: false,
             broken: 1,
+            unchecked: 1,
             checked_at: "2026-12-07T12:00:00.500Z".into(),
             invariants: Default::default(),
         };
         check.invariants.processing_without_lease.count = 2;
+        check.invariants.counters_drift.checked = false;
         let text = metrics.encode(None, Some(&check));
         for invariant in Invariant::ALL {
             let name = format!(
                 r#"webhookd_invariant_violations{{invariant="{}"}}"#,
                 invariant.as_str()
             );
-            let expected = if invariant == Invariant::ProcessingWithoutLease {
-                "2"
-            } else {
-                "0"
+            let expected = match invariant {
+                Invariant::ProcessingWithoutLease => Some("2"),
+                Invariant::CountersDrift => None,
+                _ => Some("0"),
             };
-            assert_eq!(series(&text, &name).as_deref(), Some(expected), "{text}");
+            assert_eq!(series(&text, &name).as_deref(), expected, "{text}");
         }
         assert_eq!(
             series(&text, "webhookd_invariants_checked_timestamp_seconds").as_deref(),
             Some("1796644800.5"),
             "{text}"
         );
+        metrics.pruned(Rule::Failed, 7);
+        let text = metrics.encode(None, Some(&check));
+        let deleted = r#"webhookd_retention_deleted_total{rule="failed"}"#;
+        assert_eq!(series(&text, deleted).as_deref(), Some("7"), "{text}");
         let repairs = r#"webhookd_invariant_repairs_total{invariant="counters_drift"}"#;
         assert_eq!(series(&text, repairs).as_deref(), Some("3"), "{text}");
         // Without a check yet, no invariant gauge at all rather than zeros.

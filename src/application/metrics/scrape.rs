@@ -123,12 +123,16 @@ pub(super) fn register_queue(scraped: &mut Registry, queue: &QueueGauges) {
 /// The last check, into the scrape's registry.
 pub(super) fn register_check(scraped: &mut Registry, check: &CheckReport) {
     let violations: Family<InvariantLabels, Gauge> = Family::default();
+    // One not checked in time has no series: a zero would say it holds.
     for invariant in Invariant::ALL {
-        violations
-            .get_or_create(&InvariantLabels {
-                invariant: invariant.as_str(),
-            })
-            .set(check.invariants.get(invariant).count);
+        let found = check.invariants.get(invariant);
+        if found.checked {
+            violations
+                .get_or_create(&InvariantLabels {
+                    invariant: invariant.as_str(),
+                })
+                .set(found.count);
+        }
     }
     scraped.register(
             "invariant_violations",

@@ -66,6 +66,14 @@ macro_rules! delete_batch_sql {
 impl Rule {
     pub const ALL: [Rule; 3] = [Rule::Completed, Rule::Failed, Rule::Cancelled];
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Completed => "completed",
+            Rule::Failed => "failed",
+            Rule::Cancelled => "cancelled",
+        }
+    }
+
     /// The rule's batch delete; each condition matches a partial index of the second migration.
     fn delete_sql(self) -> &'static str {
         match self {
