@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixture::Event;
+use common::fixture::{acme, Event};
 use common::http::*;
 use common::{spawn, Options, TestApp};
 use reqwest::Method;
@@ -143,9 +143,7 @@ async fn health_once_it_answers(app: &TestApp, status: u16) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_while_the_database_is_away_and_200_once_it_is_back() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
-        .await;
+    let config = acme(&app).await;
     let (status, health) = app.get("/health").await;
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "ok");

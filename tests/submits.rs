@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::fixture::{queue_id, Event, Made, RowState};
+use common::fixture::{acme, queue_id, Event, Made, RowState};
 use common::http::*;
 use common::{spawn, Options, TestApp};
 use reqwest::Method;
@@ -171,9 +171,7 @@ async fn the_attempts_of_an_entry_are_listed_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_submits_are_422_naming_the_field_and_write_nothing() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
-        .await;
+    let config = acme(&app).await;
     let credit_only = json!({"name": "credit-only", "postback_url": "http://h/pb"});
     let credit_only = app.post("/webhook-configs", credit_only).await.1["id"]
         .as_i64()
@@ -340,9 +338,7 @@ async fn a_chunked_body_growing_past_64_kib_is_413_without_a_declared_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubmitting_the_same_event_returns_200_with_the_same_queue_id_and_creates_nothing() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
-        .await;
+    let config = acme(&app).await;
     let body = json!({"event_type": "+credit", "event_id": "tx_1", "config_id": config,
                       "url_params": {"user_id": "u1", "value": 100}});
 
@@ -443,9 +439,7 @@ async fn resubmitting_the_same_event_returns_200_with_the_same_queue_id_and_crea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicate_submits_create_exactly_one_row() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
-        .await;
+    let config = acme(&app).await;
     for round in 0..3 {
         let body = Event::credit(&format!("race-{round}"))
             .to(config)
@@ -476,9 +470,7 @@ async fn concurrent_single_submits_each_get_the_answer_they_would_get_alone() {
     // Single submits that arrive together share one insert statement; each must still be
     // answered as if it had come alone: created, invalid, or a conflict on a reused event id.
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
-        .await;
+    let config = acme(&app).await;
     let inactive = app.config("gone", "http://h/pb", "http://h/cb").await;
     assert_eq!(
         delete(&app, &format!("/webhook-configs/{inactive}"))

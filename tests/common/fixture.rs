@@ -58,6 +58,13 @@ impl Partner {
     }
 }
 
+/// The partner most API tests use, `acme`: postbacks carry `{user_id}`, chargebacks nothing.
+/// Its calls go nowhere (`http://h/`): for tests that run no workers.
+pub async fn acme(app: &TestApp) -> i64 {
+    app.config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
+        .await
+}
+
 /// An event to submit: `Event::credit("tx1").to(config).param("user_id", "u1")`.
 #[derive(Clone, Debug)]
 pub struct Event(Map<String, Value>);
