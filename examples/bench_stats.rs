@@ -47,11 +47,11 @@ use diesel::QueryableByName;
 use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
-use tokio_util::sync::CancellationToken;
-use webhookd::api::{self, ApiState};
+use webhookd::api::ApiState;
 use webhookd::application::metrics::{Metrics, Role};
 use webhookd::application::stats::{self, StatsDocument, StatusCounts};
 use webhookd::config::{Overrides, Settings};
+use webhookd::startup::Supervisor;
 use webhookd::store::{self, stats as stats_sql, DbPool};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/webhookd";
@@ -613,8 +613,7 @@ async fn sane(client: &Client, doc: &StatsDocument, naive: &[NaiveRow]) -> anyho
 struct Api {
     base: String,
     http: reqwest::Client,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    services: Supervisor,
 }
 
 impl Api {
@@ -635,21 +634,15 @@ impl Api {
         // Request logs would go to stderr between our lines; their cost is a channel send.
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let metrics = Arc::new(Metrics::new(Role::Api));
-        let state = ApiState::new(&settings, pool, metrics, log);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(api::serve(
-            listener,
-            state,
-            stop.clone(),
-            settings.shutdown_timeout,
-        ));
+        let (state, services) = ApiState::new(&settings, pool, metrics, log.clone());
+        let mut services_running = Supervisor::new(&log);
+        services_running.start_api(listener, state, services, settings.shutdown_timeout);
         webhookd::sender::install_crypto_provider();
         let http = reqwest::Client::builder().no_proxy().build()?;
         Ok(Self {
             base,
             http,
-            stop,
-            task,
+            services: services_running,
         })
     }
 
@@ -665,8 +658,7 @@ impl Api {
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        self.services.stop().await;
     }
 }
 

@@ -275,43 +275,7 @@ impl Settings {
                 format!("{:?} is not host:port", raw.server_addr),
             )
         })?;
-        if raw.database_max_connections == 0 {
-            return Err(invalid("database_max_connections", "must be at least 1"));
-        }
-        if raw.worker_count == 0 {
-            return Err(invalid("worker_count", "must be at least 1"));
-        }
-        if raw.worker_batch_size == 0 || raw.worker_batch_size > 1000 {
-            return Err(invalid("worker_batch_size", "must be between 1 and 1000"));
-        }
-        if raw.worker_poll_interval.is_zero() {
-            return Err(invalid("worker_poll_interval", "must be positive"));
-        }
-        if raw.http_timeout.is_zero() {
-            return Err(invalid("http_timeout", "must be positive"));
-        }
-        if raw.http_connect_timeout.is_zero() {
-            return Err(invalid("http_connect_timeout", "must be positive"));
-        }
-        if raw.worker_lock_duration <= raw.http_timeout {
-            return Err(invalid(
-                "worker_lock_duration",
-                format!(
-                    "must exceed http_timeout ({} <= {})",
-                    humantime::format_duration(raw.worker_lock_duration),
-                    humantime::format_duration(raw.http_timeout)
-                ),
-            ));
-        }
-        if raw.retention_interval.is_zero() {
-            return Err(invalid("retention_interval", "must be positive"));
-        }
-        if raw.query_timeout < Duration::from_millis(1) {
-            return Err(invalid("query_timeout", "must be at least 1ms"));
-        }
-        if raw.delivery_host_concurrency == 0 {
-            return Err(invalid("delivery_host_concurrency", "must be at least 1"));
-        }
+        check_bounds(&raw)?;
         let retry = RetryPolicy::new(
             raw.retry_max_retries,
             raw.retry_base_delay,
@@ -319,48 +283,9 @@ impl Settings {
             raw.retry_jitter,
         )
         .map_err(|e| invalid(e.key, e.message))?;
-        if raw.circuit_failure_threshold == 0 || raw.circuit_failure_threshold > 1000 {
-            return Err(invalid(
-                "circuit_failure_threshold",
-                "must be between 1 and 1000",
-            ));
-        }
-        if raw.circuit_probe_interval.is_zero()
-            || raw.circuit_probe_interval > Duration::from_secs(MAX_PROBE_INTERVAL_SECS)
-        {
-            return Err(invalid(
-                "circuit_probe_interval",
-                "must be positive and at most 5m",
-            ));
-        }
-        let allow_networks = raw
-            .outbound_allow_networks
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| invalid("outbound_allow_networks", format!("{s:?} is not a CIDR")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let api_tokens = raw
-            .api_token
-            .expose()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(Secret::new)
-            .collect();
-        let worker_id = if raw.worker_id.trim().is_empty() {
-            format!(
-                "{}-{}",
-                gethostname::gethostname().to_string_lossy(),
-                std::process::id()
-            )
-        } else {
-            raw.worker_id.trim().to_string()
-        };
+        let allow_networks = allow_networks(&raw.outbound_allow_networks)?;
+        let api_tokens = api_tokens(&raw.api_token);
+        let worker_id = worker_id(&raw.worker_id);
         Ok(Settings {
             database_url: raw.database_url,
             database_max_connections: raw.database_max_connections,
@@ -396,6 +321,101 @@ impl Settings {
             log_level: raw.log_level,
             log_format: raw.log_format,
         })
+    }
+}
+
+/// The bounds each number and duration must keep, and that a lease outlasts a call.
+fn check_bounds(raw: &Raw) -> Result<(), ConfigError> {
+    at_least_one("database_max_connections", raw.database_max_connections)?;
+    at_least_one("worker_count", raw.worker_count)?;
+    within("worker_batch_size", raw.worker_batch_size, 1000)?;
+    positive("worker_poll_interval", raw.worker_poll_interval)?;
+    positive("http_timeout", raw.http_timeout)?;
+    positive("http_connect_timeout", raw.http_connect_timeout)?;
+    if raw.worker_lock_duration <= raw.http_timeout {
+        return Err(invalid(
+            "worker_lock_duration",
+            format!(
+                "must exceed http_timeout ({} <= {})",
+                humantime::format_duration(raw.worker_lock_duration),
+                humantime::format_duration(raw.http_timeout)
+            ),
+        ));
+    }
+    positive("retention_interval", raw.retention_interval)?;
+    if raw.query_timeout < Duration::from_millis(1) {
+        return Err(invalid("query_timeout", "must be at least 1ms"));
+    }
+    at_least_one("delivery_host_concurrency", raw.delivery_host_concurrency)?;
+    within(
+        "circuit_failure_threshold",
+        raw.circuit_failure_threshold as usize,
+        1000,
+    )?;
+    if raw.circuit_probe_interval.is_zero()
+        || raw.circuit_probe_interval > Duration::from_secs(MAX_PROBE_INTERVAL_SECS)
+    {
+        return Err(invalid(
+            "circuit_probe_interval",
+            "must be positive and at most 5m",
+        ));
+    }
+    Ok(())
+}
+
+fn at_least_one(key: &'static str, n: usize) -> Result<(), ConfigError> {
+    if n == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn within(key: &'static str, n: usize, max: usize) -> Result<(), ConfigError> {
+    if n == 0 || n > max {
+        return Err(invalid(key, format!("must be between 1 and {max}")));
+    }
+    Ok(())
+}
+
+fn positive(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(invalid(key, "must be positive"));
+    }
+    Ok(())
+}
+
+/// `OUTBOUND_ALLOW_NETWORKS`: comma-separated CIDRs, a bare address being its own network.
+fn allow_networks(list: &str) -> Result<Vec<IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| invalid("outbound_allow_networks", format!("{s:?} is not a CIDR")))
+        })
+        .collect()
+}
+
+/// `API_TOKEN`: comma-separated, for rotation.
+fn api_tokens(list: &Secret) -> Vec<Secret> {
+    list.expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Secret::new)
+        .collect()
+}
+
+/// `WORKER_ID`, by default `<hostname>-<pid>`.
+fn worker_id(configured: &str) -> String {
+    match configured.trim() {
+        "" => format!(
+            "{}-{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        ),
+        id => id.to_string(),
     }
 }
 

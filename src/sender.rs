@@ -107,64 +107,69 @@ impl Sender {
     }
 
     async fn outcome(&self, call: Call<'_>) -> Outcome {
-        let Ok(url) = url::Url::parse(call.url) else {
-            return Outcome::NoResponse {
-                kind: FailureKind::Other,
-                message: "the stored URL is not a valid http(s) URL".into(),
-            };
+        let request = match self
+            .allowed_url(call.url)
+            .and_then(|url| self.request(url, &call))
+        {
+            Ok(request) => request,
+            Err(not_sent) => return not_sent,
         };
-        // Literal addresses never reach the resolver, so they are checked here.
-        match url.host() {
-            Some(url::Host::Ipv4(ip)) => {
-                if let Err(e) = self.policy.check(IpAddr::V4(ip)) {
-                    return blocked(&e);
-                }
-            }
-            Some(url::Host::Ipv6(ip)) => {
-                if let Err(e) = self.policy.check(IpAddr::V6(ip)) {
-                    return blocked(&e);
-                }
-            }
-            Some(url::Host::Domain(_)) => {}
-            None => {
-                return Outcome::NoResponse {
-                    kind: FailureKind::Other,
-                    message: "the stored URL is not a valid http(s) URL".into(),
-                }
-            }
+        match request.send().await {
+            Ok(response) => self.read(response).await,
+            Err(e) => self.failure(e),
         }
+    }
+
+    /// The stored URL, if it may be called: literal addresses never reach the resolver, so
+    /// they are checked against the outbound policy here.
+    fn allowed_url(&self, stored: &str) -> Result<url::Url, Outcome> {
+        let not_a_url = || Outcome::NoResponse {
+            kind: FailureKind::Other,
+            message: "the stored URL is not a valid http(s) URL".into(),
+        };
+        let url = url::Url::parse(stored).map_err(|_| not_a_url())?;
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(not_a_url()),
+        };
+        if let Some(address) = literal {
+            self.policy.check(address).map_err(|e| blocked(&e))?;
+        }
+        Ok(url)
+    }
+
+    /// The GET with its headers, signed when the config has a secret: a partner that expects
+    /// signed calls never gets an unsigned one.
+    fn request(&self, url: url::Url, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Outcome> {
         let queue_id = call.queue_id.to_string();
-        let mut request = self
+        let request = self
             .client
             .get(url.clone())
             .header("X-Webhook-Id", &queue_id)
             .header("X-Webhook-Event", call.event_type.as_str())
             .header("X-Webhook-Attempt", call.attempt.to_string());
-        if let Some(secret) = call.signing_secret {
-            // A partner that expects signed calls never gets an unsigned one.
-            let key = match SigningKey::from_secret(secret.expose()) {
-                Ok(key) => key,
-                Err(e) => {
-                    return Outcome::NoResponse {
-                        kind: FailureKind::Other,
-                        message: format!("not sent: the config's signing secret is invalid ({e})"),
-                    }
-                }
-            };
-            let timestamp = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            // What the partner's server sees as the request target.
-            let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-            request = request
-                .header("webhook-id", &queue_id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header("webhook-signature", key.sign(&queue_id, timestamp, target));
-        }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return self.failure(e),
+        let Some(secret) = call.signing_secret else {
+            return Ok(request);
         };
+        let key = SigningKey::from_secret(secret.expose()).map_err(|e| Outcome::NoResponse {
+            kind: FailureKind::Other,
+            message: format!("not sent: the config's signing secret is invalid ({e})"),
+        })?;
+        let timestamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        // What the partner's server sees as the request target.
+        let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        Ok(request
+            .header("webhook-id", &queue_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", key.sign(&queue_id, timestamp, target)))
+    }
+
+    /// The partner's answer: its status, `Retry-After`, and the body up to the limit.
+    async fn read(&self, mut response: reqwest::Response) -> Outcome {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -1,32 +1,30 @@
 //! Wires a process once — pools, the delivery engine, the API server — for `main` and for
 //! the tests alike, so that the tests run the wiring that `serve`, `work` and `run` use.
 
+mod supervisor;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::Context;
-use slog::{o, warn, Logger};
-use tokio::task::JoinHandle;
+use slog::{error, info, o, warn, Logger};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
-use crate::application::engine::Engine;
+use crate::api::ApiState;
+use crate::application::engine;
 use crate::application::metrics::{Metrics, Role};
 use crate::config::Settings;
 use crate::store::{self, DbPool};
 
+pub use supervisor::{Joined, Stopped, Supervisor};
+
 /// A started process.
 pub struct Application {
-    api: Option<RunningApi>,
-    engine: Option<Engine>,
+    address: Option<SocketAddr>,
+    supervisor: Supervisor,
     pool: DbPool,
     metrics: Arc<Metrics>,
-}
-
-struct RunningApi {
-    address: SocketAddr,
-    stop: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    log: Logger,
 }
 
 /// Who a pool's connections serve: their session settings differ (`store::worker_pool`).
@@ -38,85 +36,60 @@ enum PoolFor {
 
 impl Application {
     /// Opens the pools, listens on `SERVER_ADDR` (port 0 picks a free port) and starts what
-    /// `runs` says: the API (`serve`), the workers (`work`) or both (`run`). `DATABASE_MAX_CONNECTIONS` is the process's: `run` gives half to the
-    /// workers and the rest to the API (one each at least). A database that does not answer,
-    /// or an address that cannot be bound, is an error here, before anything has started.
+    /// `runs` says: the API (`serve`), the workers (`work`) or both (`run`).
+    /// `DATABASE_MAX_CONNECTIONS` is the process's: `run` gives half to the workers and the
+    /// rest to the API (one each at least). A database that does not answer, or an address that
+    /// cannot be bound, is an error here, before anything has started.
     pub async fn build(settings: &Settings, runs: Role, log: &Logger) -> anyhow::Result<Self> {
-        let max = settings.database_max_connections;
-        let (api_size, workers_size) = match runs {
-            Role::Api => (max, 0),
-            Role::Workers => (0, max),
-            Role::Both => {
-                let workers = (max / 2).max(1);
-                ((max - workers).max(1), workers)
-            }
-        };
-        let api_pool = match api_size {
-            0 => None,
-            size => Some(open_pool(settings, PoolFor::Api, size).await?),
-        };
-        let workers_pool = match workers_size {
-            0 => None,
-            size => Some(open_pool(settings, PoolFor::Workers, size).await?),
-        };
+        let (api_size, workers_size) = pool_sizes(settings.database_max_connections, runs);
+        let api_pool = pool_for_side(settings, PoolFor::Api, api_size).await?;
+        let workers_pool = pool_for_side(settings, PoolFor::Workers, workers_size).await?;
         // One registry: `/metrics` shows all that this process runs.
         let metrics = Arc::new(Metrics::new(runs));
-
-        let api = match &api_pool {
-            Some(pool) => {
-                let listener = TcpListener::bind(settings.server_addr)
-                    .with_context(|| format!("cannot listen on {}", settings.server_addr))?;
-                let address = listener.local_addr()?;
-                if settings.api_tokens.is_empty() {
-                    warn!(
-                        log,
-                        "API_TOKEN is not set: the API accepts requests from anyone who can reach it"
-                    );
-                }
-                let state = ApiState::new(
-                    settings,
-                    pool.clone(),
-                    metrics.clone(),
-                    log.new(o!("component" => "api")),
-                );
-                let stop = CancellationToken::new();
-                let server = tokio::spawn(api::serve(
-                    listener,
-                    state,
-                    stop.clone(),
-                    settings.shutdown_timeout,
-                ));
-                Some(RunningApi {
-                    address,
-                    stop,
-                    server,
-                })
-            }
+        let listener = match &api_pool {
+            Some(_) => Some(
+                TcpListener::bind(settings.server_addr)
+                    .with_context(|| format!("cannot listen on {}", settings.server_addr))?,
+            ),
             None => None,
         };
+        let worker_log = log.new(o!("component" => "worker"));
         let engine = match &workers_pool {
-            Some(pool) => Some(Engine::start(
+            Some(pool) => Some(engine::build(
                 settings,
                 pool.clone(),
                 metrics.clone(),
-                log.new(o!("component" => "worker")),
+                &worker_log,
             )?),
             None => None,
         };
-        let pool = api_pool
-            .or(workers_pool)
-            .expect("a process runs the API, the workers or both");
+
+        // Everything that could fail has: from here on, the services start.
+        let mut supervisor = Supervisor::new(log);
+        let mut address = None;
+        if let (Some(pool), Some(listener)) = (&api_pool, listener) {
+            address = Some(listener.local_addr()?);
+            start_api(&mut supervisor, settings, pool, listener, &metrics, log);
+        }
+        if let Some(engine) = engine {
+            supervisor.start_engine(engine, settings.shutdown_timeout, &worker_log);
+            info!(worker_log, "workers started"; "workers" => settings.worker.count,
+                "batch_size" => settings.worker.batch_size, "worker_id" => &settings.worker.id);
+        }
         Ok(Self {
-            api,
-            engine,
-            pool,
+            address,
+            supervisor,
+            pool: api_pool
+                .or(workers_pool)
+                .expect("a process runs the API, the workers or both"),
             metrics,
+            log: log.clone(),
         })
     }
 
     /// Where the API listens, if this process serves it.
     pub fn api_address(&self) -> Option<SocketAddr> {
-        self.api.as_ref().map(|api| api.address)
+        self.address
     }
 
     /// The API's pool, or the workers' in a process without the API.
@@ -128,56 +101,84 @@ impl Application {
         &self.metrics
     }
 
-    /// Runs until `stop` is cancelled, or until the API server fails, then stops gracefully.
+    /// Runs until `stop` is cancelled, or until a service ends by itself (the API server
+    /// failed, a service panicked), then stops every service. A service that ended by itself is
+    /// the process's error.
     pub async fn run_until(mut self, stop: CancellationToken) -> anyhow::Result<()> {
-        let ended_early = match self.api.as_mut() {
-            Some(api) => tokio::select! {
-                _ = stop.cancelled() => None,
-                ended = &mut api.server => Some(ended),
-            },
-            None => {
-                stop.cancelled().await;
-                None
-            }
+        let ended = tokio::select! {
+            _ = stop.cancelled() => None,
+            name = self.supervisor.ended_by_itself() => Some(name),
         };
-        match ended_early {
-            // The API failed: the workers stop too, and the API's error is the process's.
-            Some(ended) => {
-                self.api = None;
-                let engine = self.stop().await;
-                ended.context("the API server panicked")??;
-                engine
-            }
-            None => self.stop().await,
+        if let Some(name) = ended {
+            error!(self.log, "a service ended by itself; stopping the process"; "service" => name);
+        }
+        self.stop().await?;
+        match ended {
+            Some(name) => anyhow::bail!("the {name} ended by itself"),
+            None => Ok(()),
         }
     }
 
-    /// Stops gracefully: the API finishes the requests in flight, the workers their calls
-    /// (within `SHUTDOWN_TIMEOUT`), and rows not yet called are handed back.
+    /// Stops gracefully, in the supervisor's order: the API finishes the requests in flight,
+    /// the workers their calls (within `SHUTDOWN_TIMEOUT`), rows not yet called are handed
+    /// back and every outcome is written. An error names each service that did not stop
+    /// cleanly.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let api = async {
-            match self.api {
-                Some(api) => {
-                    api.stop.cancel();
-                    api.server
-                        .await
-                        .context("the API server panicked")?
-                        .context("the API server failed")
-                }
-                None => Ok(()),
-            }
-        };
-        let engine = async {
-            match self.engine {
-                Some(engine) => engine
-                    .stop()
-                    .await
-                    .context("the workers did not stop cleanly"),
-                None => Ok(()),
-            }
-        };
-        let (api, engine) = tokio::join!(api, engine);
-        api.and(engine)
+        self.shutdown().await.into_result()
+    }
+
+    /// [`Application::stop`], reporting how each service ended.
+    pub async fn shutdown(self) -> Stopped {
+        self.supervisor.stop().await
+    }
+}
+
+/// The API's and the workers' pool sizes out of `max`: `run` gives half to the workers.
+fn pool_sizes(max: usize, runs: Role) -> (usize, usize) {
+    match runs {
+        Role::Api => (max, 0),
+        Role::Workers => (0, max),
+        Role::Both => {
+            let workers = (max / 2).max(1);
+            ((max - workers).max(1), workers)
+        }
+    }
+}
+
+/// The API on `listener`, with the services its handlers hand work to.
+fn start_api(
+    supervisor: &mut Supervisor,
+    settings: &Settings,
+    pool: &DbPool,
+    listener: TcpListener,
+    metrics: &Arc<Metrics>,
+    log: &Logger,
+) {
+    if settings.api_tokens.is_empty() {
+        warn!(
+            log,
+            "API_TOKEN is not set: the API accepts requests from anyone who can reach it"
+        );
+    }
+    let (state, services) = ApiState::new(
+        settings,
+        pool.clone(),
+        metrics.clone(),
+        log.new(o!("component" => "api")),
+    );
+    supervisor.start_api(listener, state, services, settings.shutdown_timeout);
+}
+
+/// The pool of one side of the process; `None` when it has no connections: the process does
+/// not run that side.
+async fn pool_for_side(
+    settings: &Settings,
+    of: PoolFor,
+    size: usize,
+) -> anyhow::Result<Option<DbPool>> {
+    match size {
+        0 => Ok(None),
+        size => open_pool(settings, of, size).await.map(Some),
     }
 }
 

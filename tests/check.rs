@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixture::{queue_id, Event};
 use common::process::{run_once, Proc};
 use common::{eventually, spawn, Options, TestApp};
 use serde_json::{json, Value};
@@ -108,10 +109,12 @@ async fn app_with_partner() -> (TestApp, i64) {
 }
 
 async fn submit(app: &TestApp, event_type: &str, event_id: &str, config: i64) -> String {
-    let entry = app
-        .submit(json!({"event_type": event_type, "event_id": event_id, "config_id": config}))
+    let entry = Event::of(event_type)
+        .id(event_id)
+        .to(config)
+        .submit(app)
         .await;
-    entry["queue_id"].as_str().unwrap().to_string()
+    queue_id(&entry)
 }
 
 /// Runs `sql`; `Err` with the SQLSTATE when the database refuses it.

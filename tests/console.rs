@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::fixture::{self, Event, Partner};
 use common::receiver::Receiver;
 use common::{spawn, Options, TestApp};
 use serde_json::{json, Value};
@@ -296,24 +297,17 @@ fn delete(url: &str) -> std::io::Result<()> {
 }
 
 async fn config(app: &TestApp, name: &str, url: &str) -> i64 {
-    let (status, body) = app
-        .post(
-            "/webhook-configs",
-            json!({"name": name, "postback_url": url, "chargeback_url": url, "max_retries": 0}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_i64().unwrap()
+    Partner::new(name).url(url).max_retries(0).create(app).await
 }
 
 async fn failed_event(app: &TestApp, config: i64, event_id: &str) -> String {
-    let entry = app
-        .submit(
-            json!({"event_type": "+credit", "event_id": event_id, "config_id": config,
-            "url_params": {"user_id": "u1", "token": "s3cret"}}),
-        )
+    let entry = Event::credit(event_id)
+        .to(config)
+        .param("user_id", "u1")
+        .param("token", "s3cret")
+        .submit(app)
         .await;
-    let queue_id = entry["queue_id"].as_str().unwrap().to_string();
+    let queue_id = fixture::queue_id(&entry);
     app.wait_for_status(&queue_id, "failed", WAIT).await;
     queue_id
 }

@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixture::{Event, Partner};
 use common::receiver::Receiver;
 use common::{eventually, spawn, wait, Options};
 use serde_json::json;
@@ -192,16 +193,12 @@ async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_
             .env("RETRY_MAX_DELAY", "50ms"),
     )
     .await;
-    let (status, config) = app
-        .post(
-            "/webhook-configs",
-            json!({"name": "down", "postback_url": receiver.url("/status/400/pb"), "max_retries": 3}),
-        )
+    let config = Partner::new("down")
+        .postback(&receiver.url("/status/400/pb"))
+        .max_retries(3)
+        .create(&app)
         .await;
-    assert_eq!(status, 201);
-    let entry = app
-        .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
-        .await;
+    let entry = Event::of("+credit").to(config).submit(&app).await;
     let done = app
         .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
         .await;

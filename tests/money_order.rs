@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixture::{queue_id, Event, Partner};
 use common::process::Proc;
 use common::receiver::{Received, Receiver};
 use common::{eventually, spawn, Options, TestApp};
@@ -25,23 +26,30 @@ async fn partner(
     credit_path: &str,
     extra: Value,
 ) -> i64 {
-    let mut body = json!({"name": name, "postback_url": receiver.url(credit_path),
-        "chargeback_url": receiver.url("/ok/debit/{event_id}")});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let (status, body) = app.post("/webhook-configs", body).await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_i64().unwrap()
-}
-
-async fn submit(app: &TestApp, event_type: &str, event_id: &str, config: i64) -> Value {
-    app.submit(json!({"event_type": event_type, "event_id": event_id, "config_id": config}))
+    Partner::new(name)
+        .postback(&receiver.url(credit_path))
+        .chargeback(&receiver.url("/ok/debit/{event_id}"))
+        .with(extra)
+        .create(app)
         .await
 }
 
-fn qid(entry: &Value) -> &str {
-    entry["queue_id"].as_str().unwrap()
+async fn submit(app: &TestApp, event_type: &str, event_id: &str, config: i64) -> Value {
+    Event::of(event_type)
+        .id(event_id)
+        .to(config)
+        .submit(app)
+        .await
+}
+
+/// A credit submitted to `config`, once its first attempt has failed: in retry.
+async fn credit_failed_once(app: &TestApp, config: i64, event_id: &str) -> Value {
+    let credit = submit(app, "+credit", event_id, config).await;
+    eventually(WAIT, "the credit's first attempt to fail", || async {
+        entry(app, &queue_id(&credit)).await["retry_count"] == 1
+    })
+    .await;
+    credit
 }
 
 /// The calls the receiver got for `event_id`, in arrival order, as `credit`/`debit` with the
@@ -88,17 +96,16 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
     )
     .await;
 
-    let credit = submit(&app, "+credit", "tx1", config).await;
-    eventually(WAIT, "the credit's first attempt to fail", || async {
-        entry(&app, qid(&credit)).await["retry_count"] == 1
-    })
-    .await;
+    let credit = credit_failed_once(&app, config, "tx1").await;
     let debit = submit(&app, "-debit", "tx1", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit", "{debit}");
     assert_eq!(debit["status"], "pending");
 
-    app.wait_for_status(qid(&credit), "completed", WAIT).await;
-    let done = app.wait_for_status(qid(&debit), "completed", WAIT).await;
+    app.wait_for_status(&queue_id(&credit), "completed", WAIT)
+        .await;
+    let done = app
+        .wait_for_status(&queue_id(&debit), "completed", WAIT)
+        .await;
     assert_eq!(done["held_reason"], Value::Null);
     assert_eq!(done["retry_count"], 0, "waiting spent no attempt: {done}");
     assert_eq!(done["attempts"].as_array().unwrap().len(), 1);
@@ -148,7 +155,8 @@ async fn a_failed_credit_keeps_its_debit_waiting_until_it_is_retried_and_complet
     .await;
 
     let credit = submit(&app, "+credit", "tx2", config).await;
-    app.wait_for_status(qid(&credit), "failed", WAIT).await;
+    app.wait_for_status(&queue_id(&credit), "failed", WAIT)
+        .await;
     let debit = submit(&app, "-debit", "tx2", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit", "{debit}");
     // Held rows are not claimable: the debit stays pending with no attempt while the credit
@@ -165,11 +173,16 @@ async fn a_failed_credit_keeps_its_debit_waiting_until_it_is_retried_and_complet
     );
 
     let (status, body) = app
-        .post(&format!("/webhooks/{}/retry", qid(&credit)), json!({}))
+        .post(
+            &format!("/webhooks/{}/retry", &queue_id(&credit)),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    app.wait_for_status(qid(&credit), "completed", WAIT).await;
-    app.wait_for_status(qid(&debit), "completed", WAIT).await;
+    app.wait_for_status(&queue_id(&credit), "completed", WAIT)
+        .await;
+    app.wait_for_status(&queue_id(&debit), "completed", WAIT)
+        .await;
     assert_eq!(
         calls_for(&receiver, "tx2"),
         [
@@ -201,27 +214,23 @@ async fn a_cancelled_credit_cancels_its_waiting_debit_and_any_later_one() {
     )
     .await;
 
-    let credit = submit(&app, "+credit", "tx3", config).await;
-    eventually(WAIT, "the credit's first attempt to fail", || async {
-        entry(&app, qid(&credit)).await["retry_count"] == 1
-    })
-    .await;
+    let credit = credit_failed_once(&app, config, "tx3").await;
     let debit = submit(&app, "-debit", "tx3", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit");
 
     let (status, _) = app
         .send(
             reqwest::Method::DELETE,
-            &format!("/webhooks/{}", qid(&credit)),
+            &format!("/webhooks/{}", &queue_id(&credit)),
             None,
         )
         .await;
     assert_eq!(status, 200);
-    let cancelled = entry(&app, qid(&debit)).await;
+    let cancelled = entry(&app, &queue_id(&debit)).await;
     assert!(cancelled["cancelled_at"].is_string(), "{cancelled}");
     assert_eq!(cancelled["cancel_reason"], "credit_cancelled");
     assert_eq!(cancelled["held_reason"], Value::Null);
-    let (_, credit_now) = app.get(&format!("/webhooks/{}", qid(&credit))).await;
+    let (_, credit_now) = app.get(&format!("/webhooks/{}", &queue_id(&credit))).await;
     assert_eq!(
         credit_now["cancel_reason"],
         Value::Null,
@@ -232,7 +241,7 @@ async fn a_cancelled_credit_cancels_its_waiting_debit_and_any_later_one() {
     let credit = submit(&app, "+credit", "tx4", config).await;
     app.send(
         reqwest::Method::DELETE,
-        &format!("/webhooks/{}", qid(&credit)),
+        &format!("/webhooks/{}", &queue_id(&credit)),
         None,
     )
     .await;
@@ -253,13 +262,16 @@ async fn a_debit_without_a_queued_credit_or_after_its_credit_completed_is_delive
 
     let lone = submit(&app, "-debit", "tx5", config).await;
     assert_eq!(lone["held_reason"], Value::Null, "{lone}");
-    app.wait_for_status(qid(&lone), "completed", WAIT).await;
+    app.wait_for_status(&queue_id(&lone), "completed", WAIT)
+        .await;
 
     let credit = submit(&app, "+credit", "tx6", config).await;
-    app.wait_for_status(qid(&credit), "completed", WAIT).await;
+    app.wait_for_status(&queue_id(&credit), "completed", WAIT)
+        .await;
     let debit = submit(&app, "-debit", "tx6", config).await;
     assert_eq!(debit["held_reason"], Value::Null, "{debit}");
-    app.wait_for_status(qid(&debit), "completed", WAIT).await;
+    app.wait_for_status(&queue_id(&debit), "completed", WAIT)
+        .await;
     app.shutdown().await;
 }
 
@@ -283,15 +295,12 @@ async fn ordering_none_delivers_debit_and_credit_independently() {
     let (_, shown) = app.get(&format!("/webhook-configs/{config}")).await;
     assert_eq!(shown["ordering"], "none");
 
-    let credit = submit(&app, "+credit", "tx7", config).await;
-    eventually(WAIT, "the credit's first attempt to fail", || async {
-        entry(&app, qid(&credit)).await["retry_count"] == 1
-    })
-    .await;
+    let credit = credit_failed_once(&app, config, "tx7").await;
     let debit = submit(&app, "-debit", "tx7", config).await;
     assert_eq!(debit["held_reason"], Value::Null, "{debit}");
-    app.wait_for_status(qid(&debit), "completed", WAIT).await;
-    assert_eq!(entry(&app, qid(&credit)).await["status"], "pending");
+    app.wait_for_status(&queue_id(&debit), "completed", WAIT)
+        .await;
+    assert_eq!(entry(&app, &queue_id(&credit)).await["status"], "pending");
     app.shutdown().await;
 }
 
@@ -332,21 +341,23 @@ async fn an_operator_releases_a_waiting_debit_by_hand_and_the_release_is_recorde
     );
     let (status, body) = release("not-a-uuid".into()).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = release(qid(&credit).into()).await;
+    let (status, body) = release(queue_id(&credit)).await;
     assert_eq!(status, 409, "the credit does not wait: {body}");
 
-    let (status, released) = release(qid(&debit).into()).await;
+    let (status, released) = release(queue_id(&debit)).await;
     assert_eq!(status, 200, "{released}");
     assert_eq!(released["held_reason"], Value::Null);
     assert!(
         released["released_by_operator_at"].is_string(),
         "{released}"
     );
-    let done = app.wait_for_status(qid(&debit), "completed", WAIT).await;
+    let done = app
+        .wait_for_status(&queue_id(&debit), "completed", WAIT)
+        .await;
     assert!(done["released_by_operator_at"].is_string(), "{done}");
-    let (status, body) = release(qid(&debit).into()).await;
+    let (status, body) = release(queue_id(&debit)).await;
     assert_eq!(status, 409, "released already: {body}");
-    assert_eq!(entry(&app, qid(&credit)).await["status"], "pending");
+    assert_eq!(entry(&app, &queue_id(&credit)).await["status"], "pending");
     app.shutdown().await;
 }
 
@@ -386,12 +397,12 @@ async fn retention_keeps_a_failed_credit_while_its_debit_waits() {
     )
     .await
     .expect("pruning runs");
-    let (status, _) = app.get(&format!("/webhooks/{}", qid(&lone))).await;
+    let (status, _) = app.get(&format!("/webhooks/{}", &queue_id(&lone))).await;
     assert_eq!(status, 404, "a failed credit with no waiting debit goes");
-    let (status, _) = app.get(&format!("/webhooks/{}", qid(&kept))).await;
+    let (status, _) = app.get(&format!("/webhooks/{}", &queue_id(&kept))).await;
     assert_eq!(status, 200, "the credit a debit waits for stays");
     assert_eq!(
-        entry(&app, qid(&debit)).await["held_reason"],
+        entry(&app, &queue_id(&debit)).await["held_reason"],
         "waiting_for_credit"
     );
     app.shutdown().await;
@@ -581,7 +592,7 @@ async fn a_credit_completing_while_its_debit_is_inserted_never_strands_the_debit
         debit_held(&app, "a").await.is_none()
     })
     .await;
-    let debit = entry(&app, qid(&debit)).await;
+    let debit = entry(&app, &queue_id(&debit)).await;
     assert_eq!(debit["status"], "pending", "{debit}");
     app.shutdown().await;
 }
@@ -628,7 +639,7 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
     let (status, body) = app
         .send(
             reqwest::Method::DELETE,
-            &format!("/webhooks/{}", qid(&cancelled)),
+            &format!("/webhooks/{}", &queue_id(&cancelled)),
             None,
         )
         .await;
@@ -683,7 +694,7 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
         debit_held(&app, "live").await.as_deref(),
         Some("waiting_for_credit"),
         "its credit {} has not completed: it waits",
-        qid(&running)
+        &queue_id(&running)
     );
     app.shutdown().await;
 }

@@ -862,7 +862,7 @@ async fn every_documented_operation_answers_as_documented() {
     // Every documented status was seen, but those this walk cannot cause: server faults
     // (tests/api.rs takes the database away for the 503s), and conflicts that need a second
     // party: another config's name, an event id reused with other parameters, an entry
-    // delivered already (each covered in tests/api.rs and tests/ops.rs).
+    // delivered already (each covered in tests/configs.rs, tests/submits.rs, tests/listing.rs).
     // INGEST_RATE_LIMIT is off in this walk; tests/security.rs shows the 429s.
     let not_caused: &[(&str, u16)] = &[
         ("POST /webhooks", 429),

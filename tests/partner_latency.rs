@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fixture::Event;
 use common::receiver::Receiver;
 use common::{eventually, spawn, Options, TestApp};
 use serde_json::{json, Value};
@@ -12,8 +13,10 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn credit(config_id: i64, event_id: &str) -> Value {
-    json!({"event_type": "+credit", "event_id": event_id, "config_id": config_id,
-           "url_params": {"e": event_id}})
+    Event::credit(event_id)
+        .to(config_id)
+        .param("e", event_id)
+        .body()
 }
 
 /// Latencies, submit to arrival at the receiver, of `n` events to `config_id` paced `gap`

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fixture::Event;
 use common::process::Proc;
 use common::receiver::{Mode, Receiver};
 use common::{eventually, spawn, spawn_on, Options, TestApp, TestDb};
@@ -45,8 +46,10 @@ async fn submit_batch(app: &TestApp, config_id: i64, prefix: &str, n: usize) {
         let events: Vec<Value> = chunk
             .iter()
             .map(|i| {
-                json!({"event_type": "+credit", "event_id": format!("{prefix}{i}"),
-                            "config_id": config_id, "url_params": {"n": i}})
+                Event::credit(&format!("{prefix}{i}"))
+                    .to(config_id)
+                    .param("n", *i)
+                    .body()
             })
             .collect();
         let (status, body) = app.post("/webhooks/batch", json!({"events": events})).await;

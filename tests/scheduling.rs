@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixture::Event;
 use common::receiver::{Mode, Receiver};
 use common::{eventually, spawn, Options, TestApp};
 use serde_json::{json, Value};
@@ -36,8 +37,10 @@ async fn wait_state(app: &TestApp, id: i64, wanted: &str) {
 }
 
 fn credit(config_id: i64, event_id: &str) -> Value {
-    json!({"event_type": "+credit", "event_id": event_id, "config_id": config_id,
-           "url_params": {"e": event_id}})
+    Event::credit(event_id)
+        .to(config_id)
+        .param("e", event_id)
+        .body()
 }
 
 /// A submit that read its partner as paused commits after the resume: before, the row was

@@ -1,7 +1,6 @@
 DROP INDEX webhook_queue_leased;
 CREATE INDEX webhook_queue_leased
     ON webhook_queue (lock_expires_at) WHERE status = 'processing' AND deleted_at IS NULL;
-DROP FUNCTION webhook_queue_first_id_created_since(TIMESTAMPTZ);
 ALTER TABLE webhook_queue ALTER COLUMN created_at SET DEFAULT now();
 DROP INDEX webhook_queue_partner_failed;
 CREATE UNIQUE INDEX webhook_queue_idempotency_key_by_config

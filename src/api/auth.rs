@@ -7,9 +7,9 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
+use super::errors::ApiError;
 use super::ratelimit::Caller;
 use super::state::ApiState;
-use crate::application::AppError;
 
 /// Routes that answer without a token: probes, scrapers, the dashboard page (static; its
 /// data comes from the API, with the token the page is given) and the OpenAPI document.
@@ -41,7 +41,7 @@ pub async fn authenticate(
             matched |= hit;
         }
         if !bool::from(matched) {
-            return Err(AppError::Unauthorized.into());
+            return Err(ApiError::Unauthorized.into());
         }
         request
             .extensions_mut()

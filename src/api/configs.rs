@@ -10,7 +10,7 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use super::common::{Page, ServerErrors};
-use super::errors::ErrorBody;
+use super::errors::{ApiError, ErrorBody};
 use super::json::{read_body, too_large, Body, Fields, BODY_LIMIT};
 use super::state::{Reply, State};
 use crate::application::configs::{
@@ -139,10 +139,7 @@ impl Body for ConfigBody {
             is_active: fields.optional_bool("is_active")?,
             ordering: fields
                 .optional_string("ordering")?
-                .map(|o| {
-                    o.parse()
-                        .map_err(|e: String| AppError::invalid("ordering", e))
-                })
+                .map(|o| o.parse().map_err(|e| AppError::invalid("ordering", e)))
                 .transpose()?,
             signing_secret: fields.nullable_string("signing_secret")?,
             max_per_second: fields.optional_integer("max_per_second")?,
@@ -322,9 +319,9 @@ impl ToSchema for OrderingName {
     }
 }
 
-fn config_id_path(raw: &str) -> Result<i64, AppError> {
+fn config_id_path(raw: &str) -> Result<i64, ApiError> {
     raw.parse().map_err(|_| {
-        AppError::malformed(
+        ApiError::malformed(
             Some("id"),
             format!("{raw:?} is not a config id (an integer)"),
         )

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
+use super::errors::ApiError;
 use crate::application::AppError;
 
 /// Largest body a route takes, but the batch route.
@@ -47,8 +48,8 @@ pub trait Body: Sized {
 pub async fn read_body<B: Body>(
     request: &HttpRequest,
     payload: web::Payload,
-) -> Result<B, AppError> {
-    B::from_json(read_json(request, payload, B::LIMIT).await?)
+) -> Result<B, ApiError> {
+    Ok(B::from_json(read_json(request, payload, B::LIMIT).await?)?)
 }
 
 /// The 413 answer's description in the OpenAPI document: `Body over 64 KiB`.
@@ -67,7 +68,7 @@ async fn read_json(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Value, AppError> {
+) -> Result<Value, ApiError> {
     let content_type = request
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -81,7 +82,7 @@ async fn read_json(
         .to_ascii_lowercase();
     if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
     {
-        return Err(AppError::NotJson);
+        return Err(ApiError::NotJson);
     }
     let declared = request
         .headers()
@@ -89,20 +90,20 @@ async fn read_json(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(AppError::TooLarge(limit));
+        return Err(ApiError::TooLarge(limit));
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            AppError::malformed(None, format!("could not read the request body: {e}"))
+            ApiError::malformed(None, format!("could not read the request body: {e}"))
         })?;
         if body.len() + chunk.len() > limit {
-            return Err(AppError::TooLarge(limit));
+            return Err(ApiError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body)
-        .map_err(|e| AppError::malformed(None, format!("malformed JSON: {e}")))
+        .map_err(|e| ApiError::malformed(None, format!("malformed JSON: {e}")))
 }
 
 /// PostgreSQL text and JSONB cannot hold U+0000, so a string value containing it is refused
@@ -257,6 +258,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::application::error::ErrorCode;
 
     const ACCEPTED: &[&str] = &["a", "b"];
 
@@ -271,7 +273,10 @@ mod tests {
         fields.string("a").unwrap();
         fields.optional("b");
         let refused = fields.finish().unwrap_err();
-        assert_eq!((refused.status(), refused.field()), (422, Some("c")));
+        assert_eq!(
+            (refused.code(), refused.field()),
+            (ErrorCode::ValidationFailed, Some("c"))
+        );
     }
 
     #[test]

@@ -31,10 +31,10 @@ use actix_web::{web, App, HttpServer};
 use slog::{error, info, o};
 use tokio_util::sync::CancellationToken;
 
-use crate::application::AppError;
+use errors::ApiError;
 
 pub use openapi::ROUTES;
-pub use state::ApiState;
+pub use state::{ApiServices, ApiState};
 pub use webhooks::submit_request;
 
 /// Serves the API on `listener` until `stop` is cancelled; then stops accepting and lets
@@ -61,11 +61,15 @@ pub async fn serve(
     .shutdown_timeout(shutdown_timeout.as_secs().max(1))
     .run();
     let handle = server.handle();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        handle.stop(true).await;
-    });
-    server.await?;
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        // Failed on its own.
+        ended = &mut server => ended?,
+        _ = stop.cancelled() => {
+            let (_, ended) = tokio::join!(handle.stop(true), &mut server);
+            ended?;
+        }
+    }
     info!(log, "API stopped");
     Ok(())
 }
@@ -91,12 +95,12 @@ async fn log_request(
             response
                 .response()
                 .error()
-                .and_then(|e| e.as_error::<AppError>())
+                .and_then(|e| e.as_error::<ApiError>())
                 .and_then(|e| e.cause()),
         ),
         Err(e) => (
             e.as_response_error().status_code().as_u16(),
-            e.as_error::<AppError>().and_then(|e| e.cause()),
+            e.as_error::<ApiError>().and_then(|e| e.cause()),
         ),
     };
     state.metrics.request(&method, route, status);

@@ -19,7 +19,7 @@ use utoipa::OpenApi;
 
 use super::auth::is_open;
 use super::common::error_response;
-use super::errors::ErrorBody;
+use super::errors::{ApiError, ErrorBody};
 use super::state::{Reply, State};
 use super::{check, configs, health, stats, webhooks};
 use crate::application::AppError;
@@ -47,7 +47,7 @@ macro_rules! routes {
                     .into_iter()
                     .fold(web::resource(path), |resource, route| resource.route(route))
                     .default_service(web::to(move || async move {
-                        Reply::Err(AppError::MethodNotAllowed { allow })
+                        Reply::Err(ApiError::MethodNotAllowed { allow })
                     }));
                 cfg.service(resource);
             }
@@ -91,7 +91,7 @@ routes! {
 }
 
 async fn not_found() -> Reply {
-    Err(AppError::NotFound("route"))
+    Err(AppError::NotFound("route").into())
 }
 
 /// The `Allow` value of `path`: its methods in `ROUTES`, upper case, comma separated.

@@ -14,6 +14,7 @@ use actix_web::{HttpMessage, HttpRequest};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::errors::ApiError;
 use crate::application::AppError;
 
 /// How many admissions pass between two sweeps of idle callers out of the limiter's map.
@@ -45,7 +46,7 @@ impl IngestLimiter {
     }
 
     /// Spends `events` of the caller's budget, or says how long to wait (nothing is spent then).
-    pub fn admit(&self, caller: Caller, events: u32) -> Result<(), AppError> {
+    pub fn admit(&self, caller: Caller, events: u32) -> Result<(), ApiError> {
         if self.admissions.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
@@ -57,7 +58,7 @@ impl IngestLimiter {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(self.clock.now());
-                Err(AppError::RateLimited {
+                Err(ApiError::RateLimited {
                     retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
                 })
             }
@@ -67,7 +68,8 @@ impl IngestLimiter {
                     "{} events in one request exceed the rate limit of {} per second",
                     events, capacity.0
                 ),
-            }),
+            }
+            .into()),
         }
     }
 }
@@ -77,7 +79,7 @@ pub fn admit(
     limiter: Option<&IngestLimiter>,
     request: &HttpRequest,
     events: u32,
-) -> Result<(), AppError> {
+) -> Result<(), ApiError> {
     let Some(limiter) = limiter else {
         return Ok(());
     };
@@ -105,7 +107,7 @@ mod tests {
             limiter.admit(a, 1).unwrap();
         }
         match limiter.admit(a, 1) {
-            Err(AppError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 1),
+            Err(ApiError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 1),
             other => panic!("expected a 429, got {other:?}"),
         }
         limiter.admit(Caller::Token(1), 5).unwrap();
@@ -120,12 +122,12 @@ mod tests {
         limiter.admit(Caller::Token(0), 4).unwrap();
         assert!(matches!(
             limiter.admit(Caller::Token(0), 2),
-            Err(AppError::RateLimited { .. })
+            Err(ApiError::RateLimited { .. })
         ));
         limiter.admit(Caller::Token(0), 1).unwrap();
         assert!(matches!(
             limiter.admit(Caller::Token(1), 6),
-            Err(AppError::Invalid { .. })
+            Err(ApiError::App(AppError::Invalid { .. }))
         ));
     }
 

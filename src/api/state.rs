@@ -9,9 +9,9 @@ use slog::Logger;
 use super::ratelimit::IngestLimiter;
 use crate::application::check::LatestCheck;
 use crate::application::config_cache::ConfigCache;
-use crate::application::ingest::SubmitBatcher;
+use crate::application::ingest::{Batcher, SubmitBatcher};
 use crate::application::metrics::Metrics;
-use crate::application::rechecks::DebitRechecks;
+use crate::application::rechecks::{DebitRechecks, Rechecker};
 use crate::config::{Secret, Settings};
 use crate::domain::outbound::AddressPolicy;
 use crate::store::DbPool;
@@ -41,23 +41,30 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Must be called within the Tokio runtime: it starts the submit batcher and the debit rechecks.
-    pub fn new(settings: &Settings, pool: DbPool, metrics: Arc<Metrics>, log: Logger) -> Self {
+    /// What the handlers share, and the services they hand work to, built and not started:
+    /// the caller runs them (`startup::supervisor`).
+    pub fn new(
+        settings: &Settings,
+        pool: DbPool,
+        metrics: Arc<Metrics>,
+        log: Logger,
+    ) -> (Self, ApiServices) {
         let configs = Arc::new(ConfigCache::default());
-        let rechecks = Arc::new(DebitRechecks::start(pool.clone(), &log));
+        let (rechecks, rechecker) = DebitRechecks::new(pool.clone(), &log);
+        let rechecks = Arc::new(rechecks);
+        let (submits, batcher) = SubmitBatcher::new(
+            pool.clone(),
+            configs.clone(),
+            rechecks.clone(),
+            settings.retry.max_retries(),
+        );
         let checks = LatestCheck::new(
             pool.clone(),
             settings.retention.interval,
             settings.query_timeout,
         );
-        Self {
-            submits: SubmitBatcher::start(
-                pool.clone(),
-                configs.clone(),
-                rechecks.clone(),
-                settings.retry.max_retries(),
-                &log,
-            ),
+        let state = Self {
+            submits,
             configs,
             rechecks,
             pool,
@@ -69,11 +76,19 @@ impl ApiState {
             checks,
             limiter: IngestLimiter::new(settings.ingest_rate_limit),
             log,
-        }
+        };
+        (state, ApiServices { batcher, rechecker })
     }
+}
+
+/// The services behind the API's handles: the submit batcher, and the debit rechecks it (and
+/// batch submits) hand keys to.
+pub struct ApiServices {
+    pub batcher: Batcher,
+    pub rechecker: Rechecker,
 }
 
 /// A handler's state.
 pub type State = actix_web::web::Data<ApiState>;
-/// A handler's answer: an `AppError` becomes an error body (`errors.rs`).
-pub type Reply = Result<actix_web::HttpResponse, crate::application::AppError>;
+/// A handler's answer: an `ApiError` becomes an error body (`errors.rs`).
+pub type Reply = Result<actix_web::HttpResponse, super::errors::ApiError>;

@@ -12,18 +12,20 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use super::common::{Page, ServerErrors};
-use super::errors::{ErrorBody, ErrorDetail};
+use super::errors::{ApiError, ErrorBody, ErrorDetail};
 use super::json::{read_body, too_large, Body, Fields, BATCH_BODY_LIMIT, BODY_LIMIT};
 use super::ratelimit;
 use super::state::{Reply, State};
-use crate::application::entries::{self, Attempt, Entry, EntryWithAttempts};
+use crate::application::entries::{self, Entry, EntryWithAttempts};
 use crate::application::redrive::{self, RedriveOutcome, RedriveRequest};
 use crate::application::submit::{self, SubmitRequest, Submitted, MAX_EVENTS_PER_BATCH};
 use crate::application::AppError;
+use crate::domain::attempt::Attempt;
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::{
     EventType, UrlParams, MAX_EVENT_ID_LEN, MAX_PARAMS, MAX_PARAM_NAME_LEN, MAX_VALUE_LEN,
 };
+use crate::domain::name::UnknownName;
 use crate::domain::order::CancelReason;
 use crate::domain::redact::redact_url;
 use crate::store::queue::cycle::RedriveFilter;
@@ -180,7 +182,7 @@ impl Body for SubmitBody {
         let event_type = fields
             .string("event_type")?
             .parse()
-            .map_err(|e: String| AppError::invalid("event_type", e))?;
+            .map_err(|e| AppError::invalid("event_type", e))?;
         let event_id = fields.optional_string("event_id")?;
         if let Some(id) = &event_id {
             if id.is_empty() || id.chars().count() > MAX_EVENT_ID_LEN {
@@ -410,8 +412,20 @@ impl ListQuery {
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let bad = |message: &str| AppError::invalid(key.to_string(), message.to_string());
             match key.as_ref() {
-                "status" => list.status = Some(value.parse().map_err(|e: String| bad(&e))?),
-                "event_type" => list.event_type = Some(value.parse().map_err(|e: String| bad(&e))?),
+                "status" => {
+                    list.status = Some(
+                        value
+                            .parse()
+                            .map_err(|e: UnknownName| bad(&e.to_string()))?,
+                    )
+                }
+                "event_type" => {
+                    list.event_type = Some(
+                        value
+                            .parse()
+                            .map_err(|e: UnknownName| bad(&e.to_string()))?,
+                    )
+                }
                 "config_id" => {
                     list.config_id = Some(value.parse().map_err(|_| bad("must be an integer"))?)
                 }
@@ -436,7 +450,13 @@ impl ListQuery {
                         list.created_before = Some(at);
                     }
                 }
-                "held" => list.held = Some(value.parse().map_err(|e: String| bad(&e))?),
+                "held" => {
+                    list.held = Some(
+                        value
+                            .parse()
+                            .map_err(|e: UnknownName| bad(&e.to_string()))?,
+                    )
+                }
                 "cancelled" => {
                     list.cancelled = Some(value.parse().map_err(|_| bad("must be true or false"))?)
                 }
@@ -685,10 +705,13 @@ impl From<Result<Submitted, AppError>> for BatchResult {
                 entry: Box::new(entry.into()),
                 status: 200,
             },
-            Err(e) => BatchResult::Error {
-                error: e.body(),
-                status: e.status(),
-            },
+            Err(e) => {
+                let e = ApiError::from(e);
+                BatchResult::Error {
+                    error: e.body(),
+                    status: e.status().as_u16(),
+                }
+            }
         }
     }
 }
@@ -697,9 +720,9 @@ impl From<Result<Submitted, AppError>> for BatchResult {
 // Handlers
 // ---------------------------------------------------------------------------------------------
 
-fn queue_id_path(raw: &str) -> Result<Uuid, AppError> {
+fn queue_id_path(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| {
-        AppError::malformed(
+        ApiError::malformed(
             Some("queue_id"),
             format!("{raw:?} is not a queue_id (a UUID)"),
         )

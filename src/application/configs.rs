@@ -208,13 +208,7 @@ impl ConfigInput {
         delivery: PartnerSettingsInput,
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
-        let name = name.trim().to_string();
-        if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
-            return Err(AppError::invalid(
-                "name",
-                format!("must be 1 to {MAX_NAME_LEN} characters"),
-            ));
-        }
+        let name = checked_name(&name)?;
         for (field, url) in [
             ("postback_url", &postback_url),
             ("chargeback_url", &chargeback_url),
@@ -229,16 +223,7 @@ impl ConfigInput {
                 "a config needs a postback_url, a chargeback_url or both",
             ));
         }
-        let max_retries = match max_retries {
-            None => None,
-            Some(n) if (0..=MAX_RETRIES_LIMIT as i64).contains(&n) => Some(n as i32),
-            Some(_) => {
-                return Err(AppError::invalid(
-                    "max_retries",
-                    format!("must be between 0 and {MAX_RETRIES_LIMIT}"),
-                ))
-            }
-        };
+        let max_retries = max_retries.map(checked_max_retries).transpose()?;
         let signing = match signing_secret {
             None => SecretChange::Keep,
             Some(None) => SecretChange::Remove,
@@ -402,4 +387,26 @@ pub async fn control(
         "reason" => change.reason.map(|r| r.as_str()), "held" => change.held);
     drop(conn);
     get(pool, id).await
+}
+
+/// A config's name, trimmed: 1 to [`MAX_NAME_LEN`] characters.
+fn checked_name(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+        return Err(AppError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME_LEN} characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn checked_max_retries(n: i64) -> Result<i32, AppError> {
+    if !(0..=MAX_RETRIES_LIMIT as i64).contains(&n) {
+        return Err(AppError::invalid(
+            "max_retries",
+            format!("must be between 0 and {MAX_RETRIES_LIMIT}"),
+        ));
+    }
+    Ok(n as i32)
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::domain::attempt::Attempt;
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
 use crate::domain::order::CancelReason;
-use crate::store::models::{AttemptRecord, QueueRow};
+use crate::store::models::QueueRow;
 use crate::store::queue::listing::{self, ListFilter};
 use crate::store::queue::{cancel, cycle, order};
 use crate::store::{bounded, partners, DbPool};
@@ -81,40 +82,6 @@ impl From<QueueRow> for Entry {
     }
 }
 
-/// One call made for an entry, of the current retry cycle or an earlier one.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Attempt {
-    /// The retry cycle: 0 for the first, one more after each manual retry or redrive.
-    pub cycle: i32,
-    /// The attempt's number within its cycle.
-    pub attempt: i32,
-    pub started_at: Option<DateTime<Utc>>,
-    /// `None` while the attempt is in flight.
-    pub completed_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<i64>,
-    /// `None` when no answer came (timeout, connection refused …).
-    pub http_status: Option<i32>,
-    /// The partner's answer body, cut at the configured response body limit.
-    pub response_body: Option<String>,
-    /// Why the attempt failed; `None` when it succeeded.
-    pub error: Option<String>,
-}
-
-impl From<AttemptRecord> for Attempt {
-    fn from(a: AttemptRecord) -> Self {
-        Self {
-            cycle: a.cycle,
-            attempt: a.attempt,
-            started_at: a.started_at,
-            completed_at: a.completed_at,
-            duration_ms: a.duration_ms,
-            http_status: a.http_status,
-            response_body: a.response_body,
-            error: a.error,
-        }
-    }
-}
-
 /// An entry with every attempt made for it: those of earlier retry cycles first, in order,
 /// then the current cycle's.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,7 +99,7 @@ pub async fn get(pool: &DbPool, queue_id: Uuid) -> Result<EntryWithAttempts, App
     let attempts = row.attempts_after(archived);
     Ok(EntryWithAttempts {
         entry: held_by_partner(&mut conn, row.into()).await?,
-        attempts: attempts.into_iter().map(Attempt::from).collect(),
+        attempts,
     })
 }
 

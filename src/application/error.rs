@@ -1,7 +1,7 @@
 //! The application's error type.
 //!
-//! Error policy: a caller's mistake is a precise 4xx whose message says what to fix and whose
-//! `field` names the offending input. Anything else is our problem: it is logged with its
+//! Error policy: a caller's mistake is a precise refusal whose message says what to fix and
+//! whose `field` names the offending input. Anything else is our problem: it is logged with its
 //! cause where it becomes a response (`api::errors`), and the body says only that the
 //! service is unavailable (503, database unreachable) or failed (500) — never the cause, which
 //! may hold SQL, addresses or a partner's answer. `anyhow` is used only at the process edge.
@@ -13,7 +13,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::error_chain::describe;
 
-/// The class of an error, so a caller can branch on it (`error.code` of an API error body).
+/// The class of an error, so a caller can branch on it: `error.code` of an API error body.
+/// One list for the application's errors ([`AppError::code`]) and the API's own (a body it
+/// cannot read, a missing token …).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     MalformedRequest,
@@ -30,49 +32,69 @@ pub enum ErrorCode {
     InternalError,
 }
 
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::MalformedRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RateLimited,
+        ErrorCode::ValidationFailed,
+        ErrorCode::QueryTimeout,
+        ErrorCode::Unavailable,
+        ErrorCode::InternalError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::QueryTimeout => "query_timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What a use case refuses or fails with. The errors of reading a request (its body, its
+/// token, its method, its rate) are the API's (`api::errors::ApiError`).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum AppError {
-    /// 400: the request could not be read (malformed JSON, malformed id in the path).
-    #[error("{message}")]
-    Malformed {
-        field: Option<String>,
-        message: String,
-    },
-    /// 401: missing or wrong bearer token.
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
-    /// 404
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// 405: the path is known, the method is not one of its own (`allow`, answered as `Allow`).
-    #[error("this path answers {allow} only")]
-    MethodNotAllowed { allow: &'static str },
-    /// 409
+    /// The request contradicts the state (a name taken, an entry already delivered).
     #[error("{0}")]
     Conflict(String),
-    /// 413
-    #[error("request body is larger than {0} bytes")]
-    TooLarge(usize),
-    /// 415
-    #[error("request body must be JSON (Content-Type: application/json)")]
-    NotJson,
-    /// 429: the caller's ingest budget is spent; answered with `Retry-After`.
-    #[error("too many events; retry after {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
-    /// 422: well-formed but invalid.
+    /// Well-formed but invalid.
     #[error("{message}")]
     Invalid {
         field: Option<String>,
         message: String,
     },
-    /// 503: an operator's query ran past `QUERY_TIMEOUT` and was cancelled; narrowing it helps,
+    /// An operator's query ran past `QUERY_TIMEOUT` and was cancelled; narrowing it helps,
     /// trying it again does not.
     #[error("the query ran longer than QUERY_TIMEOUT allows and was stopped; narrow it with config_id, status, event_id or a created_after/created_before window")]
     QueryTimeout,
-    /// 503: the database cannot be reached. The cause is logged, never returned.
+    /// The database cannot be reached. The cause is logged, never returned.
     #[error("service unavailable")]
     Unavailable(#[source] Cause),
-    /// 500: a bug or an unexpected database answer. The cause is logged, never returned.
+    /// A bug or an unexpected database answer. The cause is logged, never returned.
     #[error("internal error")]
     Internal(#[source] Cause),
 }
@@ -114,46 +136,17 @@ impl fmt::Display for Cause {
 impl std::error::Error for Cause {}
 
 impl AppError {
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, message: impl fmt::Display) -> Self {
         AppError::Invalid {
             field: Some(field.into()),
-            message: message.into(),
-        }
-    }
-
-    pub fn malformed(field: Option<&str>, message: impl Into<String>) -> Self {
-        AppError::Malformed {
-            field: field.map(str::to_string),
-            message: message.into(),
-        }
-    }
-
-    pub fn status(&self) -> u16 {
-        match self {
-            AppError::Malformed { .. } => 400,
-            AppError::Unauthorized => 401,
-            AppError::NotFound(_) => 404,
-            AppError::MethodNotAllowed { .. } => 405,
-            AppError::Conflict(_) => 409,
-            AppError::TooLarge(_) => 413,
-            AppError::NotJson => 415,
-            AppError::RateLimited { .. } => 429,
-            AppError::Invalid { .. } => 422,
-            AppError::QueryTimeout | AppError::Unavailable(_) => 503,
-            AppError::Internal(_) => 500,
+            message: message.to_string(),
         }
     }
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            AppError::Malformed { .. } => ErrorCode::MalformedRequest,
-            AppError::Unauthorized => ErrorCode::Unauthorized,
             AppError::NotFound(_) => ErrorCode::NotFound,
-            AppError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             AppError::Conflict(_) => ErrorCode::Conflict,
-            AppError::TooLarge(_) => ErrorCode::PayloadTooLarge,
-            AppError::NotJson => ErrorCode::UnsupportedMediaType,
-            AppError::RateLimited { .. } => ErrorCode::RateLimited,
             AppError::Invalid { .. } => ErrorCode::ValidationFailed,
             AppError::QueryTimeout => ErrorCode::QueryTimeout,
             AppError::Unavailable(_) => ErrorCode::Unavailable,
@@ -163,7 +156,7 @@ impl AppError {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            AppError::Malformed { field, .. } | AppError::Invalid { field, .. } => field.as_deref(),
+            AppError::Invalid { field, .. } => field.as_deref(),
             _ => None,
         }
     }
@@ -245,15 +238,14 @@ mod tests {
             ),
         ] {
             let error = database_error(kind, message);
-            assert_eq!(error.status(), 503, "{message}: {error:?}");
+            assert_eq!(error.code(), ErrorCode::Unavailable, "{message}: {error:?}");
         }
         let error = database_error(DatabaseErrorKind::Unknown, "division by zero");
-        assert_eq!(error.status(), 500, "{error:?}");
+        assert_eq!(error.code(), ErrorCode::InternalError, "{error:?}");
         let error = database_error(
             DatabaseErrorKind::Unknown,
             "canceling statement due to statement timeout",
         );
         assert_eq!(error.code(), ErrorCode::QueryTimeout, "{error:?}");
-        assert_eq!(error.status(), 503, "{error:?}");
     }
 }

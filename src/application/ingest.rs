@@ -17,12 +17,10 @@
 
 use std::sync::Arc;
 
-use slog::Logger;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use super::config_cache::ConfigCache;
-use super::engine::service::{self, Round, Running, Service};
+use super::engine::service::Fed;
 use super::engine::EngineError;
 use super::rechecks::DebitRechecks;
 use super::submit::{self, SubmitRequest, Submitted};
@@ -34,22 +32,20 @@ const MAX_REQUESTS_PER_INSERT: usize = 500;
 
 type Reply = oneshot::Sender<Result<Submitted, AppError>>;
 
-/// The handle requests submit through; cheap to share.
+/// The handle requests submit through; cheap to share. Its [`Batcher`] is a service the
+/// process runs beside the API (`startup::supervisor`).
 pub struct SubmitBatcher {
     queue: mpsc::Sender<(SubmitRequest, Reply)>,
-    /// Ends once the handle is dropped and the requests it took are answered.
-    _batcher: Running,
 }
 
 impl SubmitBatcher {
-    /// Starts the batcher service on the current runtime.
-    pub fn start(
+    /// The handle, and the service that inserts what is submitted through it.
+    pub fn new(
         pool: DbPool,
         configs: Arc<ConfigCache>,
         rechecks: Arc<DebitRechecks>,
         default_max_retries: i32,
-        log: &Logger,
-    ) -> Self {
+    ) -> (Self, Batcher) {
         let (queue, requests) = mpsc::channel(MAX_REQUESTS_PER_INSERT);
         let batcher = Batcher {
             pool,
@@ -59,10 +55,7 @@ impl SubmitBatcher {
             batch: Vec::with_capacity(MAX_REQUESTS_PER_INSERT),
             default_max_retries,
         };
-        Self {
-            queue,
-            _batcher: service::start(batcher, CancellationToken::new(), log),
-        }
+        (Self { queue }, batcher)
     }
 
     /// Submits one event; the answer is the one a lone submit would get.
@@ -79,8 +72,9 @@ impl SubmitBatcher {
 }
 
 /// Runs one batch at a time; requests that arrive meanwhile wait in the channel and leave
-/// together as the next batch.
-struct Batcher {
+/// together as the next batch. Stopped, it answers every request it took: a request the API
+/// accepted is never cut short.
+pub struct Batcher {
     pool: DbPool,
     configs: Arc<ConfigCache>,
     rechecks: Arc<DebitRechecks>,
@@ -89,20 +83,22 @@ struct Batcher {
     default_max_retries: i32,
 }
 
-impl Service for Batcher {
+impl Fed for Batcher {
     const NAME: &'static str = "submit batcher";
+    type Batch = Vec<(SubmitRequest, Reply)>;
 
-    /// Inserts the requests waiting now, as one batch.
-    async fn run_once(&mut self) -> Result<Round, EngineError> {
-        if self
+    async fn receive(&mut self) -> Option<Self::Batch> {
+        let received = self
             .requests
             .recv_many(&mut self.batch, MAX_REQUESTS_PER_INSERT)
-            .await
-            == 0
-        {
-            return Ok(Round::Finished);
-        }
-        let ready = std::mem::replace(&mut self.batch, Vec::with_capacity(MAX_REQUESTS_PER_INSERT));
+            .await;
+        (received > 0).then(|| {
+            std::mem::replace(&mut self.batch, Vec::with_capacity(MAX_REQUESTS_PER_INSERT))
+        })
+    }
+
+    /// Inserts the requests waiting now, as one batch.
+    async fn handle(&mut self, ready: Self::Batch) -> Result<(), EngineError> {
         let (pool, configs) = (self.pool.clone(), self.configs.clone());
         let rechecks = self.rechecks.clone();
         let default_max_retries = self.default_max_retries;
@@ -112,14 +108,11 @@ impl Service for Batcher {
             run(&pool, &configs, &rechecks, ready, default_max_retries).await
         })
         .await;
-        Ok(Round::Again)
+        Ok(())
     }
 
-    /// Batches until every handle is dropped and what they sent is answered: a request the
-    /// API accepted is never cut short.
-    async fn run(mut self, _stop: CancellationToken) -> Result<(), EngineError> {
-        while self.run_once().await? != Round::Finished {}
-        Ok(())
+    fn close(&mut self) {
+        self.requests.close();
     }
 }
 

@@ -11,9 +11,8 @@
 
 use slog::{debug, warn, Logger};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::engine::service::{self, Round, Running, Service};
+use super::engine::service::Fed;
 use super::engine::EngineError;
 use crate::error_chain::describe;
 use crate::store::queue::order;
@@ -25,40 +24,38 @@ const MAX_KEYS_PER_RECHECK: usize = 1000;
 /// Keys waiting for their recheck; more are left to the sweep.
 const QUEUED_KEYS: usize = 10_000;
 
-/// The handle submits hand their held debits to; the service ends once it is dropped and the
-/// keys it was given are rechecked.
+/// The handle submits hand their held debits to. Its [`Rechecker`] is a service the process
+/// runs beside the API (`startup::supervisor`).
 pub struct DebitRechecks {
     queue: mpsc::Sender<(i64, String)>,
-    _rechecker: Running,
 }
 
 impl DebitRechecks {
-    /// Starts the recheck service on the current runtime.
-    pub fn start(pool: DbPool, log: &Logger) -> Self {
+    /// The handle, and the service that rechecks what is handed to it.
+    pub fn new(pool: DbPool, log: &Logger) -> (Self, Rechecker) {
         let (queue, keys) = mpsc::channel(QUEUED_KEYS);
         let rechecker = Rechecker {
             pool,
             keys,
-            log: log.new(slog::o!("task" => <Rechecker as Service>::NAME)),
+            log: log.new(slog::o!("task" => <Rechecker as Fed>::NAME)),
         };
-        Self {
-            queue,
-            _rechecker: service::start(rechecker, CancellationToken::new(), log),
-        }
+        (Self { queue }, rechecker)
     }
 
     /// Asks for a recheck of these debits (partner, event id), whose insert has committed.
     pub fn after_commit(&self, keys: impl IntoIterator<Item = (i64, String)>) {
         for key in keys {
             if self.queue.try_send(key).is_err() {
-                // Full (or stopping): the sweep settles the rest.
+                // Full (or stopped): the sweep settles the rest.
                 return;
             }
         }
     }
 }
 
-struct Rechecker {
+/// Rechecks the keys that gathered, one statement at a time. Stopped, it rechecks the keys it
+/// was given before.
+pub struct Rechecker {
     pool: DbPool,
     keys: mpsc::Receiver<(i64, String)>,
     log: Logger,
@@ -71,15 +68,18 @@ impl Rechecker {
     }
 }
 
-impl Service for Rechecker {
+impl Fed for Rechecker {
     const NAME: &'static str = "debit rechecks";
+    type Batch = Vec<(i64, String)>;
 
-    /// Rechecks the keys waiting now, in one statement.
-    async fn run_once(&mut self) -> Result<Round, EngineError> {
+    async fn receive(&mut self) -> Option<Self::Batch> {
         let mut keys = Vec::with_capacity(MAX_KEYS_PER_RECHECK);
-        if self.keys.recv_many(&mut keys, MAX_KEYS_PER_RECHECK).await == 0 {
-            return Ok(Round::Finished);
-        }
+        let received = self.keys.recv_many(&mut keys, MAX_KEYS_PER_RECHECK).await;
+        (received > 0).then_some(keys)
+    }
+
+    /// Rechecks the keys waiting now, in one statement. A failure is the sweep's to mend.
+    async fn handle(&mut self, keys: Self::Batch) -> Result<(), EngineError> {
         match self.recheck(&keys).await {
             Ok(0) => {}
             Ok(settled) => debug!(self.log, "debits settled after their credit changed";
@@ -87,12 +87,10 @@ impl Service for Rechecker {
             Err(e) => warn!(self.log, "debit recheck failed; the pruner's sweep settles them";
                 "debits" => keys.len(), "error" => describe(&e)),
         }
-        Ok(Round::Again)
+        Ok(())
     }
 
-    /// Rechecks until the handle is dropped and what it sent is done.
-    async fn run(mut self, _stop: CancellationToken) -> Result<(), EngineError> {
-        while self.run_once().await? != Round::Finished {}
-        Ok(())
+    fn close(&mut self) {
+        self.keys.close();
     }
 }

@@ -190,37 +190,76 @@ fn build(
     health: Vec<partners::PartnerRow>,
     held: HeldCounts,
 ) -> StatsDocument {
-    let mut by_status = StatusCounts::default();
-    let mut cancelled = 0;
-    let mut by_event_type = ByEventType::default();
-    let mut partners: BTreeMap<i64, PartnerStats> = BTreeMap::new();
-    for row in rows {
-        let partner = partners
-            .entry(row.config_id)
-            .or_insert_with(|| PartnerStats {
-                config_id: row.config_id,
-                name: row.config_name.clone(),
-                by_status: StatusCounts::default(),
-                cancelled: 0,
-                success_rate: None,
-                state: PartnerState::Active,
-                reason: None,
-                held: 0,
-            });
-        match row.bucket.parse::<Status>() {
-            Ok(status) => {
-                by_status.add(status, row.n);
-                partner.by_status.add(status, row.n);
-                if let Ok(event_type) = row.event_type.parse::<EventType>() {
-                    by_event_type.get_mut(event_type).add(status, row.n);
-                }
-            }
-            Err(_) => {
-                cancelled += row.n;
+    let tally = Tally::of(rows);
+    StatsDocument {
+        total: tally.by_status.total(),
+        success_rate: tally.by_status.success_rate(),
+        by_status: tally.by_status,
+        cancelled: tally.cancelled,
+        held,
+        by_event_type: tally.by_event_type,
+        attempts: attempt_stats(&buckets),
+        oldest_pending_age_seconds: moments
+            .oldest_pending
+            .map(|t| ((moments.now - t).num_milliseconds().max(0) as f64) / 1000.0),
+        completed_last_minute: moments.completed_last_minute,
+        failed_last_minute: moments.failed_last_minute,
+        by_partner: with_health(tally.partners, health),
+        generated_at: rfc3339(moments.now),
+    }
+}
+
+/// The counter rows summed: by status, by event type and by partner, cancelled apart.
+struct Tally {
+    by_status: StatusCounts,
+    cancelled: i64,
+    by_event_type: ByEventType,
+    partners: BTreeMap<i64, PartnerStats>,
+}
+
+impl Tally {
+    fn of(rows: Vec<stats::RowCount>) -> Self {
+        let mut tally = Tally {
+            by_status: StatusCounts::default(),
+            cancelled: 0,
+            by_event_type: ByEventType::default(),
+            partners: BTreeMap::new(),
+        };
+        for row in rows {
+            let partner = tally
+                .partners
+                .entry(row.config_id)
+                .or_insert_with(|| PartnerStats {
+                    config_id: row.config_id,
+                    name: row.config_name.clone(),
+                    by_status: StatusCounts::default(),
+                    cancelled: 0,
+                    success_rate: None,
+                    state: PartnerState::Active,
+                    reason: None,
+                    held: 0,
+                });
+            // The bucket that is no status is `cancelled`.
+            let Ok(status) = row.bucket.parse::<Status>() else {
+                tally.cancelled += row.n;
                 partner.cancelled += row.n;
+                continue;
+            };
+            tally.by_status.add(status, row.n);
+            partner.by_status.add(status, row.n);
+            if let Ok(event_type) = row.event_type.parse::<EventType>() {
+                tally.by_event_type.get_mut(event_type).add(status, row.n);
             }
         }
+        tally
     }
+}
+
+/// Each partner's statistics with its health and success rate.
+fn with_health(
+    mut partners: BTreeMap<i64, PartnerStats>,
+    health: Vec<partners::PartnerRow>,
+) -> Vec<PartnerStats> {
     for h in health {
         if let Some(p) = partners.get_mut(&h.config_id) {
             p.state = h.state;
@@ -228,29 +267,13 @@ fn build(
             p.held = h.held;
         }
     }
-    let by_partner = partners
+    partners
         .into_values()
         .map(|mut p| {
             p.success_rate = p.by_status.success_rate();
             p
         })
-        .collect();
-    StatsDocument {
-        total: by_status.total(),
-        success_rate: by_status.success_rate(),
-        by_status,
-        cancelled,
-        held,
-        by_event_type,
-        attempts: attempt_stats(&buckets),
-        oldest_pending_age_seconds: moments
-            .oldest_pending
-            .map(|t| ((moments.now - t).num_milliseconds().max(0) as f64) / 1000.0),
-        completed_last_minute: moments.completed_last_minute,
-        failed_last_minute: moments.failed_last_minute,
-        by_partner,
-        generated_at: rfc3339(moments.now),
-    }
+        .collect()
 }
 
 /// Buckets must come sorted by duration.

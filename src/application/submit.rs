@@ -91,6 +91,10 @@ const STALE_RETRIES: usize = 3;
 
 type Key = (i64, EventType, String);
 
+/// Each request as the entry it makes: `None` where the request did not parse, the refusal
+/// where it makes none.
+type Prepared = Vec<Option<Result<NewEntry, AppError>>>;
+
 /// Submits events with one insert statement, which also notifies the workers, plus a read of
 /// the configs when `cache` has no copy of one (or a copy refused an event, or was stale), and
 /// one lookup of existing rows when some idempotency keys were taken. Requests that failed to
@@ -105,48 +109,46 @@ pub async fn submit_batch(
     default_max_retries: i32,
 ) -> Result<Vec<Result<Submitted, AppError>>, AppError> {
     let mut conn = conn(pool).await?;
+    let (prepared, inserted) = insert(&mut conn, cache, &requests, default_max_retries).await?;
+    rechecks.after_commit(held_for_earlier_credits(inserted.values()));
+    let existing = existing_rows(&mut conn, &requests, &prepared, &inserted).await?;
+    Ok(answers(requests, prepared, inserted, existing))
+}
+
+/// Prepares the requests against the configs and inserts the entries, by their queue id. A
+/// refusal is only ever decided on a fresh read of the configs; a copy found stale by the
+/// insert is read again and the batch built again, [`STALE_RETRIES`] times at most.
+async fn insert(
+    conn: &mut AsyncPgConnection,
+    cache: &ConfigCache,
+    requests: &[Result<SubmitRequest, AppError>],
+    default_max_retries: i32,
+) -> Result<(Prepared, HashMap<Uuid, QueueRow>), AppError> {
     let mut config_ids: Vec<i64> = requests.iter().flatten().map(|r| r.config_id).collect();
     config_ids.sort_unstable();
     config_ids.dedup();
     let (mut configs, mut fresh) = match cache.copies(&config_ids) {
         Some(copies) => (copies, false),
-        None => (read_configs(&mut conn, cache, &config_ids).await?, true),
+        None => (read_configs(conn, cache, &config_ids).await?, true),
     };
-
     let mut tries = 0;
-    let (prepared, mut inserted) = loop {
-        // `None` where the request did not parse.
-        let prepared: Vec<Option<Result<NewEntry, AppError>>> = requests
-            .iter()
-            .map(|request| {
-                let r = request.as_ref().ok()?;
-                Some(prepare(
-                    configs.get(&r.config_id).map(|c| &c.row),
-                    r,
-                    default_max_retries,
-                ))
-            })
-            .collect();
+    loop {
+        let prepared = prepare_all(requests, &configs, default_max_retries);
         if !fresh && prepared.iter().flatten().any(Result::is_err) {
-            (configs, fresh) = (read_configs(&mut conn, cache, &config_ids).await?, true);
+            (configs, fresh) = (read_configs(conn, cache, &config_ids).await?, true);
             continue;
         }
         let entries: Vec<NewEntry> = prepared.iter().flatten().flatten().cloned().collect();
-        let mut used: Vec<(i64, i64)> = entries
-            .iter()
-            .map(|e| (e.config_id, configs[&e.config_id].version))
-            .collect();
-        used.sort_unstable();
-        used.dedup();
-        match submit::insert_new(&mut conn, &entries, &used).await {
+        match submit::insert_new(conn, &entries, &versions_used(&entries, &configs)).await {
             Ok(rows) => {
-                let rows: HashMap<Uuid, QueueRow> =
-                    rows.into_iter().map(|row| (row.queue_id, row)).collect();
-                break (prepared, rows);
+                return Ok((
+                    prepared,
+                    rows.into_iter().map(|r| (r.queue_id, r)).collect(),
+                ))
             }
             Err(e) if submit::configs_changed(&e) && tries < STALE_RETRIES => {
                 tries += 1;
-                (configs, fresh) = (read_configs(&mut conn, cache, &config_ids).await?, true);
+                (configs, fresh) = (read_configs(conn, cache, &config_ids).await?, true);
             }
             Err(e) if submit::deadlocked(&e) && tries < STALE_RETRIES => tries += 1,
             Err(e) if submit::configs_changed(&e) => {
@@ -156,15 +158,54 @@ pub async fn submit_batch(
             }
             Err(e) => return Err(e.into()),
         }
-    };
-    rechecks.after_commit(held_for_earlier_credits(inserted.values()));
+    }
+}
 
-    // Keys that exist already: taken before (or earlier in this batch), or refused now but
-    // submitted before — a producer retrying gets its entry even if the config has changed.
-    let key_of = |r: &SubmitRequest| r.event_id.clone().map(|id| (r.config_id, r.event_type, id));
+fn prepare_all(
+    requests: &[Result<SubmitRequest, AppError>],
+    configs: &HashMap<i64, Versioned>,
+    default_max_retries: i32,
+) -> Prepared {
+    requests
+        .iter()
+        .map(|request| {
+            let r = request.as_ref().ok()?;
+            Some(prepare(
+                configs.get(&r.config_id).map(|c| &c.row),
+                r,
+                default_max_retries,
+            ))
+        })
+        .collect()
+}
+
+/// The `(id, version)` of each config the entries were built from, each once.
+fn versions_used(entries: &[NewEntry], configs: &HashMap<i64, Versioned>) -> Vec<(i64, i64)> {
+    let mut used: Vec<(i64, i64)> = entries
+        .iter()
+        .map(|e| (e.config_id, configs[&e.config_id].version))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    used
+}
+
+fn key_of(r: &SubmitRequest) -> Option<Key> {
+    r.event_id.clone().map(|id| (r.config_id, r.event_type, id))
+}
+
+/// The rows under the keys that exist already: taken before (or earlier in this batch), or
+/// refused now but submitted before — a producer retrying gets its entry even if the config
+/// has changed.
+async fn existing_rows(
+    conn: &mut AsyncPgConnection,
+    requests: &[Result<SubmitRequest, AppError>],
+    prepared: &Prepared,
+    inserted: &HashMap<Uuid, QueueRow>,
+) -> Result<HashMap<Key, QueueRow>, AppError> {
     let wanted: Vec<Key> = requests
         .iter()
-        .zip(&prepared)
+        .zip(prepared)
         .filter_map(|(request, entry)| {
             let (request, entry) = (request.as_ref().ok()?, entry.as_ref()?);
             let taken = entry
@@ -173,17 +214,25 @@ pub async fn submit_batch(
             taken.then(|| key_of(request)).flatten()
         })
         .collect();
-    let existing: HashMap<Key, QueueRow> = if wanted.is_empty() {
-        HashMap::new()
-    } else {
-        submit::find_by_keys(&mut conn, &wanted)
-            .await?
-            .into_iter()
-            .filter_map(|row| Some(((row.config_id, row.event_type, row.event_id.clone()?), row)))
-            .collect()
-    };
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(submit::find_by_keys(conn, &wanted)
+        .await?
+        .into_iter()
+        .filter_map(|row| Some(((row.config_id, row.event_type, row.event_id.clone()?), row)))
+        .collect())
+}
 
-    Ok(requests
+/// Each request's answer, in order: created, the same event again, a conflict, or why it
+/// was refused.
+fn answers(
+    requests: Vec<Result<SubmitRequest, AppError>>,
+    prepared: Prepared,
+    mut inserted: HashMap<Uuid, QueueRow>,
+    existing: HashMap<Key, QueueRow>,
+) -> Vec<Result<Submitted, AppError>> {
+    requests
         .into_iter()
         .zip(prepared)
         .map(|(request, entry)| {
@@ -200,7 +249,7 @@ pub async fn submit_batch(
                 (Err(refusal), None) => Err(refusal),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The keys (partner, event id) of the inserted debits held for a credit queued before them:

@@ -11,6 +11,7 @@ use crate::application::redrive::RedriveRequest;
 use crate::application::AppError;
 use crate::config::Overrides;
 use crate::domain::event::EventType;
+use crate::domain::name::UnknownName;
 use crate::store::queue::cycle::RedriveFilter;
 
 #[derive(Debug, Parser)]
@@ -197,7 +198,7 @@ impl RedriveArgs {
     }
 }
 
-fn parse_event_type(text: &str) -> Result<EventType, String> {
+fn parse_event_type(text: &str) -> Result<EventType, UnknownName> {
     text.parse()
 }
 

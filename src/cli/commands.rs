@@ -37,10 +37,14 @@ pub(super) async fn migrate(
     report: Report,
 ) -> anyhow::Result<()> {
     let applied = store::migrate(settings.database_url.expose()).await?;
-    info!(log, "database migrated"; "applied" => applied.len());
+    info!(log, "database migrated"; "applied" => applied.migrations.len(),
+        "rules_applied" => applied.rules.len());
     if report == Report::Stdout {
-        for name in &applied {
+        for name in &applied.migrations {
             println!("applied {name}");
+        }
+        for name in &applied.rules {
+            println!("applied rule {name}");
         }
         if applied.is_empty() {
             println!("database is up to date");
@@ -103,10 +107,19 @@ fn cli_error(e: AppError) -> anyhow::Error {
 pub(super) async fn print_stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = command_pool(settings).await?;
     let document = stats::collect(&pool).await.map_err(cli_error)?;
+    print_document(&document, json, stats_table)
+}
+
+/// A command's document on stdout: as JSON, or as its table.
+fn print_document<D: serde::Serialize>(
+    document: &D,
+    json: bool,
+    table: fn(&D) -> String,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        println!("{}", serde_json::to_string_pretty(document)?);
     } else {
-        print!("{}", stats_table(&document));
+        print!("{}", table(document));
     }
     Ok(())
 }
@@ -118,11 +131,7 @@ pub(super) async fn check(settings: &Settings, json: bool) -> anyhow::Result<()>
     let report = invariants::check(&pool, settings.query_timeout)
         .await
         .map_err(cli_error)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", check_table(&report));
-    }
+    print_document(&report, json, check_table)?;
     match (report.broken, report.unchecked) {
         (0, 0) => Ok(()),
         (0, n) => anyhow::bail!(

@@ -18,32 +18,50 @@ fn ms<T: std::fmt::Display>(value: Option<T>) -> String {
 /// The human-readable form of the stats document.
 pub fn stats_table(d: &stats::StatsDocument) -> String {
     let mut out = String::new();
-    let s = &d.by_status;
     let _ = writeln!(out, "webhook queue at {}", d.generated_at);
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "", "pending", "processing", "completed", "failed", "total"
-    );
-    let _ = writeln!(
-        out,
-        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "all", s.pending, s.processing, s.completed, s.failed, d.total
-    );
-    for (event_type, c) in d.by_event_type.iter() {
+    write_by_status(&mut out, d);
+    let _ = writeln!(out);
+    write_totals(&mut out, d);
+    if !d.by_partner.is_empty() {
+        let _ = writeln!(out);
+        write_by_partner(&mut out, &d.by_partner);
+    }
+    out
+}
+
+/// Rows by status: all events, then each event type.
+fn write_by_status(out: &mut String, d: &stats::StatsDocument) {
+    let row = |out: &mut String, label: &str, counts: [&dyn std::fmt::Display; 5]| {
+        let [pending, processing, completed, failed, total] = counts;
         let _ = writeln!(
             out,
-            "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{label:<12} {pending:>10} {processing:>10} {completed:>10} {failed:>10} {total:>10}"
+        );
+    };
+    row(
+        out,
+        "",
+        [&"pending", &"processing", &"completed", &"failed", &"total"],
+    );
+    let s = &d.by_status;
+    row(
+        out,
+        "all",
+        [&s.pending, &s.processing, &s.completed, &s.failed, &d.total],
+    );
+    for (event_type, c) in d.by_event_type.iter() {
+        let total = c.total();
+        row(
+            out,
             event_type.as_str(),
-            c.pending,
-            c.processing,
-            c.completed,
-            c.failed,
-            c.total()
+            [&c.pending, &c.processing, &c.completed, &c.failed, &total],
         );
     }
-    let _ = writeln!(out);
+}
+
+/// One line each: cancelled, held, success rate, oldest pending, last minute, attempts.
+fn write_totals(out: &mut String, d: &stats::StatsDocument) {
     let _ = writeln!(out, "cancelled            {}", d.cancelled);
     let h = &d.held;
     let _ = writeln!(
@@ -80,38 +98,47 @@ pub fn stats_table(d: &stats::StatsDocument) -> String {
         ms(a.p95_duration_ms),
         ms(a.p99_duration_ms)
     );
-    if !d.by_partner.is_empty() {
-        let _ = writeln!(out);
+}
+
+fn write_by_partner(out: &mut String, partners: &[stats::PartnerStats]) {
+    let row = |out: &mut String, cells: [&dyn std::fmt::Display; 9]| {
+        let [config, partner, state, pending, held, completed, failed, cancelled, success] = cells;
         let _ = writeln!(
             out,
-            "{:<6} {:<24} {:<8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>9}",
-            "config",
-            "partner",
-            "state",
-            "pending",
-            "held",
-            "completed",
-            "failed",
-            "cancelled",
-            "success"
+            "{config:<6} {partner:<24} {state:<8} {pending:>10} {held:>8} {completed:>10} {failed:>10} {cancelled:>10} {success:>9}"
         );
-        for p in &d.by_partner {
-            let _ = writeln!(
-                out,
-                "{:<6} {:<24} {:<8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>9}",
-                p.config_id,
-                p.name,
-                p.state.as_str(),
-                p.by_status.pending + p.by_status.processing,
-                p.held,
-                p.by_status.completed,
-                p.by_status.failed,
-                p.cancelled,
-                rate(p.success_rate)
-            );
-        }
+    };
+    row(
+        out,
+        [
+            &"config",
+            &"partner",
+            &"state",
+            &"pending",
+            &"held",
+            &"completed",
+            &"failed",
+            &"cancelled",
+            &"success",
+        ],
+    );
+    for p in partners {
+        let in_flight = p.by_status.pending + p.by_status.processing;
+        row(
+            out,
+            [
+                &p.config_id,
+                &p.name,
+                &p.state.as_str(),
+                &in_flight,
+                &p.held,
+                &p.by_status.completed,
+                &p.by_status.failed,
+                &p.cancelled,
+                &rate(p.success_rate),
+            ],
+        );
     }
-    out
 }
 
 /// The table `webhookd partners` prints: one line per partner.

@@ -1,11 +1,10 @@
 //! The life of a queue row: its status, what one attempt produced, and what happens next.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use rand::Rng;
 
+use super::name::named;
 use super::retry::RetryPolicy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,23 +37,7 @@ impl Status {
     }
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| {
-                format!("must be one of pending, processing, completed, failed, not {s:?}")
-            })
-    }
-}
+named!(Status);
 
 /// Why a pending row is held: due, but not called now, and spending no attempt while it waits.
 /// Money order's reason is stored on the row (`held_reason`); a partner's is its state, read
@@ -85,25 +68,7 @@ impl HeldReason {
     }
 }
 
-impl fmt::Display for HeldReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for HeldReason {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HeldReason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "must be one of partner_paused, partner_tripped, waiting_for_credit, not {s:?}"
-                )
-            })
-    }
-}
+named!(HeldReason);
 
 /// Why an attempt got no HTTP response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,9 +1,8 @@
 //! What a producer submits: the event type and the partner URL parameters.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
+use super::name::named;
 use serde_json::Value;
 
 /// Most parameters one event may carry.
@@ -34,22 +33,7 @@ impl EventType {
     }
 }
 
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "+credit" => Ok(EventType::Credit),
-            "-debit" => Ok(EventType::Debit),
-            other => Err(format!("must be \"+credit\" or \"-debit\", not {other:?}")),
-        }
-    }
-}
+named!(EventType);
 
 /// Whether `name` may be a parameter key or placeholder: 1 to [`MAX_PARAM_NAME_LEN`] of
 /// `A-Z a-z 0-9 _ . -`.

@@ -1,7 +1,9 @@
 //! Pure domain rules: no database, HTTP framework, HTTP client or logger in here.
 
+pub mod attempt;
 pub mod delivery;
 pub mod event;
+pub mod name;
 pub mod order;
 pub mod outbound;
 pub mod partner;

@@ -1,9 +1,8 @@
 //! Money order (docs/api.md, "Money order"): a `-debit` reverses the `+credit` with the same event id for the
 //! same partner, so it must never reach the partner first. The rule is kept by the database
-//! (migration 000010); these are the names it speaks in.
+//! (sql/rules/06_money_order.sql); these are the names it speaks in.
 
-use std::fmt;
-use std::str::FromStr;
+use super::name::named;
 
 /// A partner's `ordering`: whether its debits wait for their credits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -27,21 +26,7 @@ impl EventOrdering {
     }
 }
 
-impl fmt::Display for EventOrdering {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventOrdering {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventOrdering::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| format!("must be \"credit_before_debit\" or \"none\", not {s:?}"))
-    }
-}
+named!(EventOrdering);
 
 /// Why webhookd cancelled a row by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,15 +45,7 @@ impl CancelReason {
     }
 }
 
-impl FromStr for CancelReason {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CancelReason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown cancel reason {s:?}"))
-    }
-}
+named!(CancelReason);
 
 #[cfg(test)]
 mod tests {

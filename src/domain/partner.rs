@@ -1,13 +1,11 @@
 //! Partner health (docs/api.md, "Partner health"): a partner's delivery state, why it is not active, what one
 //! attempt says about the partner, and the limits of the per-partner settings.
 
-use std::fmt;
-use std::str::FromStr;
-
 use super::delivery::{FailureKind, HeldReason, Outcome};
+use super::name::named;
 
-/// Longest wait between two probes of a tripped partner (the SQL of migration 000009 caps the
-/// doubling at the same 5 minutes).
+/// Longest wait between two probes of a tripped partner (the claim, sql/rules/05_claim.sql,
+/// caps the doubling at the same 5 minutes).
 pub const MAX_PROBE_INTERVAL_SECS: u64 = 300;
 /// Most calls per second a partner may be limited to.
 pub const MAX_PER_SECOND_LIMIT: i64 = 100_000;
@@ -66,6 +64,8 @@ impl PartnerState {
     }
 }
 
+named!(PartnerState);
+
 impl serde::Serialize for PartnerState {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -75,22 +75,6 @@ impl serde::Serialize for PartnerState {
 impl serde::Serialize for StateReason {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
-    }
-}
-
-impl fmt::Display for PartnerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PartnerState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PartnerState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| format!("must be one of active, paused, tripped, not {s:?}"))
     }
 }
 
@@ -121,21 +105,7 @@ impl StateReason {
     }
 }
 
-impl fmt::Display for StateReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for StateReason {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        StateReason::ALL
-            .into_iter()
-            .find(|reason| reason.as_str() == s)
-            .ok_or_else(|| format!("must be one of operator, gone, failures, not {s:?}"))
-    }
-}
+named!(StateReason);
 
 /// What one attempt says about its partner (not about its event).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,9 +22,14 @@ const MAX_DAYS: u64 = 7;
 pub const PATTERN: &str =
     "^([1-9][0-9]{0,7}ms|[1-9][0-9]{0,4}s|[1-9][0-9]{0,3}m|[1-9][0-9]?h|[1-7]d)$";
 
-/// The delay a text names, or why it names none.
-pub fn parse(text: &str) -> Result<Duration, String> {
-    let refuse = || format!("{text:?} is not a delay such as 250ms, 5s, 10m, 2h or 1d (1ms to 7d)");
+/// A text that is not a delay as [`parse`] reads them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a delay such as 250ms, 5s, 10m, 2h or 1d (1ms to 7d)")]
+pub struct NotADelay(String);
+
+/// The delay a text names.
+pub fn parse(text: &str) -> Result<Duration, NotADelay> {
+    let refuse = || NotADelay(text.to_string());
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
     let &(_, unit_ms, max_digits) = UNITS

@@ -94,35 +94,7 @@ impl UrlTemplate {
             return Err(TemplateError::BadPlaceholder(body.len()));
         }
 
-        let mut pieces = Vec::new();
-        let mut literal = String::new();
-        let mut rest = body;
-        let mut offset = 0;
-        while let Some(open) = rest.find(['{', '}']) {
-            if rest.as_bytes()[open] == b'}' {
-                return Err(TemplateError::BadPlaceholder(offset + open));
-            }
-            let close = rest[open..]
-                .find('}')
-                .map(|i| open + i)
-                .ok_or(TemplateError::BadPlaceholder(offset + open))?;
-            let name = &rest[open + 1..close];
-            if !is_valid_param_name(name) {
-                return Err(TemplateError::BadPlaceholder(offset + open));
-            }
-            literal.push_str(&rest[..open]);
-            if !literal.is_empty() {
-                pieces.push(Piece::Literal(std::mem::take(&mut literal)));
-            }
-            pieces.push(Piece::Placeholder(name.to_string()));
-            offset += close + 1;
-            rest = &rest[close + 1..];
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            pieces.push(Piece::Literal(literal));
-        }
-
+        let pieces = pieces(body)?;
         let template = UrlTemplate {
             has_query: body.contains('?'),
             pieces,
@@ -217,6 +189,40 @@ impl UrlTemplate {
         }
         Ok(out)
     }
+}
+
+/// The template's body as literal text and `{name}` placeholders; an unpaired brace or a
+/// placeholder that is no parameter name is refused with its byte offset.
+fn pieces(body: &str) -> Result<Vec<Piece>, TemplateError> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut rest = body;
+    let mut offset = 0;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err(TemplateError::BadPlaceholder(offset + open));
+        }
+        let close = rest[open..]
+            .find('}')
+            .map(|i| open + i)
+            .ok_or(TemplateError::BadPlaceholder(offset + open))?;
+        let name = &rest[open + 1..close];
+        if !is_valid_param_name(name) {
+            return Err(TemplateError::BadPlaceholder(offset + open));
+        }
+        literal.push_str(&rest[..open]);
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+        }
+        pieces.push(Piece::Placeholder(name.to_string()));
+        offset += close + 1;
+        rest = &rest[close + 1..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        pieces.push(Piece::Literal(literal));
+    }
+    Ok(pieces)
 }
 
 #[cfg(test)]

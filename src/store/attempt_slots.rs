@@ -2,8 +2,8 @@
 //! `retry_N_*` of `webhook_queue`. The statements that write every slot are generated from
 //! [`ATTEMPT_SLOTS`] and [`SLOT_FIELDS`]; [`models::QueueRow`](super::models::QueueRow)
 //! declares the slots once, checked against the same constant. In SQL,
-//! `webhook_queue_attempts` (migration 000007) reads them, and the UPDATE count trigger, which
-//! every outcome write fires, names the three columns it needs of each.
+//! `webhook_queue_attempts` (sql/rules/02_counters.sql) reads them, and the UPDATE count
+//! trigger names the three columns it needs of each.
 
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 

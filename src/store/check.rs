@@ -42,8 +42,8 @@ macro_rules! finding_sql {
 }
 
 /// A `-debit` held `waiting_for_credit` whose `+credit` has completed, was cancelled or does
-/// not exist: nothing would ever release it. The same test as `webhook_money_order_sweep`
-/// (migration 000011), which settles them.
+/// not exist: nothing would ever release it. The same test as `webhook_money_order_sweep`,
+/// which settles them.
 pub const STALE_CREDIT_WAIT: &str = finding_sql!(
     "SELECT d.queue_id::text AS example FROM webhook_queue d
      WHERE d.held_reason = 'waiting_for_credit' AND d.deleted_at IS NULL
@@ -76,7 +76,7 @@ const TRIPPED_WITHOUT_PROBE: &str = finding_sql!(
 
 /// The cells (partner, event type, bucket) where `webhook_queue_counts`, summed over shards as
 /// the statistics read it (`store::stats`), differs from a count of the queue's rows, bucketed
-/// by `webhook_count_bucket` (migration 000007). `counted` and `actual` are the two sides.
+/// by `webhook_count_bucket`. `counted` and `actual` are the two sides.
 macro_rules! drift_sql {
     ($select:literal) => {
         concat!(

@@ -4,12 +4,13 @@ use chrono::{DateTime, Utc};
 use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{self, Text};
 use uuid::Uuid;
 
 use super::attempt_slots::ATTEMPT_SLOTS;
 use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
 use crate::config::Secret;
+use crate::domain::attempt::Attempt;
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
 use crate::domain::order::{CancelReason, EventOrdering};
@@ -189,9 +190,9 @@ macro_rules! queue_row {
 
         impl QueueRow {
             /// Slot `n` of the current cycle as an attempt labelled with `cycle`.
-            fn attempt(&self, cycle: i32, n: i32) -> AttemptRecord {
+            fn attempt(&self, cycle: i32, n: i32) -> Attempt {
                 match n {
-                    $($n => AttemptRecord {
+                    $($n => Attempt {
                         cycle,
                         attempt: n,
                         started_at: self.$started_at,
@@ -247,71 +248,92 @@ queue_row! {
         retry_6_response_body retry_6_error;
 }
 
-/// One attempt: of the current retry cycle (a row's `retry_N_*` columns) or of an earlier one
-/// (`webhook_attempt_history`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct AttemptRecord {
-    /// The retry cycle: 0 for the first, one more after each manual retry or redrive.
-    pub cycle: i32,
-    /// The attempt's number within its cycle (the N of `retry_N_*`).
-    pub attempt: i32,
-    pub started_at: Option<DateTime<Utc>>,
-    /// Null while the attempt is in flight.
-    pub completed_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<i64>,
-    /// The partner's HTTP status; null when no answer came (timeout, connection refused …).
-    pub http_status: Option<i32>,
-    /// The partner's answer body, cut at the configured response body limit.
-    pub response_body: Option<String>,
-    /// Why the attempt failed; null when it succeeded.
-    pub error: Option<String>,
-}
+/// An archived attempt as `webhook_attempt_history` holds it (`cycle::archived` selects these
+/// columns in this order); its start is never null there.
+impl Queryable<ArchivedAttemptColumns, Pg> for Attempt {
+    type Row = (
+        i32,
+        i32,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<i64>,
+        Option<i32>,
+        Option<String>,
+        Option<String>,
+    );
 
-/// An attempt of an earlier retry cycle, archived when the entry was retried or redriven.
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = webhook_attempt_history)]
-pub struct ArchivedAttemptRow {
-    pub cycle: i32,
-    pub attempt: i32,
-    pub started_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<i64>,
-    pub http_status: Option<i32>,
-    pub response_body: Option<String>,
-    pub error: Option<String>,
-}
-
-impl From<ArchivedAttemptRow> for AttemptRecord {
-    fn from(a: ArchivedAttemptRow) -> Self {
-        AttemptRecord {
-            cycle: a.cycle,
-            attempt: a.attempt,
-            started_at: Some(a.started_at),
-            completed_at: a.completed_at,
-            duration_ms: a.duration_ms,
-            http_status: a.http_status,
-            response_body: a.response_body,
-            error: a.error,
-        }
+    fn build(row: Self::Row) -> deserialize::Result<Self> {
+        let (
+            cycle,
+            attempt,
+            started_at,
+            completed_at,
+            duration_ms,
+            http_status,
+            response_body,
+            error,
+        ) = row;
+        Ok(Attempt {
+            cycle,
+            attempt,
+            started_at: Some(started_at),
+            completed_at,
+            duration_ms,
+            http_status,
+            response_body,
+            error,
+        })
     }
 }
+
+/// The SQL types of an archived attempt's columns, in [`ARCHIVED_ATTEMPT`]'s order.
+pub type ArchivedAttemptColumns = (
+    sql_types::Int4,
+    sql_types::Int4,
+    sql_types::Timestamptz,
+    sql_types::Nullable<sql_types::Timestamptz>,
+    sql_types::Nullable<sql_types::Int8>,
+    sql_types::Nullable<sql_types::Int4>,
+    sql_types::Nullable<sql_types::Text>,
+    sql_types::Nullable<sql_types::Text>,
+);
+
+/// The columns of `webhook_attempt_history` an [`Attempt`] is read from.
+pub const ARCHIVED_ATTEMPT: (
+    webhook_attempt_history::cycle,
+    webhook_attempt_history::attempt,
+    webhook_attempt_history::started_at,
+    webhook_attempt_history::completed_at,
+    webhook_attempt_history::duration_ms,
+    webhook_attempt_history::http_status,
+    webhook_attempt_history::response_body,
+    webhook_attempt_history::error,
+) = (
+    webhook_attempt_history::cycle,
+    webhook_attempt_history::attempt,
+    webhook_attempt_history::started_at,
+    webhook_attempt_history::completed_at,
+    webhook_attempt_history::duration_ms,
+    webhook_attempt_history::http_status,
+    webhook_attempt_history::response_body,
+    webhook_attempt_history::error,
+);
 
 impl QueueRow {
     /// Every attempt of the entry in order: the archived ones (which must come ordered by cycle
     /// and attempt) and then the current cycle's, numbered one past the last archived cycle.
-    pub fn attempts_after(&self, archived: Vec<ArchivedAttemptRow>) -> Vec<AttemptRecord> {
+    pub fn attempts_after(&self, mut archived: Vec<Attempt>) -> Vec<Attempt> {
         let current = archived.last().map_or(0, |a| a.cycle + 1);
-        let mut attempts: Vec<AttemptRecord> = archived.into_iter().map(Into::into).collect();
-        attempts.extend(self.attempts(current));
-        attempts
+        archived.extend(self.attempts(current));
+        archived
     }
 
     /// The attempts of the current cycle, in order (a slot with no start time was never used),
     /// labelled with `cycle`.
-    fn attempts(&self, cycle: i32) -> Vec<AttemptRecord> {
+    fn attempts(&self, cycle: i32) -> Vec<Attempt> {
         (0..ATTEMPT_SLOTS)
             .map(|n| self.attempt(cycle, n))
-            .filter(|a| a.started_at.is_some())
+            .filter(Attempt::was_made)
             .collect()
     }
 
@@ -320,7 +342,7 @@ impl QueueRow {
         (0..ATTEMPT_SLOTS)
             .rev()
             .map(|n| self.attempt(0, n))
-            .find(|a| a.started_at.is_some())
+            .find(Attempt::was_made)
             .and_then(|a| a.error)
     }
 }

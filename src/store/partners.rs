@@ -1,4 +1,4 @@
-//! Partner health in the database (migrations 000009 and 000012): each partner's state with the
+//! Partner health in the database (sql/rules/04_partner_health.sql): each partner's state with the
 //! rows it holds, the operator's pause and resume, and when the next probe is due. The
 //! counting of outcomes and the serving of partners (probes included) are SQL functions that
 //! the outcome write and the claim call (see [`queue::outcome`](super::queue::outcome) and

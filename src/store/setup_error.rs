@@ -10,6 +10,9 @@ pub enum DbSetupError {
     Tls(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A rule of `sql/rules/` did not apply; no rule was changed.
+    #[error("rule sql/rules/{name} failed, so no rule was applied: {cause}")]
+    Rule { name: String, cause: String },
     #[error("{0}")]
     Query(#[from] diesel::result::Error),
 }

@@ -117,7 +117,7 @@ pub async fn queue_depth(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount
 
 /// Held live rows by reason (`bucket` is the reason; a reason may come more than once): debits
 /// waiting for their credit from their partial index, and the pending rows of each paused or
-/// tripped partner, whose state holds them (migration 000012). Its cost follows the number of
+/// tripped partner, whose state holds them (sql/rules/04_partner_health.sql). Its cost follows the number of
 /// held rows, not the queue's.
 pub async fn held_counts(conn: &mut AsyncPgConnection) -> Result<Vec<BucketCount>, Error> {
     diesel::sql_query(HELD_COUNTS_SQL).load(conn).await

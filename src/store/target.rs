@@ -52,6 +52,35 @@ impl SslMode {
     }
 }
 
+/// The TLS connector `mode` asks for, `None` for a plain connection; verifying modes need the
+/// CA file `root_cert`.
+fn connector(
+    mode: SslMode,
+    root_cert: Option<String>,
+) -> Result<Option<MakeRustlsConnect>, DbSetupError> {
+    let verification = match mode {
+        SslMode::Plain => return Ok(None),
+        SslMode::Require => Verification::None,
+        SslMode::VerifyCa | SslMode::VerifyFull => {
+            let name = if mode == SslMode::VerifyCa {
+                "verify-ca"
+            } else {
+                "verify-full"
+            };
+            let path = root_cert.ok_or_else(|| {
+                DbSetupError::Url(format!("sslmode={name} needs sslrootcert=<CA file>"))
+            })?;
+            let roots = read_roots(&path)?;
+            if mode == SslMode::VerifyCa {
+                Verification::Chain(roots)
+            } else {
+                Verification::Full(roots)
+            }
+        }
+    };
+    tls_config(verification).map(Some)
+}
+
 /// A parsed `DATABASE_URL`: everything needed to open a connection, checked once.
 #[derive(Clone)]
 pub struct ConnectTarget {
@@ -95,28 +124,7 @@ impl ConnectTarget {
             (SslMode::Require, Some(_)) => SslMode::VerifyCa,
             (mode, _) => mode,
         };
-        let tls = match mode {
-            SslMode::Plain => None,
-            SslMode::Require => Some(tls_config(Verification::None)?),
-            SslMode::VerifyCa | SslMode::VerifyFull => {
-                let path = root_cert.ok_or_else(|| {
-                    DbSetupError::Url(format!(
-                        "sslmode={} needs sslrootcert=<CA file>",
-                        if mode == SslMode::VerifyCa {
-                            "verify-ca"
-                        } else {
-                            "verify-full"
-                        }
-                    ))
-                })?;
-                let roots = read_roots(&path)?;
-                Some(tls_config(if mode == SslMode::VerifyCa {
-                    Verification::Chain(roots)
-                } else {
-                    Verification::Full(roots)
-                })?)
-            }
-        };
+        let tls = connector(mode, root_cert)?;
         config.ssl_mode(if tls.is_some() {
             tokio_postgres::config::SslMode::Require
         } else {

@@ -1,7 +1,9 @@
 //! The statistics counters against the rows they count: rows per bucket and attempts per
 //! bucket, recounted from the table.
 
-use super::TestDb;
+use serde_json::Value;
+
+use super::{TestApp, TestDb};
 
 /// Every attempt recorded in the `retry_N_*` slots: (HTTP status, duration in ms).
 pub fn queue_attempts() -> String {
@@ -69,4 +71,60 @@ pub async fn assert_counters_exact(db: &TestDb, after: &str) {
     ))
     .await;
     assert_eq!(counted, attempts, "attempts by bucket, after: {after}");
+}
+
+pub async fn stats(app: &TestApp) -> Value {
+    let (status, body) = app.get("/webhooks/stats").await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Every attempt recorded in the `retry_N_*` columns of `webhook_queue`: `status`, `ms`. The
+/// slots are read here column by column, not through `webhook_queue_attempts`, so that the
+/// counters, which the triggers keep through that function, are checked against the columns.
+/// The statistics agree with the tables: rows per bucket, and attempts as recorded in the
+/// `retry_N_*` columns plus the archived ones.
+pub async fn assert_stats_match_tables(app: &TestApp) {
+    let s = stats(app).await;
+    let client = app.db.client().await;
+    let buckets = client
+        .query(
+            "SELECT CASE WHEN deleted_at IS NULL THEN status ELSE 'cancelled' END, count(*)
+             FROM webhook_queue GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let count = |bucket: &str| {
+        buckets
+            .iter()
+            .find(|r| r.get::<_, String>(0) == bucket)
+            .map_or(0, |r| r.get::<_, i64>(1))
+    };
+    for status in ["pending", "processing", "completed", "failed"] {
+        assert_eq!(s["by_status"][status], count(status), "{status}: {s:#}");
+    }
+    assert_eq!(s["cancelled"], count("cancelled"), "{s:#}");
+    let queue_attempts = queue_attempts();
+    let attempts = client
+        .query_one(
+            &format!(
+                "WITH recorded AS (
+                     {queue_attempts}
+                     UNION ALL
+                     SELECT http_status, duration_ms FROM webhook_attempt_history
+                     WHERE completed_at IS NOT NULL
+                 )
+                 SELECT count(*), count(*) FILTER (WHERE status BETWEEN 200 AND 299) FROM recorded"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(s["attempts"]["total"], attempts.get::<_, i64>(0), "{s:#}");
+    assert_eq!(
+        s["attempts"]["succeeded"],
+        attempts.get::<_, i64>(1),
+        "{s:#}"
+    );
 }

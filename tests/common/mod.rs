@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod counters;
+pub mod fixture;
+pub mod http;
 pub mod pg;
 pub mod process;
 pub mod receiver;
@@ -16,7 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use slog::{o, Drain, Logger};
 use tokio_postgres::NoTls;
 use webhookd::application::metrics::Role;
@@ -46,14 +48,12 @@ pub async fn admin() -> tokio_postgres::Client {
     client
 }
 
-/// A name that changes whenever a migration does, so a stale template is never used.
+/// A name that changes whenever a migration or a rule does, so a stale template is never used.
 fn template_name() -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let mut files: Vec<_> = walk(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .as_path(),
-    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = walk(&root.join("migrations"));
+    files.extend(walk(&root.join("sql/rules")));
     files.sort();
     for file in files {
         file.hash(&mut hasher);
@@ -128,6 +128,11 @@ impl TestDb {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
         tokio::spawn(connection);
         client
+    }
+
+    /// Runs a statement; the rows it changed.
+    pub async fn exec(&self, sql: &str) -> u64 {
+        self.client().await.execute(sql, &[]).await.unwrap()
     }
 
     /// Runs a query that returns one bigint.
@@ -362,16 +367,14 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
-    /// Creates a config whose postback and chargeback URLs are `postback` and `chargeback`.
+    /// Creates a config whose postback and chargeback URLs are `postback` and `chargeback`
+    /// (see [`fixture::Partner`] for more).
     pub async fn config(&self, name: &str, postback: &str, chargeback: &str) -> i64 {
-        let (status, body) = self
-            .post(
-                "/webhook-configs",
-                json!({"name": name, "postback_url": postback, "chargeback_url": chargeback}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_i64().unwrap()
+        fixture::Partner::new(name)
+            .postback(postback)
+            .chargeback(chargeback)
+            .create(self)
+            .await
     }
 
     pub async fn submit(&self, body: Value) -> Value {
@@ -400,6 +403,12 @@ impl TestApp {
     pub async fn shutdown(self) -> TestDb {
         self.app.stop().await.expect("the test app stops cleanly");
         self.db
+    }
+
+    /// [`TestApp::shutdown`], with how each service ended.
+    pub async fn shutdown_reporting(self) -> (TestDb, webhookd::startup::Stopped) {
+        let stopped = self.app.shutdown().await;
+        (self.db, stopped)
     }
 }
 

@@ -10,8 +10,7 @@ use slog::{info, o, warn, Logger};
 use tokio::time::Instant;
 
 use super::hosts::{self, host_key, Slot, Turn};
-use super::shared::Shared;
-use super::writer::Finished;
+use super::shared::{Finished, Shared};
 use crate::domain::delivery::{Outcome, Transition};
 use crate::domain::partner::Verdict;
 use crate::sender::{Call, CallResult};
@@ -172,16 +171,7 @@ pub async fn record(shared: &Shared, ready: Ready, attempted: Attempted, log: &L
         .attempt(row.config_id, &result.outcome, result.duration);
     log_attempt(log, &row, &result.outcome, duration_ms, transition);
 
-    let (retry_count, next_retry_at) = match transition {
-        Transition::Retry {
-            next_attempt,
-            delay,
-        } => (
-            next_attempt,
-            Some(completed_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
-        ),
-        Transition::Complete | Transition::Fail => (attempt, None),
-    };
+    let (retry_count, next_retry_at) = scheduled(transition, attempt, completed_at);
     let (http_status, response_body) = match &result.outcome {
         Outcome::Response { status, body, .. } => (Some(*status as i32), Some(body.clone())),
         Outcome::NoResponse { .. } => (None, None),
@@ -205,6 +195,24 @@ pub async fn record(shared: &Shared, ready: Ready, attempted: Attempted, log: &L
         next_retry_at,
     };
     let _ = shared.finished.send(Finished::Attempt(write)).await;
+}
+
+/// The row's attempt number after `transition`, and when a retry is due.
+fn scheduled(
+    transition: Transition,
+    attempt: i32,
+    completed_at: DateTime<Utc>,
+) -> (i32, Option<DateTime<Utc>>) {
+    match transition {
+        Transition::Retry {
+            next_attempt,
+            delay,
+        } => (
+            next_attempt,
+            Some(completed_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
+        ),
+        Transition::Complete | Transition::Fail => (attempt, None),
+    }
 }
 
 fn millis(ms: i64) -> Duration {

@@ -16,6 +16,8 @@ pub enum EngineError {
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
     Application(#[from] AppError),
+    #[error("the HTTP server failed")]
+    Server(#[from] std::io::Error),
     #[error("the {task} task panicked")]
     Panicked {
         task: &'static str,

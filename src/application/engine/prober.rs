@@ -1,5 +1,5 @@
 //! The prober service: wakes a worker when a tripped partner's probe falls due, since the
-//! claim takes probes (`webhook_claim`, migration 000012) and a busy queue may have no other
+//! claim takes probes (`webhook_claim`, sql/rules/05_claim.sql) and a busy queue may have no other
 //! reason to claim then. Every worker process runs one; the database gives each probe time to
 //! one claim.
 

@@ -9,12 +9,15 @@ use slog::Logger;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::error::EngineError;
 use super::handoff::Handoff;
 use super::hosts::HostLimiter;
-use super::writer::Finished;
 use crate::application::metrics::Metrics;
+use crate::config::Settings;
 use crate::domain::retry::RetryPolicy;
 use crate::sender::Sender;
+use crate::store::queue::outcome::AttemptWrite;
+use crate::store::queue::release::Release;
 use crate::store::DbPool;
 
 /// What every worker of a process shares.
@@ -47,4 +50,69 @@ pub(super) struct Shared {
     /// Cancelled when the shutdown grace period is over: abandon calls still running.
     pub(super) abandon: CancellationToken,
     pub(super) log: Logger,
+}
+
+/// What a worker hands the writer.
+pub enum Finished {
+    Attempt(AttemptWrite),
+    /// A row handed back uncalled, due again after the delay.
+    Release(Release, Duration),
+}
+
+/// How the workers, the writer and the engine's other services reach one another.
+#[derive(Clone)]
+pub(super) struct Signals {
+    pub(super) wake: Arc<Notify>,
+    pub(super) finished: mpsc::Sender<Finished>,
+    pub(super) handoff: Handoff,
+    pub(super) stop: CancellationToken,
+    pub(super) abandon: CancellationToken,
+}
+
+impl Signals {
+    /// New signals, and the receiving end of the writer's channel of `capacity` (64 at least).
+    pub(super) fn new(capacity: usize) -> (Self, mpsc::Receiver<Finished>) {
+        let (finished, finished_rx) = mpsc::channel(capacity.max(64));
+        let signals = Signals {
+            wake: Arc::new(Notify::new()),
+            finished,
+            handoff: Handoff::default(),
+            stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+        };
+        (signals, finished_rx)
+    }
+}
+
+impl Shared {
+    pub(super) fn new(
+        settings: &Settings,
+        pool: DbPool,
+        metrics: Arc<Metrics>,
+        signals: Signals,
+        log: &Logger,
+    ) -> Result<Self, EngineError> {
+        let worker = &settings.worker;
+        Ok(Self {
+            pool,
+            sender: Sender::new(&settings.delivery)?,
+            retry: settings.retry.clone(),
+            hosts: HostLimiter::new(settings.delivery.host_concurrency),
+            metrics,
+            wake: signals.wake,
+            claiming: tokio::sync::Mutex::new(()),
+            claim_again: AtomicBool::new(false),
+            left_behind: AtomicBool::new(false),
+            finished: signals.finished,
+            handoff: signals.handoff,
+            batch_size: worker.batch_size,
+            partner_share: (worker.count * worker.batch_size / 2).max(1),
+            poll_interval: worker.poll_interval,
+            lease: worker.lock_duration,
+            http_timeout: settings.delivery.http_timeout,
+            stop: signals.stop,
+            abandon: signals.abandon,
+            log: log.clone(),
+        })
+    }
 }

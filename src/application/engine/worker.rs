@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::deliver::{deliver, Claimed};
 use super::error::EngineError;
 use super::service::{Round, Service};
-use super::shared::Shared;
-use super::writer::Finished;
+use super::shared::{Finished, Shared};
 use crate::error_chain::describe;
 use crate::store::queue::claim::{self, ClaimedRow};
 use crate::store::queue::release::Release;
@@ -71,46 +70,7 @@ impl Worker {
                 self.idle_until = Some(Instant::now() + self.shared.poll_interval);
                 false
             }
-            Some(Ok(rows)) => {
-                self.failures = 0;
-                let full = rows.len() == free;
-                let found_none = rows.is_empty();
-                // Rows left behind for a partner's rate limit fall due at their slots: look
-                // again then, not after the poll interval.
-                let deferred = rows
-                    .first()
-                    .and_then(|r| r.deferred_until)
-                    .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
-                let left_behind = rows.first().is_some_and(|r| r.left_behind);
-                for row in rows {
-                    let worker_id = self.worker_id.clone();
-                    self.dispatch(row, worker_id, sent_at);
-                }
-                if full {
-                    // More may be due: let another idle worker look too.
-                    self.shared.wake.notify_one();
-                    self.idle_until = None;
-                    return true;
-                }
-                // Rows found means nothing else was due, but what a partner's host had no room
-                // for: calls ending wake a worker for those. What falls due later wakes the
-                // workers itself (NOTIFY for new rows, the writer's timers for retries and
-                // hand-backs). Only a worker that found nothing asks when the next row is
-                // due, which covers leases of workers that died: one round trip less per
-                // claim on a busy queue.
-                let wait = if found_none {
-                    idle_wait(&self.shared).await
-                } else {
-                    self.shared
-                        .left_behind
-                        .store(left_behind, Ordering::Relaxed);
-                    deferred.map_or(self.shared.poll_interval, |d| {
-                        d.min(self.shared.poll_interval)
-                    })
-                };
-                self.idle_until = (!left_behind).then(|| Instant::now() + wait);
-                false
-            }
+            Some(Ok(rows)) => self.took(rows, free, sent_at).await,
             Some(Err(e)) => {
                 self.failures += 1;
                 let backoff = Duration::from_millis(100 * 2u64.pow(self.failures.min(6)))
@@ -120,6 +80,48 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// Calls the rows a claim of `wanted` returned, and decides when to claim next. Returns
+    /// whether to claim again at once (a full batch: more may be due).
+    async fn took(&mut self, rows: Vec<ClaimedRow>, wanted: usize, sent_at: Instant) -> bool {
+        self.failures = 0;
+        let full = rows.len() == wanted;
+        let found_none = rows.is_empty();
+        // Rows left behind for a partner's rate limit fall due at their slots: look again
+        // then, not after the poll interval.
+        let deferred = rows
+            .first()
+            .and_then(|r| r.deferred_until)
+            .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        let left_behind = rows.first().is_some_and(|r| r.left_behind);
+        for row in rows {
+            let worker_id = self.worker_id.clone();
+            self.dispatch(row, worker_id, sent_at);
+        }
+        if full {
+            // More may be due: let another idle worker look too.
+            self.shared.wake.notify_one();
+            self.idle_until = None;
+            return true;
+        }
+        // Rows found means nothing else was due, but what a partner's host had no room for:
+        // calls ending wake a worker for those. What falls due later wakes the workers itself
+        // (NOTIFY for new rows, the writer's timers for retries and hand-backs). Only a worker
+        // that found nothing asks when the next row is due, which covers leases of workers
+        // that died: one round trip less per claim on a busy queue.
+        let wait = if found_none {
+            idle_wait(&self.shared).await
+        } else {
+            self.shared
+                .left_behind
+                .store(left_behind, Ordering::Relaxed);
+            deferred.map_or(self.shared.poll_interval, |d| {
+                d.min(self.shared.poll_interval)
+            })
+        };
+        self.idle_until = (!left_behind).then(|| Instant::now() + wait);
+        false
     }
 
     /// Calls the debits the writer leased with their credits' completion (money order), which

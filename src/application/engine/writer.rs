@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::handoff::Handoff;
-use super::service::{Round, Service};
+use super::service::Fed;
+use super::shared::{Finished, Signals};
 use crate::application::metrics::Metrics;
+use crate::config::Settings;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::domain::partner::PartnerState;
@@ -28,13 +30,6 @@ use crate::store::DbPool;
 
 /// Most rows written by one statement.
 const MAX_ROWS_PER_WRITE: usize = 512;
-
-/// What a worker hands the writer.
-pub enum Finished {
-    Attempt(AttemptWrite),
-    /// A row handed back uncalled, due again after the delay.
-    Release(Release, Duration),
-}
 
 pub struct Writer {
     pool: DbPool,
@@ -56,18 +51,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer of what is sent on `rx`. A failed write is retried for `give_up_after`, then
-    /// abandoned: its rows are claimed again once their leases end.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    /// A writer of what is sent on `rx`. A failed write is retried for `SHUTDOWN_TIMEOUT` (at
+    /// least 5 s), then abandoned: its rows are claimed again once their leases end.
+    pub(super) fn new(
+        settings: &Settings,
         pool: DbPool,
         rx: mpsc::Receiver<Finished>,
-        wake: Arc<Notify>,
-        handoff: Handoff,
-        lease: Duration,
-        workers_stop: CancellationToken,
-        give_up_after: Duration,
-        circuit: Circuit,
+        signals: &Signals,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
@@ -75,13 +65,16 @@ impl Writer {
             pool,
             rx,
             batch: Vec::with_capacity(MAX_ROWS_PER_WRITE),
-            wake,
-            handoff,
-            lease,
-            workers_stop,
+            wake: signals.wake.clone(),
+            handoff: signals.handoff.clone(),
+            lease: settings.worker.lock_duration,
+            workers_stop: signals.stop.clone(),
             timers: BinaryHeap::new(),
-            give_up_after,
-            circuit,
+            give_up_after: settings.shutdown_timeout.max(Duration::from_secs(5)),
+            circuit: Circuit {
+                failure_threshold: settings.circuit.failure_threshold as i32,
+                probe_interval_ms: settings.circuit.probe_interval.as_millis() as i64,
+            },
             metrics,
             log,
         }
@@ -100,10 +93,10 @@ impl Writer {
         }
     }
 
-    async fn write(&mut self) {
+    async fn write(&mut self, batch: &mut Vec<Finished>) {
         let mut attempts = Vec::new();
         let mut releases: Vec<(Release, Duration)> = Vec::new();
-        for item in self.batch.drain(..) {
+        for item in batch.drain(..) {
             match item {
                 Finished::Attempt(write) => attempts.push(write),
                 Finished::Release(release, delay) => releases.push((release, delay)),
@@ -148,8 +141,9 @@ impl Writer {
                     "row_id" => lost.id, "attempt" => lost.attempt, "worker_id" => &lost.worker_id);
             }
         }
-        // A completed credit may have released its waiting debit (money order, migration
-        // 000010), which announces nothing: a worker of this process looks for it.
+        // A completed credit may have released its waiting debit (money order,
+        // sql/rules/06_money_order.sql), which announces nothing: a worker of this process
+        // looks for it.
         if recorded.debits_waited
             && attempts
                 .iter()
@@ -211,30 +205,37 @@ impl Writer {
     }
 }
 
-impl Service for Writer {
+impl Fed for Writer {
     const NAME: &'static str = "writer";
+    /// What was sent; empty when a timer came due.
+    type Batch = Vec<Finished>;
 
-    /// Writes the next batch of outcomes, or rings the timers that have come due.
-    async fn run_once(&mut self) -> Result<Round, EngineError> {
+    async fn receive(&mut self) -> Option<Vec<Finished>> {
         let next_timer = self.timers.peek().map(|t| t.0);
         tokio::select! {
             received = self.rx.recv_many(&mut self.batch, MAX_ROWS_PER_WRITE) => {
-                if received == 0 {
-                    return Ok(Round::Finished);
-                }
-                self.write().await;
+                (received > 0).then(|| std::mem::take(&mut self.batch))
             }
-            _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {}
+            _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
+                Some(Vec::new())
+            }
         }
-        self.ring_due_timers();
-        Ok(Round::Again)
     }
 
-    /// Runs until every sender is dropped and all they sent is written: outcomes are never
-    /// cut short by a stop, which only the workers obey.
-    async fn run(mut self, _stop: tokio_util::sync::CancellationToken) -> Result<(), EngineError> {
-        while self.run_once().await? != Round::Finished {}
+    /// Writes what was sent, then rings the timers that have come due.
+    async fn handle(&mut self, mut batch: Vec<Finished>) -> Result<(), EngineError> {
+        if !batch.is_empty() {
+            self.write(&mut batch).await;
+            // The emptied buffer takes the next batch.
+            self.batch = batch;
+        }
+        self.ring_due_timers();
         Ok(())
+    }
+
+    /// Once stopped (after every worker has ended), what was sent is still written.
+    fn close(&mut self) {
+        self.rx.close();
     }
 }
 

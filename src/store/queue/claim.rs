@@ -54,8 +54,8 @@ pub struct ClaimedRow {
     pub left_behind: bool,
 }
 
-/// Claims up to `limit` rows in one statement, `webhook_claim` (migration 000012; the order it
-/// takes rows in is written there): leases that ran out first, then one probe per tripped
+/// Claims up to `limit` rows in one statement, `webhook_claim` (sql/rules/05_claim.sql,
+/// where the order it takes rows in is written): leases that ran out first, then one probe per tripped
 /// partner whose time has come, then the due rows of the active partners in turn, each up to
 /// an equal share, its `room` in this process and its `max_per_second`. Each row comes back
 /// with its config's current signing secret and retry delays. A paused or tripped partner's
@@ -95,7 +95,7 @@ struct NextDue {
     at: Option<DateTime<Utc>>,
 }
 
-/// When the claim may next find work (`webhook_next_due`, migration 000012): a due row of an
+/// When the claim may next find work (`webhook_next_due`, sql/rules/05_claim.sql): a due row of an
 /// active partner, a tripped partner's probe time, or a lease's end; `None` when nothing waits.
 pub async fn next_due(conn: &mut AsyncPgConnection) -> Result<Option<DateTime<Utc>>, Error> {
     let row: NextDue = prepared(diesel::sql_query("SELECT webhook_next_due() AS at"))

@@ -16,10 +16,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::listing::ListFilter;
+use crate::domain::attempt::Attempt;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::store::attempt_slots::each_slot_column;
-use crate::store::models::{ArchivedAttemptRow, QueueRow};
+use crate::store::models::{QueueRow, ARCHIVED_ATTEMPT};
 use crate::store::prepared::prepared;
 use crate::store::schema::{webhook_attempt_history, webhook_queue};
 
@@ -82,17 +83,14 @@ static RESTART_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The archived attempts of one entry, by cycle and attempt.
-pub async fn archived(
-    conn: &mut AsyncPgConnection,
-    queue_id: Uuid,
-) -> Result<Vec<ArchivedAttemptRow>, Error> {
+pub async fn archived(conn: &mut AsyncPgConnection, queue_id: Uuid) -> Result<Vec<Attempt>, Error> {
     webhook_attempt_history::table
         .filter(webhook_attempt_history::queue_id.eq(queue_id))
         .order((
             webhook_attempt_history::cycle,
             webhook_attempt_history::attempt,
         ))
-        .select(ArchivedAttemptRow::as_select())
+        .select(ARCHIVED_ATTEMPT)
         .load(conn)
         .await
 }

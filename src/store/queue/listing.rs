@@ -23,8 +23,8 @@ use crate::store::schema::{webhook_partner_state, webhook_queue};
 const CREATED_AT_DISORDER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 diesel::define_sql_function! {
-    /// The first id created at or after `at`, by bisection of the primary key (migration
-    /// 000014).
+    /// The first id created at or after `at`, by bisection of the primary key
+    /// (sql/rules/08_history_search.sql).
     fn webhook_queue_first_id_created_since(at: diesel::sql_types::Timestamptz) -> diesel::sql_types::BigInt;
 }
 

@@ -1,4 +1,4 @@
-//! Money order outside the statements that decide it (migrations 000010 and 000011; see
+//! Money order outside the statements that decide it (sql/rules/06_money_order.sql; see
 //! [`super`]): an operator releases a `-debit` that waits for its `+credit`, the API looks again
 //! at the debits it has just held, and the pruner sweeps up after an API process that died
 //! before it could.
@@ -49,7 +49,7 @@ struct Settled {
 
 /// Settles the waiting debits of `keys` (partner, event id) whose credit has completed, was
 /// cancelled or is gone, as the credit's own write would have; waits for a write in progress
-/// on such a credit first (`webhook_money_order_recheck`, migration 000011). Run once the
+/// on such a credit first (`webhook_money_order_recheck`). Run once the
 /// debits' insert has committed: it closes the race of an insert that read its credit just
 /// before the credit completed. Wakes idle workers when it settled a debit, and returns how
 /// many it settled.
@@ -81,7 +81,7 @@ pub async fn recheck(conn: &mut AsyncPgConnection, keys: &[(i64, String)]) -> Re
 }
 
 /// Settles every waiting debit whose credit has completed, was cancelled or is gone
-/// (`webhook_money_order_sweep`, migration 000011): those an API process left so when it died
+/// (`webhook_money_order_sweep`): those an API process left so when it died
 /// between a debit's insert and its [`recheck`]. One probe of each waiting debit's credit.
 /// Wakes idle workers when it settled a debit, and returns how many it settled.
 pub async fn sweep(conn: &mut AsyncPgConnection) -> Result<i32, Error> {

@@ -2,7 +2,7 @@
 //! only for one statement, and the advisory lock that lets one process prune at a time.
 //!
 //! No rule removes a `+credit` whose `-debit` waits for it (`webhook_credit_has_waiting_debit`,
-//! migration 000010): the debit would then be delivered as one whose credit is not queued.
+//! sql/rules/07_retention.sql): the debit would then be delivered as one whose credit is not queued.
 //!
 //! Deleting queue rows keeps the statistics consistent by itself: the queue's DELETE trigger
 //! takes the rows and their attempts off the counters, and the history's DELETE trigger does

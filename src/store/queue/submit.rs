@@ -27,7 +27,8 @@ pub struct NewEntry {
 /// already are skipped: only inserted rows come back.
 ///
 /// The statement counts its new rows (all pending) itself, through `webhook_queue_counts_add`
-/// (migration 000007), so the insert trigger stands aside for it (migration 000005): the
+/// (sql/rules/02_counters.sql), so the insert trigger stands aside for it
+/// (sql/rules/01_statement_markers.sql): the
 /// submit path pays one cached PL/pgSQL call, not the trigger's transition table and its three
 /// statements. `counted` and `announced` only SELECT, and PostgreSQL runs such a CTE only when
 /// the final SELECT reads it: hence the joins.
@@ -37,10 +38,10 @@ pub struct NewEntry {
 /// with an error [`configs_changed`] recognises (the check is `webhook_configs_unchanged`).
 ///
 /// A partner's state is not read here: rows of a paused or tripped partner are inserted like
-/// any other, and the claim does not serve that partner (migration 000012).
+/// any other, and the claim does not serve that partner (sql/rules/05_claim.sql).
 ///
 /// Money order (docs/api.md, "Money order") is decided in the same statement: `webhook_money_order_verdicts`
-/// (migrations 000010 and 000011) says which debits wait for their credit (`held_reason`) and
+/// (sql/rules/06_money_order.sql) says which debits wait for their credit (`held_reason`) and
 /// which are cancelled with it, from the statement's snapshot and without a lock. A credit that
 /// completes while the insert runs may not see a debit it commits; the caller hands the debits
 /// held for credits queued before them to `order::recheck` once the insert has committed.
@@ -57,31 +58,7 @@ pub async fn insert_new(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let query = "WITH inserted AS (
-             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
-                                        held_reason, deleted_at, cancel_reason)
-             SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
-                    nullif(u.verdict, 'credit_cancelled'),
-                    CASE WHEN u.verdict = 'credit_cancelled' THEN now() END,
-                    nullif(u.verdict, 'waiting_for_credit')
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[],
-                         webhook_money_order_verdicts($4::int8[], $2::text[], $3::text[]))
-                  WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
-                                       verdict, n)
-             WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
-             -- In the entries' order: of two with one idempotency key, the first is inserted.
-             ORDER BY u.n
-             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
-             RETURNING *
-         ), counted AS (
-             SELECT webhook_queue_counts_add(array_agg(config_id), array_agg(event_type),
-                                             array_agg(webhook_count_bucket(status, deleted_at)), array_agg(1::int8))
-             FROM inserted
-         ), announced AS (
-             SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
-         )
-         SELECT inserted.* FROM inserted LEFT JOIN counted ON true LEFT JOIN announced ON true";
-    let query = diesel::sql_query(query)
+    let query = diesel::sql_query(INSERT_NEW)
         .bind::<Array<SqlUuid>, _>(entries.iter().map(|e| e.queue_id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
             entries
@@ -114,6 +91,33 @@ pub async fn insert_new(
         .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>());
     prepared(query).load(conn).await
 }
+
+/// [`insert_new`]'s statement: the rows with money order's verdicts, if every config is still
+/// the version it was read at; the count of the new rows; the announcement.
+const INSERT_NEW: &str = "WITH inserted AS (
+             INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
+                                        held_reason, deleted_at, cancel_reason)
+             SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
+                    nullif(u.verdict, 'credit_cancelled'),
+                    CASE WHEN u.verdict = 'credit_cancelled' THEN now() END,
+                    nullif(u.verdict, 'waiting_for_credit')
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[],
+                         webhook_money_order_verdicts($4::int8[], $2::text[], $3::text[]))
+                  WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
+                                       verdict, n)
+             WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
+             -- In the entries' order: of two with one idempotency key, the first is inserted.
+             ORDER BY u.n
+             ON CONFLICT (config_id, event_type, event_id) WHERE event_id IS NOT NULL DO NOTHING
+             RETURNING *
+         ), counted AS (
+             SELECT webhook_queue_counts_add(array_agg(config_id), array_agg(event_type),
+                                             array_agg(webhook_count_bucket(status, deleted_at)), array_agg(1::int8))
+             FROM inserted
+         ), announced AS (
+             SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM inserted)
+         )
+         SELECT inserted.* FROM inserted LEFT JOIN counted ON true LEFT JOIN announced ON true";
 
 /// Whether `insert_new` failed because a config changed after it was read: the check raises
 /// SQLSTATE 40001 (serialization_failure). Read the configs again and retry; that is right too

@@ -34,11 +34,12 @@
 //! | `invariant_violations` | gauge | `invariant`: from the API's last check, not this scrape's |
 //! | `invariants_checked_timestamp_seconds` | gauge | when that check ran (Unix time) |
 
-use std::sync::atomic::AtomicU64;
+mod labels;
+mod scrape;
+
 use std::time::Duration;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -46,20 +47,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use slog::{warn, Logger};
 
-use crate::domain::delivery::{HeldReason, Outcome, Status};
+use self::labels::{AttemptLabels, InvariantLabels, PartnerLabels, RequestLabels, RuleLabels};
+use self::scrape::{read_queue, QueueGauges};
+use super::check::{CheckReport, Invariant, LatestCheck};
+use crate::domain::delivery::Outcome;
 use crate::domain::partner::PartnerState;
 use crate::store::queue::retention::Rule;
-use crate::store::{partners, stats, DbPool};
-
-use super::check::{CheckReport, Invariant, LatestCheck};
-use super::stats::{HeldCounts, StatusCounts};
-use super::{conn, AppError};
+use crate::store::DbPool;
 
 /// The `Content-Type` of what [`scrape`] renders.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Longest a scrape waits for the queue gauges before answering without them.
-const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 const PREFIX: &str = "webhookd";
 
@@ -92,45 +89,6 @@ impl Role {
     fn workers(self) -> bool {
         matches!(self, Role::Workers | Role::Both)
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AttemptLabels {
-    outcome: &'static str,
-    config_id: i64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PartnerLabels {
-    config_id: i64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: &'static str,
-    /// The matched route pattern (`/webhooks/{queue_id}`), never the raw path.
-    route: String,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
-    status: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InvariantLabels {
-    invariant: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RuleLabels {
-    rule: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
 }
 
 /// The process's metrics and the registry they are exposed through.
@@ -172,85 +130,96 @@ impl Metrics {
             repairs: Family::default(),
             pruned: Family::default(),
         };
-        let registry = &mut metrics.registry;
-        registry.register(
-            "partner_trips",
-            "Partners this process tripped (its outcome write counted the failure that reached the threshold)",
-            metrics.trips.clone(),
-        );
-        registry.register(
-            "partner_pauses",
-            "Partners this process paused (an operator, or a 410 Gone)",
-            metrics.pauses.clone(),
-        );
-        registry.register(
-            "partner_resumes",
-            "Partners this process made active again (a probe's 2xx, or an operator)",
-            metrics.resumes.clone(),
-        );
+        metrics.register_partner_changes();
         if role.workers() {
-            registry.register(
-                "delivery_attempts",
-                "Partner calls made, by outcome and partner config",
-                metrics.attempts.clone(),
-            );
-            registry.register_with_unit(
-                "delivery_attempt_duration",
-                "Duration of one partner call",
-                Unit::Seconds,
-                metrics.attempt_seconds.clone(),
-            );
-            registry.register_with_unit(
-                "claim_duration",
-                "Duration of one claim of due rows, connection checkout included",
-                Unit::Seconds,
-                metrics.claim_seconds.clone(),
-            );
-            registry.register(
-                "claimed_rows",
-                "Rows claimed by this process's workers",
-                metrics.claimed_rows.clone(),
-            );
-            registry.register_with_unit(
-                "outcome_write_duration",
-                "Duration of writing one batch of attempt outcomes, retries included",
-                Unit::Seconds,
-                metrics.write_seconds.clone(),
-            );
-            registry.register(
-                "outcomes_written",
-                "Attempt outcomes written to their rows",
-                metrics.outcomes_written.clone(),
-            );
-            registry.register(
-                "outcomes_stale",
-                "Attempt outcomes discarded because the row's lease had passed to another worker",
-                metrics.outcomes_stale.clone(),
-            );
-            registry.register(
-                "rows_handed_back",
-                "Claimed rows handed back to pending without a recorded attempt (host saturated, shutdown)",
-                metrics.handed_back.clone(),
-            );
-            registry.register(
-                "invariant_repairs",
-                "Rows, partners or counter cells that broke an invariant, healed by this process's pruner passes",
-                metrics.repairs.clone(),
-            );
-            registry.register(
-                "retention_deleted",
-                "Rows deleted by this process's pruner passes, by retention rule; a pass deletes in batches, so a backlog's progress shows here",
-                metrics.pruned.clone(),
-            );
+            metrics.register_worker_metrics();
         }
         if role.api() {
-            registry.register(
+            metrics.registry.register(
                 "api_requests",
                 "API requests by method, route pattern and response status",
                 metrics.requests.clone(),
             );
         }
         metrics
+    }
+
+    /// The partner state changes this process makes, whatever it runs.
+    fn register_partner_changes(&mut self) {
+        let registry = &mut self.registry;
+        registry.register(
+            "partner_trips",
+            "Partners this process tripped (its outcome write counted the failure that reached the threshold)",
+            self.trips.clone(),
+        );
+        registry.register(
+            "partner_pauses",
+            "Partners this process paused (an operator, or a 410 Gone)",
+            self.pauses.clone(),
+        );
+        registry.register(
+            "partner_resumes",
+            "Partners this process made active again (a probe's 2xx, or an operator)",
+            self.resumes.clone(),
+        );
+    }
+
+    /// What the workers record.
+    fn register_worker_metrics(&mut self) {
+        let registry = &mut self.registry;
+        registry.register(
+            "delivery_attempts",
+            "Partner calls made, by outcome and partner config",
+            self.attempts.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_attempt_duration",
+            "Duration of one partner call",
+            Unit::Seconds,
+            self.attempt_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "claim_duration",
+            "Duration of one claim of due rows, connection checkout included",
+            Unit::Seconds,
+            self.claim_seconds.clone(),
+        );
+        registry.register(
+            "claimed_rows",
+            "Rows claimed by this process's workers",
+            self.claimed_rows.clone(),
+        );
+        registry.register_with_unit(
+            "outcome_write_duration",
+            "Duration of writing one batch of attempt outcomes, retries included",
+            Unit::Seconds,
+            self.write_seconds.clone(),
+        );
+        registry.register(
+            "outcomes_written",
+            "Attempt outcomes written to their rows",
+            self.outcomes_written.clone(),
+        );
+        registry.register(
+            "outcomes_stale",
+            "Attempt outcomes discarded because the row's lease had passed to another worker",
+            self.outcomes_stale.clone(),
+        );
+        registry.register(
+            "rows_handed_back",
+            "Claimed rows handed back to pending without a recorded attempt (host saturated, shutdown)",
+            self.handed_back.clone(),
+        );
+        registry.register(
+            "invariant_repairs",
+            "Rows, partners or counter cells that broke an invariant, healed by this process's pruner passes",
+            self.repairs.clone(),
+        );
+        registry.register(
+            "retention_deleted",
+            "Rows deleted by this process's pruner passes, by retention rule; a pass deletes in batches, so a backlog's progress shows here",
+            self.pruned.clone(),
+        );
     }
 
     /// One partner call ended with `outcome` after `duration`.
@@ -335,90 +304,10 @@ impl Metrics {
             database_up,
         );
         if let Some(queue) = queue {
-            let depth: Family<StatusLabels, Gauge> = Family::default();
-            for status in Status::ALL {
-                depth
-                    .get_or_create(&StatusLabels {
-                        status: status.as_str(),
-                    })
-                    .set(queue.by_status.get(status));
-            }
-            scraped.register(
-                "queue_depth",
-                "Rows of webhook_queue by status, cancelled rows excluded",
-                depth,
-            );
-            let held: Family<ReasonLabels, Gauge> = Family::default();
-            for reason in HeldReason::ALL {
-                held.get_or_create(&ReasonLabels {
-                    reason: reason.as_str(),
-                })
-                .set(queue.held.get(reason));
-            }
-            scraped.register(
-                "queue_held",
-                "Pending rows of webhook_queue held (not called now, spending no attempt), by reason",
-                held,
-            );
-            let age: Gauge<f64, AtomicU64> = Gauge::default();
-            age.set(queue.oldest_due_age_seconds);
-            scraped.register_with_unit(
-                "queue_oldest_due_age",
-                "How long the longest-waiting due pending row has been due (0 when none is)",
-                Unit::Seconds,
-                age,
-            );
-            let state: Family<PartnerLabels, Gauge> = Family::default();
-            let held: Family<PartnerLabels, Gauge> = Family::default();
-            for partner in &queue.partners {
-                let labels = PartnerLabels {
-                    config_id: partner.config_id,
-                };
-                state.get_or_create(&labels).set(partner.state.gauge());
-                held.get_or_create(&labels).set(partner.held);
-            }
-            scraped.register(
-                "partner_state",
-                "Each partner's delivery state: 0 active, 1 paused, 2 tripped",
-                state,
-            );
-            scraped.register(
-                "partner_held_rows",
-                "Pending rows held because their partner is paused or tripped",
-                held,
-            );
+            scrape::register_queue(&mut scraped, queue);
         }
         if let Some(check) = check {
-            let violations: Family<InvariantLabels, Gauge> = Family::default();
-            // One not checked in time has no series: a zero would say it holds.
-            for invariant in Invariant::ALL {
-                let found = check.invariants.get(invariant);
-                if found.checked {
-                    violations
-                        .get_or_create(&InvariantLabels {
-                            invariant: invariant.as_str(),
-                        })
-                        .set(found.count);
-                }
-            }
-            scraped.register(
-                "invariant_violations",
-                "Rows (partners for tripped_without_probe, counter cells for counters_drift) breaking each \
-                 invariant, as of the API's last check (webhookd_invariants_checked_timestamp_seconds), \
-                 run at most once per RETENTION_INTERVAL, not at each scrape; see webhookd check",
-                violations,
-            );
-            let checked_at: Gauge<f64, AtomicU64> = Gauge::default();
-            checked_at.set(
-                chrono::DateTime::parse_from_rfc3339(&check.checked_at)
-                    .map(|t| t.timestamp_millis() as f64 / 1000.0)
-                    .unwrap_or(0.0),
-            );
-            scraped.register(
-                "invariants_checked_timestamp_seconds",
-                "When the check behind webhookd_invariant_violations ran (Unix time)",
-                checked_at,
-            );
+            scrape::register_check(&mut scraped, check);
         }
         let mut out = String::new();
         encode_registry(&mut out, &self.registry)
@@ -442,6 +331,9 @@ fn method_label(method: &str) -> &'static str {
         _ => "other",
     }
 }
+
+/// Longest a scrape waits for the queue gauges before answering without them.
+const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Renders `GET /metrics`: the process's metrics plus the queue gauges read now and the
 /// invariants as of the last check (checked again when older than its `max_age`). A database
@@ -476,58 +368,11 @@ pub async fn scrape(
     metrics.encode(queue.as_ref(), check.as_deref())
 }
 
-/// The queue as the scrape reports it.
-#[derive(Clone, Debug, PartialEq)]
-struct QueueGauges {
-    /// From the trigger-kept counters: no scan of the queue.
-    by_status: StatusCounts,
-    /// One scan of the held rows' partial index.
-    held: HeldCounts,
-    /// 0 when no pending row is due.
-    oldest_due_age_seconds: f64,
-    partners: Vec<PartnerGauge>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct PartnerGauge {
-    config_id: i64,
-    state: PartnerState,
-    held: i64,
-}
-
-async fn read_queue(pool: &DbPool) -> Result<QueueGauges, AppError> {
-    let mut conn = conn(pool).await?;
-    let mut by_status = StatusCounts::default();
-    for count in stats::queue_depth(&mut conn).await? {
-        // The other bucket is `cancelled`, which is not a status.
-        if let Ok(status) = count.bucket.parse::<Status>() {
-            by_status.add(status, count.n);
-        }
-    }
-    let held = HeldCounts::from_buckets(stats::held_counts(&mut conn).await?);
-    let oldest_due_age_seconds = stats::oldest_due_age_seconds(&mut conn)
-        .await?
-        .unwrap_or(0.0);
-    let partners = partners::find(&mut conn, None)
-        .await?
-        .into_iter()
-        .map(|p| PartnerGauge {
-            config_id: p.config_id,
-            state: p.state,
-            held: p.held,
-        })
-        .collect();
-    Ok(QueueGauges {
-        by_status,
-        held,
-        oldest_due_age_seconds,
-        partners,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::scrape::PartnerGauge;
     use super::*;
+    use crate::application::stats::{HeldCounts, StatusCounts};
     use crate::domain::delivery::FailureKind;
 
     fn series(text: &str, name_and_labels: &str) -> Option<String> {
