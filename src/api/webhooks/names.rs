@@ -13,7 +13,7 @@ use crate::domain::order::CancelReason;
 // ---------------------------------------------------------------------------------------------
 
 /// A string enum of `names`.
-pub(in crate::api) fn string_enum(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
+pub(crate) fn string_enum(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(names))
