@@ -6,7 +6,9 @@
 //!
 //! Every GET on any path answers `200 ok`. With `fail_first=N` in the query it answers `503`
 //! with `Retry-After: 1` while `X-Webhook-Attempt` (0 is the first attempt) is below N, so the
-//! demo shows webhookd retrying. Values of secret-looking query keys are printed as `***`.
+//! demo shows webhookd retrying. With `down_until=T` (Unix seconds) it answers `503` to every
+//! call until then: a partner that is down for a while, which webhookd trips and then probes
+//! until it answers again. Values of secret-looking query keys are printed as `***`.
 
 use std::net::SocketAddr;
 
@@ -60,8 +62,15 @@ async fn receive(req: HttpRequest) -> HttpResponse {
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0);
 
+    let down_until: i64 = query_pairs(req.query_string())
+        .find(|(key, _)| *key == "down_until")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+
     let response = if req.method() != Method::GET {
         HttpResponse::MethodNotAllowed().finish()
+    } else if Utc::now().timestamp() < down_until {
+        HttpResponse::ServiceUnavailable().body("down for maintenance")
     } else if attempt < fail_first {
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))

@@ -3,7 +3,10 @@
 # running webhookd API at $API (default http://127.0.0.1:8080). The partner URLs point at
 # examples/demo_receiver at $RECEIVER (default http://127.0.0.1:9090; under docker compose,
 # RECEIVER=http://demo-receiver:9090); events with fail_first=2 are refused twice there, so
-# webhookd retries them. Sends `Authorization: Bearer $API_TOKEN` when API_TOKEN is set.
+# webhookd retries them. Then the two rules a newcomer came for: a chargeback held until its
+# postback is delivered, and a second partner, down for 4 s, that trips and recovers (probes
+# come every CIRCUIT_PROBE_INTERVAL; `just up` sets 1s). Sends `Authorization: Bearer
+# $API_TOKEN` when API_TOKEN is set.
 # The config is created once: with another RECEIVER, delete or rename demo-partner first.
 set -euo pipefail
 
@@ -62,14 +65,16 @@ esac
 run="$(date -u +%Y%m%dT%H%M%S)-$$"
 n=0
 
-# submit EVENT_TYPE URL_PARAMS_JSON
+# submit EVENT_TYPE URL_PARAMS_JSON [EVENT_ID [CONFIG_ID]]
 submit() {
     n=$((n + 1))
-    local event="{\"event_type\":\"$1\",\"event_id\":\"demo-$run-$n\",\"config_id\":$config_id,\"url_params\":$2}"
+    local id="${3:-demo-$run-$n}" partner="${4:-$config_id}"
+    local event="{\"event_type\":\"$1\",\"event_id\":\"$id\",\"config_id\":$partner,\"url_params\":$2}"
     local status
     status="$(request POST /webhooks "$event")"
-    [[ $status == 201 || $status == 200 ]] || fail "POST /webhooks ($1 demo-$run-$n) answered $status:"
-    printf '%-8s demo-%s-%s  queue_id %s\n' "$1" "$run" "$n" "$(json 'doc["queue_id"]')"
+    [[ $status == 201 || $status == 200 ]] || fail "POST /webhooks ($1 $id) answered $status:"
+    printf '%-8s %-34s queue_id %s%s\n' "$1" "$id" "$(json 'doc["queue_id"]')" \
+        "$(json '"  held: " + doc["held_reason"] if doc.get("held_reason") else ""')"
 }
 
 echo "submitting sample events to $API:"
@@ -79,3 +84,38 @@ submit -debit '{"user_id":"user_1","value":"100","token":"abc123"}'
 submit +credit '{"user_id":"user_3","value":"75","fail_first":"2"}'
 submit -debit '{"user_id":"user_2","value":"50","fail_first":"2"}'
 submit +credit '{"user_id":"user 4","value":12.5,"vip":true}'
+
+echo
+echo "money order: a chargeback waits for its postback (same event_id), which is refused twice:"
+submit +credit '{"user_id":"user_5","value":"40","fail_first":"2"}' "demo-$run-order"
+submit -debit '{"user_id":"user_5","value":"40"}' "demo-$run-order"
+
+echo
+echo "partner health: demo-down-partner answers 503 for the next 4 s; after 3 failures in a row it"
+echo "trips, its events wait, and a probe every second finds it back:"
+down_until=$(($(date +%s) + 4))
+config='{"name":"demo-down-partner-'"$run"'",
+ "postback_url":"'"$RECEIVER"'/down-partner/postback?uid={user_id}&down_until='"$down_until"'",
+ "max_retries":6, "circuit_failure_threshold":3}'
+status="$(request POST /webhook-configs "$config")"
+[[ $status == 201 ]] || fail "POST /webhook-configs (demo-down-partner) answered $status:"
+down_id="$(json 'doc["id"]')"
+for user in 6 7 8 9 10; do
+    submit +credit '{"user_id":"user_'"$user"'","value":"10"}' "demo-$run-down-$user" "$down_id"
+done
+deadline=$((SECONDS + 20))
+last=""
+while ((SECONDS < deadline)); do
+    status="$(request GET "/webhook-configs/$down_id")"
+    [[ $status == 200 ]] || fail "GET /webhook-configs/$down_id answered $status:"
+    state="$(json 'doc["health"]["state"] + " (held " + str(doc["health"]["held"]) + ", failures in a row " + str(doc["health"]["consecutive_failures"]) + ")"')"
+    if [[ $state != "$last" ]]; then
+        echo "  demo-down-partner: $state"
+        last="$state"
+    fi
+    if [[ $state == active* ]] && (($(date +%s) >= down_until)) &&
+        [[ $(json 'doc["health"]["consecutive_failures"]') == 0 ]]; then
+        break
+    fi
+    sleep 0.5
+done

@@ -86,12 +86,13 @@ up() {
 
     step "starting webhookd run on $api (log: .local/webhookd.log)"
     # The receiver is on loopback, which deliveries may reach only when allowed; short retry
-    # delays make the retried events finish within seconds.
+    # delays and probes make the retried events and the tripped partner finish within seconds.
     OUTBOUND_ALLOW_NETWORKS=127.0.0.1/32 \
         SERVER_ADDR=127.0.0.1:8080 \
         RETRY_BASE_DELAY=200ms \
         RETRY_MAX_DELAY=2s \
         WORKER_POLL_INTERVAL=1s \
+        CIRCUIT_PROBE_INTERVAL=1s \
         "$webhookd" run >.local/webhookd.log 2>&1 &
     echo $! >.local/webhookd.pid
 
