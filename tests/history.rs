@@ -283,7 +283,7 @@ async fn statistics_checks_and_heals_read_few_rows_of_a_long_history() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_search_past_query_timeout_answers_503_at_once_and_frees_its_connection() {
+async fn a_search_past_query_timeout_answers_503_and_the_next_one_after_it_200() {
     let app = spawn_on(
         TestDb::new().await,
         Options::default().env("QUERY_TIMEOUT", "300ms"),

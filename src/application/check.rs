@@ -109,6 +109,34 @@ pub async fn find(
     }
 }
 
+/// When a caller that checks again and again (the pruner's passes, the API's check) counts the
+/// statistics counters against the queue: every time while a count fits in `QUERY_TIMEOUT`;
+/// after one that did not, only every [`CounterCounts::SKIP_AFTER_UNFIT`]th time, as a queue
+/// that large stays large and each try costs a whole bound of the database's work.
+#[derive(Debug, Default)]
+pub struct CounterCounts {
+    skip: u32,
+}
+
+impl CounterCounts {
+    /// An hour of passes or checks at the default `RETENTION_INTERVAL`.
+    pub const SKIP_AFTER_UNFIT: u32 = 60;
+
+    /// Whether to count this time.
+    pub fn due(&mut self) -> bool {
+        let due = self.skip == 0;
+        self.skip = self.skip.saturating_sub(1);
+        due
+    }
+
+    /// A count was tried: whether it fitted in the bound.
+    pub fn tried(&mut self, fitted: bool) {
+        if !fitted {
+            self.skip = Self::SKIP_AFTER_UNFIT;
+        }
+    }
+}
+
 /// Every invariant, always present.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Invariants {
@@ -143,16 +171,21 @@ pub struct CheckReport {
     pub invariants: Invariants,
 }
 
-/// Checks every invariant on `conn`, each in a statement cancelled after `bound`.
+/// Checks every invariant on `conn`, each in a statement cancelled after `bound`;
+/// `counters_drift` only when `count_counters`, reported unchecked otherwise.
 pub async fn check_on(
     conn: &mut AsyncPgConnection,
     bound: Duration,
+    count_counters: bool,
 ) -> Result<CheckReport, AppError> {
     let invariants = Invariants {
         stale_credit_wait: find(conn, Invariant::StaleCreditWait, bound).await?,
         processing_without_lease: find(conn, Invariant::ProcessingWithoutLease, bound).await?,
         tripped_without_probe: find(conn, Invariant::TrippedWithoutProbe, bound).await?,
-        counters_drift: find(conn, Invariant::CountersDrift, bound).await?,
+        counters_drift: match count_counters {
+            true => find(conn, Invariant::CountersDrift, bound).await?,
+            false => Violations::unchecked(),
+        },
     };
     let count = |broken: fn(&Violations) -> bool| {
         Invariant::ALL
@@ -170,10 +203,10 @@ pub async fn check_on(
     })
 }
 
-/// Checks every invariant now.
+/// Checks every invariant now, the counters included.
 pub async fn check(pool: &DbPool, bound: Duration) -> Result<CheckReport, AppError> {
     let mut conn = conn(pool).await?;
-    check_on(&mut conn, bound).await
+    check_on(&mut conn, bound, true).await
 }
 
 /// A report and when it was made.
@@ -186,6 +219,7 @@ pub struct LatestCheck {
     max_age: Duration,
     /// `QUERY_TIMEOUT`.
     bound: Duration,
+    counters: Arc<Mutex<CounterCounts>>,
     last: Arc<Mutex<Option<Dated>>>,
     /// Held while a check runs, so that callers that come meanwhile wait for its result.
     running: Arc<tokio::sync::Mutex<()>>,
@@ -197,6 +231,7 @@ impl LatestCheck {
             pool,
             max_age,
             bound,
+            counters: Arc::default(),
             last: Arc::default(),
             running: Arc::default(),
         }
@@ -209,7 +244,7 @@ impl LatestCheck {
 
     /// The last report, whatever its age; `None` before the first check ended.
     pub fn last(&self) -> Option<Arc<CheckReport>> {
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let last = lock(&self.last);
         last.as_ref().map(|(_, report)| report.clone())
     }
 
@@ -217,15 +252,16 @@ impl LatestCheck {
     /// of its own: a caller that stops waiting (a scrape's deadline) does not cancel it, and
     /// the next caller finds its result.
     pub async fn latest(&self) -> Result<Arc<CheckReport>, AppError> {
-        let (pool, last, running, max_age, bound) = (
+        let (pool, last, running, max_age, bound, counters) = (
             self.pool.clone(),
             self.last.clone(),
             self.running.clone(),
             self.max_age,
             self.bound,
+            self.counters.clone(),
         );
         let fresh = move || {
-            let last = last.lock().unwrap_or_else(|e| e.into_inner());
+            let last = lock(&last);
             last.as_ref()
                 .filter(|(at, _)| at.elapsed() < max_age)
                 .map(|(_, report)| report.clone())
@@ -239,12 +275,38 @@ impl LatestCheck {
             if let Some(report) = fresh() {
                 return Ok(report);
             }
-            let report = Arc::new(check(&pool, bound).await?);
-            *last.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((Instant::now(), report.clone()));
+            let count_counters = lock(&counters).due();
+            let mut conn = conn(&pool).await?;
+            let report = Arc::new(check_on(&mut conn, bound, count_counters).await?);
+            if count_counters {
+                lock(&counters).tried(report.invariants.counters_drift.checked);
+            }
+            *lock(&last) = Some((Instant::now(), report.clone()));
             Ok(report)
         })
         .await
         .map_err(|e| AppError::internal(format!("the check's task failed: {e}")))?
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_that_did_not_fit_are_counted_again_only_after_the_skip() {
+        let mut counts = CounterCounts::default();
+        assert!(counts.due());
+        counts.tried(true);
+        assert!(counts.due(), "a count that fitted is due next time too");
+        counts.tried(false);
+        for n in 0..CounterCounts::SKIP_AFTER_UNFIT {
+            assert!(!counts.due(), "skipped at {n}");
+        }
+        assert!(counts.due());
     }
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::service::{Round, Service};
+use crate::application::check::CounterCounts;
 use crate::application::metrics::Metrics;
 use crate::application::retention::{prune_once, Pass, Pruned};
 use crate::config::RetentionSettings;
@@ -22,9 +23,8 @@ pub struct Pruner {
     probe_interval: Duration,
     /// `QUERY_TIMEOUT`, the bound on the count of the counters.
     bound: Duration,
-    /// Passes left before the counters are counted again, after a count that did not fit in
-    /// `bound`: a queue that large stays that large, and each try costs a full `bound` of work.
-    skip_counters: u32,
+    /// Which passes count the statistics counters.
+    counters: CounterCounts,
     /// Counts what the passes healed.
     metrics: Arc<Metrics>,
     /// Ends a pass between two batches.
@@ -50,18 +50,12 @@ impl Pruner {
             settings,
             probe_interval,
             bound,
-            skip_counters: 0,
+            counters: CounterCounts::default(),
             metrics,
             stop: CancellationToken::new(),
             log,
         }
     }
-}
-
-impl Pruner {
-    /// Passes without counting the counters after a count that did not fit: an hour at the
-    /// default `RETENTION_INTERVAL`.
-    const SKIP_AFTER_UNCOUNTED: u32 = 60;
 }
 
 impl Service for Pruner {
@@ -71,8 +65,7 @@ impl Service for Pruner {
     /// tried again at the next interval.
     async fn run_once(&mut self) -> Result<Round, EngineError> {
         let mut progress = Progress::new(&self.metrics, &self.log);
-        let counting = self.skip_counters == 0;
-        self.skip_counters = self.skip_counters.saturating_sub(1);
+        let counting = self.counters.due();
         let pass = prune_once(
             &self.database_url,
             &self.settings,
@@ -83,8 +76,8 @@ impl Service for Pruner {
         )
         .await;
         if let Ok(Pass::Done(p)) = &pass {
-            if counting && p.counters_unchecked {
-                self.skip_counters = Self::SKIP_AFTER_UNCOUNTED;
+            if counting {
+                self.counters.tried(!p.counters_unchecked);
             }
         }
         if let Ok(Pass::Done(p)) = &pass {
@@ -109,7 +102,7 @@ impl Service for Pruner {
             Ok(Pass::Done(p)) if counting && p.counters_unchecked => {
                 info!(self.log, "statistics counters not checked: counting the queue takes longer than QUERY_TIMEOUT; `webhookd check` with a longer one counts them";
                     "query_timeout_ms" => self.bound.as_millis() as u64,
-                    "next_try_in_passes" => Self::SKIP_AFTER_UNCOUNTED)
+                    "next_try_in_passes" => CounterCounts::SKIP_AFTER_UNFIT)
             }
             Ok(Pass::Done(_)) => debug!(self.log, "nothing to prune"),
             Ok(Pass::Busy) => debug!(self.log, "another process is pruning; pass skipped"),
