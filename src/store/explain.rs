@@ -1,6 +1,6 @@
-//! `EXPLAIN (ANALYZE, FORMAT JSON)` of a query the store builds, so that tests and
-//! `just bench history` can show how many rows an operator's query read, not only how long it
-//! took on one machine.
+//! `EXPLAIN (ANALYZE, FORMAT JSON)` of a query the store builds, so that tests can show how
+//! many rows an operator's query read, which holds on any machine, rather than how long it took
+//! on one.
 
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -75,12 +75,4 @@ impl Plan {
             .unwrap_or(0.0)
     }
 
-    /// The server's own execution time of the query, in milliseconds.
-    pub fn execution_ms(&self) -> f64 {
-        self.0
-            .get(0)
-            .and_then(|top| top.get("Execution Time"))
-            .and_then(|v| v.as_f64())
-            .unwrap_or(f64::NAN)
-    }
 }
