@@ -74,5 +74,4 @@ impl Plan {
             .map(walk)
             .unwrap_or(0.0)
     }
-
 }
