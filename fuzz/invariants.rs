@@ -5,6 +5,7 @@
 //! Input layout: a URL template, a newline, then the bytes of a `POST /webhooks` body.
 
 use webhookd::api::submit_request;
+use webhookd::domain::placeholders::EventValues;
 use webhookd::domain::url_template::UrlTemplate;
 
 /// Parses and builds; panics when an invariant breaks. Inputs that are refused (bad template,
@@ -21,13 +22,12 @@ pub fn check(data: &[u8]) -> Option<String> {
     let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
     let request = submit_request(value).ok()?;
     let parsed = UrlTemplate::parse(template).ok()?;
-    let built = parsed
-        .build(
-            &request.url_params,
-            request.event_type,
-            request.event_id.as_deref(),
-        )
-        .ok()?;
+    let values = EventValues {
+        params: &request.url_params,
+        event_type: request.event_type,
+        event_id: request.event_id.as_deref(),
+    };
+    let built = parsed.build(&values, &Default::default()).ok()?;
 
     let url = url::Url::parse(&built)
         .unwrap_or_else(|e| panic!("built URL {built:?} does not parse: {e}"));

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::domain::partner::MAX_PROBE_INTERVAL_SECS;
 use crate::domain::retry::RetryPolicy;
+use crate::sealing::Keys;
 
 const BUILT_IN_DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -47,6 +48,8 @@ pub const KEYS: &[&str] = &[
     "api_token",
     "ingest_rate_limit",
     "outbound_allow_networks",
+    "outbound_proxy",
+    "secret_keys",
     "log_level",
     "log_format",
 ];
@@ -130,6 +133,8 @@ struct Raw {
     api_token: Secret,
     ingest_rate_limit: u32,
     outbound_allow_networks: String,
+    outbound_proxy: Secret,
+    secret_keys: Secret,
     log_level: LogLevel,
     log_format: LogFormat,
 }
@@ -152,6 +157,8 @@ pub struct Settings {
     pub api_tokens: Vec<Secret>,
     /// Events per second each caller may submit (burst the same); 0 means no limit.
     pub ingest_rate_limit: u32,
+    /// `SECRET_KEYS`: what partner secrets are sealed with; empty when none was given.
+    pub secret_keys: Keys,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
 }
@@ -172,6 +179,8 @@ pub struct DeliverySettings {
     pub host_concurrency: usize,
     pub response_body_limit: usize,
     pub allow_networks: Vec<IpNet>,
+    /// `OUTBOUND_PROXY`: the proxy every call goes through unless its config names its own.
+    pub proxy: Option<Secret>,
 }
 
 /// When a partner trips, and how soon it is probed (docs/api.md, "Partner health"); a config may set its own
@@ -286,6 +295,9 @@ impl Settings {
         let allow_networks = allow_networks(&raw.outbound_allow_networks)?;
         let api_tokens = api_tokens(&raw.api_token);
         let worker_id = worker_id(&raw.worker_id);
+        let proxy = outbound_proxy(&raw.outbound_proxy)?;
+        let secret_keys =
+            Keys::parse(&raw.secret_keys).map_err(|e| invalid("secret_keys", e.to_string()))?;
         Ok(Settings {
             database_url: raw.database_url,
             database_max_connections: raw.database_max_connections,
@@ -303,6 +315,7 @@ impl Settings {
                 host_concurrency: raw.delivery_host_concurrency,
                 response_body_limit: raw.response_body_limit,
                 allow_networks,
+                proxy,
             },
             retry,
             circuit: CircuitSettings {
@@ -318,6 +331,7 @@ impl Settings {
             query_timeout: raw.query_timeout,
             api_tokens,
             ingest_rate_limit: raw.ingest_rate_limit,
+            secret_keys,
             log_level: raw.log_level,
             log_format: raw.log_format,
         })
@@ -382,6 +396,23 @@ fn positive(key: &'static str, d: Duration) -> Result<(), ConfigError> {
         return Err(invalid(key, "must be positive"));
     }
     Ok(())
+}
+
+/// `OUTBOUND_PROXY`: empty, or an http(s) URL (with `user:password@` when the proxy asks).
+fn outbound_proxy(text: &Secret) -> Result<Option<Secret>, ConfigError> {
+    let text = text.expose().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Ok(Some(Secret::new(text)))
+        }
+        _ => Err(invalid(
+            "outbound_proxy",
+            "must be an http:// or https:// URL with a host",
+        )),
+    }
 }
 
 /// `OUTBOUND_ALLOW_NETWORKS`: comma-separated CIDRs, a bare address being its own network.

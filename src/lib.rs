@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error_chain;
 pub mod logging;
 pub mod probe;
+pub mod sealing;
 pub mod sender;
 pub mod startup;
 pub mod store;

@@ -64,6 +64,8 @@ impl Application {
             None => None,
         };
 
+        warn_of_clear_secrets(settings, api_pool.as_ref().or(workers_pool.as_ref()), log).await;
+
         // Everything that could fail has: from here on, the services start.
         let mut supervisor = Supervisor::new(log);
         let mut address = None;
@@ -205,4 +207,19 @@ async fn open_pool(settings: &Settings, of: PoolFor, size: usize) -> anyhow::Res
 /// A pool for a one-shot command (`stats`, `redrive`, `partners`), checked like the others.
 pub async fn command_pool(settings: &Settings) -> anyhow::Result<DbPool> {
     open_pool(settings, PoolFor::Api, settings.database_max_connections).await
+}
+
+/// Signing secrets stored before `SECRET_KEYS` was given keep working in clear; the operator
+/// is told, at every start, how to seal them.
+async fn warn_of_clear_secrets(settings: &Settings, pool: Option<&DbPool>, log: &Logger) {
+    let Some(pool) = pool else { return };
+    match crate::application::secrets::count_clear(pool).await {
+        Ok(0) => {}
+        Ok(clear) if settings.secret_keys.can_seal() => warn!(log,
+            "signing secrets are stored in clear; `webhookd migrate` seals them"; "clear" => clear),
+        Ok(clear) => warn!(log,
+            "signing secrets are stored in clear; set SECRET_KEYS and run `webhookd migrate` to seal them";
+            "clear" => clear),
+        Err(e) => warn!(log, "could not count the signing secrets stored in clear"; "error" => %e),
+    }
 }

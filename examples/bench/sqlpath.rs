@@ -42,6 +42,7 @@ pub fn entry(config_id: i64, url_base: &str, tag: &str, n: u64) -> NewEntry {
         ),
         url_params: serde_json::json!({"value": "100", "user_id": format!("u{n}"), "token": "abc123", "signature": "xyz789"}),
         max_retries: 6,
+        request: None,
     }
 }
 

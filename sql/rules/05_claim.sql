@@ -28,8 +28,8 @@
 -- ends, not only when new rows come.
 CREATE OR REPLACE FUNCTION webhook_claim(worker TEXT, wanted INTEGER, lease_secs DOUBLE PRECISION,
                               room_config_ids BIGINT[], rooms INTEGER[])
-RETURNS TABLE (id BIGINT, queue_id UUID, event_type TEXT, config_id BIGINT, webhook_url TEXT,
-               retry_count INTEGER, max_retries INTEGER, locked_at TIMESTAMPTZ, signing_secret TEXT,
+RETURNS TABLE (id BIGINT, queue_id UUID, event_type TEXT, config_id BIGINT, webhook_url TEXT, request JSON,
+               retry_count INTEGER, max_retries INTEGER, locked_at TIMESTAMPTZ, config_version BIGINT,
                retry_base_delay_ms BIGINT, retry_max_delay_ms BIGINT, deferred_until TIMESTAMPTZ,
                left_behind BOOLEAN)
 LANGUAGE plpgsql
@@ -162,8 +162,8 @@ BEGIN
         FROM webhook_configs c
         WHERE q.id = ANY (picked || coalesce(expired, '{}')) AND c.id = q.config_id
           AND webhook_statement_counts_itself() AND webhook_statement_settles_nothing()
-        RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url, q.retry_count, q.max_retries,
-                  q.locked_at, c.signing_secret, c.retry_base_delay_ms, c.retry_max_delay_ms
+        RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url, q.request, q.retry_count, q.max_retries,
+                  q.locked_at, c.xmin::text::int8, c.retry_base_delay_ms, c.retry_max_delay_ms
     ), counted AS (
         SELECT webhook_queue_counts_add(array_agg(m.config_id), array_agg(m.event_type),
                                         array_agg(moved.bucket), array_agg(moved.delta))

@@ -9,6 +9,7 @@ use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
+use super::call_settings::{AuthDoc, CallFields, CallView, ClientTlsDoc, HeaderDoc, RequestDoc};
 use super::common::{Page, ServerErrors};
 use super::errors::{ApiError, ErrorBody};
 use super::json::{read_body, too_large, Body, Fields, BODY_LIMIT};
@@ -91,6 +92,31 @@ pub struct ConfigBody {
     /// stored one, null removes it. Responses show only `signing`.
     #[schema(value_type = Option<String>)]
     pub signing_secret: Option<Option<String>>,
+    /// With a new `signing_secret`: how long the secret it replaces keeps signing alongside
+    /// it (both signatures in `webhook-signature`), e.g. `24h`; 1s to 30d.
+    #[schema(example = "24h")]
+    pub signing_secret_grace: Option<String>,
+    /// How `+credit` events are sent besides the URL; absent or null: `GET`.
+    #[schema(value_type = Option<RequestDoc>)]
+    pub postback_request: Option<serde_json::Value>,
+    /// How `-debit` events are sent besides the URL; absent or null: `GET`.
+    #[schema(value_type = Option<RequestDoc>)]
+    pub chargeback_request: Option<serde_json::Value>,
+    /// Headers every call carries (at most 20). Absent keeps the stored ones, null removes
+    /// them.
+    #[schema(value_type = Option<Vec<HeaderDoc>>)]
+    pub headers: Option<Option<serde_json::Value>>,
+    /// `Authorization` for every call. Absent keeps the stored one, null removes it.
+    #[schema(value_type = Option<AuthDoc>)]
+    pub auth: Option<Option<serde_json::Value>>,
+    /// The proxy this partner's calls go through (`http://[user:password@]host:port`),
+    /// instead of `OUTBOUND_PROXY`. Absent keeps the stored one, null removes it; a password
+    /// sent back as `***` keeps the stored one.
+    #[schema(value_type = Option<String>, example = "http://egress.internal:3128")]
+    pub proxy_url: Option<Option<serde_json::Value>>,
+    /// A client certificate for mutual TLS. Absent keeps the stored one, null removes it.
+    #[schema(value_type = Option<ClientTlsDoc>)]
+    pub client_tls: Option<Option<serde_json::Value>>,
     /// Most calls per second to this partner, by all `work` processes together; absent means
     /// no limit.
     #[schema(minimum = 1, maximum = 100000)]
@@ -124,6 +150,13 @@ impl Body for ConfigBody {
         "is_active",
         "ordering",
         "signing_secret",
+        "signing_secret_grace",
+        "postback_request",
+        "chargeback_request",
+        "headers",
+        "auth",
+        "proxy_url",
+        "client_tls",
         "max_per_second",
         "retry_base_delay",
         "retry_max_delay",
@@ -142,6 +175,13 @@ impl Body for ConfigBody {
                 .map(|o| o.parse().map_err(|e| AppError::invalid("ordering", e)))
                 .transpose()?,
             signing_secret: fields.nullable_string("signing_secret")?,
+            signing_secret_grace: fields.optional_string("signing_secret_grace")?,
+            postback_request: fields.optional("postback_request"),
+            chargeback_request: fields.optional("chargeback_request"),
+            headers: fields.nullable("headers"),
+            auth: fields.nullable("auth"),
+            proxy_url: fields.nullable("proxy_url"),
+            client_tls: fields.nullable("client_tls"),
             max_per_second: fields.optional_integer("max_per_second")?,
             retry_base_delay: fields.optional_string("retry_base_delay")?,
             retry_max_delay: fields.optional_string("retry_max_delay")?,
@@ -180,6 +220,15 @@ impl ConfigBody {
     /// stored secret, `null` removes it, a `whsec_<base64>` string sets it (see
     /// [`ConfigInput::new`]).
     pub fn into_input(self, policy: &AddressPolicy) -> Result<ConfigInput, AppError> {
+        let call = CallFields {
+            postback_request: self.postback_request,
+            chargeback_request: self.chargeback_request,
+            headers: self.headers,
+            auth: self.auth,
+            proxy_url: self.proxy_url,
+            client_tls: self.client_tls,
+        }
+        .into_input()?;
         ConfigInput::new(
             self.name,
             self.postback_url,
@@ -187,6 +236,8 @@ impl ConfigBody {
             self.max_retries,
             self.is_active.unwrap_or(true),
             self.signing_secret,
+            self.signing_secret_grace,
+            call,
             PartnerSettingsInput {
                 max_per_second: self.max_per_second,
                 retry_base_delay: self.retry_base_delay,
@@ -219,6 +270,27 @@ pub struct ConfigView {
     pub ordering: &'static str,
     /// Whether calls are signed (Standard Webhooks). The secret is write-only: never shown.
     pub signing: bool,
+    /// While the signing secret a rotation replaced still signs alongside the new one: until
+    /// when.
+    #[schema(required)]
+    pub signing_previous_until: Option<DateTime<Utc>>,
+    /// How `+credit` events are sent besides the URL; null: `GET`.
+    #[schema(required)]
+    pub postback_request: Option<RequestDoc>,
+    /// How `-debit` events are sent besides the URL; null: `GET`.
+    #[schema(required)]
+    pub chargeback_request: Option<RequestDoc>,
+    /// Headers every call carries; secret values shown as `***`.
+    pub headers: Vec<HeaderDoc>,
+    /// `Authorization` for every call, its secret shown as `***`.
+    #[schema(required)]
+    pub auth: Option<AuthDoc>,
+    /// This partner's own proxy, its password shown as `***`; null: `OUTBOUND_PROXY`, if set.
+    #[schema(required)]
+    pub proxy_url: Option<String>,
+    /// The client certificate for mutual TLS, its key shown as `***`.
+    #[schema(required)]
+    pub client_tls: Option<ClientTlsDoc>,
     /// Calls per second across all processes; null means no limit.
     #[schema(required)]
     pub max_per_second: Option<i32>,
@@ -284,7 +356,15 @@ fn duration_text(d: std::time::Duration) -> String {
 
 impl From<Config> for ConfigView {
     fn from(c: Config) -> Self {
+        let call = CallView::new(c.call, c.previous_signing_until);
         Self {
+            signing_previous_until: call.signing_previous_until,
+            postback_request: call.postback_request.map(RequestDoc::from),
+            chargeback_request: call.chargeback_request.map(RequestDoc::from),
+            headers: call.headers,
+            auth: call.auth,
+            proxy_url: call.proxy_url,
+            client_tls: call.client_tls,
             max_per_second: c.delivery.max_per_second,
             retry_base_delay: c.delivery.retry_base_delay.map(duration_text),
             retry_max_delay: c.delivery.retry_max_delay.map(duration_text),
@@ -348,7 +428,8 @@ pub(super) async fn create_config(
     payload: web::Payload,
 ) -> Reply {
     let body: ConfigBody = read_body(&request, payload).await?;
-    let config = configs::create(&state.pool, body.into_input(&state.policy)?).await?;
+    let input = body.into_input(&state.policy)?;
+    let config = configs::create(&state.pool, input, &state.keys).await?;
     Ok(HttpResponse::Created().json(ConfigView::from(config)))
 }
 
@@ -405,7 +486,8 @@ pub(super) async fn replace_config(
 ) -> Reply {
     let id = config_id_path(&id)?;
     let body: ConfigBody = read_body(&request, payload).await?;
-    let config = configs::replace(&state.pool, id, body.into_input(&state.policy)?).await?;
+    let input = body.into_input(&state.policy)?;
+    let config = configs::replace(&state.pool, id, input, &state.keys).await?;
     Ok(HttpResponse::Ok().json(ConfigView::from(config)))
 }
 

@@ -155,6 +155,11 @@ impl Fields {
         self.take(name).filter(|v| !v.is_null())
     }
 
+    /// A field that may be absent (`None`), null (`Some(None)`) or a value.
+    pub fn nullable(&mut self, name: &str) -> Option<Option<Value>> {
+        self.take(name).map(|v| Some(v).filter(|v| !v.is_null()))
+    }
+
     /// Removes a field, null included, noting that it was read.
     fn take(&mut self, name: &str) -> Option<Value> {
         match self.accepted.iter().position(|a| *a == name) {

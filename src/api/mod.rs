@@ -8,6 +8,7 @@
 //! `state`, `ratelimit`, `errors` → `application`.
 
 mod auth;
+mod call_settings;
 mod check;
 mod common;
 mod configs;

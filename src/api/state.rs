@@ -14,6 +14,7 @@ use crate::application::metrics::Metrics;
 use crate::application::rechecks::{DebitRechecks, Rechecker};
 use crate::config::{Secret, Settings};
 use crate::domain::outbound::AddressPolicy;
+use crate::sealing::Keys;
 use crate::store::DbPool;
 
 /// What handlers share.
@@ -29,6 +30,8 @@ pub struct ApiState {
     /// `QUERY_TIMEOUT`: the bound on each statement of a search, a redrive's selection, a check.
     pub query_timeout: Duration,
     pub policy: AddressPolicy,
+    /// `SECRET_KEYS`: what new partner secrets are sealed with.
+    pub keys: Keys,
     pub tokens: Vec<Secret>,
     /// The process's metrics: requests are counted here and `/metrics` renders them.
     pub metrics: Arc<Metrics>,
@@ -71,6 +74,7 @@ impl ApiState {
             default_max_retries: settings.retry.max_retries(),
             query_timeout: settings.query_timeout,
             policy: AddressPolicy::new(settings.delivery.allow_networks.clone()),
+            keys: settings.secret_keys.clone(),
             tokens: settings.api_tokens.clone(),
             metrics,
             checks,

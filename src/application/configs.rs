@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use slog::{info, Logger};
 
+use crate::domain::call_settings::CallSettings;
 use crate::domain::order::EventOrdering;
 use crate::domain::outbound::AddressPolicy;
 use crate::domain::partner::{PartnerState, StateReason, MAX_PER_SECOND_LIMIT, MAX_THRESHOLD};
@@ -12,12 +13,14 @@ use crate::domain::partner_delay;
 use crate::domain::retry::MAX_RETRIES_LIMIT;
 use crate::domain::signing::SigningKey;
 use crate::domain::url_template::UrlTemplate;
+use crate::sealing::Keys;
 use chrono::{DateTime, Utc};
 
-use crate::store::models::{ConfigForm, ConfigRow, SecretChange};
+use crate::store::models::{CallSettingsForm, ConfigForm, ConfigRow};
 use crate::store::partners::{self, PartnerRow};
 use crate::store::{configs, DbPool};
 
+use super::call_settings::{parse_grace, resolve_signing, CallInput, SigningChange};
 use super::metrics::Metrics;
 
 use super::{conn, AppError};
@@ -27,7 +30,7 @@ pub const MAX_NAME_LEN: usize = 200;
 
 /// A partner config as the use cases return it: what callers may see of a stored config (the
 /// signing secret is write-only, so only whether there is one), with the partner's health.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub id: i64,
     pub name: String,
@@ -39,6 +42,10 @@ pub struct Config {
     /// Whether this partner's debits wait for their credits.
     pub ordering: EventOrdering,
     pub signing: bool,
+    /// While a rotated-out signing secret still signs alongside the new one: until when.
+    pub previous_signing_until: Option<DateTime<Utc>>,
+    /// How calls are made besides the URL; its secrets are sealed, for callers to hide.
+    pub call: CallSettings,
     pub delivery: PartnerSettings,
     pub health: Health,
     pub created_at: DateTime<Utc>,
@@ -103,9 +110,14 @@ impl Health {
     }
 }
 
-fn config(row: ConfigRow, health: Option<PartnerRow>) -> Config {
+fn config(row: ConfigRow, health: Option<PartnerRow>) -> Result<Config, AppError> {
     let ms = |v: Option<i64>| v.map(|ms| Duration::from_millis(ms.max(0) as u64));
-    Config {
+    let call = row
+        .call_settings()
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    Ok(Config {
+        call,
+        previous_signing_until: row.previous_signing_secret_until,
         delivery: PartnerSettings {
             max_per_second: row.max_per_second,
             retry_base_delay: ms(row.retry_base_delay_ms),
@@ -125,7 +137,7 @@ fn config(row: ConfigRow, health: Option<PartnerRow>) -> Config {
         signing: row.signing,
         created_at: row.created_at,
         updated_at: row.updated_at,
-    }
+    })
 }
 
 /// A validated config as submitted to create or replace.
@@ -137,7 +149,8 @@ pub struct ConfigInput {
     pub max_retries: Option<i32>,
     pub is_active: bool,
     pub ordering: EventOrdering,
-    pub signing: SecretChange,
+    pub signing: SigningChange,
+    pub call: CallInput,
     pub delivery: PartnerSettings,
 }
 
@@ -195,7 +208,8 @@ impl ConfigInput {
     /// `signing_secret` is write-only and has three states, the same on create and replace:
     /// absent (`None`) keeps the stored secret (so a PUT that round-trips a config read from
     /// the API, which never shows the secret, does not silently turn signing off); `null`
-    /// (`Some(None)`) removes it; a `whsec_<base64>` string (`Some(Some(..))`) sets it.
+    /// (`Some(None)`) removes it; a `whsec_<base64>` string (`Some(Some(..))`) sets it, and
+    /// with `signing_grace` the secret it replaces signs alongside it for that long.
     // One argument per field of the body, each parsed here, in the body's order.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -205,6 +219,8 @@ impl ConfigInput {
         max_retries: Option<i64>,
         is_active: bool,
         signing_secret: Option<Option<String>>,
+        signing_grace: Option<String>,
+        call: CallInput,
         delivery: PartnerSettingsInput,
         policy: &AddressPolicy,
     ) -> Result<Self, AppError> {
@@ -224,14 +240,23 @@ impl ConfigInput {
             ));
         }
         let max_retries = max_retries.map(checked_max_retries).transpose()?;
+        let grace = signing_grace.as_deref().map(parse_grace).transpose()?;
         let signing = match signing_secret {
-            None => SecretChange::Keep,
-            Some(None) => SecretChange::Remove,
-            Some(Some(secret)) => SecretChange::Set(
-                SigningKey::from_secret(&secret)
+            Some(Some(secret)) => SigningChange::Set {
+                key: SigningKey::from_secret(&secret)
                     .map_err(|e| AppError::invalid("signing_secret", e.to_string()))?,
-            ),
+                grace,
+            },
+            _ if grace.is_some() => {
+                return Err(AppError::invalid(
+                    "signing_secret_grace",
+                    "is only given with a new signing_secret",
+                ))
+            }
+            None => SigningChange::Keep,
+            Some(None) => SigningChange::Remove,
         };
+        call.check()?;
         let delivery = delivery.parse()?;
         Ok(Self {
             name,
@@ -241,6 +266,7 @@ impl ConfigInput {
             is_active,
             ordering: EventOrdering::default(),
             signing,
+            call,
             delivery,
         })
     }
@@ -292,13 +318,16 @@ fn name_taken(error: diesel::result::Error) -> AppError {
     }
 }
 
-pub async fn create(pool: &DbPool, input: ConfigInput) -> Result<Config, AppError> {
+/// Creates a config; its secrets are sealed with `keys`, and refused when there are none.
+pub async fn create(pool: &DbPool, input: ConfigInput, keys: &Keys) -> Result<Config, AppError> {
+    let signing = resolve_signing(input.signing.clone(), None, keys, Utc::now())?;
+    let call = CallSettingsForm::from(&input.call.clone().resolve(None, keys)?);
     let mut conn = conn(pool).await?;
-    let row = configs::insert(&mut conn, &input.form(), &input.signing)
+    let row = configs::insert(&mut conn, &input.form(), &call, &signing)
         .await
         .map_err(name_taken)?;
     let health = partners::find(&mut conn, Some(row.id)).await?.pop();
-    Ok(config(row, health))
+    config(row, health)
 }
 
 pub async fn list(pool: &DbPool) -> Result<Vec<Config>, AppError> {
@@ -309,13 +338,12 @@ pub async fn list(pool: &DbPool) -> Result<Vec<Config>, AppError> {
         .into_iter()
         .map(|p| (p.config_id, p))
         .collect();
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let h = health.remove(&row.id);
             config(row, h)
         })
-        .collect())
+        .collect()
 }
 
 pub async fn get(pool: &DbPool, id: i64) -> Result<Config, AppError> {
@@ -324,17 +352,30 @@ pub async fn get(pool: &DbPool, id: i64) -> Result<Config, AppError> {
         .await?
         .ok_or(AppError::NotFound("config"))?;
     let health = partners::find(&mut conn, Some(id)).await?.pop();
-    Ok(config(row, health))
+    config(row, health)
 }
 
-pub async fn replace(pool: &DbPool, id: i64, input: ConfigInput) -> Result<Config, AppError> {
+/// Replaces a config: the stored secrets the input keeps are merged in under a row lock, so
+/// two replaces at once each see the other's secrets or none of them.
+pub async fn replace(
+    pool: &DbPool,
+    id: i64,
+    input: ConfigInput,
+    keys: &Keys,
+) -> Result<Config, AppError> {
     let mut conn = conn(pool).await?;
-    let row = configs::replace(&mut conn, id, &input.form(), &input.signing)
-        .await
-        .map_err(name_taken)?
-        .ok_or(AppError::NotFound("config"))?;
+    let row = configs::replace_merged(&mut conn, id, |stored, signing| {
+        let stored = stored
+            .call_settings()
+            .map_err(|e| AppError::internal(e.to_string()))?;
+        let call = input.call.clone().resolve(Some(&stored), keys)?;
+        let signing = resolve_signing(input.signing.clone(), Some(signing), keys, Utc::now())?;
+        Ok::<_, AppError>((input.form(), CallSettingsForm::from(&call), signing))
+    })
+    .await?
+    .ok_or(AppError::NotFound("config"))?;
     let health = partners::find(&mut conn, Some(id)).await?.pop();
-    Ok(config(row, health))
+    config(row, health)
 }
 
 /// Deactivates a config: it takes no new events; rows already queued are still delivered.
@@ -344,7 +385,7 @@ pub async fn deactivate(pool: &DbPool, id: i64) -> Result<Config, AppError> {
         .await?
         .ok_or(AppError::NotFound("config"))?;
     let health = partners::find(&mut conn, Some(id)).await?.pop();
-    Ok(config(row, health))
+    config(row, health)
 }
 
 /// What an operator asks of a partner.

@@ -1,6 +1,7 @@
 //! Use cases over a connection pool: configs, submits, reading and retrying entries, bulk
 //! redrive, stats, the invariants' check, metrics, the delivery workers and retention.
 
+pub mod call_settings;
 pub mod check;
 pub mod config_cache;
 pub mod configs;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod rechecks;
 pub mod redrive;
 pub mod retention;
+pub mod secrets;
 pub mod stats;
 pub mod submit;
 

@@ -1,14 +1,17 @@
 //! Submitting events: validate against the partner config, build the URL once, insert
 //! idempotently.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use diesel_async::AsyncPgConnection;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::domain::call_settings::{CallSettings, HeaderValue};
 use crate::domain::delivery::HeldReason;
 use crate::domain::event::{EventType, UrlParams};
+use crate::domain::placeholders::EventValues;
+use crate::domain::request_template::{FillError, FilledRequest, HeaderTemplate, RequestTemplate};
 use crate::domain::url_template::UrlTemplate;
 use crate::store::configs::{self, Versioned};
 use crate::store::models::{ConfigRow, QueueRow};
@@ -57,18 +60,25 @@ fn prepare(
             ),
         )
     })?;
-    let template = UrlTemplate::parse(template).map_err(|e| {
+    let stored = |e: &dyn std::fmt::Display| {
         AppError::internal(format!(
-            "stored template of config {} is invalid: {e}",
+            "stored settings of config {} are invalid: {e}",
             config.id
         ))
+    };
+    let template = UrlTemplate::parse(template).map_err(|e| stored(&e))?;
+    let settings = config.call_settings().map_err(|e| stored(&e))?;
+    let values = EventValues {
+        params: &request.url_params,
+        event_type: request.event_type,
+        event_id: request.event_id.as_deref(),
+    };
+    let filled = fill_request(&settings, &values, request).map_err(|e| match e {
+        Fill::Stored(e) => stored(&e),
+        Fill::Params(e) => AppError::invalid(format!("url_params.{}", e.param()), e.to_string()),
     })?;
     let webhook_url = template
-        .build(
-            &request.url_params,
-            request.event_type,
-            request.event_id.as_deref(),
-        )
+        .build(&values, &filled.used)
         .map_err(|e| AppError::invalid(format!("url_params.{}", e.0), e.to_string()))?;
     Ok(NewEntry {
         // Time-ordered, so the unique index on queue_id takes new entries at one edge instead
@@ -80,9 +90,61 @@ fn prepare(
         webhook_url,
         url_params: request.url_params_json.clone(),
         max_retries: config.max_retries.unwrap_or(default_max_retries),
+        request: (!filled.request.is_plain_get())
+            .then(|| serde_json::to_value(&filled.request).expect("a request serializes")),
     })
 }
 
+/// The request filled for one event, and the parameters its body and headers used (those
+/// are not appended to the URL).
+struct Filled {
+    request: FilledRequest,
+    used: BTreeSet<String>,
+}
+
+enum Fill {
+    /// The config's stored templates do not parse: not the submitter's fault.
+    Stored(String),
+    Params(FillError),
+}
+
+fn fill_request(
+    settings: &CallSettings,
+    values: &EventValues<'_>,
+    request: &SubmitRequest,
+) -> Result<Filled, Fill> {
+    let spec = match request.event_type {
+        EventType::Credit => settings.postback_request.as_ref(),
+        EventType::Debit => settings.chargeback_request.as_ref(),
+    };
+    let template = match spec {
+        Some(spec) => RequestTemplate::parse(spec).map_err(|e| Fill::Stored(e.to_string()))?,
+        None => RequestTemplate::get(),
+    };
+    let mut filled = template
+        .fill(values, &request.url_params_json)
+        .map_err(|e| Fill::Params(e.into()))?;
+    let mut used: BTreeSet<String> = template
+        .placeholders()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for header in &settings.headers {
+        let HeaderValue::Value(text) = &header.value else {
+            continue;
+        };
+        let header =
+            HeaderTemplate::parse(&header.name, text).map_err(|e| Fill::Stored(e.to_string()))?;
+        used.extend(header.placeholders().map(String::from));
+        filled
+            .headers
+            .push(header.fill(values).map_err(Fill::Params)?);
+    }
+    Ok(Filled {
+        request: filled,
+        used,
+    })
+}
 /// Most events one `POST /webhooks/batch` may carry.
 pub const MAX_EVENTS_PER_BATCH: usize = 1000;
 

@@ -9,7 +9,7 @@ use super::stats_table::{check_table, partners_table, stats_table};
 use crate::application::configs::{self, Control};
 use crate::application::metrics::{Metrics, Role};
 use crate::application::redrive::{self, RedriveOutcome};
-use crate::application::{check as invariants, stats, AppError};
+use crate::application::{check as invariants, secrets, stats, AppError};
 use crate::config::Settings;
 use crate::probe;
 use crate::startup::{command_pool, Application};
@@ -39,6 +39,17 @@ pub(super) async fn migrate(
     let applied = store::migrate(settings.database_url.expose()).await?;
     info!(log, "database migrated"; "applied" => applied.migrations.len(),
         "rules_applied" => applied.rules.len());
+    let resealed = {
+        let pool = command_pool(settings).await?;
+        secrets::reseal(&pool, &settings.secret_keys)
+            .await
+            .map_err(cli_error)?
+    };
+    if resealed.secrets > 0 {
+        info!(log, "partner secrets sealed under the first of SECRET_KEYS";
+            "secrets" => resealed.secrets, "configs" => resealed.configs,
+            "key" => settings.secret_keys.sealing_key_id());
+    }
     if report == Report::Stdout {
         for name in &applied.migrations {
             println!("applied {name}");
@@ -46,7 +57,15 @@ pub(super) async fn migrate(
         for name in &applied.rules {
             println!("applied rule {name}");
         }
-        if applied.is_empty() {
+        if resealed.secrets > 0 {
+            println!(
+                "sealed {} secrets of {} configs under key {}",
+                resealed.secrets,
+                resealed.configs,
+                settings.secret_keys.sealing_key_id().unwrap_or_default()
+            );
+        }
+        if applied.is_empty() && resealed.secrets == 0 {
             println!("database is up to date");
         }
     }

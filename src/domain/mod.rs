@@ -1,6 +1,7 @@
 //! Pure domain rules: no database, HTTP framework, HTTP client or logger in here.
 
 pub mod attempt;
+pub mod call_settings;
 pub mod delivery;
 pub mod event;
 pub mod name;
@@ -8,7 +9,9 @@ pub mod order;
 pub mod outbound;
 pub mod partner;
 pub mod partner_delay;
+pub mod placeholders;
 pub mod redact;
+pub mod request_template;
 pub mod retry;
 pub mod signing;
 pub mod url_template;

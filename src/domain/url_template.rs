@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::event::{is_valid_param_name, EventType, UrlParams};
+pub use super::placeholders::MissingPlaceholder;
+use super::placeholders::{EventValues, Text};
 
 /// Everything but RFC 3986's unreserved characters is written `%XX`.
 const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -22,16 +23,10 @@ fn encode(text: &str) -> impl std::fmt::Display + '_ {
     utf8_percent_encode(text, NOT_UNRESERVED)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Piece {
-    Literal(String),
-    Placeholder(String),
-}
-
 /// A parsed, validated URL template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UrlTemplate {
-    pieces: Vec<Piece>,
+    text: Text,
     has_query: bool,
     /// `#fragment` of the template, kept at the very end.
     fragment: Option<String>,
@@ -56,10 +51,6 @@ pub enum TemplateError {
     #[error("must not contain control characters or leading or trailing spaces")]
     ControlCharacter,
 }
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("placeholder {{{0}}} has no value in url_params")]
-pub struct MissingPlaceholder(pub String);
 
 impl UrlTemplate {
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
@@ -94,10 +85,10 @@ impl UrlTemplate {
             return Err(TemplateError::BadPlaceholder(body.len()));
         }
 
-        let pieces = pieces(body)?;
+        let text = Text::parse(body).map_err(|e| TemplateError::BadPlaceholder(e.0))?;
         let template = UrlTemplate {
             has_query: body.contains('?'),
-            pieces,
+            text,
             fragment,
         };
         // The template with every placeholder filled must be a URL with a host.
@@ -119,53 +110,31 @@ impl UrlTemplate {
 
     /// Names of the placeholders, in order of first appearance.
     pub fn placeholders(&self) -> impl Iterator<Item = &str> {
-        self.pieces.iter().filter_map(|p| match p {
-            Piece::Placeholder(name) => Some(name.as_str()),
-            Piece::Literal(_) => None,
-        })
+        self.text.placeholders()
     }
 
-    fn render<'a>(&'a self, value: impl Fn(&'a str) -> Option<&'a str>) -> String {
-        let mut out = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Literal(text) => out.push_str(text),
-                Piece::Placeholder(name) => {
-                    if let Some(v) = value(name) {
-                        out.push_str(&encode(v).to_string());
-                    }
-                }
-            }
-        }
-        out
+    /// The template filled with `value` for every placeholder (a sample to check).
+    fn render<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> String {
+        self.text
+            .fill(value, |v, out| out.push_str(&encode(v).to_string()))
+            .unwrap_or_default()
     }
 
-    /// Builds the final URL for one event.
+    /// Builds the final URL for one event. Parameters that neither this template nor
+    /// `used_elsewhere` (the names the partner's body and header templates use) placed are
+    /// appended to the query, so every parameter reaches the partner.
     pub fn build(
         &self,
-        params: &UrlParams,
-        event_type: EventType,
-        event_id: Option<&str>,
+        values: &EventValues<'_>,
+        used_elsewhere: &BTreeSet<String>,
     ) -> Result<String, MissingPlaceholder> {
-        let lookup = |name: &str| -> Option<String> {
-            params.get(name).map(str::to_string).or_else(|| match name {
-                "event_type" => Some(event_type.as_str().to_string()),
-                "event_id" => event_id.map(str::to_string),
-                _ => None,
-            })
-        };
-        let mut used = BTreeSet::new();
-        let mut out = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Literal(text) => out.push_str(text),
-                Piece::Placeholder(name) => {
-                    let value = lookup(name).ok_or_else(|| MissingPlaceholder(name.clone()))?;
-                    out.push_str(&encode(&value).to_string());
-                    used.insert(name.as_str());
-                }
-            }
-        }
+        let mut out = self.text.fill(
+            |name| values.get(name),
+            |v, out| out.push_str(&encode(v).to_string()),
+        )?;
+        let used: BTreeSet<&str> = self.text.placeholders().collect();
+        let params = values.params;
+        let leftover = |k: &&str| !used.contains(k) && !used_elsewhere.contains(*k);
         // A separator is needed unless the query so far is empty or ends with one; judged on
         // the query itself, so a `?` that is part of the query ("...??") is not mistaken
         // for its start.
@@ -173,10 +142,10 @@ impl UrlTemplate {
             Some((_, query)) => !(query.is_empty() || query.ends_with('&')),
             None => false,
         };
-        if !self.has_query && params.iter().any(|(k, _)| !used.contains(k)) {
+        if !self.has_query && params.iter().any(|(k, _)| leftover(&k)) {
             out.push('?');
         }
-        for (key, value) in params.iter().filter(|(k, _)| !used.contains(k)) {
+        for (key, value) in params.iter().filter(|(k, _)| leftover(k)) {
             if separator_needed {
                 out.push('&');
             }
@@ -191,51 +160,22 @@ impl UrlTemplate {
     }
 }
 
-/// The template's body as literal text and `{name}` placeholders; an unpaired brace or a
-/// placeholder that is no parameter name is refused with its byte offset.
-fn pieces(body: &str) -> Result<Vec<Piece>, TemplateError> {
-    let mut pieces = Vec::new();
-    let mut literal = String::new();
-    let mut rest = body;
-    let mut offset = 0;
-    while let Some(open) = rest.find(['{', '}']) {
-        if rest.as_bytes()[open] == b'}' {
-            return Err(TemplateError::BadPlaceholder(offset + open));
-        }
-        let close = rest[open..]
-            .find('}')
-            .map(|i| open + i)
-            .ok_or(TemplateError::BadPlaceholder(offset + open))?;
-        let name = &rest[open + 1..close];
-        if !is_valid_param_name(name) {
-            return Err(TemplateError::BadPlaceholder(offset + open));
-        }
-        literal.push_str(&rest[..open]);
-        if !literal.is_empty() {
-            pieces.push(Piece::Literal(std::mem::take(&mut literal)));
-        }
-        pieces.push(Piece::Placeholder(name.to_string()));
-        offset += close + 1;
-        rest = &rest[close + 1..];
-    }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        pieces.push(Piece::Literal(literal));
-    }
-    Ok(pieces)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::{EventType, UrlParams};
     use proptest::prelude::*;
 
     fn build(template: &str, pairs: &[(&str, &str)]) -> Result<String, MissingPlaceholder> {
-        UrlTemplate::parse(template).unwrap().build(
-            &UrlParams::from_pairs(pairs.iter().copied()),
-            EventType::Credit,
-            Some("tx_1"),
-        )
+        let params = UrlParams::from_pairs(pairs.iter().copied());
+        let values = EventValues {
+            params: &params,
+            event_type: EventType::Credit,
+            event_id: Some("tx_1"),
+        };
+        UrlTemplate::parse(template)
+            .unwrap()
+            .build(&values, &BTreeSet::new())
     }
 
     #[test]
@@ -302,11 +242,14 @@ mod tests {
             build("http://h/?u={user_id}", &[("value", "1")]).unwrap_err(),
             MissingPlaceholder("user_id".into())
         );
-        let no_event_id = UrlTemplate::parse("http://h/{event_id}").unwrap().build(
-            &UrlParams::default(),
-            EventType::Debit,
-            None,
-        );
+        let values = EventValues {
+            params: &UrlParams::default(),
+            event_type: EventType::Debit,
+            event_id: None,
+        };
+        let no_event_id = UrlTemplate::parse("http://h/{event_id}")
+            .unwrap()
+            .build(&values, &BTreeSet::new());
         assert!(no_event_id.is_err());
     }
 

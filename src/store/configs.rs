@@ -4,21 +4,97 @@ use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::Error;
 use diesel::sql_types::BigInt;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::models::{ConfigForm, ConfigRow, SecretChange};
+use super::models::{CallSettingsForm, ConfigForm, ConfigRow, SigningSecrets};
 use super::schema::webhook_configs::dsl::*;
 
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     form: &ConfigForm,
-    secret: &SecretChange,
+    call: &CallSettingsForm,
+    signing: &SigningSecrets,
 ) -> Result<ConfigRow, Error> {
     diesel::insert_into(webhook_configs)
-        .values((form, signing_secret.eq(secret.column_value().flatten())))
+        .values((form, call, signing))
         .returning(ConfigRow::as_returning())
         .get_result(conn)
         .await
+}
+
+/// A config with its signing secrets (sealed), and its version: what a worker calls with.
+pub async fn find_for_calls(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+) -> Result<Option<(ConfigRow, SigningSecrets, i64)>, Error> {
+    webhook_configs
+        .find(config_id)
+        .select((
+            ConfigRow::as_select(),
+            SigningSecrets::as_select(),
+            sql::<BigInt>("webhook_configs.xmin::text::int8"),
+        ))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Replaces a config with what `merge` makes of the stored one, in one transaction that holds
+/// the row's lock from the read to the write. `None` when there is no such config.
+pub async fn replace_merged<E: From<Error> + Send>(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+    merge: impl FnOnce(
+            &ConfigRow,
+            &SigningSecrets,
+        ) -> Result<(ConfigForm, CallSettingsForm, SigningSecrets), E>
+        + Send,
+) -> Result<Option<ConfigRow>, E> {
+    conn.transaction(async |conn| {
+        let stored: Option<(ConfigRow, SigningSecrets)> = webhook_configs
+            .find(config_id)
+            .select((ConfigRow::as_select(), SigningSecrets::as_select()))
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((row, signing)) = stored else {
+            return Ok(None);
+        };
+        let (form, call, signing) = merge(&row, &signing)?;
+        let row = diesel::update(webhook_configs.find(config_id))
+            .set((&form, &call, &signing, updated_at.eq(diesel::dsl::now)))
+            .returning(ConfigRow::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(Some(row))
+    })
+    .await
+}
+
+/// Every config's id, settings and signing secrets, for sealing them again under a new key.
+pub async fn all_secrets(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(ConfigRow, SigningSecrets)>, Error> {
+    webhook_configs
+        .order(id)
+        .select((ConfigRow::as_select(), SigningSecrets::as_select()))
+        .load(conn)
+        .await
+}
+
+/// Writes a config's secrets sealed again, leaving everything else (and `updated_at`) as is.
+pub async fn reseal(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+    call: &CallSettingsForm,
+    signing: &SigningSecrets,
+) -> Result<(), Error> {
+    diesel::update(webhook_configs.find(config_id))
+        .set((call, signing))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 pub async fn find(
@@ -65,21 +141,6 @@ pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ConfigRow>, Error>
         .select(ConfigRow::as_select())
         .load(conn)
         .await
-}
-
-pub async fn replace(
-    conn: &mut AsyncPgConnection,
-    config_id: i64,
-    form: &ConfigForm,
-    secret: &SecretChange,
-) -> Result<Option<ConfigRow>, Error> {
-    let secret = secret.column_value().map(|value| signing_secret.eq(value));
-    diesel::update(webhook_configs.find(config_id))
-        .set((form, secret, updated_at.eq(diesel::dsl::now)))
-        .returning(ConfigRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()
 }
 
 pub async fn deactivate(

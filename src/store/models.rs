@@ -11,11 +11,11 @@ use super::attempt_slots::ATTEMPT_SLOTS;
 use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
 use crate::config::Secret;
 use crate::domain::attempt::Attempt;
+use crate::domain::call_settings::CallSettings;
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::EventType;
 use crate::domain::order::{CancelReason, EventOrdering};
 use crate::domain::partner::{PartnerState, StateReason};
-use crate::domain::signing::SigningKey;
 
 // The only place where status and event-type text meets the domain enums.
 macro_rules! text_enum {
@@ -97,6 +97,23 @@ pub struct ConfigRow {
     #[diesel(select_expression = webhook_configs::signing_secret.is_not_null())]
     #[diesel(select_expression_type = diesel::dsl::IsNotNull<webhook_configs::signing_secret>)]
     pub signing: bool,
+    /// While a rotated-out signing secret still signs: until when.
+    pub previous_signing_secret_until: Option<DateTime<Utc>>,
+    pub postback_request: Option<serde_json::Value>,
+    pub chargeback_request: Option<serde_json::Value>,
+    pub headers: Option<serde_json::Value>,
+    pub auth: Option<serde_json::Value>,
+    pub proxy: Option<serde_json::Value>,
+    pub client_tls: Option<serde_json::Value>,
+}
+
+/// A settings column that did not read as the settings webhookd writes.
+#[derive(Debug, thiserror::Error)]
+#[error("config {config_id}: the stored {column} is not what webhookd writes ({error})")]
+pub struct UnreadableSettings {
+    pub config_id: i64,
+    pub column: &'static str,
+    pub error: serde_json::Error,
 }
 
 impl ConfigRow {
@@ -107,26 +124,90 @@ impl ConfigRow {
             EventType::Debit => self.chargeback_url.as_deref(),
         }
     }
+
+    /// How the partner is called besides its URL, as stored.
+    pub fn call_settings(&self) -> Result<CallSettings, UnreadableSettings> {
+        fn column<T: serde::de::DeserializeOwned>(
+            config_id: i64,
+            column: &'static str,
+            value: &Option<serde_json::Value>,
+        ) -> Result<Option<T>, UnreadableSettings> {
+            value
+                .clone()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|error| UnreadableSettings {
+                    config_id,
+                    column,
+                    error,
+                })
+        }
+        let id = self.id;
+        Ok(CallSettings {
+            postback_request: column(id, "postback_request", &self.postback_request)?,
+            chargeback_request: column(id, "chargeback_request", &self.chargeback_request)?,
+            headers: column(id, "headers", &self.headers)?.unwrap_or_default(),
+            auth: column(id, "auth", &self.auth)?,
+            proxy: column(id, "proxy", &self.proxy)?,
+            client_tls: column(id, "client_tls", &self.client_tls)?,
+        })
+    }
 }
 
-/// What a create or replace does to a config's signing secret (write-only: never read back).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretChange {
-    /// Leave it as it is (nothing on create).
-    Keep,
-    Remove,
-    Set(SigningKey),
+/// The settings columns as written.
+#[derive(Clone, Debug, Default, Insertable, AsChangeset)]
+#[diesel(table_name = webhook_configs, treat_none_as_null = true)]
+pub struct CallSettingsForm {
+    pub postback_request: Option<serde_json::Value>,
+    pub chargeback_request: Option<serde_json::Value>,
+    pub headers: Option<serde_json::Value>,
+    pub auth: Option<serde_json::Value>,
+    pub proxy: Option<serde_json::Value>,
+    pub client_tls: Option<serde_json::Value>,
 }
 
-impl SecretChange {
-    /// The value to write to `signing_secret`, or `None` to leave the column alone.
-    pub fn column_value(&self) -> Option<Option<String>> {
-        match self {
-            SecretChange::Keep => None,
-            SecretChange::Remove => Some(None),
-            SecretChange::Set(key) => Some(Some(key.to_secret())),
+impl From<&CallSettings> for CallSettingsForm {
+    fn from(s: &CallSettings) -> Self {
+        let json = |v: &dyn erased::ToJson| v.to_json();
+        Self {
+            postback_request: json(&s.postback_request),
+            chargeback_request: json(&s.chargeback_request),
+            headers: (!s.headers.is_empty()).then(|| json(&s.headers)).flatten(),
+            auth: json(&s.auth),
+            proxy: json(&s.proxy),
+            client_tls: json(&s.client_tls),
         }
     }
+}
+
+mod erased {
+    /// A settings value as its column's JSON, `None` for an absent one.
+    pub trait ToJson {
+        fn to_json(&self) -> Option<serde_json::Value>;
+    }
+
+    impl<T: serde::Serialize> ToJson for Option<T> {
+        fn to_json(&self) -> Option<serde_json::Value> {
+            self.as_ref()
+                .map(|v| serde_json::to_value(v).expect("settings serialize"))
+        }
+    }
+
+    impl<T: serde::Serialize> ToJson for Vec<T> {
+        fn to_json(&self) -> Option<serde_json::Value> {
+            Some(serde_json::to_value(self).expect("settings serialize"))
+        }
+    }
+}
+
+/// A config's signing secrets as stored: the one that signs, and one a rotation replaced that
+/// signs alongside it until its end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Insertable, AsChangeset, Queryable, Selectable)]
+#[diesel(table_name = webhook_configs, treat_none_as_null = true)]
+pub struct SigningSecrets {
+    pub signing_secret: Option<String>,
+    pub previous_signing_secret: Option<String>,
+    pub previous_signing_secret_until: Option<DateTime<Utc>>,
 }
 
 /// The writable fields of a config, for insert and for replace (the signing secret is
@@ -186,6 +267,8 @@ macro_rules! queue_row {
             pub held_reason: Option<HeldReason>,
             pub cancel_reason: Option<CancelReason>,
             pub released_by_operator_at: Option<DateTime<Utc>>,
+            /// The method, body and headers filled at submit; `None` for a plain GET.
+            pub request: Option<serde_json::Value>,
         }
 
         impl QueueRow {

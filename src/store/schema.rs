@@ -42,6 +42,14 @@ diesel::table! {
         retry_max_delay_ms -> Nullable<Int8>,
         circuit_failure_threshold -> Nullable<Int4>,
         ordering -> Text,
+        postback_request -> Nullable<Json>,
+        chargeback_request -> Nullable<Json>,
+        headers -> Nullable<Json>,
+        auth -> Nullable<Json>,
+        proxy -> Nullable<Json>,
+        client_tls -> Nullable<Json>,
+        previous_signing_secret -> Nullable<Text>,
+        previous_signing_secret_until -> Nullable<Timestamptz>,
     }
 }
 
@@ -126,6 +134,7 @@ diesel::table! {
         held_reason -> Nullable<Text>,
         cancel_reason -> Nullable<Text>,
         released_by_operator_at -> Nullable<Timestamptz>,
+        request -> Nullable<Json>,
     }
 }
 

@@ -1,14 +1,18 @@
 //! Test harness: a fresh database per test (cloned from a migrated template), the app spawned
-//! in-process on port 0, a real HTTP receiver on loopback, and log capture.
+//! in-process on port 0, real peers on loopback (an HTTP receiver, a forward proxy, an HTTPS
+//! receiver that may demand a client certificate), and log capture.
 #![allow(dead_code)]
 
 pub mod counters;
 pub mod fixture;
 pub mod http;
+pub mod http1;
 pub mod pg;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 pub mod tls;
+pub mod tls_receiver;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -241,6 +245,10 @@ impl Options {
     }
 }
 
+/// The key tests seal partner secrets with (base64 of 32 bytes); a test that needs none sets
+/// `SECRET_KEYS` empty.
+pub const TEST_SECRET_KEY: &str = "dGVzdC1rZXktb2YtdGhpcnR5LXR3by1ieXRlcy0hISE=";
+
 pub fn settings_for(db_url: &str, env: &[(&'static str, String)]) -> Settings {
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", db_url.to_string()),
@@ -254,6 +262,7 @@ pub fn settings_for(db_url: &str, env: &[(&'static str, String)]) -> Settings {
         ("RETRY_MAX_DELAY", "2s".into()),
         ("SHUTDOWN_TIMEOUT", "3s".into()),
         ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
+        ("SECRET_KEYS", TEST_SECRET_KEY.into()),
         ("LOG_LEVEL", "debug".into()),
     ]
     .into_iter()

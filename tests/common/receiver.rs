@@ -1,4 +1,5 @@
-//! A real partner on loopback that records every request. Its behaviour is chosen by path:
+//! A real partner on loopback that records every request, body included. Its behaviour is
+//! chosen by path:
 //!
 //! * `/ok/...` — 200 `ok`
 //! * `/status/{code}/...` — that status
@@ -24,9 +25,12 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub method: String,
     pub path: String,
     pub query: String,
     pub headers: HashMap<String, String>,
+    /// The whole request body, read before the call is recorded or answered.
+    pub body: Vec<u8>,
     pub at: Instant,
     /// This call's number among the calls to its exact path and query, from 1: with the
     /// path's behaviour it tells what the call was answered (`/flaky/1/...` fails call 1).
@@ -39,6 +43,10 @@ impl Received {
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
             .unwrap_or("")
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     pub fn path_and_query(&self) -> String {
@@ -154,6 +162,10 @@ impl Receiver {
     }
 }
 
+/// Bodies up to this size are recorded; a larger one is answered 413 and not recorded. Far
+/// above actix's 256 KiB default, so that a test of large postback bodies sees them arrive.
+const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
 /// Listens on `address` (port 0: any), with SO_REUSEADDR so that a stopped receiver can
 /// listen again on its port at once.
 fn serve(
@@ -173,6 +185,7 @@ fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(BODY_LIMIT))
             .default_service(web::to(answer))
     })
     .workers(2)
@@ -186,8 +199,9 @@ fn serve(
     (address, handle)
 }
 
-async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
+async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
     let mut received = Received {
+        method: request.method().to_string(),
         path: request.path().to_string(),
         query: request.query_string().to_string(),
         headers: request
@@ -200,6 +214,7 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
                 )
             })
             .collect(),
+        body: body.to_vec(),
         at: Instant::now(),
         nth: 0,
     };

@@ -13,7 +13,8 @@ use super::hosts::{self, host_key, Slot, Turn};
 use super::shared::{Finished, Shared};
 use crate::domain::delivery::{Outcome, Transition};
 use crate::domain::partner::Verdict;
-use crate::sender::{Call, CallResult};
+use crate::domain::request_template::FilledRequest;
+use crate::sender::{Call, CallResult, PartnerCall};
 use crate::store::queue::claim::ClaimedRow;
 use crate::store::queue::outcome::AttemptWrite;
 use crate::store::queue::release::Release;
@@ -122,6 +123,29 @@ pub struct Attempted {
 /// Calls the partner once.
 pub async fn call(shared: &Shared, ready: &Ready) -> Attempted {
     let row = &ready.claimed.row;
+    let mut partner = shared
+        .partners
+        .get(
+            &shared.pool,
+            &shared.sender,
+            row.config_id,
+            row.config_version,
+            &shared.log,
+        )
+        .await;
+    let request = row
+        .request
+        .clone()
+        .map(serde_json::from_value::<FilledRequest>);
+    let request = match request.transpose() {
+        Ok(request) => request,
+        // Only a row edited by hand gets here: it is not sent in some other shape.
+        Err(e) => {
+            let why = format!("the row's request is not what webhookd writes ({e})");
+            partner = Arc::new(PartnerCall::unusable(row.config_version, why));
+            None
+        }
+    };
     let started_at = Utc::now();
     let result = shared
         .sender
@@ -130,7 +154,8 @@ pub async fn call(shared: &Shared, ready: &Ready) -> Attempted {
             queue_id: row.queue_id,
             event_type: row.event_type,
             attempt: row.retry_count,
-            signing_secret: row.signing_secret.as_ref(),
+            request: request.as_ref(),
+            partner: &partner,
         })
         .await;
     Attempted {

@@ -13,6 +13,7 @@ pub mod error;
 mod handoff;
 mod hosts;
 pub mod listener;
+mod partner_calls;
 pub mod prober;
 pub mod pruner;
 pub mod service;

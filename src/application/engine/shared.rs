@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::EngineError;
 use super::handoff::Handoff;
 use super::hosts::HostLimiter;
+use super::partner_calls::PartnerCalls;
 use crate::application::metrics::Metrics;
 use crate::config::Settings;
 use crate::domain::retry::RetryPolicy;
@@ -24,6 +25,8 @@ use crate::store::DbPool;
 pub(super) struct Shared {
     pub(super) pool: DbPool,
     pub(super) sender: Sender,
+    /// How each partner is called, per version of its config.
+    pub(super) partners: PartnerCalls,
     pub(super) retry: RetryPolicy,
     pub(super) hosts: HostLimiter,
     pub(super) metrics: Arc<Metrics>,
@@ -96,6 +99,7 @@ impl Shared {
         Ok(Self {
             pool,
             sender: Sender::new(&settings.delivery)?,
+            partners: PartnerCalls::new(settings.secret_keys.clone()),
             retry: settings.retry.clone(),
             hosts: HostLimiter::new(settings.delivery.host_concurrency),
             metrics,

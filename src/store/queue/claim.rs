@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error;
-use diesel::sql_types::{Array, Bool, Double, Int4, Int8, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, Bool, Double, Int4, Int8, Json, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::config::Secret;
 use crate::domain::event::EventType;
 use crate::store::prepared::prepared;
 
@@ -27,6 +26,9 @@ pub struct ClaimedRow {
     pub config_id: i64,
     #[diesel(sql_type = Text)]
     pub webhook_url: String,
+    /// The method, body and headers filled at submit; `None` for a plain GET.
+    #[diesel(sql_type = Nullable<Json>)]
+    pub request: Option<serde_json::Value>,
     /// The attempt this claim is for.
     #[diesel(sql_type = Int4)]
     pub retry_count: i32,
@@ -35,10 +37,10 @@ pub struct ClaimedRow {
     /// With the worker id, the fence for every later write.
     #[diesel(sql_type = Timestamptz)]
     pub locked_at: DateTime<Utc>,
-    /// The config's signing secret as it is now (`whsec_...`), read with the claim so that
-    /// signing costs no query per call.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub signing_secret: Option<Secret>,
+    /// The version (`xmin`) of the row's config as it is now: the worker keeps how it calls
+    /// each partner, and reads a config again only when this changed.
+    #[diesel(sql_type = Int8)]
+    pub config_version: i64,
     /// The partner's own retry delays (`None`: the global ones), read with the claim.
     #[diesel(sql_type = Nullable<Int8>)]
     pub retry_base_delay_ms: Option<i64>,
@@ -58,7 +60,7 @@ pub struct ClaimedRow {
 /// where the order it takes rows in is written): leases that ran out first, then one probe per tripped
 /// partner whose time has come, then the due rows of the active partners in turn, each up to
 /// an equal share, its `room` in this process and its `max_per_second`. Each row comes back
-/// with its config's current signing secret and retry delays. A paused or tripped partner's
+/// with its config's current version and retry delays. A paused or tripped partner's
 /// rows stay pending untouched: its state is read here, never copied onto them.
 ///
 /// `room` lists, by config id, how many more rows this process can take for that partner now

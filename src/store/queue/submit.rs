@@ -2,7 +2,7 @@
 //! that already hold some idempotency keys.
 
 use diesel::result::{DatabaseErrorKind, Error};
-use diesel::sql_types::{Array, Int4, Int8, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Int4, Int8, Json, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -20,6 +20,8 @@ pub struct NewEntry {
     pub webhook_url: String,
     pub url_params: serde_json::Value,
     pub max_retries: i32,
+    /// The method, body and headers filled for this event; `None` for a plain GET.
+    pub request: Option<serde_json::Value>,
 }
 
 /// Inserts entries in one statement, which also wakes idle workers (one NOTIFY on the
@@ -88,7 +90,13 @@ pub async fn insert_new(
         .bind::<Array<Int4>, _>(entries.iter().map(|e| e.max_retries).collect::<Vec<_>>())
         .bind::<Text, _>(crate::store::NEW_ROWS_CHANNEL)
         .bind::<Array<Int8>, _>(configs.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>());
+        .bind::<Array<Int8>, _>(configs.iter().map(|c| c.1).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Json>>, _>(
+            entries
+                .iter()
+                .map(|e| e.request.clone())
+                .collect::<Vec<_>>(),
+        );
     prepared(query).load(conn).await
 }
 
@@ -96,15 +104,15 @@ pub async fn insert_new(
 /// the version it was read at; the count of the new rows; the announcement.
 const INSERT_NEW: &str = "WITH inserted AS (
              INSERT INTO webhook_queue (queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
-                                        held_reason, deleted_at, cancel_reason)
-             SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries,
+                                        request, held_reason, deleted_at, cancel_reason)
+             SELECT u.queue_id, u.event_type, u.event_id, u.config_id, u.webhook_url, u.url_params, u.max_retries, u.request,
                     nullif(u.verdict, 'credit_cancelled'),
                     CASE WHEN u.verdict = 'credit_cancelled' THEN now() END,
                     nullif(u.verdict, 'waiting_for_credit')
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[],
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::jsonb[], $7::int4[], $11::json[],
                          webhook_money_order_verdicts($4::int8[], $2::text[], $3::text[]))
                   WITH ORDINALITY AS u(queue_id, event_type, event_id, config_id, webhook_url, url_params, max_retries,
-                                       verdict, n)
+                                       request, verdict, n)
              WHERE webhook_configs_unchanged($9::int8[], $10::int8[]) AND webhook_statement_counts_itself()
              -- In the entries' order: of two with one idempotency key, the first is inserted.
              ORDER BY u.n

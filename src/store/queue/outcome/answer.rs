@@ -2,11 +2,10 @@
 //! `step` (see `statement`), and becomes that step's own type; [`Recorded`] gathers them.
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Int4, Int8, Json, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use uuid::Uuid;
 
-use crate::config::Secret;
 use crate::domain::event::EventType;
 use crate::domain::partner::{PartnerState, StateReason};
 use crate::store::queue::claim::ClaimedRow;
@@ -78,6 +77,8 @@ pub(super) struct Line {
     event_type: Option<EventType>,
     #[diesel(sql_type = Nullable<Text>)]
     webhook_url: Option<String>,
+    #[diesel(sql_type = Nullable<Json>)]
+    request: Option<serde_json::Value>,
     #[diesel(sql_type = Nullable<Int4>)]
     retry_count: Option<i32>,
     #[diesel(sql_type = Nullable<Int4>)]
@@ -86,8 +87,8 @@ pub(super) struct Line {
     locked_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<Text>)]
     worker_id: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    signing_secret: Option<Secret>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    config_version: Option<i64>,
     #[diesel(sql_type = Nullable<Int8>)]
     retry_base_delay_ms: Option<i64>,
     #[diesel(sql_type = Nullable<Int8>)]
@@ -133,7 +134,8 @@ impl Line {
                 retry_count: self.retry_count.unwrap_or(0),
                 max_retries: self.max_retries.unwrap_or(0),
                 locked_at: self.locked_at.unwrap_or_default(),
-                signing_secret: self.signing_secret,
+                config_version: self.config_version.unwrap_or_default(),
+                request: self.request,
                 retry_base_delay_ms: self.retry_base_delay_ms,
                 retry_max_delay_ms: self.retry_max_delay_ms,
                 deferred_until: None,

@@ -133,8 +133,8 @@ const LEASE_DEBITS: &str = "
          WHERE d.id = w.id AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL
            AND c.id = d.config_id AND c.max_per_second IS NULL
            AND (SELECT h.held_reason FROM partner h WHERE h.config_id = d.config_id) IS NULL
-         RETURNING d.id, d.queue_id, d.event_type, d.config_id, d.webhook_url, d.retry_count, d.max_retries,
-                   d.locked_at, d.worker_id, c.signing_secret, c.retry_base_delay_ms, c.retry_max_delay_ms
+         RETURNING d.id, d.queue_id, d.event_type, d.config_id, d.webhook_url, d.request, d.retry_count, d.max_retries,
+                   d.locked_at, d.worker_id, c.xmin::text::int8 AS config_version, c.retry_base_delay_ms, c.retry_max_delay_ms
          ";
 
 /// Step 5: the statement counts itself (sql/rules/01_statement_markers.sql), so the count
@@ -169,21 +169,21 @@ const COUNT: &str = "
 const ANSWER: &str = "
          SELECT 'written' AS step, id, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held,
                 NULL::int8 AS leased_id, NULL::uuid AS queue_id, NULL::text AS event_type,
-                NULL::text AS webhook_url, NULL::int4 AS retry_count, NULL::int4 AS max_retries,
-                NULL::timestamptz AS locked_at, NULL::text AS worker_id, NULL::text AS signing_secret,
+                NULL::text AS webhook_url, NULL::json AS request, NULL::int4 AS retry_count, NULL::int4 AS max_retries,
+                NULL::timestamptz AS locked_at, NULL::text AS worker_id, NULL::int8 AS config_version,
                 NULL::int8 AS retry_base_delay_ms, NULL::int8 AS retry_max_delay_ms
          -- counted only SELECTs, and PostgreSQL runs such a CTE only when the query reads it.
          FROM written LEFT JOIN counted ON true
          UNION ALL
-         SELECT 'partner_changed', NULL, config_id, changed_to, reason, held, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+         SELECT 'partner_changed', NULL, config_id, changed_to, reason, held, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                 NULL, NULL
          FROM partner WHERE changed_to IS NOT NULL
          UNION ALL
-         SELECT 'debits_waited', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         SELECT 'debits_waited', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
          WHERE (SELECT yes FROM waited)
          UNION ALL
-         SELECT 'leased', NULL, config_id, NULL, NULL, NULL, id, queue_id, event_type, webhook_url, retry_count, max_retries,
-                locked_at, worker_id, signing_secret, retry_base_delay_ms, retry_max_delay_ms
+         SELECT 'leased', NULL, config_id, NULL, NULL, NULL, id, queue_id, event_type, webhook_url, request, retry_count, max_retries,
+                locked_at, worker_id, config_version, retry_base_delay_ms, retry_max_delay_ms
          FROM leased";
 
 /// The statement: the steps in order, then the answer.

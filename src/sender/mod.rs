@@ -1,6 +1,12 @@
-//! Calling a partner: one GET, no redirects, bounded in time and in bytes read, and only to
-//! addresses the outbound policy allows — checked on the address actually connected to.
-//! When the partner's config has a signing secret, the call is signed (see `domain::signing`).
+//! Calling a partner: one request, no redirects, bounded in time and in bytes read, and only
+//! to addresses the outbound policy allows — checked on the address actually connected to, or,
+//! through a proxy, on every address the partner's name resolves to before the call is handed
+//! to the proxy (docs/operations.md, "A fixed egress"). When the partner's config has a
+//! signing secret, the call is signed (see `domain::signing`).
+
+mod partner;
+
+pub use partner::{check_certificates, check_identity, PartnerCall};
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
@@ -10,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use uuid::Uuid;
 
-use crate::config::{DeliverySettings, Secret};
+use crate::config::DeliverySettings;
 use crate::domain::delivery::{FailureKind, Outcome};
 use crate::domain::event::EventType;
 use crate::domain::outbound::{AddressPolicy, Forbidden};
+use crate::domain::request_template::{FilledRequest, Method};
 use crate::domain::retry::parse_retry_after;
-use crate::domain::signing::SigningKey;
 
 pub const USER_AGENT: &str = concat!("webhookd/", env!("CARGO_PKG_VERSION"));
 
@@ -26,8 +32,10 @@ pub struct Call<'a> {
     pub queue_id: Uuid,
     pub event_type: EventType,
     pub attempt: i32,
-    /// The partner's `whsec_...` secret when its calls are signed.
-    pub signing_secret: Option<&'a Secret>,
+    /// The method, body and headers filled at submit; `None` for a plain GET.
+    pub request: Option<&'a FilledRequest>,
+    /// How this partner is called: its client, secret headers, auth and signing keys.
+    pub partner: &'a PartnerCall,
 }
 
 /// What a call produced and how long it took.
@@ -40,7 +48,10 @@ pub struct CallResult {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    /// Whether `client` goes through `OUTBOUND_PROXY`.
+    proxied: bool,
     policy: Arc<AddressPolicy>,
+    settings: DeliverySettings,
     body_limit: usize,
     timeout: Duration,
 }
@@ -76,22 +87,17 @@ impl Sender {
     pub fn new(settings: &DeliverySettings) -> Result<Self, reqwest::Error> {
         install_crypto_provider();
         let policy = Arc::new(AddressPolicy::new(settings.allow_networks.clone()));
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(settings.http_timeout)
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(settings.host_concurrency)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .dns_resolver(Arc::new(PolicyResolver {
-                policy: policy.clone(),
-            }))
-            .build()?;
+        let proxy = match &settings.proxy {
+            Some(url) => Some(reqwest::Proxy::all(url.expose())?),
+            None => None,
+        };
+        let proxied = proxy.is_some();
+        let client = client_builder(settings, &policy, proxy).build()?;
         Ok(Self {
             client,
+            proxied,
             policy,
+            settings: settings.clone(),
             body_limit: settings.response_body_limit,
             timeout: settings.http_timeout,
         })
@@ -107,13 +113,25 @@ impl Sender {
     }
 
     async fn outcome(&self, call: Call<'_>) -> Outcome {
-        let request = match self
-            .allowed_url(call.url)
-            .and_then(|url| self.request(url, &call))
-        {
-            Ok(request) => request,
+        if let Some(why) = call.partner.unusable_reason() {
+            return Outcome::NoResponse {
+                kind: FailureKind::Other,
+                message: format!("not sent: {why}"),
+            };
+        }
+        let (client, proxied) = call
+            .partner
+            .client()
+            .map_or((&self.client, self.proxied), |c| (c, true));
+        let url = match self.allowed_url(call.url) {
+            Ok(url) if proxied => match self.resolved_and_allowed(&url).await {
+                Ok(()) => url,
+                Err(not_sent) => return not_sent,
+            },
+            Ok(url) => url,
             Err(not_sent) => return not_sent,
         };
+        let request = self.request(client, url, &call);
         match request.send().await {
             Ok(response) => self.read(response).await,
             Err(e) => self.failure(e),
@@ -140,32 +158,73 @@ impl Sender {
         Ok(url)
     }
 
-    /// The GET with its headers, signed when the config has a secret: a partner that expects
-    /// signed calls never gets an unsigned one.
-    fn request(&self, url: url::Url, call: &Call<'_>) -> Result<reqwest::RequestBuilder, Outcome> {
+    /// Behind a proxy the partner's name is resolved by the proxy, out of our sight: so it is
+    /// resolved here first, and the call is made only if every address it has is allowed.
+    async fn resolved_and_allowed(&self, url: &url::Url) -> Result<(), Outcome> {
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(()); // literal addresses were checked by `allowed_url`
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs =
+            tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| Outcome::NoResponse {
+                    kind: FailureKind::Connect,
+                    message: format!("could not resolve {host}: {e}"),
+                })?;
+        for addr in addrs {
+            self.policy.check(addr.ip()).map_err(|e| blocked(&e))?;
+        }
+        Ok(())
+    }
+
+    /// The request with its method, body and headers, signed when the config has a secret: a
+    /// partner that expects signed calls never gets an unsigned one.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        url: url::Url,
+        call: &Call<'_>,
+    ) -> reqwest::RequestBuilder {
         let queue_id = call.queue_id.to_string();
-        let request = self
-            .client
-            .get(url.clone())
+        let method = match call.request.map_or(Method::Get, |r| r.method) {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+        };
+        // What is signed: the body when there is one, else the request target the partner's
+        // server sees (path and query), where every parameter of a GET travels.
+        let body = call.request.and_then(|r| r.body.as_deref());
+        let signed = body
+            .unwrap_or(&url[url::Position::BeforePath..url::Position::AfterQuery])
+            .to_string();
+        let mut request = client
+            .request(method, url)
             .header("X-Webhook-Id", &queue_id)
             .header("X-Webhook-Event", call.event_type.as_str())
             .header("X-Webhook-Attempt", call.attempt.to_string());
-        let Some(secret) = call.signing_secret else {
-            return Ok(request);
-        };
-        let key = SigningKey::from_secret(secret.expose()).map_err(|e| Outcome::NoResponse {
-            kind: FailureKind::Other,
-            message: format!("not sent: the config's signing secret is invalid ({e})"),
-        })?;
+        if let Some(filled) = call.request {
+            for (name, value) in &filled.headers {
+                request = request.header(name, value);
+            }
+            if let Some(content_type) = &filled.content_type {
+                request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+            }
+        }
+        request = call.partner.add_headers(request);
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        // What the partner's server sees as the request target.
-        let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-        Ok(request
-            .header("webhook-id", &queue_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", key.sign(&queue_id, timestamp, target)))
+        match call.partner.signature(&queue_id, timestamp, &signed) {
+            Some(signature) => request
+                .header("webhook-id", &queue_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature),
+            None => request,
+        }
     }
 
     /// The partner's answer: its status, `Retry-After`, and the body up to the limit.
@@ -214,6 +273,30 @@ impl Sender {
             crate::error_chain::describe(&error.without_url())
         };
         Outcome::NoResponse { kind, message }
+    }
+}
+
+/// The settings every client of the sender shares. Without a proxy, names resolve through the
+/// policy; with one, only the proxy's own name is resolved by the client, and the proxy may be
+/// on a private network.
+fn client_builder(
+    settings: &DeliverySettings,
+    policy: &Arc<AddressPolicy>,
+    proxy: Option<reqwest::Proxy>,
+) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(settings.http_timeout)
+        .connect_timeout(settings.connect_timeout)
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(settings.host_concurrency)
+        .pool_idle_timeout(Duration::from_secs(60));
+    match proxy {
+        Some(proxy) => builder.proxy(proxy),
+        None => builder.no_proxy().dns_resolver(Arc::new(PolicyResolver {
+            policy: policy.clone(),
+        })),
     }
 }
 
