@@ -274,9 +274,11 @@ async fn signed_calls_verify_with_the_published_standardwebhooks_package() {
     receiver.stop().await;
 }
 
-/// The secret as stored, read straight from the table.
+/// The secret as stored, read straight from the table: sealed, so it is opened here with the
+/// tests' key after checking that the stored text does not hold it.
 async fn stored_secret(db: &TestDb, config_id: i64) -> Option<String> {
-    db.client()
+    let stored: Option<String> = db
+        .client()
         .await
         .query_one(
             "SELECT signing_secret FROM webhook_configs WHERE id = $1",
@@ -284,7 +286,14 @@ async fn stored_secret(db: &TestDb, config_id: i64) -> Option<String> {
         )
         .await
         .unwrap()
-        .get(0)
+        .get(0);
+    let stored = stored?;
+    assert!(webhookd::sealing::is_sealed(&stored), "stored in clear");
+    assert!(!stored.contains("whsec_"), "{stored}");
+    let keys =
+        webhookd::sealing::Keys::parse(&webhookd::config::Secret::new(common::TEST_SECRET_KEY))
+            .unwrap();
+    Some(keys.open(&stored).unwrap().expose().to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,13 @@ ALTER TABLE webhook_configs
     ADD CONSTRAINT webhook_configs_previous_secret_has_an_end
         CHECK ((previous_signing_secret IS NULL) = (previous_signing_secret_until IS NULL));
 
+-- A signing secret is sealed now, or in clear as stored before SECRET_KEYS was given.
+ALTER TABLE webhook_configs DROP CONSTRAINT webhook_configs_signing_secret_format,
+    ADD CONSTRAINT webhook_configs_signing_secret_format CHECK (
+        signing_secret LIKE 'sealed:v1:%'
+        OR (signing_secret ~ '^whsec_([A-Za-z0-9+/]{4})+([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$'
+            AND octet_length(decode(substr(signing_secret, 7), 'base64')) BETWEEN 24 AND 64));
+
 -- The method, body and non-secret headers filled for this event at submit; NULL for a GET
 -- without headers of its own.
 ALTER TABLE webhook_queue ADD COLUMN request json;

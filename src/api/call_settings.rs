@@ -73,13 +73,13 @@ pub enum AuthDoc {
     },
 }
 
-/// A client certificate for partners that require mutual TLS, in PEM; the key is shown as
-/// `***` and kept when sent back so. `ca_certificate` is the CA that signed the partner's
-/// own certificate, when the system does not trust it.
+/// TLS of the partner's own, in PEM: a client certificate with its private key for partners
+/// that require mutual TLS (the key is shown as `***` and kept when sent back so), and the CA
+/// that signed the partner's certificate when the system does not trust it. Either, or both.
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTlsDoc {
-    pub certificate: String,
+    pub certificate: Option<String>,
     pub private_key: Option<String>,
     pub ca_certificate: Option<String>,
 }
@@ -216,8 +216,8 @@ impl CallView {
                 url
             }),
             client_tls: settings.client_tls.map(|t| ClientTlsDoc {
-                certificate: t.certificate,
-                private_key: shown(),
+                private_key: t.identity.as_ref().and_then(|_| shown()),
+                certificate: t.identity.map(|i| i.certificate),
                 ca_certificate: t.ca_certificate,
             }),
             signing_previous_until,

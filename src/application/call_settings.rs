@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Secret;
 use crate::domain::call_settings::{
-    Auth, CallSettings, ClientTls, Header, HeaderValue, Proxy, Sealed,
+    Auth, CallSettings, ClientTls, Header, HeaderValue, Identity, Proxy, Sealed,
 };
 use crate::domain::request_template::{
     check_distinct, check_header_name, check_secret_header, HeaderTemplate, RequestSpec,
@@ -51,7 +51,8 @@ pub enum AuthInput {
 
 #[derive(Clone, Debug)]
 pub struct TlsInput {
-    pub certificate: String,
+    pub certificate: Option<String>,
+    /// With `certificate`; `None` (or `***`) keeps the stored key.
     pub private_key: Option<Secret>,
     pub ca_certificate: Option<String>,
 }
@@ -152,15 +153,7 @@ impl CallInput {
             proxy_parts(url)?;
         }
         if let Change::Set(tls) = &self.client_tls {
-            crate::sender::check_certificates(
-                tls.certificate.as_bytes(),
-                tls.ca_certificate.as_deref(),
-            )
-            .map_err(|e| AppError::invalid("client_tls", e))?;
-            if let Some(key) = tls.private_key.as_ref().filter(|_| !kept(&tls.private_key)) {
-                crate::sender::check_identity(tls.certificate.as_bytes(), key.expose().as_bytes())
-                    .map_err(|e| AppError::invalid("client_tls.private_key", e))?;
-            }
+            check_tls(tls)?;
         }
         Ok(())
     }
@@ -201,27 +194,7 @@ impl CallInput {
         let client_tls = match self.client_tls {
             Change::Keep => stored.client_tls.clone(),
             Change::Remove => None,
-            Change::Set(tls) => {
-                let private_key = match &tls.private_key {
-                    key if kept(key) => stored
-                        .client_tls
-                        .as_ref()
-                        .map(|t| t.private_key.clone())
-                        .ok_or_else(|| {
-                        AppError::invalid(
-                            "client_tls.private_key",
-                            "a new certificate needs its private key",
-                        )
-                    })?,
-                    Some(key) => seal("client_tls.private_key", key)?,
-                    None => unreachable!("kept covers None"),
-                };
-                Some(ClientTls {
-                    certificate: tls.certificate,
-                    private_key,
-                    ca_certificate: tls.ca_certificate,
-                })
-            }
+            Change::Set(tls) => Some(resolve_tls(tls, stored.client_tls.as_ref(), &seal)?),
         };
         Ok(CallSettings {
             postback_request: self.postback_request,
@@ -295,6 +268,64 @@ fn resolve_auth(
             };
             Auth::Bearer { token }
         }
+    })
+}
+
+/// A client certificate goes with its key, and TLS accepts both.
+fn check_tls(tls: &TlsInput) -> Result<(), AppError> {
+    if tls.certificate.is_none() && tls.ca_certificate.is_none() {
+        return Err(AppError::invalid(
+            "client_tls",
+            "needs a certificate (with its private_key), a ca_certificate or both",
+        ));
+    }
+    if tls.certificate.is_none() && tls.private_key.is_some() {
+        return Err(AppError::invalid(
+            "client_tls.private_key",
+            "goes with a certificate",
+        ));
+    }
+    crate::sender::check_certificates(tls.certificate.as_deref(), tls.ca_certificate.as_deref())
+        .map_err(|e| AppError::invalid("client_tls", e))?;
+    if let (Some(certificate), Some(key)) = (&tls.certificate, &tls.private_key) {
+        if !kept(&tls.private_key) {
+            crate::sender::check_identity(certificate.as_bytes(), key.expose().as_bytes())
+                .map_err(|e| AppError::invalid("client_tls.private_key", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn resolve_tls(
+    tls: TlsInput,
+    stored: Option<&ClientTls>,
+    seal: &dyn Fn(&str, &Secret) -> Result<Sealed, AppError>,
+) -> Result<ClientTls, AppError> {
+    let identity = match tls.certificate {
+        None => None,
+        Some(certificate) => {
+            let private_key = match &tls.private_key {
+                key if kept(key) => stored
+                    .and_then(|t| t.identity.as_ref())
+                    .map(|i| i.private_key.clone())
+                    .ok_or_else(|| {
+                        AppError::invalid(
+                            "client_tls.private_key",
+                            "a new certificate needs its private key",
+                        )
+                    })?,
+                Some(key) => seal("client_tls.private_key", key)?,
+                None => unreachable!("kept covers None"),
+            };
+            Some(Identity {
+                certificate,
+                private_key,
+            })
+        }
+    };
+    Ok(ClientTls {
+        identity,
+        ca_certificate: tls.ca_certificate,
     })
 }
 

@@ -53,14 +53,22 @@ pub struct Proxy {
     pub password: Option<Sealed>,
 }
 
-/// A client certificate (PEM) with its private key, and the CA that signs the partner's own
-/// certificate when it is not one the system trusts.
+/// TLS of a partner's own: a client certificate (PEM) with its private key, for partners that
+/// require mutual TLS, and the CA that signed the partner's certificate when the system does
+/// not trust it. Either, or both.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientTls {
-    pub certificate: String,
-    pub private_key: Sealed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificate: Option<String>,
+}
+
+/// A client certificate and its private key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub certificate: String,
+    pub private_key: Sealed,
 }
 
 /// Everything of a config that shapes its calls besides the URL and the signing secret.
@@ -94,8 +102,12 @@ impl CallSettings {
         {
             all.push(p);
         }
-        if let Some(tls) = &mut self.client_tls {
-            all.push(&mut tls.private_key);
+        if let Some(ClientTls {
+            identity: Some(identity),
+            ..
+        }) = &mut self.client_tls
+        {
+            all.push(&mut identity.private_key);
         }
         all
     }

@@ -201,13 +201,13 @@ impl Sender {
             .map_err(|e| format!("the proxy is unusable: {e}"))?;
         let mut builder = client_builder(&self.settings, &self.policy, proxy);
         if let Some(tls) = &settings.client_tls {
-            let key = keys
-                .open(&tls.private_key.0)
-                .map_err(|e| format!("the config's client key cannot be read: {e}"))?;
-            builder = builder.identity(identity(
-                tls.certificate.as_bytes(),
-                key.expose().as_bytes(),
-            )?);
+            if let Some(own) = &tls.identity {
+                let key = keys
+                    .open(&own.private_key.0)
+                    .map_err(|e| format!("the config's client key cannot be read: {e}"))?;
+                let pem = (own.certificate.as_bytes(), key.expose().as_bytes());
+                builder = builder.identity(identity(pem.0, pem.1)?);
+            }
             if let Some(ca) = &tls.ca_certificate {
                 builder = builder.tls_certs_merge(certificates(ca.as_bytes())?);
             }
@@ -252,12 +252,14 @@ fn certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
     Ok(certs)
 }
 
-/// A client certificate (and a CA, if given) as PEM that TLS accepts.
-pub fn check_certificates(certificate: &[u8], ca: Option<&str>) -> Result<(), String> {
-    let certs = reqwest::Certificate::from_pem_bundle(certificate)
-        .map_err(|_| "certificate is not PEM".to_string())?;
-    if certs.is_empty() {
-        return Err("certificate holds no PEM certificate".into());
+/// A client certificate and a CA, each if given, as PEM that TLS accepts.
+pub fn check_certificates(certificate: Option<&str>, ca: Option<&str>) -> Result<(), String> {
+    if let Some(certificate) = certificate {
+        let certs = reqwest::Certificate::from_pem_bundle(certificate.as_bytes())
+            .map_err(|_| "certificate is not PEM".to_string())?;
+        if certs.is_empty() {
+            return Err("certificate holds no PEM certificate".into());
+        }
     }
     if let Some(ca) = ca {
         certificates(ca.as_bytes())?;
