@@ -898,11 +898,22 @@ async fn every_documented_operation_answers_as_documented() {
 /// in the database or between two fields, not in the shape of one value: a submit needs an
 /// active config with a URL for its event type and a value for every placeholder of that URL
 /// (`config_id` names a row), and a redrive's `*_before` must be later than its `*_after`.
-/// For these two operations, and only there, a 422 to a schema-valid request is not a
+/// A config's call settings too: a secret sent as `***` keeps the stored one and is refused
+/// when none is stored, a certificate must be one TLS reads and its key must go with it, and a
+/// template's placeholders must close (a JSON template's strings are any JSON's strings).
+/// For these operations, and only there, a 422 to a schema-valid request is not a
 /// deviation.
 const SCHEMATHESIS_CONFIG: &str = r#"
 [[operations]]
 include-name = "POST /webhooks"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
+
+[[operations]]
+include-name = "POST /webhook-configs"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
+
+[[operations]]
+include-name = "PUT /webhook-configs/{id}"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
 
 [[operations]]

@@ -23,8 +23,8 @@ pub struct RequestDoc {
     /// `GET` (the default when the request is absent), `POST` or `PUT`.
     #[schema(example = "POST", pattern = "^(GET|POST|PUT)$")]
     pub method: String,
-    /// The body of a `POST` or `PUT`; a `GET` has none.
-    #[schema(nullable = false)]
+    /// The body of a `POST` or `PUT`; a `GET` has none (null counts as none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<BodyDoc>,
 }
 
@@ -38,8 +38,9 @@ pub struct BodyDoc {
     /// field names and value templates, sent `application/x-www-form-urlencoded`.
     #[schema(pattern = "^(json|form)$", example = "json")]
     pub format: String,
-    /// The template, `{name}` placeholders inside its strings.
-    #[schema(value_type = Object, example = json!({"click": "{click_id}", "amount": "{amount}"}))]
+    /// The template, `{name}` placeholders inside its strings: any JSON for `json`, an object
+    /// of strings for `form`.
+    #[schema(value_type = Value, example = json!({"click": "{click_id}", "amount": "{amount}"}))]
     pub template: Value,
 }
 

@@ -35,6 +35,8 @@ pub struct Entry {
     pub webhook_url: String,
     /// The parameters as submitted.
     pub url_params: serde_json::Value,
+    /// The method, body and headers filled at submit; `None` for a plain GET.
+    pub request: Option<serde_json::Value>,
     pub status: Status,
     /// The attempt due next, or the one that ended the entry.
     pub retry_count: i32,
@@ -66,6 +68,7 @@ impl From<QueueRow> for Entry {
             config_id: row.config_id,
             webhook_url: row.webhook_url,
             url_params: row.url_params,
+            request: row.request,
             status: row.status,
             retry_count: row.retry_count,
             max_retries: row.max_retries,

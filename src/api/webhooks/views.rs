@@ -21,6 +21,23 @@ use crate::domain::redact::redact_url;
 // Views
 // ---------------------------------------------------------------------------------------------
 
+/// The request an entry sends besides its URL (docs/api.md, "Partner requests"). Secret
+/// headers and `Authorization` are added at the call and are not here.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the entry carries the stored JSON as it is
+pub struct SentRequest {
+    /// `GET`, `POST` or `PUT`.
+    #[schema(example = "POST")]
+    method: String,
+    #[schema(nullable = false, example = "application/json")]
+    content_type: Option<String>,
+    #[schema(nullable = false)]
+    body: Option<String>,
+    /// The headers filled from their templates, as `[name, value]` pairs.
+    #[schema(nullable = false)]
+    headers: Option<Vec<Vec<String>>>,
+}
+
 /// A queue entry. Every field but `attempts` is always present, null where it has no value.
 #[derive(Serialize, ToSchema)]
 pub struct EntryView {
@@ -39,6 +56,9 @@ pub struct EntryView {
     /// The parameters as submitted.
     #[schema(value_type = UrlParamsSchema)]
     pub url_params: Value,
+    /// What the partner is sent besides the URL, filled at submit: null for a plain `GET`.
+    #[schema(required, value_type = Option<SentRequest>)]
+    pub request: Option<Value>,
     #[schema(value_type = StatusName)]
     pub status: &'static str,
     /// The attempt due next, or the one that ended the entry.
@@ -84,6 +104,7 @@ impl From<Entry> for EntryView {
             webhook_url_redacted: redact_url(&entry.webhook_url),
             webhook_url: entry.webhook_url,
             url_params: entry.url_params,
+            request: entry.request,
             status: entry.status.as_str(),
             retry_count: entry.retry_count,
             max_retries: entry.max_retries,

@@ -104,7 +104,7 @@ enum StepResult {
     /// Step 2: debits waited for their credits as the write began.
     DebitsWaited,
     /// Step 4: this debit was leased with its credit's completion.
-    Leased(LeasedDebit),
+    Leased(Box<LeasedDebit>),
 }
 
 impl Line {
@@ -118,7 +118,7 @@ impl Line {
                 held: self.held.unwrap_or(0),
             }),
             "debits_waited" => StepResult::DebitsWaited,
-            "leased" => StepResult::Leased(self.leased_debit()),
+            "leased" => StepResult::Leased(Box::new(self.leased_debit())),
             other => unreachable!("the outcome write has no step {other:?}"),
         }
     }
@@ -154,7 +154,7 @@ impl FromIterator<Line> for Recorded {
                 StepResult::Written(id) => recorded.written.push(id),
                 StepResult::PartnerChanged(change) => recorded.changes.push(change),
                 StepResult::DebitsWaited => recorded.debits_waited = true,
-                StepResult::Leased(debit) => recorded.leased.push(debit),
+                StepResult::Leased(debit) => recorded.leased.push(*debit),
             }
         }
         recorded
