@@ -1,9 +1,10 @@
 //! The operator console at `/`, used as an operator uses it: a real headless Chromium driven
 //! over WebDriver (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them) asks for
 //! the token, finds a failed event, opens it, retries it and sees it complete, counts a bulk
-//! redrive with a dry run and confirms it, and edits partner configs. Each page's screenshot
-//! is taken; with `CONSOLE_SCREENSHOTS=docs/console` they are written there (the PNGs the
-//! README links to), else to a temporary directory.
+//! redrive with a dry run and confirms it, and edits partner configs (their call settings, and
+//! what the form does not show, kept). Each page's screenshot is taken; with
+//! `CONSOLE_SCREENSHOTS=docs/console` they are written there (the PNGs the README links to),
+//! else to a temporary directory.
 //!
 //! The WebDriver protocol is JSON over HTTP, spoken here with reqwest: a few commands are all
 //! the test needs, and no driver crate has to be built.
@@ -238,6 +239,21 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The form control's current value (a textarea's `innerText` is its initial text only).
+    async fn value(&self, testid: &str) -> String {
+        self.element(testid).await;
+        let script = "return document.querySelector(arguments[0]).value;";
+        self.command(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": [format!("[data-testid=\"{testid}\"]")]}),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
     }
 
     async fn displayed(&self, testid: &str) -> bool {
@@ -513,6 +529,134 @@ async fn an_operator_finds_retries_and_redrives_failed_events_in_the_console() {
     drop(browser);
     app.shutdown().await;
     receiver.stop().await;
+}
+
+/// The form's call settings: a config created with a JSON body for its postbacks, a secret
+/// header and bearer auth; then an edit of its name alone keeps all of them, and what only the
+/// API sets; a body template that is not JSON is refused in the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_partner_in_the_console_keeps_what_the_form_does_not_change() {
+    let app = spawn(Options::default()).await;
+    let browser = Browser::start().await;
+    browser.open(&app.url("/#/partners/new")).await;
+    browser
+        .wait_text("partner-title", "the new config's form", |t| {
+            t == "New partner config"
+        })
+        .await;
+    browser.type_into("partner-name", "calling partner").await;
+    browser
+        .type_into("partner-postback", "https://partner.example/pb")
+        .await;
+    browser.select("partner-postback-method", "POST").await;
+    browser.select("partner-postback-format", "json").await;
+    let template = json!({"click": "{click_id}", "amount": "{amount}"});
+    browser
+        .type_into("partner-postback-body", &template.to_string())
+        .await;
+    let settings = json!({
+        "headers": [{"name": "X-Api-Key", "value": "key-hunter2", "secret": true}],
+        "auth": {"type": "bearer", "token": "tok-hunter2"},
+    });
+    browser
+        .type_into("partner-call-settings", &settings.to_string())
+        .await;
+    browser.click("partner-save").await;
+    browser
+        .wait_text("partner-message", "saved", |t| {
+            t.starts_with("saved config ")
+        })
+        .await;
+    let (_, configs) = app.get("/webhook-configs").await;
+    let created = configs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "calling partner")
+        .expect("the config the page created")
+        .clone();
+    let request = json!({"method": "POST", "body": {"format": "json", "template": template}});
+    let headers = json!([{"name": "X-Api-Key", "value": "***", "secret": true}]);
+    let auth = json!({"type": "bearer", "token": "***"});
+    assert_eq!(created["postback_request"], request, "{created:#}");
+    assert_eq!(created["chargeback_request"], Value::Null);
+    assert_eq!(created["headers"], headers);
+    assert_eq!(created["auth"], auth);
+    // The form now shows the saved config as the API does: the secrets as ***.
+    let shown = browser.value("partner-call-settings").await;
+    assert!(
+        shown.contains("***") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+
+    // Set through the API what the form does not show, sending back the config as read.
+    let id = created["id"].as_i64().unwrap();
+    let path = format!("/webhook-configs/{id}");
+    let mut body = created.clone();
+    let fields = body.as_object_mut().unwrap();
+    for read_only in [
+        "id",
+        "signing",
+        "signing_previous_until",
+        "health",
+        "created_at",
+        "updated_at",
+    ] {
+        fields.remove(read_only);
+    }
+    fields.insert("max_per_second".into(), json!(7));
+    fields.insert("retry_base_delay".into(), json!("2s"));
+    fields.insert("ordering".into(), json!("none"));
+    let (status, answer) = app.send(reqwest::Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["headers"], headers, "{answer:#}");
+
+    // Open it afresh (a new address differing in its fragment only would not load the page
+    // again) and change its name only: everything else is kept.
+    browser.open("about:blank").await;
+    browser.open(&app.url(&format!("/#/partners/{id}"))).await;
+    browser
+        .wait_text("partner-title", "the config", |t| {
+            t == format!("Partner calling partner ({id})")
+        })
+        .await;
+    assert_eq!(browser.value("partner-postback-method").await, "POST");
+    assert_eq!(browser.value("partner-postback-format").await, "json");
+    assert_eq!(browser.value("partner-chargeback-method").await, "GET");
+    assert_eq!(browser.value("partner-chargeback-format").await, "none");
+    browser.type_into("partner-name", "renamed partner").await;
+    browser.click("partner-save").await;
+    browser
+        .wait_text("partner-message", "saved", |t| {
+            t == format!("saved config {id}")
+        })
+        .await;
+    let (_, edited) = app.get(&path).await;
+    assert_eq!(edited["name"], "renamed partner");
+    assert_eq!(edited["postback_request"], request, "{edited:#}");
+    assert_eq!(edited["headers"], headers);
+    assert_eq!(edited["auth"], auth);
+    assert_eq!(edited["max_per_second"], 7);
+    assert_eq!(edited["retry_base_delay"], "2s");
+    assert_eq!(edited["ordering"], "none");
+    browser.screenshot("partner-call-settings").await;
+
+    // A body template that is not JSON: refused in the page, nothing sent.
+    browser
+        .type_into("partner-postback-body", "{\"click\": ")
+        .await;
+    browser.type_into("partner-name", "not saved").await;
+    browser.click("partner-save").await;
+    browser
+        .wait_text("partner-message", "the refusal", |t| {
+            t.starts_with("postback body template: not JSON")
+        })
+        .await;
+    let (_, after) = app.get(&path).await;
+    assert_eq!(after, edited, "the refused form changed nothing");
+
+    drop(browser);
+    app.shutdown().await;
 }
 
 /// Pausing a partner from the console holds its events; resuming it delivers them.

@@ -80,6 +80,18 @@ async fn deliver(app: &TestApp, config: &Value, event_type: &str, params: Value)
         .await
 }
 
+/// Submits a `+credit` to `config` (whose partner must fail it for good) and returns the error
+/// its one attempt recorded.
+async fn failed_attempt_error(app: &TestApp, config: &Value) -> String {
+    let entry = app
+        .submit(json!({"event_type": "+credit", "config_id": config["id"]}))
+        .await;
+    let failed = app
+        .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
+        .await;
+    failed["attempts"][0]["error"].as_str().unwrap().to_string()
+}
+
 /// Every text of both tables, to look for a secret in clear.
 async fn tables_text(db: &TestDb) -> String {
     let client = db.client().await;
@@ -363,13 +375,7 @@ async fn calls_go_through_the_proxy_and_a_blocked_partner_stays_blocked() {
         json!({"name": "blocked", "postback_url": receiver.url("/ok/blocked").replace("127.0.0.1", "localhost")}),
     )
     .await;
-    let entry = app
-        .submit(json!({"event_type": "+credit", "config_id": blocked["id"]}))
-        .await;
-    let failed = app
-        .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
-        .await;
-    let error = failed["attempts"][0]["error"].as_str().unwrap();
+    let error = failed_attempt_error(&app, &blocked).await;
     assert!(error.contains("loopback"), "{error}");
     assert_eq!(proxy.seen().len(), 1, "the blocked call reached the proxy");
     assert!(receiver.received_at("/ok/blocked").is_empty());
@@ -409,13 +415,7 @@ async fn a_partner_that_requires_a_client_certificate_takes_the_configured_one_o
         Some(CLIENT_CN)
     );
     for config in [&without, &wrong] {
-        let entry = app
-            .submit(json!({"event_type": "+credit", "config_id": config["id"]}))
-            .await;
-        let failed = app
-            .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
-            .await;
-        let error = failed["attempts"][0]["error"].as_str().unwrap();
+        let error = failed_attempt_error(&app, config).await;
         assert!(
             error.contains("CertificateRequired") || error.contains("UnknownCA"),
             "the attempt says why: {error}"
@@ -537,13 +537,7 @@ async fn migrate_seals_clear_secrets_and_rotates_the_key() {
             .env("RETRY_MAX_RETRIES", "0"),
     )
     .await;
-    let entry = app
-        .submit(json!({"event_type": "+credit", "config_id": config["id"]}))
-        .await;
-    let failed = app
-        .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
-        .await;
-    let error = failed["attempts"][0]["error"].as_str().unwrap();
+    let error = failed_attempt_error(&app, &config).await;
     assert!(error.contains("not in SECRET_KEYS"), "{error}");
     assert_eq!(receiver.received_at("/ok/legacy").len(), 2);
     app.shutdown().await;

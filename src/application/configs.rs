@@ -16,7 +16,7 @@ use crate::domain::url_template::UrlTemplate;
 use crate::sealing::Keys;
 use chrono::{DateTime, Utc};
 
-use crate::store::models::{CallSettingsForm, ConfigForm, ConfigRow};
+use crate::store::models::{CallSettingsColumns, ConfigForm, ConfigRow};
 use crate::store::partners::{self, PartnerRow};
 use crate::store::{configs, DbPool};
 
@@ -321,7 +321,7 @@ fn name_taken(error: diesel::result::Error) -> AppError {
 /// Creates a config; its secrets are sealed with `keys`, and refused when there are none.
 pub async fn create(pool: &DbPool, input: ConfigInput, keys: &Keys) -> Result<Config, AppError> {
     let signing = resolve_signing(input.signing.clone(), None, keys, Utc::now())?;
-    let call = CallSettingsForm::from(&input.call.clone().resolve(None, keys)?);
+    let call = CallSettingsColumns::from(&input.call.clone().resolve(None, keys)?);
     let mut conn = conn(pool).await?;
     let row = configs::insert(&mut conn, &input.form(), &call, &signing)
         .await
@@ -370,7 +370,7 @@ pub async fn replace(
             .map_err(|e| AppError::internal(e.to_string()))?;
         let call = input.call.clone().resolve(Some(&stored), keys)?;
         let signing = resolve_signing(input.signing.clone(), Some(signing), keys, Utc::now())?;
-        Ok::<_, AppError>((input.form(), CallSettingsForm::from(&call), signing))
+        Ok::<_, AppError>((input.form(), CallSettingsColumns::from(&call), signing))
     })
     .await?
     .ok_or(AppError::NotFound("config"))?;

@@ -3,7 +3,7 @@
 //! ones says so.
 
 use crate::sealing::{self, Keys};
-use crate::store::models::{CallSettingsForm, SigningSecrets};
+use crate::store::models::{CallSettingsColumns, SigningSecrets};
 use crate::store::{configs, DbPool};
 
 use super::{conn, AppError};
@@ -44,7 +44,13 @@ pub async fn reseal(pool: &DbPool, keys: &Keys) -> Result<Resealed, AppError> {
             changed += reseal_one(secret, keys, row.id)?;
         }
         if changed > 0 {
-            configs::reseal(&mut conn, row.id, &CallSettingsForm::from(&call), &signing).await?;
+            configs::reseal(
+                &mut conn,
+                row.id,
+                &CallSettingsColumns::from(&call),
+                &signing,
+            )
+            .await?;
             done.secrets += changed;
             done.configs += 1;
         }

@@ -6,13 +6,13 @@ use diesel::result::Error;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::models::{CallSettingsForm, ConfigForm, ConfigRow, SigningSecrets};
+use super::models::{CallSettingsColumns, ConfigForm, ConfigRow, SigningSecrets};
 use super::schema::webhook_configs::dsl::*;
 
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     form: &ConfigForm,
-    call: &CallSettingsForm,
+    call: &CallSettingsColumns,
     signing: &SigningSecrets,
 ) -> Result<ConfigRow, Error> {
     diesel::insert_into(webhook_configs)
@@ -47,7 +47,7 @@ pub async fn replace_merged<E: From<Error> + Send>(
     merge: impl FnOnce(
             &ConfigRow,
             &SigningSecrets,
-        ) -> Result<(ConfigForm, CallSettingsForm, SigningSecrets), E>
+        ) -> Result<(ConfigForm, CallSettingsColumns, SigningSecrets), E>
         + Send,
 ) -> Result<Option<ConfigRow>, E> {
     conn.transaction(async |conn| {
@@ -87,7 +87,7 @@ pub async fn all_secrets(
 pub async fn reseal(
     conn: &mut AsyncPgConnection,
     config_id: i64,
-    call: &CallSettingsForm,
+    call: &CallSettingsColumns,
     signing: &SigningSecrets,
 ) -> Result<(), Error> {
     diesel::update(webhook_configs.find(config_id))

@@ -99,12 +99,8 @@ pub struct ConfigRow {
     pub signing: bool,
     /// While a rotated-out signing secret still signs: until when.
     pub previous_signing_secret_until: Option<DateTime<Utc>>,
-    pub postback_request: Option<serde_json::Value>,
-    pub chargeback_request: Option<serde_json::Value>,
-    pub headers: Option<serde_json::Value>,
-    pub auth: Option<serde_json::Value>,
-    pub proxy: Option<serde_json::Value>,
-    pub client_tls: Option<serde_json::Value>,
+    #[diesel(embed)]
+    pub call: CallSettingsColumns,
 }
 
 /// A settings column that did not read as the settings webhookd writes.
@@ -142,22 +138,22 @@ impl ConfigRow {
                     error,
                 })
         }
-        let id = self.id;
+        let (id, c) = (self.id, &self.call);
         Ok(CallSettings {
-            postback_request: column(id, "postback_request", &self.postback_request)?,
-            chargeback_request: column(id, "chargeback_request", &self.chargeback_request)?,
-            headers: column(id, "headers", &self.headers)?.unwrap_or_default(),
-            auth: column(id, "auth", &self.auth)?,
-            proxy: column(id, "proxy", &self.proxy)?,
-            client_tls: column(id, "client_tls", &self.client_tls)?,
+            postback_request: column(id, "postback_request", &c.postback_request)?,
+            chargeback_request: column(id, "chargeback_request", &c.chargeback_request)?,
+            headers: column(id, "headers", &c.headers)?.unwrap_or_default(),
+            auth: column(id, "auth", &c.auth)?,
+            proxy: column(id, "proxy", &c.proxy)?,
+            client_tls: column(id, "client_tls", &c.client_tls)?,
         })
     }
 }
 
-/// The settings columns as written.
-#[derive(Clone, Debug, Default, Insertable, AsChangeset)]
+/// The call settings' columns, as written and read (JSON that [`CallSettings`] serializes).
+#[derive(Clone, Debug, Default, Insertable, AsChangeset, Queryable, Selectable)]
 #[diesel(table_name = webhook_configs, treat_none_as_null = true)]
-pub struct CallSettingsForm {
+pub struct CallSettingsColumns {
     pub postback_request: Option<serde_json::Value>,
     pub chargeback_request: Option<serde_json::Value>,
     pub headers: Option<serde_json::Value>,
@@ -166,7 +162,7 @@ pub struct CallSettingsForm {
     pub client_tls: Option<serde_json::Value>,
 }
 
-impl From<&CallSettings> for CallSettingsForm {
+impl From<&CallSettings> for CallSettingsColumns {
     fn from(s: &CallSettings) -> Self {
         let json = |v: &dyn erased::ToJson| v.to_json();
         Self {
