@@ -122,7 +122,7 @@ impl Sender {
         let (client, proxied) = call
             .partner
             .client()
-            .map_or((&self.client, self.proxied), |c| (c, true));
+            .unwrap_or((&self.client, self.proxied));
         let url = match self.allowed_url(call.url) {
             Ok(url) if proxied => match self.resolved_and_allowed(&url).await {
                 Ok(()) => url,

@@ -15,7 +15,8 @@ use crate::store::models::SigningSecrets;
 pub struct PartnerCall {
     /// The version (`xmin`) of the config this was built from.
     pub version: i64,
-    client: Option<reqwest::Client>,
+    /// The partner's own client, and whether it goes through a proxy.
+    client: Option<(reqwest::Client, bool)>,
     headers: Vec<(HeaderName, HttpValue)>,
     /// The signing key, and one a rotation replaced with the end of its grace period.
     signing: Option<SigningKey>,
@@ -64,9 +65,12 @@ impl PartnerCall {
         self.unusable.as_deref()
     }
 
-    /// The partner's own client, when it has a proxy or a client certificate.
-    pub(super) fn client(&self) -> Option<&reqwest::Client> {
-        self.client.as_ref()
+    /// The partner's own client, when it has a proxy or TLS settings of its own, and whether
+    /// that client goes through a proxy.
+    pub(super) fn client(&self) -> Option<(&reqwest::Client, bool)> {
+        self.client
+            .as_ref()
+            .map(|(client, proxied)| (client, *proxied))
     }
 
     pub(super) fn add_headers(
@@ -171,13 +175,14 @@ impl Sender {
         })
     }
 
-    /// A client of the partner's own, for its proxy (else `OUTBOUND_PROXY`) and its client
-    /// certificate; `None` when it has neither and the sender's client will do.
+    /// A client of the partner's own, for its proxy (else `OUTBOUND_PROXY`) and its TLS
+    /// settings, with whether it goes through a proxy; `None` when it has neither and the
+    /// sender's client will do.
     fn own_client(
         &self,
         settings: &CallSettings,
         keys: &Keys,
-    ) -> Result<Option<reqwest::Client>, String> {
+    ) -> Result<Option<(reqwest::Client, bool)>, String> {
         if settings.proxy.is_none() && settings.client_tls.is_none() {
             return Ok(None);
         }
@@ -199,6 +204,7 @@ impl Sender {
             .map(|url| reqwest::Proxy::all(url.as_str()))
             .transpose()
             .map_err(|e| format!("the proxy is unusable: {e}"))?;
+        let proxied = proxy.is_some();
         let mut builder = client_builder(&self.settings, &self.policy, proxy);
         if let Some(tls) = &settings.client_tls {
             if let Some(own) = &tls.identity {
@@ -212,7 +218,7 @@ impl Sender {
                 builder = builder.tls_certs_merge(certificates(ca.as_bytes())?);
             }
         }
-        builder.build().map(Some).map_err(|e| {
+        builder.build().map(|c| Some((c, proxied))).map_err(|e| {
             format!(
                 "the config's TLS settings are unusable: {}",
                 crate::error_chain::describe(&e)
