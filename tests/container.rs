@@ -364,7 +364,7 @@ fn the_manifests_set_only_settings_webhookd_reads_and_outlast_its_shutdown_timeo
             "{key} in the ConfigMap or Secret is not a webhookd setting: it would be ignored"
         );
     }
-    for key in ["DATABASE_URL", "API_TOKEN"] {
+    for key in ["DATABASE_URL", "API_TOKEN", "SECRET_KEYS"] {
         assert!(
             !yaml_map(&read("deploy/kubernetes/configmap.yaml"), "data").contains_key(key),
             "{key} is a secret and belongs in secret.yaml"
