@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::config::Secret;
+use crate::config::values::Secret;
 
 const PREFIX: &str = "sealed:v1:";
 const KEY_BYTES: usize = 32;

@@ -11,6 +11,7 @@ mod auth;
 mod call_settings;
 mod check;
 mod common;
+mod config_view;
 mod configs;
 mod errors;
 mod health;

@@ -16,10 +16,10 @@ use crate::config::Secret;
 use crate::domain::call_settings::{
     Auth, CallSettings, ClientTls, Header, HeaderValue, Identity, Proxy, Sealed,
 };
-use crate::domain::request_template::{
-    check_distinct, check_header_name, check_secret_header, HeaderTemplate, RequestSpec,
-    RequestTemplate,
+use crate::domain::header_template::{
+    check_distinct, check_header_name, check_secret_header, HeaderTemplate,
 };
+use crate::domain::request_template::{RequestSpec, RequestTemplate};
 use crate::domain::signing::SigningKey;
 use crate::sealing::Keys;
 use crate::store::models::SigningSecrets;

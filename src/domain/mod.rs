@@ -4,6 +4,7 @@ pub mod attempt;
 pub mod call_settings;
 pub mod delivery;
 pub mod event;
+pub mod header_template;
 pub mod name;
 pub mod order;
 pub mod outbound;

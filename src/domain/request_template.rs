@@ -1,6 +1,6 @@
 //! What a partner's call carries besides its URL (docs/api.md, "Partner requests"): the
-//! method, a body template (JSON or form) and header templates, all filled from the event's
-//! `url_params` with the placeholders of URLs. Checked when a config is written, and filled at
+//! method and a body template (JSON or form), filled from the event's `url_params` with the
+//! placeholders of URLs (header templates are in `header_template`). Checked when a config is written, and filled at
 //! submit, so that a missing parameter is refused then and never fails a delivery.
 
 use std::collections::BTreeSet;
@@ -13,10 +13,6 @@ use super::placeholders::{BadPlaceholder, EventValues, MissingPlaceholder, Text}
 
 /// Longest body template, as JSON text.
 pub const MAX_BODY_TEMPLATE_BYTES: usize = 16 * 1024;
-/// Most headers one config may add.
-pub const MAX_HEADERS: usize = 20;
-/// Longest header value template.
-pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -112,13 +108,6 @@ pub struct RequestTemplate {
     body: Option<Body>,
 }
 
-/// A non-secret header whose value is a template.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HeaderTemplate {
-    pub name: String,
-    value: Text,
-}
-
 /// Why a template was refused, with where in it (a JSON pointer into the body, or nothing).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -130,45 +119,6 @@ pub enum RequestError {
     BodyTooLong,
     #[error("at {at}: {error}")]
     Placeholder { at: String, error: BadPlaceholder },
-}
-
-/// Why a header was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderError {
-    #[error("{0:?} is not a header name")]
-    Name(String),
-    #[error("{0} is set by webhookd itself")]
-    Reserved(String),
-    #[error("{0} is given twice")]
-    Repeated(String),
-    #[error("the value of {0} must be printable text up to {MAX_HEADER_VALUE_BYTES} bytes")]
-    Value(String),
-    #[error("the value of {0} {1}")]
-    Placeholder(String, BadPlaceholder),
-    #[error("a secret value is sent as written: {0} may not hold placeholders")]
-    SecretTemplated(String),
-    #[error("at most {MAX_HEADERS} headers")]
-    TooMany,
-}
-
-/// Why an event's values could not fill the templates.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FillError {
-    #[error(transparent)]
-    Missing(#[from] MissingPlaceholder),
-    /// The name of the parameter that would have put a control character in a header.
-    #[error("cannot go in header {header}: it holds control characters")]
-    HeaderValue { param: String, header: String },
-}
-
-impl FillError {
-    /// The parameter at fault.
-    pub fn param(&self) -> &str {
-        match self {
-            FillError::Missing(m) => &m.0,
-            FillError::HeaderValue { param, .. } => param,
-        }
-    }
 }
 
 /// The request filled for one event: what the row keeps and the call sends.
@@ -370,110 +320,6 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// Headers webhookd sets itself, or that would change how the call is framed or routed.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-connection",
-    "user-agent",
-    "authorization",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-webhook-id",
-    "x-webhook-event",
-    "x-webhook-attempt",
-];
-
-/// A header name: an HTTP token, not one webhookd sets itself (`Authorization` comes from
-/// the config's `auth`).
-pub fn check_header_name(name: &str) -> Result<(), HeaderError> {
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || name.len() > 256 || !name.bytes().all(token) {
-        return Err(HeaderError::Name(name.to_string()));
-    }
-    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(HeaderError::Reserved(name.to_string()));
-    }
-    Ok(())
-}
-
-/// A header value as sent: visible ASCII, spaces and tabs, and any UTF-8 beyond ASCII.
-pub fn check_header_value(value: &str) -> bool {
-    value.len() <= MAX_HEADER_VALUE_BYTES
-        && value.trim() == value
-        && !value.chars().any(|c| c.is_control() && c != '\t')
-}
-
-/// Checks a secret header (sent as written): its name, and a value without placeholders.
-pub fn check_secret_header(name: &str, value: &str) -> Result<(), HeaderError> {
-    check_header_name(name)?;
-    if !check_header_value(value) {
-        return Err(HeaderError::Value(name.to_string()));
-    }
-    if value.contains(['{', '}']) {
-        return Err(HeaderError::SecretTemplated(name.to_string()));
-    }
-    Ok(())
-}
-
-impl HeaderTemplate {
-    pub fn parse(name: &str, value: &str) -> Result<Self, HeaderError> {
-        check_header_name(name)?;
-        if !check_header_value(value) {
-            return Err(HeaderError::Value(name.to_string()));
-        }
-        let value = Text::parse(value).map_err(|e| HeaderError::Placeholder(name.into(), e))?;
-        Ok(Self {
-            name: name.to_string(),
-            value,
-        })
-    }
-
-    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
-        self.value.placeholders()
-    }
-
-    /// The value for one event; a parameter with a control character cannot go in a header.
-    pub fn fill(&self, values: &EventValues<'_>) -> Result<(String, String), FillError> {
-        for param in self.value.placeholders() {
-            if values
-                .get(param)
-                .is_some_and(|v| v.chars().any(|c| c.is_control() && c != '\t'))
-            {
-                return Err(FillError::HeaderValue {
-                    param: param.to_string(),
-                    header: self.name.clone(),
-                });
-            }
-        }
-        let value = self.value.fill(|n| values.get(n), |v, o| o.push_str(v))?;
-        Ok((self.name.clone(), value))
-    }
-}
-
-/// Names given twice (case-insensitively) among `names`.
-pub fn check_distinct<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), HeaderError> {
-    let mut seen = BTreeSet::new();
-    for name in names {
-        if !seen.insert(name.to_ascii_lowercase()) {
-            return Err(HeaderError::Repeated(name.to_string()));
-        }
-    }
-    if seen.len() > MAX_HEADERS {
-        return Err(HeaderError::TooMany);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,43 +412,6 @@ mod tests {
         assert_eq!(
             fill(&template, json!({})),
             Err(MissingPlaceholder("gone".into()))
-        );
-    }
-
-    #[test]
-    fn headers_are_checked_and_filled() {
-        assert!(HeaderTemplate::parse("X-Click", "id-{click}").is_ok());
-        assert_eq!(
-            HeaderTemplate::parse("Content-Type", "x"),
-            Err(HeaderError::Reserved("Content-Type".into()))
-        );
-        assert_eq!(
-            HeaderTemplate::parse("Bad Name", "x"),
-            Err(HeaderError::Name("Bad Name".into()))
-        );
-        assert_eq!(
-            HeaderTemplate::parse("X-A", "a\r\nb"),
-            Err(HeaderError::Value("X-A".into()))
-        );
-        assert_eq!(
-            check_secret_header("X-Key", "{k}"),
-            Err(HeaderError::SecretTemplated("X-Key".into()))
-        );
-        assert_eq!(
-            check_distinct(["X-A", "x-a"].into_iter()),
-            Err(HeaderError::Repeated("x-a".into()))
-        );
-        let header = HeaderTemplate::parse("X-Click", "id-{click}").unwrap();
-        let params = UrlParams::from_json(&json!({"click": "a\nb"})).unwrap();
-        let values = EventValues {
-            params: &params,
-            event_type: EventType::Credit,
-            event_id: None,
-        };
-        assert_eq!(
-            header.fill(&values).unwrap_err().param(),
-            "click",
-            "a newline may not reach a header"
         );
     }
 }

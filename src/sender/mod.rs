@@ -4,26 +4,29 @@
 //! to the proxy (docs/operations.md, "A fixed egress"). When the partner's config has a
 //! signing secret, the call is signed (see `domain::signing`).
 
+mod client;
 mod partner;
 
+pub use client::{install_crypto_provider, USER_AGENT};
 pub use partner::{check_certificates, check_identity, PartnerCall};
 
 use std::error::Error as StdError;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use uuid::Uuid;
 
 use crate::config::DeliverySettings;
+use crate::domain::call_settings::CallSettings;
 use crate::domain::delivery::{FailureKind, Outcome};
 use crate::domain::event::EventType;
 use crate::domain::outbound::{AddressPolicy, Forbidden};
 use crate::domain::request_template::{FilledRequest, Method};
 use crate::domain::retry::parse_retry_after;
-
-pub const USER_AGENT: &str = concat!("webhookd/", env!("CARGO_PKG_VERSION"));
+use crate::sealing::Keys;
+use crate::store::models::SigningSecrets;
+use client::client_builder;
 
 /// One call to make.
 #[derive(Clone, Copy, Debug)]
@@ -56,33 +59,6 @@ pub struct Sender {
     timeout: Duration,
 }
 
-/// Resolves host names and keeps only answers the policy allows; a name with any forbidden
-/// answer is refused whole, so a rebinding or mixed answer cannot slip through.
-struct PolicyResolver {
-    policy: Arc<AddressPolicy>,
-}
-
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            for addr in &addrs {
-                policy
-                    .check(addr.ip())
-                    .map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)?;
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
-}
-
-/// Installs the process-wide TLS crypto provider (ring) once.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl Sender {
     pub fn new(settings: &DeliverySettings) -> Result<Self, reqwest::Error> {
         install_crypto_provider();
@@ -101,6 +77,22 @@ impl Sender {
             body_limit: settings.response_body_limit,
             timeout: settings.http_timeout,
         })
+    }
+
+    /// How a partner is called at one version of its config: a config it cannot use is not an
+    /// error here, but a `PartnerCall` whose every call fails with the reason.
+    pub fn partner(
+        &self,
+        version: i64,
+        settings: &CallSettings,
+        signing: &SigningSecrets,
+        keys: &Keys,
+    ) -> PartnerCall {
+        let builder = partner::Builder {
+            settings: &self.settings,
+            policy: &self.policy,
+        };
+        builder.partner(version, settings, signing, keys)
     }
 
     pub async fn call(&self, call: Call<'_>) -> CallResult {
@@ -273,30 +265,6 @@ impl Sender {
             crate::error_chain::describe(&error.without_url())
         };
         Outcome::NoResponse { kind, message }
-    }
-}
-
-/// The settings every client of the sender shares. Without a proxy, names resolve through the
-/// policy; with one, only the proxy's own name is resolved by the client, and the proxy may be
-/// on a private network.
-fn client_builder(
-    settings: &DeliverySettings,
-    policy: &Arc<AddressPolicy>,
-    proxy: Option<reqwest::Proxy>,
-) -> reqwest::ClientBuilder {
-    let builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(settings.http_timeout)
-        .connect_timeout(settings.connect_timeout)
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(settings.host_concurrency)
-        .pool_idle_timeout(Duration::from_secs(60));
-    match proxy {
-        Some(proxy) => builder.proxy(proxy),
-        None => builder.no_proxy().dns_resolver(Arc::new(PolicyResolver {
-            policy: policy.clone(),
-        })),
     }
 }
 

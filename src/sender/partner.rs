@@ -4,8 +4,12 @@
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderName, HeaderValue as HttpValue, AUTHORIZATION};
 
-use super::{client_builder, Sender};
+use std::sync::Arc;
+
+use super::client::{client_builder, install_crypto_provider};
+use crate::config::{DeliverySettings, Secret};
 use crate::domain::call_settings::{Auth, CallSettings, HeaderValue, Sealed};
+use crate::domain::outbound::AddressPolicy;
 use crate::domain::signing::SigningKey;
 use crate::sealing::Keys;
 use crate::store::models::SigningSecrets;
@@ -98,10 +102,16 @@ impl PartnerCall {
     }
 }
 
-impl Sender {
+/// What building a partner's calls takes from the sender.
+pub(super) struct Builder<'a> {
+    pub(super) settings: &'a DeliverySettings,
+    pub(super) policy: &'a Arc<AddressPolicy>,
+}
+
+impl Builder<'_> {
     /// How a partner is called at one version of its config: a config it cannot use is not an
     /// error here, but a `PartnerCall` whose every call fails with the reason.
-    pub fn partner(
+    pub(super) fn partner(
         &self,
         version: i64,
         settings: &CallSettings,
@@ -131,20 +141,7 @@ impl Sender {
             }
         }
         if let Some(auth) = &settings.auth {
-            let value = match auth {
-                Auth::Basic { username, password } => {
-                    let password = open("auth password", password)?;
-                    let encoded = base64_encode(&format!("{username}:{}", password.expose()));
-                    format!("Basic {encoded}")
-                }
-                Auth::Bearer { token } => {
-                    format!("Bearer {}", open("bearer token", token)?.expose())
-                }
-            };
-            let mut value = HttpValue::from_str(&value)
-                .map_err(|_| "the config's auth is not a valid header value".to_string())?;
-            value.set_sensitive(true);
-            headers.push((AUTHORIZATION, value));
+            headers.push((AUTHORIZATION, authorization(auth, &open)?));
         }
         let key = |what: &str, stored: &str| -> Result<SigningKey, String> {
             let secret = open(what, &Sealed(stored.to_string()))?;
@@ -205,7 +202,7 @@ impl Sender {
             .transpose()
             .map_err(|e| format!("the proxy is unusable: {e}"))?;
         let proxied = proxy.is_some();
-        let mut builder = client_builder(&self.settings, &self.policy, proxy);
+        let mut builder = client_builder(self.settings, self.policy, proxy);
         if let Some(tls) = &settings.client_tls {
             if let Some(own) = &tls.identity {
                 let key = keys
@@ -225,6 +222,25 @@ impl Sender {
             )
         })
     }
+}
+
+/// The `Authorization` value for a config's auth, marked sensitive so no debug print shows it.
+fn authorization(
+    auth: &Auth,
+    open: &dyn Fn(&str, &Sealed) -> Result<Secret, String>,
+) -> Result<HttpValue, String> {
+    let value = match auth {
+        Auth::Basic { username, password } => {
+            let password = open("auth password", password)?;
+            let encoded = base64_encode(&format!("{username}:{}", password.expose()));
+            format!("Basic {encoded}")
+        }
+        Auth::Bearer { token } => format!("Bearer {}", open("bearer token", token)?.expose()),
+    };
+    let mut value = HttpValue::from_str(&value)
+        .map_err(|_| "the config's auth is not a valid header value".to_string())?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HttpValue), String> {
@@ -275,7 +291,7 @@ pub fn check_certificates(certificate: Option<&str>, ca: Option<&str>) -> Result
 
 /// A certificate with its private key, as TLS accepts them: checked when a config is written.
 pub fn check_identity(certificate: &[u8], key: &[u8]) -> Result<(), String> {
-    super::install_crypto_provider();
+    install_crypto_provider();
     let identity = identity(certificate, key)?;
     // Building a client is what checks that the key goes with the certificate.
     reqwest::Client::builder()

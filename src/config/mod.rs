@@ -5,7 +5,6 @@
 //! environment variables (the keys in upper case) → command-line flags.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +17,14 @@ use crate::domain::partner::MAX_PROBE_INTERVAL_SECS;
 use crate::domain::retry::RetryPolicy;
 use crate::sealing::Keys;
 
-const BUILT_IN_DEFAULTS: &str = include_str!("../config/default.toml");
+pub mod values;
+
+use values::{
+    allow_networks, api_tokens, at_least_one, invalid, outbound_proxy, positive, within, worker_id,
+};
+pub use values::{ConfigError, Secret};
+
+const BUILT_IN_DEFAULTS: &str = include_str!("../../config/default.toml");
 
 /// Every key a layer may set; environment variables are these in upper case.
 pub const KEYS: &[&str] = &[
@@ -53,26 +59,6 @@ pub const KEYS: &[&str] = &[
     "log_level",
     "log_format",
 ];
-
-/// A value that must never reach a log line or a `Debug` print.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -210,21 +196,6 @@ pub struct RetentionSettings {
 pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub values: Vec<(&'static str, String)>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Source(#[from] config::ConfigError),
-    #[error("invalid setting {key}: {message}")]
-    Invalid { key: &'static str, message: String },
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
 }
 
 impl Settings {
@@ -375,79 +346,6 @@ fn check_bounds(raw: &Raw) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-fn at_least_one(key: &'static str, n: usize) -> Result<(), ConfigError> {
-    if n == 0 {
-        return Err(invalid(key, "must be at least 1"));
-    }
-    Ok(())
-}
-
-fn within(key: &'static str, n: usize, max: usize) -> Result<(), ConfigError> {
-    if n == 0 || n > max {
-        return Err(invalid(key, format!("must be between 1 and {max}")));
-    }
-    Ok(())
-}
-
-fn positive(key: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        return Err(invalid(key, "must be positive"));
-    }
-    Ok(())
-}
-
-/// `OUTBOUND_PROXY`: empty, or an http(s) URL (with `user:password@` when the proxy asks).
-fn outbound_proxy(text: &Secret) -> Result<Option<Secret>, ConfigError> {
-    let text = text.expose().trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    match url::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-            Ok(Some(Secret::new(text)))
-        }
-        _ => Err(invalid(
-            "outbound_proxy",
-            "must be an http:// or https:// URL with a host",
-        )),
-    }
-}
-
-/// `OUTBOUND_ALLOW_NETWORKS`: comma-separated CIDRs, a bare address being its own network.
-fn allow_networks(list: &str) -> Result<Vec<IpNet>, ConfigError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| invalid("outbound_allow_networks", format!("{s:?} is not a CIDR")))
-        })
-        .collect()
-}
-
-/// `API_TOKEN`: comma-separated, for rotation.
-fn api_tokens(list: &Secret) -> Vec<Secret> {
-    list.expose()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(Secret::new)
-        .collect()
-}
-
-/// `WORKER_ID`, by default `<hostname>-<pid>`.
-fn worker_id(configured: &str) -> String {
-    match configured.trim() {
-        "" => format!(
-            "{}-{}",
-            gethostname::gethostname().to_string_lossy(),
-            std::process::id()
-        ),
-        id => id.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -601,7 +499,7 @@ mod tests {
 
     #[test]
     fn env_example_lists_every_setting() {
-        let example = include_str!("../.env.example");
+        let example = include_str!("../../.env.example");
         for key in KEYS {
             let line = format!("\n{}=", key.to_ascii_uppercase());
             assert!(
