@@ -1,10 +1,11 @@
-//! A tiny partner receiver for demos: answers webhookd's GET calls and prints one line per call.
+//! A tiny partner receiver for demos: answers webhookd's calls and prints one line per call.
 //!
 //! ```text
 //! cargo run --example demo_receiver -- --addr 127.0.0.1:9090
 //! ```
 //!
-//! Every GET on any path answers `200 ok`. With `fail_first=N` in the query it answers `503`
+//! Every GET, POST or PUT on any path answers `200 ok`; a body is printed after the line, with
+//! whether the call carried an `Authorization` (never its value). With `fail_first=N` in the query it answers `503`
 //! with `Retry-After: 1` while `X-Webhook-Attempt` (0 is the first attempt) is below N, so the
 //! demo shows webhookd retrying. With `down_until=T` (Unix seconds) it answers `503` to every
 //! call until then: a partner that is down for a while, which webhookd trips and then probes
@@ -55,7 +56,7 @@ async fn main() -> std::io::Result<()> {
     server.run().await
 }
 
-async fn receive(req: HttpRequest) -> HttpResponse {
+async fn receive(req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let attempt: u32 = header(&req, "x-webhook-attempt").parse().unwrap_or(0);
     let fail_first: u32 = query_pairs(req.query_string())
         .find(|(key, _)| *key == "fail_first")
@@ -67,7 +68,7 @@ async fn receive(req: HttpRequest) -> HttpResponse {
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0);
 
-    let response = if req.method() != Method::GET {
+    let response = if ![Method::GET, Method::POST, Method::PUT].contains(req.method()) {
         HttpResponse::MethodNotAllowed().finish()
     } else if Utc::now().timestamp() < down_until {
         HttpResponse::ServiceUnavailable().body("down for maintenance")
@@ -89,6 +90,18 @@ async fn receive(req: HttpRequest) -> HttpResponse {
         header(&req, "x-webhook-event"),
         response.status().as_u16(),
     );
+    if !body.is_empty() {
+        let auth = if req.headers().contains_key("authorization") {
+            " (with Authorization)"
+        } else {
+            ""
+        };
+        println!(
+            "    {}{auth}: {}",
+            header(&req, "content-type"),
+            String::from_utf8_lossy(&body)
+        );
+    }
     response
 }
 

@@ -91,6 +91,22 @@ submit +credit '{"user_id":"user_5","value":"40","fail_first":"2"}' "demo-$run-o
 submit -debit '{"user_id":"user_5","value":"40"}' "demo-$run-order"
 
 echo
+echo "partner requests: demo-post-partner takes a POST with a JSON body and a header of its own;"
+echo "with SECRET_KEYS set it also gets a bearer token, stored sealed and shown as ***:"
+bearer=""
+[[ -n ${SECRET_KEYS:-} ]] && bearer=', "auth": {"type": "bearer", "token": "demo-token-'"$run"'"}'
+config='{"name":"demo-post-partner-'"$run"'",
+ "postback_url":"'"$RECEIVER"'/post-partner/postback",
+ "postback_request":{"method":"POST","body":{"format":"json",
+   "template":{"user":"{user_id}","amount":"{value}","event":"{event_id}"}}},
+ "headers":[{"name":"X-Partner-Ref","value":"demo-{user_id}"}]'"$bearer"'}'
+status="$(request POST /webhook-configs "$config")"
+[[ $status == 201 ]] || fail "POST /webhook-configs (demo-post-partner) answered $status:"
+post_id="$(json 'doc["id"]')"
+echo "  auth as the API shows it: $(json 'doc["auth"]')"
+submit +credit '{"user_id":"user_11","value":42.5}' "demo-$run-post" "$post_id"
+
+echo
 echo "partner health: demo-down-partner answers 503 for the next 4 s; after 3 failures in a row it"
 echo "trips, its events wait, and a probe every second finds it back:"
 down_until=$(($(date +%s) + 4))

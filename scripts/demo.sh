@@ -73,6 +73,12 @@ up() {
     export DATABASE_URL
     echo "DATABASE_URL=$DATABASE_URL"
 
+    # The demo's partner secrets are sealed with a key kept beside its database, so that the
+    # next `just up` opens what this one stored.
+    [[ -s .local/secret_key ]] || head -c 32 /dev/urandom | base64 >.local/secret_key
+    SECRET_KEYS="$(cat .local/secret_key)"
+    export SECRET_KEYS
+
     step "webhookd migrate"
     "$webhookd" migrate
 
