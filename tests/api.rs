@@ -169,14 +169,10 @@ async fn health_is_503_while_the_database_is_away_and_200_once_it_is_back() {
     assert_eq!(health["status"], "unavailable", "{health}");
 
     // A submit now is a 503 whose body says nothing of the cause ...
-    let answer = app
-        .post(
-            "/webhooks",
-            Event::credit("while-away")
-                .to(config)
-                .param("user_id", "u1")
-                .body(),
-        )
+    let answer = Event::credit("while-away")
+        .to(config)
+        .param("user_id", "u1")
+        .post(&app)
         .await;
     assert_error(
         &answer,

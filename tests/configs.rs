@@ -85,14 +85,10 @@ async fn configs_are_created_read_listed_replaced_and_deactivated() {
     assert_eq!(deactivated["is_active"], false);
     assert_eq!(app.get(&path).await.1["is_active"], false);
     assert_eq!(config_rows(&app).await, before);
-    let answer = app
-        .post(
-            "/webhooks",
-            Event::credit("after-deactivation")
-                .to(id)
-                .param("user_id", "u1")
-                .body(),
-        )
+    let answer = Event::credit("after-deactivation")
+        .to(id)
+        .param("user_id", "u1")
+        .post(&app)
         .await;
     assert_error(
         &answer,

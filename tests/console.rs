@@ -172,14 +172,8 @@ impl Browser {
     /// found at that moment: a table the page re-renders between a lookup and a WebDriver
     /// click would leave the click a stale reference.
     async fn click(&self, testid: &str) {
-        self.element(testid).await;
         let script = "document.querySelector(arguments[0]).click(); return true;";
-        self.command(
-            "POST",
-            "/execute/sync",
-            json!({"script": script, "args": [format!("[data-testid=\"{testid}\"]")]}),
-        )
-        .await;
+        self.run_script(testid, script).await;
     }
 
     async fn type_into(&self, testid: &str, text: &str) {
@@ -211,18 +205,8 @@ impl Browser {
     /// The element's rendered text, read in the page on the element found at that moment (see
     /// [`Browser::click`]).
     async fn text(&self, testid: &str) -> String {
-        self.element(testid).await;
         let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';";
-        self.command(
-            "POST",
-            "/execute/sync",
-            json!({"script": script, "args": [format!("[data-testid=\"{testid}\"]")]}),
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+        self.run_script(testid, script).await.trim().to_string()
     }
 
     /// Waits until the element's text satisfies `wanted`; returns it.
@@ -243,8 +227,14 @@ impl Browser {
 
     /// The form control's current value (a textarea's `innerText` is its initial text only).
     async fn value(&self, testid: &str) -> String {
+        self.run_script(testid, "return document.querySelector(arguments[0]).value;")
+            .await
+    }
+
+    /// What `script` returns as a string (`""` for anything else), run in the page with the
+    /// element's selector as `arguments[0]` once the element is there.
+    async fn run_script(&self, testid: &str, script: &str) -> String {
         self.element(testid).await;
-        let script = "return document.querySelector(arguments[0]).value;";
         self.command(
             "POST",
             "/execute/sync",

@@ -18,15 +18,9 @@ use webhookd::config::RetentionSettings;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A config whose credits go to `credit_path` and debits to `/ok/debit/{event_id}`.
-async fn partner(
-    app: &TestApp,
-    receiver: &Receiver,
-    name: &str,
-    credit_path: &str,
-    extra: Value,
-) -> i64 {
-    Partner::new(name)
+/// A config `p` whose credits go to `credit_path` and debits to `/ok/debit/{event_id}`.
+async fn partner(app: &TestApp, receiver: &Receiver, credit_path: &str, extra: Value) -> i64 {
+    Partner::new("p")
         .postback(&receiver.url(credit_path))
         .chargeback(&receiver.url("/ok/debit/{event_id}"))
         .with(extra)
@@ -70,6 +64,36 @@ fn calls_for(receiver: &Receiver, event_id: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Asserts that `event_id`'s calls were the credit, failing then passing, then the debit.
+#[track_caller]
+fn assert_credit_failed_once_then_debit(receiver: &Receiver, event_id: &str) {
+    assert_eq!(
+        calls_for(receiver, event_id),
+        [
+            ("credit".into(), 1),
+            ("credit".into(), 2),
+            ("debit".into(), 1)
+        ]
+    );
+}
+
+/// A receiver, the app spawned with `options`, and the partner `p` of [`partner`] on it.
+async fn start(options: Options, credit_path: &str, extra: Value) -> (Receiver, TestApp, i64) {
+    let receiver = Receiver::start().await;
+    let app = spawn(options).await;
+    let config = partner(&app, &receiver, credit_path, extra).await;
+    (receiver, app, config)
+}
+
+/// [`start`] with a partner whose credits always fail (500) and retries an hour apart: a
+/// failed credit attempt stays failed for the whole test.
+async fn start_failing_credits(extra: Value) -> (Receiver, TestApp, i64) {
+    let options = Options::with_workers()
+        .env("RETRY_BASE_DELAY", "1h")
+        .env("RETRY_MAX_DELAY", "1h");
+    start(options, "/status/500/credit/{event_id}", extra).await
+}
+
 async fn entry(app: &TestApp, queue_id: &str) -> Value {
     let (status, body) = app.get(&format!("/webhooks/{queue_id}")).await;
     assert_eq!(status, 200, "{body}");
@@ -78,23 +102,12 @@ async fn entry(app: &TestApp, queue_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit() {
-    let receiver = Receiver::start().await;
     // An hour-long poll: the released debit is called because its credit's outcome write hands
     // it to a worker.
-    let app = spawn(
-        Options::with_workers()
-            .env("RETRY_BASE_DELAY", "1s")
-            .env("WORKER_POLL_INTERVAL", "1h"),
-    )
-    .await;
-    let config = partner(
-        &app,
-        &receiver,
-        "p",
-        "/flaky/1/credit/{event_id}",
-        json!({}),
-    )
-    .await;
+    let options = Options::with_workers()
+        .env("RETRY_BASE_DELAY", "1s")
+        .env("WORKER_POLL_INTERVAL", "1h");
+    let (receiver, app, config) = start(options, "/flaky/1/credit/{event_id}", json!({})).await;
 
     let credit = credit_failed_once(&app, config, "tx1").await;
     let debit = submit(&app, "-debit", "tx1", config).await;
@@ -109,14 +122,7 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
     assert_eq!(done["held_reason"], Value::Null);
     assert_eq!(done["retry_count"], 0, "waiting spent no attempt: {done}");
     assert_eq!(done["attempts"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        calls_for(&receiver, "tx1"),
-        [
-            ("credit".into(), 1),
-            ("credit".into(), 2),
-            ("debit".into(), 1)
-        ]
-    );
+    assert_credit_failed_once_then_debit(&receiver, "tx1");
     // The credit's completion leased the debit: the workers claimed only the credit, twice.
     let metrics = app.metrics().await;
     assert!(
@@ -125,10 +131,7 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
     );
     // The outcome write that leased it counted its move from pending to processing.
     eventually(WAIT, "both rows completed", || async {
-        app.db
-            .count("SELECT count(*) FROM webhook_queue WHERE status = 'completed'")
-            .await
-            == 2
+        app.db.count_with_status("completed").await == 2
     })
     .await;
     common::counters::assert_counters_exact(
@@ -141,14 +144,10 @@ async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_credit_keeps_its_debit_waiting_until_it_is_retried_and_completes() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
     // The first call fails, and it is the credit's only attempt (with a retry, a partner that
     // failed every attempt would be tripped instead: tests/partners.rs).
-    let config = partner(
-        &app,
-        &receiver,
-        "p",
+    let (receiver, app, config) = start(
+        Options::with_workers(),
         "/flaky/1/credit/{event_id}",
         json!({"max_retries": 0}),
     )
@@ -183,14 +182,7 @@ async fn a_failed_credit_keeps_its_debit_waiting_until_it_is_retried_and_complet
         .await;
     app.wait_for_status(&queue_id(&debit), "completed", WAIT)
         .await;
-    assert_eq!(
-        calls_for(&receiver, "tx2"),
-        [
-            ("credit".into(), 1),
-            ("credit".into(), 2),
-            ("debit".into(), 1)
-        ]
-    );
+    assert_credit_failed_once_then_debit(&receiver, "tx2");
     let (_, stats) = app.get("/webhooks/stats").await;
     assert_eq!(stats["held"]["waiting_for_credit"], 0, "{stats}");
     app.shutdown().await;
@@ -198,21 +190,7 @@ async fn a_failed_credit_keeps_its_debit_waiting_until_it_is_retried_and_complet
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_credit_cancels_its_waiting_debit_and_any_later_one() {
-    let receiver = Receiver::start().await;
-    let app = spawn(
-        Options::with_workers()
-            .env("RETRY_BASE_DELAY", "1h")
-            .env("RETRY_MAX_DELAY", "1h"),
-    )
-    .await;
-    let config = partner(
-        &app,
-        &receiver,
-        "p",
-        "/status/500/credit/{event_id}",
-        json!({}),
-    )
-    .await;
+    let (receiver, app, config) = start_failing_credits(json!({})).await;
 
     let credit = credit_failed_once(&app, config, "tx3").await;
     let debit = submit(&app, "-debit", "tx3", config).await;
@@ -256,9 +234,8 @@ async fn a_cancelled_credit_cancels_its_waiting_debit_and_any_later_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_without_a_queued_credit_or_after_its_credit_completed_is_delivered_at_once() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
-    let config = partner(&app, &receiver, "p", "/ok/credit/{event_id}", json!({})).await;
+    let (_receiver, app, config) =
+        start(Options::with_workers(), "/ok/credit/{event_id}", json!({})).await;
 
     let lone = submit(&app, "-debit", "tx5", config).await;
     assert_eq!(lone["held_reason"], Value::Null, "{lone}");
@@ -277,21 +254,7 @@ async fn a_debit_without_a_queued_credit_or_after_its_credit_completed_is_delive
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_none_delivers_debit_and_credit_independently() {
-    let receiver = Receiver::start().await;
-    let app = spawn(
-        Options::with_workers()
-            .env("RETRY_BASE_DELAY", "1h")
-            .env("RETRY_MAX_DELAY", "1h"),
-    )
-    .await;
-    let config = partner(
-        &app,
-        &receiver,
-        "p",
-        "/status/500/credit/{event_id}",
-        json!({"ordering": "none"}),
-    )
-    .await;
+    let (_receiver, app, config) = start_failing_credits(json!({"ordering": "none"})).await;
     let (_, shown) = app.get(&format!("/webhook-configs/{config}")).await;
     assert_eq!(shown["ordering"], "none");
 
@@ -306,21 +269,7 @@ async fn ordering_none_delivers_debit_and_credit_independently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_releases_a_waiting_debit_by_hand_and_the_release_is_recorded() {
-    let receiver = Receiver::start().await;
-    let app = spawn(
-        Options::with_workers()
-            .env("RETRY_BASE_DELAY", "1h")
-            .env("RETRY_MAX_DELAY", "1h"),
-    )
-    .await;
-    let config = partner(
-        &app,
-        &receiver,
-        "p",
-        "/status/500/credit/{event_id}",
-        json!({}),
-    )
-    .await;
+    let (_receiver, app, config) = start_failing_credits(json!({})).await;
     let credit = submit(&app, "+credit", "tx8", config).await;
     let debit = submit(&app, "-debit", "tx8", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit");
@@ -363,9 +312,8 @@ async fn an_operator_releases_a_waiting_debit_by_hand_and_the_release_is_recorde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_a_failed_credit_while_its_debit_waits() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::default()).await;
-    let config = partner(&app, &receiver, "p", "/ok/credit/{event_id}", json!({})).await;
+    let (_receiver, app, config) =
+        start(Options::default(), "/ok/credit/{event_id}", json!({})).await;
     let kept = submit(&app, "+credit", "tx9", config).await;
     let debit = submit(&app, "-debit", "tx9", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit");
@@ -473,12 +421,8 @@ async fn ordering_is_validated_shown_and_replaced_like_every_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credit_and_its_debit_in_one_batch_keep_their_order() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
-    let config = partner(
-        &app,
-        &receiver,
-        "p",
+    let (receiver, app, config) = start(
+        Options::with_workers(),
         "/flaky/1/credit/{event_id}",
         json!({}),
     )
@@ -501,14 +445,7 @@ async fn a_credit_and_its_debit_in_one_batch_keep_their_order() {
         .unwrap()
         .to_string();
     app.wait_for_status(&debit, "completed", WAIT).await;
-    assert_eq!(
-        calls_for(&receiver, "tx11"),
-        [
-            ("credit".into(), 1),
-            ("credit".into(), 2),
-            ("debit".into(), 1)
-        ]
-    );
+    assert_credit_failed_once_then_debit(&receiver, "tx11");
     app.shutdown().await;
 }
 
@@ -567,9 +504,8 @@ async fn debit_held(app: &TestApp, event_id: &str) -> Option<String> {
 /// releases the debit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credit_completing_while_its_debit_is_inserted_never_strands_the_debit() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::default()).await;
-    let config = partner(&app, &receiver, "p", "/ok/credit/{event_id}", json!({})).await;
+    let (_receiver, app, config) =
+        start(Options::default(), "/ok/credit/{event_id}", json!({})).await;
 
     submit(&app, "+credit", "a", config).await;
     let writer = open_transaction(
@@ -602,9 +538,8 @@ async fn a_credit_completing_while_its_debit_is_inserted_never_strands_the_debit
 /// the recheck would have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::default()).await;
-    let config = partner(&app, &receiver, "p", "/ok/credit/{event_id}", json!({})).await;
+    let (_receiver, app, config) =
+        start(Options::default(), "/ok/credit/{event_id}", json!({})).await;
     submit(&app, "+credit", "done", config).await;
     let cancelled = submit(&app, "+credit", "gone", config).await;
     let running = submit(&app, "+credit", "live", config).await;
@@ -706,12 +641,8 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_interleaved_pairs_through_three_processes_and_a_kill_arrive_in_order() {
     const PAIRS: usize = 2000;
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::default()).await;
-    let config = partner(
-        &app,
-        &receiver,
-        "p",
+    let (receiver, app, config) = start(
+        Options::default(),
         "/flaky/{fails}/credit/{event_id}",
         json!({}),
     )
@@ -772,10 +703,7 @@ async fn two_thousand_interleaved_pairs_through_three_processes_and_a_kill_arriv
     }
 
     eventually(Duration::from_secs(90), "every pair completed", || async {
-        app.db
-            .count("SELECT count(*) FROM webhook_queue WHERE status = 'completed'")
-            .await
-            == 2 * PAIRS as i64
+        app.db.count_with_status("completed").await == 2 * PAIRS as i64
     })
     .await;
     drop(survivors);

@@ -223,12 +223,7 @@ async fn fetch(app: &TestApp, path: &str, token: Option<&str>) -> (u16, String, 
     }
     let response = request.send().await.expect("API answers");
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type = common::http::content_type(&response);
     (status, content_type, response.text().await.unwrap())
 }
 

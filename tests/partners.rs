@@ -92,12 +92,7 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
     assert_eq!(tripped["reason"], "failures");
     // Calls in flight when it tripped end; from then on only probes may reach the partner.
     eventually(Duration::from_secs(10), "no row in flight", || async {
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'processing'",
-        )
-        .await
-            == 0
+        app.db.count_with_status("processing").await == 0
     })
     .await;
     let quiet_from = Instant::now();
@@ -128,14 +123,7 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
         during.len()
     );
     assert!(!during.is_empty(), "the tripped partner was never probed");
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'failed'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(app.db.count_with_status("failed").await, 0);
     let h = health(&app, id).await;
     assert!(h["held"].as_i64().unwrap() >= 499, "{h}");
 
@@ -143,14 +131,7 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
     eventually(
         Duration::from_secs(60),
         "every event delivered after recovery",
-        || async {
-            count(
-                &app,
-                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-            )
-            .await
-                == 500
-        },
+        || async { app.db.count_with_status("completed").await == 500 },
     )
     .await;
     assert_eq!(health(&app, id).await["state"], "active");
@@ -213,12 +194,7 @@ async fn a_refused_partner_trips_and_drains_once_it_listens_again() {
     );
     receiver.set_mode(Mode::Up).await;
     eventually(Duration::from_secs(30), "all 50 delivered", || async {
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-        )
-        .await
-            == 50
+        app.db.count_with_status("completed").await == 50
     })
     .await;
     assert_eq!(
@@ -241,12 +217,7 @@ async fn one_bad_event_fails_alone_and_does_not_trip_its_partner() {
         .await;
     submit_batch(&app, id, "good", 100).await;
     eventually(Duration::from_secs(30), "100 good delivered", || async {
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-        )
-        .await
-            == 100
+        app.db.count_with_status("completed").await == 100
     })
     .await;
     // Seven 400s in a row (max_retries 6), more than the threshold of 5: the event's own.
@@ -267,14 +238,7 @@ async fn one_bad_event_fails_alone_and_does_not_trip_its_partner() {
     let h = health(&app, id).await;
     assert_eq!(h["state"], "active", "{h}");
     assert_eq!(h["consecutive_failures"], 0, "{h}");
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'failed'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(app.db.count_with_status("failed").await, 1);
     app.shutdown().await;
 }
 
@@ -321,14 +285,7 @@ async fn a_lone_event_of_a_partner_that_is_down_is_held_not_failed() {
         .await;
     assert_eq!(entry["retry_count"], 6, "{entry}");
     assert_eq!(wait_state(&app, id, "active").await["state"], "active");
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'failed'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(app.db.count_with_status("failed").await, 0);
     app.shutdown().await;
 }
 
@@ -442,12 +399,7 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
         assert_eq!(status, 409, "{body}");
     }
     eventually(Duration::from_secs(30), "all nine delivered", || async {
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-        )
-        .await
-            == 9
+        app.db.count_with_status("completed").await == 9
     })
     .await;
     let first = app
@@ -587,12 +539,7 @@ async fn other_partners_keep_their_latency_while_one_is_tripped() {
     };
     submit_batch(&app, healthy, "before", 50).await;
     eventually(Duration::from_secs(20), "baseline delivered", || async {
-        count(
-            &app,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-        )
-        .await
-            == 50
+        app.db.count_with_status("completed").await == 50
     })
     .await;
     let before = latency("before").await;
@@ -687,10 +634,7 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
         db.count("SELECT count(*) FROM webhook_partner_state WHERE state = 'tripped'")
             .await
             == 1
-            && db
-                .count("SELECT count(*) FROM webhook_queue WHERE status = 'processing'")
-                .await
-                == 0
+            && db.count_with_status("processing").await == 0
     };
     eventually(
         Duration::from_secs(30),
@@ -721,10 +665,6 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
         during <= allowed,
         "{during} calls to a tripped partner in its first {tripped_for_ms} ms, the probe schedule allows {allowed}"
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed'")
-            .await,
-        0
-    );
+    assert_eq!(db.count_with_status("failed").await, 0);
     drop(procs);
 }

@@ -67,18 +67,7 @@ async fn migrate_stats_and_run_work_over_tls_with_sslmode_require_and_their_conn
     assert_eq!(document["total"], 0);
 
     let receiver = Receiver::start().await;
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let api = format!("http://127.0.0.1:{api_port}");
-    let service = Proc::start(
-        "run",
-        &url,
-        "tls",
-        &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))],
-    );
+    let (service, api) = Proc::serve(&url, "tls");
     common::receiver::wait_http_ok(&format!("{api}/health"), Duration::from_secs(15)).await;
     let http = http_client();
     let post = |path: &str, body: Value| {
@@ -218,17 +207,7 @@ async fn verify_full_accepts_the_right_ca_and_host_and_refuses_a_wrong_ca_or_nam
         }
     }
     // `run` refuses to start on a wrong CA too, and says why.
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut service = Proc::start(
-        "run",
-        &good("127.0.0.1", "verify-full", &other_ca),
-        "badca",
-        &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))],
-    );
+    let (mut service, _) = Proc::serve(&good("127.0.0.1", "verify-full", &other_ca), "badca");
     assert_eq!(service.wait_exit(WAIT).await, Some(1));
     let logs = service.logs();
     let last = logs.lines().last().unwrap_or_default();

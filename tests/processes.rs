@@ -29,6 +29,14 @@ async fn seed(db: &TestDb, url: &str, n: i64) {
         .unwrap();
 }
 
+/// A receiver, and a fresh database whose queue holds `n` events to `path` on it.
+async fn seeded(path: &str, n: i64) -> (Receiver, TestDb) {
+    let receiver = Receiver::start().await;
+    let db = TestDb::new().await;
+    seed(&db, &receiver.url(path), n).await;
+    (receiver, db)
+}
+
 async fn count(db: &TestDb, sql: &str) -> i64 {
     db.count(sql).await
 }
@@ -46,23 +54,14 @@ fn calls_per_id(receiver: &Receiver, prefix: &str) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_work_processes_call_every_event_exactly_once() {
-    let receiver = Receiver::start().await;
-    let db = TestDb::new().await;
-    seed(&db, &receiver.url("/ok/three"), 3000).await;
+    let (receiver, db) = seeded("/ok/three", 3000).await;
     let procs: Vec<Proc> = (0..3)
         .map(|i| Proc::start("work", &db.url, &format!("p{i}"), &[]))
         .collect();
     eventually(
         Duration::from_secs(60),
         "all 3000 rows completed",
-        || async {
-            count(
-                &db,
-                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-            )
-            .await
-                == 3000
-        },
+        || async { db.count_with_status("completed").await == 3000 },
     )
     .await;
     let calls = calls_per_id(&receiver, "/ok/three");
@@ -83,21 +82,12 @@ async fn three_work_processes_call_every_event_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_duplicates_at_most_the_rows_the_dead_worker_held() {
-    let receiver = Receiver::start().await;
-    let db = TestDb::new().await;
-    seed(&db, &receiver.url("/slow/400/kill"), 200).await;
+    let (receiver, db) = seeded("/slow/400/kill", 200).await;
     let mut victim = Proc::start("work", &db.url, "victim", &[]);
     eventually(
         Duration::from_secs(10),
         "the victim to have finished some rows",
-        || async {
-            count(
-                &db,
-                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-            )
-            .await
-                >= 20
-        },
+        || async { db.count_with_status("completed").await >= 20 },
     )
     .await;
     victim.signal("KILL");
@@ -118,14 +108,7 @@ async fn kill_9_loses_nothing_and_duplicates_at_most_the_rows_the_dead_worker_he
     eventually(
         Duration::from_secs(60),
         "every row completed after the lease expired",
-        || async {
-            count(
-                &db,
-                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-            )
-            .await
-                == 200
-        },
+        || async { db.count_with_status("completed").await == 200 },
     )
     .await;
     let calls = calls_per_id(&receiver, "/slow/400/kill");
@@ -149,9 +132,7 @@ async fn kill_9_loses_nothing_and_duplicates_at_most_the_rows_the_dead_worker_he
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_outcome() {
-    let receiver = Receiver::start().await;
-    let db = TestDb::new().await;
-    seed(&db, &receiver.url("/slow/500/pause"), 10).await;
+    let (receiver, db) = seeded("/slow/500/pause", 10).await;
     let sleeper = Proc::start("work", &db.url, "sleeper", &[("WORKER_COUNT", "1")]);
     eventually(
         Duration::from_secs(10),
@@ -189,9 +170,7 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_the_new_owners_outcome(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_0_in_time_and_leaves_nothing_processing() {
-    let receiver = Receiver::start().await;
-    let db = TestDb::new().await;
-    seed(&db, &receiver.url("/slow/300/term"), 300).await;
+    let (receiver, db) = seeded("/slow/300/term", 300).await;
     let mut first = Proc::start("work", &db.url, "first", &[("WORKER_LOCK_DURATION", "60s")]);
     eventually(Duration::from_secs(10), "calls under way", || async {
         receiver.received_at("/slow/300/term").len() >= 30
@@ -220,28 +199,14 @@ async fn sigterm_under_load_exits_0_in_time_and_leaves_nothing_processing() {
     )
     .await;
     assert_eq!(left, 0, "rows left processing by the stopped worker");
-    assert!(
-        count(
-            &db,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'pending'"
-        )
-        .await
-            > 0
-    );
+    assert!(db.count_with_status("pending").await > 0);
 
     // The lease was 60 s, yet a new worker finishes the rest at once: the rows were handed back.
     let _second = Proc::start("work", &db.url, "second", &[]);
     eventually(
         Duration::from_secs(30),
         "the new worker to finish the rest",
-        || async {
-            count(
-                &db,
-                "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
-            )
-            .await
-                == 300
-        },
+        || async { db.count_with_status("completed").await == 300 },
     )
     .await;
 }
@@ -261,18 +226,7 @@ async fn a_postgresql_restart_under_load_loses_no_accepted_event() {
         .status()
         .unwrap();
     assert!(migrate.success());
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let api = format!("http://127.0.0.1:{api_port}");
-    let _service = Proc::start(
-        "run",
-        &pg.url(),
-        "svc",
-        &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))],
-    );
+    let (_service, api) = Proc::serve(&pg.url(), "svc");
     common::receiver::wait_http_ok(&format!("{api}/health"), Duration::from_secs(10)).await;
     let http = common::http_client();
     let config: serde_json::Value = serde_json::from_str(
@@ -452,22 +406,8 @@ async fn migrate_creates_the_database_and_is_idempotent_even_when_run_concurrent
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_writes_only_json_log_lines() {
     let db = TestDb::new().await;
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut service = Proc::start(
-        "run",
-        &db.url,
-        "quiet",
-        &[("SERVER_ADDR", &format!("127.0.0.1:{api_port}"))],
-    );
-    common::receiver::wait_http_ok(
-        &format!("http://127.0.0.1:{api_port}/health"),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (mut service, api) = Proc::serve(&db.url, "quiet");
+    common::receiver::wait_http_ok(&format!("{api}/health"), Duration::from_secs(30)).await;
     service.signal("TERM");
     assert_eq!(service.wait_exit(Duration::from_secs(60)).await, Some(0));
     assert_eq!(service.stdout(), "", "run wrote on stdout");

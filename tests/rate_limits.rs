@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fixture::never_called;
 use common::{http_client, spawn, Options, TestApp};
 use serde_json::{json, Value};
 
@@ -51,6 +52,17 @@ async fn submit_until_refused(
 }
 
 /// With a rate of `rate`/s and a burst of `rate`, a run of `elapsed` may pass at most this many.
+/// The app with `INGEST_RATE_LIMIT` 5 and `API_TOKEN` `tokens`, its client sending `tok-a`.
+async fn limited_to_five(tokens: &str) -> TestApp {
+    spawn(
+        Options::default()
+            .env("API_TOKEN", tokens)
+            .bearer("tok-a")
+            .env("INGEST_RATE_LIMIT", 5),
+    )
+    .await
+}
+
 fn most_allowed(rate: usize, elapsed: Duration) -> usize {
     rate + (elapsed.as_secs_f64() * rate as f64).ceil() as usize
 }
@@ -58,20 +70,8 @@ fn most_allowed(rate: usize, elapsed: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_rate_limit_a_token_gets_429_with_retry_after_and_no_row_while_another_token_has_its_own_budget(
 ) {
-    let app = spawn(
-        Options::default()
-            .env("API_TOKEN", "tok-a,tok-b")
-            .bearer("tok-a")
-            .env("INGEST_RATE_LIMIT", 5),
-    )
-    .await;
-    let config = app
-        .config(
-            "p",
-            "https://partner.example/pb",
-            "https://partner.example/cb",
-        )
-        .await;
+    let app = limited_to_five("tok-a,tok-b").await;
+    let config = never_called(&app).await;
 
     let (accepted, refused, elapsed) = submit_until_refused(&app, Some("tok-a"), config, 30).await;
     let (retry_after, body) = refused.expect("a 429 within 30 quick submits");
@@ -105,20 +105,8 @@ async fn over_the_rate_limit_a_token_gets_429_with_retry_after_and_no_row_while_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_spends_one_unit_of_the_budget_per_event() {
-    let app = spawn(
-        Options::default()
-            .env("API_TOKEN", "tok-a")
-            .bearer("tok-a")
-            .env("INGEST_RATE_LIMIT", 5),
-    )
-    .await;
-    let config = app
-        .config(
-            "p",
-            "https://partner.example/pb",
-            "https://partner.example/cb",
-        )
-        .await;
+    let app = limited_to_five("tok-a").await;
+    let config = never_called(&app).await;
     let batch = |n: usize| {
         let events: Vec<Value> = (0..n)
             .map(|_| json!({"event_type": "+credit", "config_id": config, "url_params": {}}))
@@ -151,13 +139,7 @@ async fn a_batch_spends_one_unit_of_the_budget_per_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tokens_the_budget_is_per_client_address_and_zero_means_no_limit() {
     let limited = spawn(Options::default().env("INGEST_RATE_LIMIT", 3)).await;
-    let config = limited
-        .config(
-            "p",
-            "https://partner.example/pb",
-            "https://partner.example/cb",
-        )
-        .await;
+    let config = never_called(&limited).await;
     let (accepted, refused, elapsed) = submit_until_refused(&limited, None, config, 30).await;
     assert!(refused.is_some());
     assert!(
@@ -167,13 +149,7 @@ async fn without_tokens_the_budget_is_per_client_address_and_zero_means_no_limit
     limited.shutdown().await;
 
     let open = spawn(Options::default()).await;
-    let config = open
-        .config(
-            "p",
-            "https://partner.example/pb",
-            "https://partner.example/cb",
-        )
-        .await;
+    let config = never_called(&open).await;
     let (accepted, refused, _) = submit_until_refused(&open, None, config, 40).await;
     assert_eq!(
         (accepted, refused.is_none()),

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fixture::{Event, Partner};
+use common::fixture::{never_called, Event, Partner};
 use common::receiver::Receiver;
 use common::{http_client, spawn, spawn_on, Options, TestApp, TestDb};
 use serde_json::{json, Value};
@@ -533,13 +533,7 @@ async fn post_chunked(app: &TestApp, path: &str, total: usize) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_and_deeply_nested_bodies_are_refused_quickly_and_the_server_stays_up() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config(
-            "p",
-            "https://partner.example/pb",
-            "https://partner.example/cb",
-        )
-        .await;
+    let config = never_called(&app).await;
     let mut padded =
         json!({"event_type": "+credit", "config_id": config, "url_params": {}}).to_string();
     padded.insert_str(1, &" ".repeat(1024 * 1024));

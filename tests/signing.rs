@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::receiver::Receiver;
+use common::standard_webhooks::package_verifies;
 use common::{spawn, Options, TestDb};
 use serde_json::{json, Value};
 
@@ -168,57 +169,6 @@ async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implemen
 // ---------------------------------------------------------------------------------------
 // The same calls verified with the published `standardwebhooks` package (PyPI)
 // ---------------------------------------------------------------------------------------
-
-/// A partner's check with the official Python package, as the README shows it: the signed
-/// content is the request target (path and query), so `json_parse=False`. It prints `ok`,
-/// then what the default `json_parse=True` does with that content; exit status 1 and the
-/// package's error when the signature does not verify, 2 when the package is missing.
-const VERIFY_WITH_PACKAGE_PY: &str = r#"
-import json, sys
-try:
-    from standardwebhooks import Webhook
-except ImportError:
-    sys.exit(2)
-secret, path_and_query, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-try:
-    result = Webhook(secret).verify(path_and_query, headers, json_parse=False)
-except Exception as e:
-    print(f"{type(e).__name__}: {e}")
-    sys.exit(1)
-assert result is None, result
-print("ok")
-try:
-    Webhook(secret).verify(path_and_query, headers)
-    print("default: parsed")
-except ValueError as e:
-    print(f"default: {type(e).__name__}")
-"#;
-
-/// Runs [`VERIFY_WITH_PACKAGE_PY`]: `Ok(what it printed)` when the signature verifies.
-fn package_verifies(secret: &str, path_and_query: &str, headers: &Value) -> Result<String, String> {
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            VERIFY_WITH_PACKAGE_PY,
-            secret,
-            path_and_query,
-            &headers.to_string(),
-        ])
-        .output()
-        .expect("python3 runs");
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    match output.status.code() {
-        Some(0) => Ok(text),
-        Some(2) => panic!(
-            "the standardwebhooks package is missing: \
-             `python3 -m pip install standardwebhooks==1.3.0` (.ci/run installs it)"
-        ),
-        _ => Err(format!(
-            "{text}{}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_calls_verify_with_the_published_standardwebhooks_package() {

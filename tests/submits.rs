@@ -409,14 +409,10 @@ async fn resubmitting_the_same_event_returns_200_with_the_same_queue_id_and_crea
         None,
         "other url_params after deactivation",
     );
-    let answer = app
-        .post(
-            "/webhooks",
-            Event::credit("new-event")
-                .to(config)
-                .param("user_id", "u1")
-                .body(),
-        )
+    let answer = Event::credit("new-event")
+        .to(config)
+        .param("user_id", "u1")
+        .post(&app)
         .await;
     assert_error(
         &answer,
@@ -725,11 +721,10 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
     .await
     .unwrap();
     let rows = queue_rows(&app).await;
-    let refused = app
-        .post(
-            "/webhooks",
-            Event::credit("c1").to(config).param("user_id", "u1").body(),
-        )
+    let refused = Event::credit("c1")
+        .to(config)
+        .param("user_id", "u1")
+        .post(&app)
         .await;
     assert_error(&refused, INVALID, Some("config_id"), "deactivated by hand");
     let refused = batch_of_one(
@@ -750,11 +745,10 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
     )
     .await
     .unwrap();
-    let refused = app
-        .post(
-            "/webhooks",
-            Event::credit("d1").to(config).param("user_id", "u1").body(),
-        )
+    let refused = Event::credit("d1")
+        .to(config)
+        .param("user_id", "u1")
+        .post(&app)
         .await;
     assert_error(
         &refused,

@@ -92,7 +92,9 @@ impl Sender {
             settings: &self.settings,
             policy: &self.policy,
         };
-        builder.partner(version, settings, signing, keys)
+        builder
+            .partner(version, settings, signing, keys)
+            .unwrap_or_else(|why| PartnerCall::unusable(version, why))
     }
 
     pub async fn call(&self, call: Call<'_>) -> CallResult {

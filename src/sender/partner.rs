@@ -109,20 +109,9 @@ pub(super) struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// How a partner is called at one version of its config: a config it cannot use is not an
-    /// error here, but a `PartnerCall` whose every call fails with the reason.
+    /// How a partner is called at one version of its config; `Err` says why its config cannot
+    /// be used.
     pub(super) fn partner(
-        &self,
-        version: i64,
-        settings: &CallSettings,
-        signing: &SigningSecrets,
-        keys: &Keys,
-    ) -> PartnerCall {
-        self.build_partner(version, settings, signing, keys)
-            .unwrap_or_else(|why| PartnerCall::unusable(version, why))
-    }
-
-    fn build_partner(
         &self,
         version: i64,
         settings: &CallSettings,

@@ -65,6 +65,16 @@ pub async fn acme(app: &TestApp) -> i64 {
         .await
 }
 
+/// A partner `p` at `https://partner.example`: for tests whose events are never delivered.
+pub async fn never_called(app: &TestApp) -> i64 {
+    app.config(
+        "p",
+        "https://partner.example/pb",
+        "https://partner.example/cb",
+    )
+    .await
+}
+
 /// An event to submit: `Event::credit("tx1").to(config).param("user_id", "u1")`.
 #[derive(Clone, Debug)]
 pub struct Event(Map<String, Value>);
@@ -120,6 +130,11 @@ impl Event {
 
     pub fn body(&self) -> Value {
         Value::Object(self.0.clone())
+    }
+
+    /// Posts it to `POST /webhooks`, whatever the answer: the status and the body.
+    pub async fn post(&self, app: &TestApp) -> (u16, Value) {
+        app.post("/webhooks", self.body()).await
     }
 
     /// Submits it (`POST /webhooks`, which must answer 201); the entry.

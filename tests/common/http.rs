@@ -22,6 +22,16 @@ pub const UNAVAILABLE: Class = (503, "unavailable");
 pub const STATUSES: [&str; 4] = ["pending", "processing", "completed", "failed"];
 pub const EVENT_TYPES: [&str; 2] = ["+credit", "-debit"];
 
+/// A response's `Content-Type`; `""` when it has none.
+pub fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Asserts an error answer of `class` whose body is exactly
 /// `{"error": {"code", "message", "field"}}`, with `field` absent when `None`.
 #[track_caller]

@@ -11,6 +11,7 @@ pub mod pg;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
+pub mod standard_webhooks;
 pub mod tls;
 pub mod tls_receiver;
 pub mod wait;
@@ -147,6 +148,14 @@ impl TestDb {
             .await
             .unwrap()
             .get(0)
+    }
+
+    /// How many rows of the queue have `status`.
+    pub async fn count_with_status(&self, status: &str) -> i64 {
+        self.count(&format!(
+            "SELECT count(*) FROM webhook_queue WHERE status = '{status}'"
+        ))
+        .await
     }
 }
 

@@ -74,11 +74,7 @@ impl PrivatePg {
     }
 
     fn init() -> PrivatePg {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::process::free_port();
         let dir =
             std::env::temp_dir().join(format!("webhookd-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();

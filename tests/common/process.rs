@@ -7,6 +7,15 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_webhookd");
 
+/// A loopback port nothing listens on: the system's choice, released at once.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A `webhookd` child process whose stderr (JSON logs) and stdout go to files.
 pub struct Proc {
     child: Child,
@@ -51,6 +60,14 @@ impl Proc {
             log,
             out,
         }
+    }
+
+    /// Starts `webhookd run` serving the API on a free loopback port; the process and the
+    /// API's base URL (`http://127.0.0.1:{port}`).
+    pub fn serve(db_url: &str, worker_id: &str) -> (Proc, String) {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let proc = Proc::start("run", db_url, worker_id, &[("SERVER_ADDR", &addr)]);
+        (proc, format!("http://{addr}"))
     }
 
     pub fn pid(&self) -> String {

@@ -37,12 +37,18 @@ pub struct Received {
     pub nth: u32,
 }
 
+/// The value of header `name` (any case) among `headers` (names in lower case); `""` when
+/// there is none.
+pub fn header_in<'a>(headers: &'a HashMap<String, String>, name: &str) -> &'a str {
+    headers
+        .get(&name.to_ascii_lowercase())
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-            .unwrap_or("")
+        header_in(&self.headers, name)
     }
 
     pub fn body_text(&self) -> String {

@@ -26,20 +26,30 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req -new` with a fresh P-256 key, unencrypted, written to `key`; `args` say what
+/// else (`-x509` for a self-signed certificate, else a signing request).
+fn req_with_new_key(dir: &Path, key: &str, args: &[&str]) {
+    let mut all = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
 fn new_ca(dir: &Path, name: &str) {
-    openssl(
+    req_with_new_key(
         dir,
+        &format!("{name}.key"),
         &[
-            "req",
             "-x509",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
             "-out",
             &format!("{name}.crt"),
             "-days",
@@ -61,23 +71,10 @@ impl Certs {
         std::fs::create_dir_all(&dir).unwrap();
         new_ca(&dir, "ca");
         new_ca(&dir, "other-ca");
-        openssl(
+        req_with_new_key(
             &dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
+            "server.key",
+            &["-out", "server.csr", "-subj", "/CN=localhost"],
         );
         std::fs::write(
             dir.join("server.ext"),

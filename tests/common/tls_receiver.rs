@@ -133,10 +133,7 @@ pub struct TlsReceived {
 
 impl TlsReceived {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-            .unwrap_or("")
+        super::receiver::header_in(&self.headers, name)
     }
 
     pub fn body_text(&self) -> String {
