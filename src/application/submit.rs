@@ -146,6 +146,7 @@ fn fill_request(
         used,
     })
 }
+
 /// Most events one `POST /webhooks/batch` may carry.
 pub const MAX_EVENTS_PER_BATCH: usize = 1000;
 
