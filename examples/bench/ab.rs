@@ -3,7 +3,8 @@
 //! migrated by that build. Each pair of adjacent rounds gives one ratio per figure, so a drift of
 //! the shared machine over minutes moves both builds of a pair alike and the ratios stay put.
 //!
-//! A round is two phases against fresh `serve` and `work` processes of its build:
+//! A round is two phases against fresh `serve` and `work` processes of its build, with the
+//! autovacuum off and one `VACUUM ANALYZE` between the phases (see [`autovacuum_off`]):
 //!
 //! 1. saturation: `--clients` closed-loop single submits for `--saturation` while `work`
 //!    delivers; the figure is the end-to-end rate (delivered/s, capped by submitted/s);
@@ -201,6 +202,23 @@ pub async fn run(args: Args) {
     report(&args, &builds, &rounds, &settings);
 }
 
+/// Turns the autovacuum off for every table of the round's database. A fresh database's first
+/// autovacuum and autoanalyze of the queue otherwise fall inside the paced phase in some
+/// rounds and not others, and move its WAL per event by a quarter (docs/performance.md). The
+/// round runs one `VACUUM ANALYZE` between the phases instead, outside both measurements.
+async fn autovacuum_off(side: &tokio_postgres::Client) {
+    side.batch_execute(
+        "DO $$ DECLARE t regclass; BEGIN
+             FOR t IN SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = 'public' AND c.relkind = 'r' LOOP
+                 EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = off)', t);
+             END LOOP;
+         END $$",
+    )
+    .await
+    .expect("autovacuum off for the round");
+}
+
 async fn round(
     args: &Args,
     build: &Build,
@@ -220,11 +238,16 @@ async fn round(
     )
     .await;
 
+    autovacuum_off(&ctx.side).await;
     let work = start_work(&ctx, &format!("work-ab-r{n}")).await;
     let saturation = full::pipeline(&ctx, false, format!("ab-sat-r{n}")).await;
     work.stop(GRACE).await;
     ctx.stop_serve().await;
     wait_backends_gone(&ctx, &[]).await;
+    ctx.side
+        .batch_execute("VACUUM ANALYZE")
+        .await
+        .expect("VACUUM ANALYZE between the phases");
 
     let before = costs::read(&ctx.side).await;
     ctx.start_serve().await;
