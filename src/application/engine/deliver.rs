@@ -21,6 +21,8 @@ use crate::store::queue::release::Release;
 
 /// How long a row whose host is saturated waits before it may be claimed again.
 const HOST_BUSY_DEFER: Duration = Duration::from_secs(1);
+/// How long a row whose partner's config could not be read waits before it may be claimed again.
+const UNREAD_CONFIG_DEFER: Duration = Duration::from_secs(1);
 
 /// A row this worker holds, with what the lease is known by.
 pub struct Claimed {
@@ -44,9 +46,12 @@ impl Claimed {
     }
 }
 
-/// A row ready to be called: its host's turn is held until the call ends.
+/// A row ready to be called, with how its partner is called and what the row sends: its
+/// host's turn is held until the call ends.
 pub struct Ready {
     claimed: Claimed,
+    partner: Arc<PartnerCall>,
+    request: Option<FilledRequest>,
     _slot: Slot,
 }
 
@@ -64,11 +69,46 @@ pub async fn deliver(shared: Arc<Shared>, claimed: Claimed, log: Logger) {
     }
 }
 
-/// Waits for a turn at the row's host, then checks by the clock that the lease will outlast
-/// the call: a worker that was paused (SIGSTOP, a stalled VM) past its lease must not call a
-/// partner for a row that another worker may have taken over. `None` when the row was handed
-/// back instead.
+/// Finds how the row's partner is called, waits for a turn at the row's host, then checks by
+/// the clock that the lease will outlast the call: a worker that was paused (SIGSTOP, a stalled
+/// VM) past its lease must not call a partner for a row that another worker may have taken
+/// over. `None` when the row was handed back instead.
 pub async fn prepare(shared: &Shared, claimed: Claimed, log: &Logger) -> Option<Ready> {
+    let row = &claimed.row;
+    let partner = match shared
+        .partners
+        .get(
+            &shared.pool,
+            &shared.sender,
+            row.config_id,
+            row.config_version,
+            log,
+        )
+        .await
+    {
+        Ok(partner) => partner,
+        Err(e) => {
+            warn!(log, "could not read a partner's config; row handed back uncalled";
+                "config_id" => row.config_id, "queue_id" => row.queue_id.to_string(), "error" => e);
+            let _ = shared
+                .finished
+                .send(claimed.release(UNREAD_CONFIG_DEFER))
+                .await;
+            return None;
+        }
+    };
+    let (partner, request) = match row.request.clone().map(serde_json::from_value) {
+        None => (partner, None),
+        Some(Ok(request)) => (partner, Some(request)),
+        // Only a row edited by hand gets here: it is not sent in some other shape.
+        Some(Err(e)) => {
+            let why = format!("the row's request is not what webhookd writes ({e})");
+            (
+                Arc::new(PartnerCall::unusable(row.config_version, why)),
+                None,
+            )
+        }
+    };
     let slot = match shared
         .hosts
         .turn(claimed.row.config_id, &host_key(&claimed.row.webhook_url))
@@ -109,6 +149,8 @@ pub async fn prepare(shared: &Shared, claimed: Claimed, log: &Logger) -> Option<
     }
     Some(Ready {
         claimed,
+        partner,
+        request,
         _slot: slot,
     })
 }
@@ -123,29 +165,6 @@ pub struct Attempted {
 /// Calls the partner once.
 pub async fn call(shared: &Shared, ready: &Ready) -> Attempted {
     let row = &ready.claimed.row;
-    let mut partner = shared
-        .partners
-        .get(
-            &shared.pool,
-            &shared.sender,
-            row.config_id,
-            row.config_version,
-            &shared.log,
-        )
-        .await;
-    let request = row
-        .request
-        .clone()
-        .map(serde_json::from_value::<FilledRequest>);
-    let request = match request.transpose() {
-        Ok(request) => request,
-        // Only a row edited by hand gets here: it is not sent in some other shape.
-        Err(e) => {
-            let why = format!("the row's request is not what webhookd writes ({e})");
-            partner = Arc::new(PartnerCall::unusable(row.config_version, why));
-            None
-        }
-    };
     let started_at = Utc::now();
     let result = shared
         .sender
@@ -154,8 +173,8 @@ pub async fn call(shared: &Shared, ready: &Ready) -> Attempted {
             queue_id: row.queue_id,
             event_type: row.event_type,
             attempt: row.retry_count,
-            request: request.as_ref(),
-            partner: &partner,
+            request: ready.request.as_ref(),
+            partner: &ready.partner,
         })
         .await;
     Attempted {
@@ -168,7 +187,7 @@ pub async fn call(shared: &Shared, ready: &Ready) -> Attempted {
 /// Decides what the attempt means for the row (complete, retry when, or fail), logs and counts
 /// it, and hands the write to the writer.
 pub async fn record(shared: &Shared, ready: Ready, attempted: Attempted, log: &Logger) {
-    let Ready { claimed, _slot } = ready;
+    let Ready { claimed, _slot, .. } = ready;
     // The host's turn ends with the call.
     drop(_slot);
     let Attempted {

@@ -25,6 +25,8 @@ impl PartnerCalls {
     }
 
     /// How to call partner `config_id` at `version` (the version its row was claimed with).
+    /// `Err` when its config could not be read now (the database is out of reach): nothing is
+    /// kept, and the caller hands the row back uncalled rather than spend an attempt on it.
     pub(super) async fn get(
         &self,
         pool: &DbPool,
@@ -32,9 +34,9 @@ impl PartnerCalls {
         config_id: i64,
         version: i64,
         log: &Logger,
-    ) -> Arc<PartnerCall> {
+    ) -> Result<Arc<PartnerCall>, String> {
         if let Some(kept) = self.kept(config_id).filter(|k| k.version == version) {
-            return kept;
+            return Ok(kept);
         }
         let read = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
@@ -42,23 +44,13 @@ impl PartnerCalls {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let partner = match read.await {
-            Ok(Some((row, signing, version))) => match row.call_settings() {
+        let partner = match read.await? {
+            Some((row, signing, version)) => match row.call_settings() {
                 Ok(settings) => sender.partner(version, &settings, &signing, &self.keys),
                 Err(e) => PartnerCall::unusable(version, e.to_string()),
             },
             // A config is never deleted while rows name it; this is a row written by hand.
-            Ok(None) => {
-                PartnerCall::unusable(version, format!("config {config_id} does not exist"))
-            }
-            Err(e) => {
-                // Not kept: the next call reads again.
-                warn!(log, "could not read a partner's config; the call is not made"; "config_id" => config_id, "error" => &e);
-                return Arc::new(PartnerCall::unusable(
-                    version,
-                    format!("its config could not be read ({e})"),
-                ));
-            }
+            None => PartnerCall::unusable(version, format!("config {config_id} does not exist")),
         };
         if let Some(why) = partner.unusable_reason() {
             warn!(log, "a partner's config cannot be used; its calls fail until it is fixed";
@@ -69,7 +61,7 @@ impl PartnerCalls {
             .lock()
             .expect("partner calls lock")
             .insert(config_id, partner.clone());
-        partner
+        Ok(partner)
     }
 
     fn kept(&self, config_id: i64) -> Option<Arc<PartnerCall>> {
