@@ -456,6 +456,10 @@ mod tests {
             ("INGEST_RATE_LIMIT", "-5"),
             ("CIRCUIT_FAILURE_THRESHOLD", "0"),
             ("CIRCUIT_PROBE_INTERVAL", "10m"),
+            ("OUTBOUND_PROXY", "socks5://10.0.0.1:1080"),
+            ("OUTBOUND_PROXY", "http://10.0.0.1:3128/path"),
+            ("SECRET_KEYS", "not-base64!"),
+            ("SECRET_KEYS", "c2hvcnQ="),
         ] {
             let err = load(&[(key, value)], &[]).unwrap_err().to_string();
             let expected = key.to_ascii_lowercase();

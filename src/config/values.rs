@@ -7,6 +7,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::domain::outbound::proxy_url;
+
 /// A value that must never reach a log line or a `Debug` print.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -69,15 +71,8 @@ pub(super) fn outbound_proxy(text: &Secret) -> Result<Option<Secret>, ConfigErro
     if text.is_empty() {
         return Ok(None);
     }
-    match url::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-            Ok(Some(Secret::new(text)))
-        }
-        _ => Err(invalid(
-            "outbound_proxy",
-            "must be an http:// or https:// URL with a host",
-        )),
-    }
+    proxy_url(text).map_err(|e| invalid("outbound_proxy", e.to_string()))?;
+    Ok(Some(Secret::new(text)))
 }
 
 /// `OUTBOUND_ALLOW_NETWORKS`: comma-separated CIDRs, a bare address being its own network.

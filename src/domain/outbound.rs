@@ -32,6 +32,26 @@ impl AddressPolicy {
     }
 }
 
+/// Why a proxy URL was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("must be http(s)://[user:password@]host[:port], nothing after")]
+pub struct NotAProxy;
+
+/// A proxy deliveries may go through (`OUTBOUND_PROXY`, a config's `proxy_url`): an http or
+/// https URL with a host and nothing after it. Its address is not checked: a proxy may be on a
+/// private network.
+pub fn proxy_url(text: &str) -> Result<url::Url, NotAProxy> {
+    let url = url::Url::parse(text).map_err(|_| NotAProxy)?;
+    let bare = matches!(url.path(), "" | "/") && url.query().is_none() && url.fragment().is_none();
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || !bare
+    {
+        return Err(NotAProxy);
+    }
+    Ok(url)
+}
+
 /// The forbidden class of an address, `None` for a public one.
 pub fn classify(address: IpAddr) -> Option<&'static str> {
     match address {

@@ -9,7 +9,6 @@ use uuid::Uuid;
 
 use super::attempt_slots::ATTEMPT_SLOTS;
 use super::schema::{webhook_attempt_history, webhook_configs, webhook_queue};
-use crate::config::Secret;
 use crate::domain::attempt::Attempt;
 use crate::domain::call_settings::CallSettings;
 use crate::domain::delivery::{HeldReason, Status};
@@ -33,7 +32,6 @@ text_enum!(EventType);
 text_enum!(HeldReason);
 text_enum!(CancelReason);
 text_enum!(EventOrdering);
-text_enum!(Secret);
 text_enum!(PartnerState);
 text_enum!(StateReason);
 
@@ -67,14 +65,6 @@ parsed_text!(EventType);
 parsed_text!(HeldReason);
 parsed_text!(CancelReason);
 parsed_text!(EventOrdering);
-
-/// A stored signing secret is read as a [`Secret`] and parsed only when a call is signed, so
-/// that one bad value fails that partner's calls, not every claim.
-impl FromSql<Text, Pg> for Secret {
-    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-        Ok(Secret::new(<String as FromSql<Text, Pg>>::from_sql(bytes)?))
-    }
-}
 
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = webhook_configs)]
@@ -206,8 +196,8 @@ pub struct SigningSecrets {
     pub previous_signing_secret_until: Option<DateTime<Utc>>,
 }
 
-/// The writable fields of a config, for insert and for replace (the signing secret is
-/// written separately: see [`SecretChange`]).
+/// The writable fields of a config, for insert and for replace (its call settings and signing
+/// secrets are written beside it: see [`CallSettingsColumns`] and [`SigningSecrets`]).
 #[derive(Clone, Debug, Insertable, AsChangeset)]
 #[diesel(table_name = webhook_configs, treat_none_as_null = true)]
 pub struct ConfigForm {
