@@ -208,6 +208,16 @@ async fn bad_templates_and_missing_parameters_are_refused_and_change_nothing() {
             json!({"headers": [{"name": "X-A", "value": "a\r\nb"}]}),
         ),
         (
+            "a header that is not secret without a value",
+            "headers[0]",
+            json!({"headers": [{"name": "X-A"}]}),
+        ),
+        (
+            "a private key without its certificate",
+            "client_tls.private_key",
+            json!({"client_tls": {"ca_certificate": "x", "private_key": "k"}}),
+        ),
+        (
             "a templated secret",
             "headers[0]",
             json!({"headers": [{"name": "X-A", "value": "{k}", "secret": true}]}),

@@ -8,10 +8,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::application::call_settings::{
-    AuthInput, CallInput, Change, HeaderInput, TlsInput, SHOWN_SECRET,
+    AuthInput, CallInput, Change, HeaderInput, HeaderInputValue, SecretInput, TlsInput,
+    SHOWN_SECRET,
 };
 use crate::application::AppError;
-use crate::config::Secret;
 use crate::domain::call_settings::{Auth, CallSettings, HeaderValue};
 use crate::domain::request_template::{BodyFormat, RequestSpec};
 
@@ -102,13 +102,47 @@ fn parsed<T: for<'de> Deserialize<'de>>(field: &str, value: Value) -> Result<T, 
 fn change<T, D: for<'de> Deserialize<'de>>(
     field: &str,
     value: Option<Option<Value>>,
-    into: impl FnOnce(D) -> T,
+    into: impl FnOnce(D) -> Result<T, AppError>,
 ) -> Result<Change<T>, AppError> {
     Ok(Change::from_field(
         value
-            .map(|v| v.map(|v| parsed::<D>(field, v).map(into)).transpose())
+            .map(|v| v.map(|v| into(parsed::<D>(field, v)?)).transpose())
             .transpose()?,
     ))
+}
+
+fn header_input(i: usize, header: HeaderDoc) -> Result<HeaderInput, AppError> {
+    let value = match (header.secret, header.value) {
+        (true, value) => HeaderInputValue::Secret(SecretInput::read(value)),
+        (false, Some(template)) => HeaderInputValue::Template(template),
+        (false, None) => {
+            return Err(AppError::invalid(
+                format!("headers[{i}]"),
+                "a header that is not secret needs a value",
+            ))
+        }
+    };
+    Ok(HeaderInput {
+        name: header.name,
+        value,
+    })
+}
+
+fn tls_input(tls: ClientTlsDoc) -> Result<TlsInput, AppError> {
+    let identity = match (tls.certificate, tls.private_key) {
+        (Some(certificate), key) => Some((certificate, SecretInput::read(key))),
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(AppError::invalid(
+                "client_tls.private_key",
+                "goes with a certificate",
+            ))
+        }
+    };
+    Ok(TlsInput {
+        identity,
+        ca_certificate: tls.ca_certificate,
+    })
 }
 
 impl CallFields {
@@ -121,30 +155,23 @@ impl CallFields {
             headers: change("headers", self.headers, |headers: Vec<HeaderDoc>| {
                 headers
                     .into_iter()
-                    .map(|h| HeaderInput {
-                        name: h.name,
-                        value: h.value.map(Secret::new),
-                        secret: h.secret,
-                    })
+                    .enumerate()
+                    .map(|(i, h)| header_input(i, h))
                     .collect()
             })?,
-            auth: change("auth", self.auth, |auth: AuthDoc| match auth {
-                AuthDoc::Basic { username, password } => AuthInput::Basic {
-                    username,
-                    password: password.map(Secret::new),
-                },
-                AuthDoc::Bearer { token } => AuthInput::Bearer {
-                    token: token.map(Secret::new),
-                },
+            auth: change("auth", self.auth, |auth: AuthDoc| {
+                Ok(match auth {
+                    AuthDoc::Basic { username, password } => AuthInput::Basic {
+                        username,
+                        password: SecretInput::read(password),
+                    },
+                    AuthDoc::Bearer { token } => AuthInput::Bearer {
+                        token: SecretInput::read(token),
+                    },
+                })
             })?,
-            proxy_url: change("proxy_url", self.proxy_url, |url: String| url)?,
-            client_tls: change("client_tls", self.client_tls, |tls: ClientTlsDoc| {
-                TlsInput {
-                    certificate: tls.certificate,
-                    private_key: tls.private_key.map(Secret::new),
-                    ca_certificate: tls.ca_certificate,
-                }
-            })?,
+            proxy_url: change("proxy_url", self.proxy_url, |url: String| Ok(url))?,
+            client_tls: change("client_tls", self.client_tls, tls_input)?,
         })
     }
 }

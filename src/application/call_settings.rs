@@ -19,6 +19,7 @@ use crate::domain::call_settings::{
 use crate::domain::header_template::{
     check_distinct, check_header_name, check_secret_header, HeaderTemplate,
 };
+use crate::domain::outbound::proxy_url;
 use crate::domain::request_template::{RequestSpec, RequestTemplate};
 use crate::domain::signing::SigningKey;
 use crate::sealing::Keys;
@@ -29,31 +30,52 @@ use super::AppError;
 /// How a secret is shown, and the value that keeps a stored one when written back.
 pub const SHOWN_SECRET: &str = "***";
 
+/// A secret as submitted: left out or sent back as `***`, it keeps the stored one.
+#[derive(Clone, Debug)]
+pub enum SecretInput {
+    Keep,
+    New(Secret),
+}
+
+impl SecretInput {
+    pub fn read(value: Option<String>) -> Self {
+        match value {
+            Some(value) if value != SHOWN_SECRET => SecretInput::New(Secret::new(value)),
+            _ => SecretInput::Keep,
+        }
+    }
+}
+
 /// A header as submitted.
 #[derive(Clone, Debug)]
 pub struct HeaderInput {
     pub name: String,
-    /// `None` (or `***` for a secret): keep the stored secret of the same name.
-    pub value: Option<Secret>,
-    pub secret: bool,
+    pub value: HeaderInputValue,
+}
+
+#[derive(Clone, Debug)]
+pub enum HeaderInputValue {
+    /// Filled at submit from the event's parameters.
+    Template(String),
+    /// Sent as written; kept, it is the stored secret of the same name.
+    Secret(SecretInput),
 }
 
 #[derive(Clone, Debug)]
 pub enum AuthInput {
     Basic {
         username: String,
-        password: Option<Secret>,
+        password: SecretInput,
     },
     Bearer {
-        token: Option<Secret>,
+        token: SecretInput,
     },
 }
 
 #[derive(Clone, Debug)]
 pub struct TlsInput {
-    pub certificate: Option<String>,
-    /// With `certificate`; `None` (or `***`) keeps the stored key.
-    pub private_key: Option<Secret>,
+    /// A client certificate (PEM) and its private key.
+    pub identity: Option<(String, SecretInput)>,
     pub ca_certificate: Option<String>,
 }
 
@@ -101,10 +123,6 @@ pub struct CallInput {
     pub client_tls: Change<TlsInput>,
 }
 
-fn kept(value: &Option<Secret>) -> bool {
-    value.as_ref().is_none_or(|v| v.expose() == SHOWN_SECRET)
-}
-
 impl CallInput {
     /// Checks everything that does not need the database: templates parse, header names are
     /// allowed, a proxy is an http(s) URL, certificates and keys are PEM that TLS accepts.
@@ -122,17 +140,13 @@ impl CallInput {
                 .map_err(|e| AppError::invalid("headers", e))?;
             for (i, header) in headers.iter().enumerate() {
                 let field = format!("headers[{i}]");
-                let checked = match (&header.value, header.secret) {
-                    (Some(v), true) if !kept(&header.value) => {
+                let checked = match &header.value {
+                    HeaderInputValue::Secret(SecretInput::New(v)) => {
                         check_secret_header(&header.name, v.expose())
                     }
-                    (_, true) => check_header_name(&header.name),
-                    (Some(v), false) => HeaderTemplate::parse(&header.name, v.expose()).map(|_| ()),
-                    (None, false) => {
-                        return Err(AppError::invalid(
-                            field,
-                            "a header that is not secret needs a value",
-                        ))
+                    HeaderInputValue::Secret(SecretInput::Keep) => check_header_name(&header.name),
+                    HeaderInputValue::Template(v) => {
+                        HeaderTemplate::parse(&header.name, v).map(|_| ())
                     }
                 };
                 checked.map_err(|e| AppError::invalid(field, e))?;
@@ -214,10 +228,9 @@ fn resolve_header(
     seal: &dyn Fn(&str, &Secret) -> Result<Sealed, AppError>,
 ) -> Result<Header, AppError> {
     let field = format!("headers[{i}].value");
-    let value = match (header.secret, &header.value) {
-        (false, Some(v)) => HeaderValue::Value(v.expose().to_string()),
-        (false, None) => unreachable!("checked: a header that is not secret has a value"),
-        (true, v) if kept(v) => stored
+    let value = match &header.value {
+        HeaderInputValue::Template(v) => HeaderValue::Value(v.clone()),
+        HeaderInputValue::Secret(SecretInput::Keep) => stored
             .iter()
             .find(|s| {
                 s.name.eq_ignore_ascii_case(&header.name)
@@ -225,8 +238,7 @@ fn resolve_header(
             })
             .map(|s| s.value.clone())
             .ok_or_else(|| AppError::invalid(&field, "a new secret header needs its value"))?,
-        (true, Some(v)) => HeaderValue::Secret(seal(&field, v)?),
-        (true, None) => unreachable!("kept covers None"),
+        HeaderInputValue::Secret(SecretInput::New(v)) => HeaderValue::Secret(seal(&field, v)?),
     };
     Ok(Header {
         name: header.name,
@@ -242,29 +254,27 @@ fn resolve_auth(
     Ok(match auth {
         AuthInput::Basic { username, password } => {
             let password = match (&password, stored) {
-                (p, Some(Auth::Basic { password, .. })) if kept(p) => password.clone(),
-                (p, _) if kept(p) => {
+                (SecretInput::New(p), _) => seal("auth.password", p)?,
+                (SecretInput::Keep, Some(Auth::Basic { password, .. })) => password.clone(),
+                (SecretInput::Keep, _) => {
                     return Err(AppError::invalid(
                         "auth.password",
                         "new Basic auth needs its password",
                     ))
                 }
-                (Some(p), _) => seal("auth.password", p)?,
-                (None, _) => unreachable!("kept covers None"),
             };
             Auth::Basic { username, password }
         }
         AuthInput::Bearer { token } => {
             let token = match (&token, stored) {
-                (t, Some(Auth::Bearer { token })) if kept(t) => token.clone(),
-                (t, _) if kept(t) => {
+                (SecretInput::New(t), _) => seal("auth.token", t)?,
+                (SecretInput::Keep, Some(Auth::Bearer { token })) => token.clone(),
+                (SecretInput::Keep, _) => {
                     return Err(AppError::invalid(
                         "auth.token",
                         "new bearer auth needs its token",
                     ))
                 }
-                (Some(t), _) => seal("auth.token", t)?,
-                (None, _) => unreachable!("kept covers None"),
             };
             Auth::Bearer { token }
         }
@@ -273,25 +283,18 @@ fn resolve_auth(
 
 /// A client certificate goes with its key, and TLS accepts both.
 fn check_tls(tls: &TlsInput) -> Result<(), AppError> {
-    if tls.certificate.is_none() && tls.ca_certificate.is_none() {
+    if tls.identity.is_none() && tls.ca_certificate.is_none() {
         return Err(AppError::invalid(
             "client_tls",
             "needs a certificate (with its private_key), a ca_certificate or both",
         ));
     }
-    if tls.certificate.is_none() && tls.private_key.is_some() {
-        return Err(AppError::invalid(
-            "client_tls.private_key",
-            "goes with a certificate",
-        ));
-    }
-    crate::sender::check_certificates(tls.certificate.as_deref(), tls.ca_certificate.as_deref())
+    let certificate = tls.identity.as_ref().map(|(c, _)| c.as_str());
+    crate::sender::check_certificates(certificate, tls.ca_certificate.as_deref())
         .map_err(|e| AppError::invalid("client_tls", e))?;
-    if let (Some(certificate), Some(key)) = (&tls.certificate, &tls.private_key) {
-        if !kept(&tls.private_key) {
-            crate::sender::check_identity(certificate.as_bytes(), key.expose().as_bytes())
-                .map_err(|e| AppError::invalid("client_tls.private_key", e))?;
-        }
+    if let Some((certificate, SecretInput::New(key))) = &tls.identity {
+        crate::sender::check_identity(certificate.as_bytes(), key.expose().as_bytes())
+            .map_err(|e| AppError::invalid("client_tls.private_key", e))?;
     }
     Ok(())
 }
@@ -301,11 +304,12 @@ fn resolve_tls(
     stored: Option<&ClientTls>,
     seal: &dyn Fn(&str, &Secret) -> Result<Sealed, AppError>,
 ) -> Result<ClientTls, AppError> {
-    let identity = match tls.certificate {
+    let identity = match tls.identity {
         None => None,
-        Some(certificate) => {
-            let private_key = match &tls.private_key {
-                key if kept(key) => stored
+        Some((certificate, key)) => {
+            let private_key = match &key {
+                SecretInput::New(key) => seal("client_tls.private_key", key)?,
+                SecretInput::Keep => stored
                     .and_then(|t| t.identity.as_ref())
                     .map(|i| i.private_key.clone())
                     .ok_or_else(|| {
@@ -314,8 +318,6 @@ fn resolve_tls(
                             "a new certificate needs its private key",
                         )
                     })?,
-                Some(key) => seal("client_tls.private_key", key)?,
-                None => unreachable!("kept covers None"),
             };
             Some(Identity {
                 certificate,
@@ -331,17 +333,7 @@ fn resolve_tls(
 
 /// A proxy URL split into the URL without its password, and the password.
 fn proxy_parts(text: &str) -> Result<(url::Url, Option<String>), AppError> {
-    let invalid = |m: &str| AppError::invalid("proxy_url", m);
-    let mut url =
-        url::Url::parse(text).map_err(|_| invalid("must be an http:// or https:// URL"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("must be an http:// or https:// URL with a host"));
-    }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            "must be scheme://[user:password@]host[:port], nothing after",
-        ));
-    }
+    let mut url = proxy_url(text).map_err(|e| AppError::invalid("proxy_url", e))?;
     let password = url.password().map(|p| {
         percent_encoding::percent_decode_str(p)
             .decode_utf8_lossy()
