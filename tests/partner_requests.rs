@@ -450,6 +450,8 @@ async fn a_rotated_signing_secret_signs_alongside_the_new_one_until_its_grace_pe
     app.db
         .exec("UPDATE webhook_configs SET previous_signing_secret_until = now() - interval '1 second'")
         .await;
+    let (_, ended) = app.get(&path).await;
+    assert!(ended["signing_previous_until"].is_null(), "{ended}");
     deliver(&app, &config, "+credit", json!({"n": "2"})).await;
     let after = &receiver.wait_for("/ok/rot", 2, WAIT).await[1];
     assert_eq!(after.body_text(), r#"{"n":"2"}"#);

@@ -117,7 +117,10 @@ fn config(row: ConfigRow, health: Option<PartnerRow>) -> Result<Config, AppError
         .map_err(|e| AppError::internal(e.to_string()))?;
     Ok(Config {
         call,
-        previous_signing_until: row.previous_signing_secret_until,
+        // An end that has passed is kept in the row but signs nothing: not shown.
+        previous_signing_until: row
+            .previous_signing_secret_until
+            .filter(|until| *until > Utc::now()),
         delivery: PartnerSettings {
             max_per_second: row.max_per_second,
             retry_base_delay: ms(row.retry_base_delay_ms),
