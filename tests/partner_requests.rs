@@ -529,3 +529,68 @@ async fn migrate_seals_clear_secrets_and_rotates_the_key() {
     app.shutdown().await;
     receiver.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_seals_a_config_that_a_replace_holds_without_undoing_the_replace() {
+    let app = spawn(Options::default().env("SECRET_KEYS", "")).await;
+    let config = create(
+        &app,
+        json!({"name": "held", "postback_url": "http://partner.example/pb"}),
+    )
+    .await;
+    let clear = random_secret();
+    app.db
+        .exec(&format!(
+            "UPDATE webhook_configs SET signing_secret = '{clear}'"
+        ))
+        .await;
+    let db = app.shutdown().await;
+
+    // A replace in progress: the row is locked, and the change commits only once migrate has
+    // come to the row and waits for it.
+    let replace = db.client().await;
+    replace
+        .batch_execute("BEGIN; SELECT 1 FROM webhook_configs FOR UPDATE")
+        .await
+        .unwrap();
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_webhookd"))
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .env("SECRET_KEYS", random_key())
+        .env("LOG_LEVEL", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("webhookd runs");
+    common::eventually(WAIT, "migrate waits for the row's lock", || async {
+        db.count("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+            .await
+            == 1
+    })
+    .await;
+    replace
+        .batch_execute(
+            r#"UPDATE webhook_configs SET name = 'replaced',
+                   headers = '[{"name": "X-Added", "value": "v"}]'; COMMIT"#,
+        )
+        .await
+        .unwrap();
+    let output = migrate.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("sealed 1 secrets of 1 configs"));
+
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT name, headers::text, signing_secret FROM webhook_configs WHERE id = $1",
+            &[&config["id"].as_i64().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "replaced");
+    assert!(
+        row.get::<_, &str>(1).contains("X-Added"),
+        "the replace was undone"
+    );
+    assert!(webhookd::sealing::is_sealed(row.get::<_, &str>(2)));
+}

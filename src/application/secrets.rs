@@ -18,39 +18,37 @@ pub struct Resealed {
 }
 
 /// Seals under the first of `keys` every stored secret that is in clear or sealed by another
-/// key; nothing when no key is given. Each config is written once, in its own statement, so a
-/// value is never lost: it opens with the old key until it is written anew.
+/// key; nothing when no key is given. Each config is read and written under its row lock, in a
+/// transaction of its own: a value is never lost (it opens with the old key until it is
+/// written anew), and a config replaced through the API meanwhile is not written back stale.
 pub async fn reseal(pool: &DbPool, keys: &Keys) -> Result<Resealed, AppError> {
     let mut done = Resealed::default();
     if !keys.can_seal() {
         return Ok(done);
     }
     let mut conn = conn(pool).await?;
-    for (row, mut signing) in configs::all_secrets(&mut conn).await? {
-        let mut call = row
-            .call_settings()
-            .map_err(|e| AppError::internal(e.to_string()))?;
+    for config_id in configs::ids(&mut conn).await? {
         let mut changed = 0;
-        for sealed in call.sealed_mut() {
-            changed += reseal_one(&mut sealed.0, keys, row.id)?;
-        }
-        for secret in [
-            &mut signing.signing_secret,
-            &mut signing.previous_signing_secret,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            changed += reseal_one(secret, keys, row.id)?;
-        }
-        if changed > 0 {
-            configs::reseal(
-                &mut conn,
-                row.id,
-                &CallSettingsColumns::from(&call),
-                &signing,
-            )
-            .await?;
+        let written = configs::reseal_locked(&mut conn, config_id, |row, mut signing| {
+            let mut call = row
+                .call_settings()
+                .map_err(|e| AppError::internal(e.to_string()))?;
+            for sealed in call.sealed_mut() {
+                changed += reseal_one(&mut sealed.0, keys, config_id)?;
+            }
+            for secret in [
+                &mut signing.signing_secret,
+                &mut signing.previous_signing_secret,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                changed += reseal_one(secret, keys, config_id)?;
+            }
+            Ok::<_, AppError>((changed > 0).then(|| (CallSettingsColumns::from(&call), signing)))
+        })
+        .await?;
+        if written {
             done.secrets += changed;
             done.configs += 1;
         }

@@ -72,7 +72,7 @@ pub async fn replace_merged<E: From<Error> + Send>(
     .await
 }
 
-/// Every config's id, settings and signing secrets, for sealing them again under a new key.
+/// Every config's id, settings and signing secrets.
 pub async fn all_secrets(
     conn: &mut AsyncPgConnection,
 ) -> Result<Vec<(ConfigRow, SigningSecrets)>, Error> {
@@ -83,18 +83,44 @@ pub async fn all_secrets(
         .await
 }
 
-/// Writes a config's secrets sealed again, leaving everything else (and `updated_at`) as is.
-pub async fn reseal(
+/// Every config's id.
+pub async fn ids(conn: &mut AsyncPgConnection) -> Result<Vec<i64>, Error> {
+    webhook_configs.order(id).select(id).load(conn).await
+}
+
+/// Writes a config's secrets as `reseal` makes them of the stored ones (`None`: nothing to
+/// write), leaving everything else (and `updated_at`) as is. The row is locked from the read
+/// to the write, so a replace that commits meanwhile is neither lost nor half-applied.
+pub async fn reseal_locked<E: From<Error> + Send>(
     conn: &mut AsyncPgConnection,
     config_id: i64,
-    call: &CallSettingsColumns,
-    signing: &SigningSecrets,
-) -> Result<(), Error> {
-    diesel::update(webhook_configs.find(config_id))
-        .set((call, signing))
-        .execute(conn)
-        .await
-        .map(drop)
+    reseal: impl FnOnce(
+            &ConfigRow,
+            SigningSecrets,
+        ) -> Result<Option<(CallSettingsColumns, SigningSecrets)>, E>
+        + Send,
+) -> Result<bool, E> {
+    conn.transaction(async |conn| {
+        let stored: Option<(ConfigRow, SigningSecrets)> = webhook_configs
+            .find(config_id)
+            .select((ConfigRow::as_select(), SigningSecrets::as_select()))
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((row, signing)) = stored else {
+            return Ok(false);
+        };
+        let Some((call, signing)) = reseal(&row, signing)? else {
+            return Ok(false);
+        };
+        diesel::update(webhook_configs.find(config_id))
+            .set((&call, &signing))
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
 }
 
 pub async fn find(
