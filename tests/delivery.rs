@@ -551,20 +551,20 @@ async fn the_delivery_statements_reach_rows_by_index_whatever_the_statistics_say
         statement: String,
     }
     let test_db = common::TestDb::new().await;
-    let settings =
-        "SELECT current_setting('enable_seqscan') || ' ' || current_setting('jit') AS line";
+    let settings = "SELECT current_setting('enable_seqscan') || ' ' || current_setting('jit') \
+                    || ' ' || current_setting('plan_cache_mode') AS line";
     let api = store::pool(&test_db.url, 1).unwrap();
     assert_eq!(
         line_of(&mut api.get().await.unwrap(), settings).await,
-        "on on",
+        "on on auto",
         "the API's sessions keep the defaults"
     );
     let pool = store::worker_pool(&test_db.url, 1).unwrap();
     let mut conn = pool.get().await.unwrap();
     assert_eq!(
         line_of(&mut conn, settings).await,
-        "off off",
-        "the workers' sessions plan by index, without JIT"
+        "off off force_generic_plan",
+        "the workers' sessions plan by index, without JIT, once per statement"
     );
     conn.batch_execute(
         "SET plan_cache_mode = force_generic_plan;
