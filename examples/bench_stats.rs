@@ -292,7 +292,7 @@ async fn load(url: &str, client: &Client, rows: i64) -> anyhow::Result<Loading> 
     let started = Instant::now();
     for table in [
         "webhook_queue",
-        "webhook_queue_counts",
+        "webhook_queue_tallies",
         "webhook_attempt_counts",
         "webhook_throughput",
         "webhook_configs",
@@ -323,7 +323,7 @@ async fn load(url: &str, client: &Client, rows: i64) -> anyhow::Result<Loading> 
     let sizes = client
         .query_one(
             "SELECT pg_relation_size('webhook_queue'), pg_indexes_size('webhook_queue'),
-                    (SELECT count(*) FROM webhook_queue_counts),
+                    (SELECT count(*) FROM webhook_queue_tallies),
                     (SELECT count(*) FROM webhook_attempt_counts),
                     (SELECT count(*) FROM webhook_throughput)",
             &[],
@@ -912,7 +912,7 @@ impl Report<'_> {
                                 "throughput_backfill": round3(l.throughput.as_secs_f64()),
                                 "vacuum_analyze": round3(l.vacuum.as_secs_f64())},
             "webhook_queue_bytes": {"heap": l.heap_bytes, "indexes": l.index_bytes},
-            "counter_table_rows": {"webhook_queue_counts": l.counter_rows,
+            "counter_table_rows": {"webhook_queue_tallies": l.counter_rows,
                                    "webhook_attempt_counts": l.attempt_rows,
                                    "webhook_throughput": l.throughput_rows},
             "collect": self.a.to_json(),

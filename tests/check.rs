@@ -298,10 +298,10 @@ async fn drifted_counters_are_reported_in_the_api_and_metrics_and_recounted() {
     sql(
         &app,
         &format!(
-            "UPDATE webhook_queue_counts SET n = n + 3
-             WHERE (shard, config_id, event_type, bucket) IN (
-                 SELECT shard, config_id, event_type, bucket FROM webhook_queue_counts
-                 WHERE config_id = {config} AND event_type = '+credit' AND bucket = 'pending' AND n > 0
+            "UPDATE webhook_queue_tallies SET queued = queued + 3
+             WHERE (shard, config_id, event_type) IN (
+                 SELECT shard, config_id, event_type FROM webhook_queue_tallies
+                 WHERE config_id = {config} AND event_type = '+credit' AND queued > 0
                  LIMIT 1)"
         ),
     )
@@ -309,8 +309,8 @@ async fn drifted_counters_are_reported_in_the_api_and_metrics_and_recounted() {
     sql(
         &app,
         &format!(
-            "INSERT INTO webhook_queue_counts (shard, config_id, event_type, bucket, n)
-             VALUES (99, {config}, '-debit', 'failed', 4)"
+            "INSERT INTO webhook_queue_tallies (shard, config_id, event_type, failed)
+             VALUES (99, {config}, '-debit', 4)"
         ),
     )
     .await;
@@ -416,9 +416,9 @@ async fn a_recount_while_events_are_submitted_loses_none_of_them() {
         sql(
             &app,
             &format!(
-                "INSERT INTO webhook_queue_counts (shard, config_id, event_type, bucket, n)
-                 VALUES (99, {config}, '-debit', 'failed', 1)
-                 ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = webhook_queue_counts.n + 1"
+                "INSERT INTO webhook_queue_tallies (shard, config_id, event_type, failed)
+                 VALUES (99, {config}, '-debit', 1)
+                 ON CONFLICT (shard, config_id, event_type) DO UPDATE SET failed = webhook_queue_tallies.failed + 1"
             ),
         )
         .await;

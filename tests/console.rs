@@ -700,8 +700,8 @@ async fn a_broken_invariant_shows_a_warning_on_every_view() {
     assert!(!browser.displayed("invariants-warning").await);
 
     let drift = format!(
-        "INSERT INTO webhook_queue_counts (shard, config_id, event_type, bucket, n)
-         VALUES (99, {partner}, '-debit', 'failed', 2)"
+        "INSERT INTO webhook_queue_tallies (shard, config_id, event_type, failed)
+         VALUES (99, {partner}, '-debit', 2)"
     );
     app.db.client().await.execute(&drift, &[]).await.unwrap();
     browser
@@ -722,7 +722,7 @@ async fn a_broken_invariant_shows_a_warning_on_every_view() {
     app.db
         .client()
         .await
-        .execute("DELETE FROM webhook_queue_counts WHERE shard = 99", &[])
+        .execute("DELETE FROM webhook_queue_tallies WHERE shard = 99", &[])
         .await
         .unwrap();
     let deadline = Instant::now() + WAIT;

@@ -466,7 +466,7 @@ async fn without_the_database_metrics_still_answer_and_say_so() {
     let locker = app.db.client().await;
     locker
         .batch_execute(
-            "BEGIN; LOCK TABLE webhook_queue, webhook_queue_counts IN ACCESS EXCLUSIVE MODE",
+            "BEGIN; LOCK TABLE webhook_queue, webhook_queue_tallies IN ACCESS EXCLUSIVE MODE",
         )
         .await
         .unwrap();
@@ -631,6 +631,8 @@ async fn throughput_counts_what_completed_and_failed_in_the_window() {
     for id in &ids {
         settled(&app, None, id).await;
     }
+    // A worker adds its settled rows to the throughput within a second.
+    throughput_reaches(&app, None, (3, 2)).await;
 
     // `until` is sent with millisecond precision: compare at that precision.
     let before = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
@@ -853,6 +855,7 @@ async fn the_dashboard_in_a_browser_shows_what_the_api_reports() {
     for id in &failed {
         assert_eq!(settled(&app, token, id).await, "failed");
     }
+    throughput_reaches(&app, token, (7, 4)).await;
 
     let stats = fetch_json(&app, "/webhooks/stats", token).await;
     let throughput = fetch_json(&app, "/webhooks/throughput?minutes=15", token).await;
@@ -981,4 +984,18 @@ async fn the_dashboard_in_a_browser_shows_what_the_api_reports() {
         shot.display()
     );
     app.shutdown().await;
+}
+
+/// Waits until `GET /webhooks/throughput` counts `(completed, failed)` rows over the last
+/// quarter hour: a worker adds the rows it settled at most a second later.
+async fn throughput_reaches(app: &TestApp, token: Option<&str>, expected: (i64, i64)) {
+    common::eventually(
+        Duration::from_secs(10),
+        "the settled rows in the throughput",
+        || async {
+            let t = fetch_json(app, "/webhooks/throughput?minutes=15", token).await;
+            (t["completed"].as_i64(), t["failed"].as_i64()) == (Some(expected.0), Some(expected.1))
+        },
+    )
+    .await;
 }

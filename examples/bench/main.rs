@@ -233,7 +233,7 @@ pub async fn show(side: &tokio_postgres::Client, name: &str) -> String {
 /// Empties the queue and the counters it feeds.
 pub async fn truncate(side: &tokio_postgres::Client) {
     side.batch_execute(
-        "TRUNCATE webhook_queue, webhook_attempt_history, webhook_queue_counts, webhook_throughput, webhook_attempt_counts",
+        "TRUNCATE webhook_queue, webhook_attempt_history, webhook_queue_tallies, webhook_throughput, webhook_attempt_counts",
     )
     .await
     .expect("truncate");

@@ -1,6 +1,7 @@
 -- Statistics counters, so that statistics never scan the queue (docs/decisions.md,
--- "Operations"): rows by partner, event type and bucket (webhook_queue_counts), attempts by
--- outcome and duration (webhook_attempt_counts), rows settled per second (webhook_throughput).
+-- "Operations"): rows by partner, event type and bucket (webhook_queue_tallies, read through
+-- the view webhook_queue_counts), attempts by outcome and duration (webhook_attempt_counts),
+-- rows settled per second (webhook_throughput).
 --
 -- Each counter table has one writer, a function that adds a list of deltas on the calling
 -- session's shard, so the shard rule, the bucket of a row and the success and duration rule of
@@ -10,6 +11,12 @@
 -- statement is planned once per session (a SQL function holding an INSERT is planned again on
 -- every call). They group the deltas themselves, so a caller may pass one delta per row, and
 -- are STRICT: an aggregate over no rows gives NULL arrays, and the call is skipped.
+--
+-- What an event costs the counters at everyday rates, where each statement carries one row:
+-- one counter row at its insert, none at its claim (pending and processing share the column
+-- queued), one at its outcome (queued to completed is one row's two columns), plus its
+-- attempt's histogram row. The outcome write leaves rows settled per second to its process,
+-- which adds them once a second (application/engine/throughput.rs).
 --
 -- Archived attempts (webhook_attempt_history) count as the queue's own did, so that archiving
 -- one (taken off by the queue's UPDATE trigger, put back by the history's INSERT trigger, in
@@ -43,17 +50,44 @@ CREATE OR REPLACE FUNCTION webhook_queue_counts_add(
 ) RETURNS VOID
 LANGUAGE plpgsql STRICT AS $$
 BEGIN
-    INSERT INTO webhook_queue_counts AS c (shard, config_id, event_type, bucket, n)
-    SELECT webhook_counter_shard(), d.config_id, d.event_type, d.bucket, sum(d.delta)
-    FROM unnest(config_ids, event_types, buckets, deltas) AS d(config_id, event_type, bucket, delta)
-    GROUP BY d.config_id, d.event_type, d.bucket
-    HAVING sum(d.delta) <> 0
-    ON CONFLICT (shard, config_id, event_type, bucket) DO UPDATE SET n = c.n + excluded.n;
+    INSERT INTO webhook_queue_tallies AS t (shard, config_id, event_type, queued, completed, failed, cancelled)
+    SELECT webhook_counter_shard(), g.config_id, g.event_type, g.queued, g.completed, g.failed, g.cancelled
+    FROM (
+        SELECT d.config_id, d.event_type,
+               coalesce(sum(d.delta) FILTER (WHERE d.bucket IN ('pending', 'processing')), 0) AS queued,
+               coalesce(sum(d.delta) FILTER (WHERE d.bucket = 'completed'), 0) AS completed,
+               coalesce(sum(d.delta) FILTER (WHERE d.bucket = 'failed'), 0) AS failed,
+               coalesce(sum(d.delta) FILTER (WHERE d.bucket = 'cancelled'), 0) AS cancelled
+        FROM unnest(config_ids, event_types, buckets, deltas) AS d(config_id, event_type, bucket, delta)
+        GROUP BY d.config_id, d.event_type
+    ) g
+    WHERE g.queued <> 0 OR g.completed <> 0 OR g.failed <> 0 OR g.cancelled <> 0
+    ON CONFLICT (shard, config_id, event_type) DO UPDATE
+        SET queued = t.queued + excluded.queued, completed = t.completed + excluded.completed,
+            failed = t.failed + excluded.failed, cancelled = t.cancelled + excluded.cancelled;
 END
 $$;
 
 COMMENT ON FUNCTION webhook_queue_counts_add(BIGINT[], TEXT[], TEXT[], BIGINT[]) IS
-    'Adds deltas (element-wise: partner, event type, bucket, delta) to webhook_queue_counts; the one writer of that table';
+    'Adds deltas (element-wise: partner, event type, bucket, delta) to webhook_queue_tallies, pending and processing both to queued; the one writer of that table';
+
+-- The counters by bucket, as the statistics read them (summed over shards): the tallies, with
+-- queued split into the rows processing, counted from the queue (the rows in flight, which the
+-- leases' partial index holds), and the rest pending. The live part comes as shard -1.
+CREATE OR REPLACE VIEW webhook_queue_counts AS
+SELECT t.shard, t.config_id, t.event_type, b.bucket, b.n
+FROM webhook_queue_tallies t
+CROSS JOIN LATERAL (VALUES ('pending', t.queued), ('completed', t.completed), ('failed', t.failed),
+                           ('cancelled', t.cancelled)) AS b(bucket, n)
+UNION ALL
+SELECT -1::smallint, f.config_id, f.event_type, b.bucket, b.n
+FROM (SELECT q.config_id, q.event_type, count(*) AS n FROM webhook_queue q
+      WHERE q.status = 'processing' AND q.deleted_at IS NULL
+      GROUP BY q.config_id, q.event_type) f
+CROSS JOIN LATERAL (VALUES ('processing', f.n), ('pending', -f.n)) AS b(bucket, n);
+
+COMMENT ON VIEW webhook_queue_counts IS
+    'Rows of webhook_queue by partner, event type and bucket (a status, or cancelled), in cells to sum over shard: webhook_queue_tallies, its queued split into processing and pending by a count of the rows in flight';
 
 CREATE OR REPLACE FUNCTION webhook_attempt_counts_add(http_statuses INTEGER[], durations_ms BIGINT[], deltas INTEGER[])
 RETURNS VOID
@@ -76,21 +110,22 @@ $$;
 COMMENT ON FUNCTION webhook_attempt_counts_add(INTEGER[], BIGINT[], INTEGER[]) IS
     'Adds completed attempts (element-wise: HTTP status or NULL, duration, +1 or -1) to webhook_attempt_counts: succeeded means a 2xx, durations go to their webhook_duration_bucket; the one writer of that table';
 
-CREATE OR REPLACE FUNCTION webhook_throughput_add(completed BIGINT, failed BIGINT) RETURNS VOID
+CREATE OR REPLACE FUNCTION webhook_throughput_add(seconds TIMESTAMPTZ[], completed BIGINT[], failed BIGINT[])
+RETURNS VOID
 LANGUAGE plpgsql STRICT AS $$
 BEGIN
-    IF completed = 0 AND failed = 0 THEN
-        RETURN;
-    END IF;
     INSERT INTO webhook_throughput AS t (second, shard, completed, failed)
-    VALUES (date_trunc('second', now()), webhook_counter_shard(), completed, failed)
+    SELECT date_trunc('second', u.second), webhook_counter_shard(), sum(u.completed), sum(u.failed)
+    FROM unnest(seconds, completed, failed) AS u(second, completed, failed)
+    GROUP BY date_trunc('second', u.second)
+    HAVING sum(u.completed) <> 0 OR sum(u.failed) <> 0
     ON CONFLICT (second, shard) DO UPDATE
         SET completed = t.completed + excluded.completed, failed = t.failed + excluded.failed;
 END
 $$;
 
-COMMENT ON FUNCTION webhook_throughput_add(BIGINT, BIGINT) IS
-    'Adds rows that reached completed and failed to this second of webhook_throughput; the one writer of that table';
+COMMENT ON FUNCTION webhook_throughput_add(TIMESTAMPTZ[], BIGINT[], BIGINT[]) IS
+    'Adds rows that reached completed and failed (element-wise: when, completed, failed) to their seconds of webhook_throughput; the one writer of that table';
 
 -- Inlined into the statements that call it (a single SELECT, neither volatile nor strict).
 CREATE OR REPLACE FUNCTION webhook_queue_attempts(q webhook_queue)
@@ -142,8 +177,8 @@ CREATE OR REPLACE TRIGGER webhook_queue_count_insert
 CREATE OR REPLACE FUNCTION webhook_queue_count_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM webhook_throughput_add(count(*) FILTER (WHERE n.status = 'completed'),
-                                   count(*) FILTER (WHERE n.status = 'failed'))
+    PERFORM webhook_throughput_add(ARRAY[now()], ARRAY[count(*) FILTER (WHERE n.status = 'completed')],
+                                   ARRAY[count(*) FILTER (WHERE n.status = 'failed')])
     FROM new_rows n JOIN old_rows o ON o.id = n.id
     WHERE n.status IN ('completed', 'failed') AND o.status IS DISTINCT FROM n.status;
     PERFORM webhook_queue_counts_add(array_agg(d.config_id), array_agg(d.event_type), array_agg(d.bucket),

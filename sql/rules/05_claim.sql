@@ -15,9 +15,10 @@
 -- A paused partner is not served at all. So a partner's backlog, retries or slowness never put
 -- its rows ahead of another partner's: every claim serves every partner with due work.
 --
--- Rows are locked FOR UPDATE SKIP LOCKED, then leased in one UPDATE that counts itself (the
--- pending ones move to processing: webhook_queue_counts_add) and settles nothing, so the count
--- triggers and money order's update trigger stand aside (01_statement_markers.sql). The commit
+-- Rows are locked FOR UPDATE SKIP LOCKED, then leased in one UPDATE that counts itself and
+-- settles nothing, so the count triggers and money order's update trigger stand aside
+-- (01_statement_markers.sql): pending and processing rows share one counter (queued,
+-- 02_counters.sql), so a lease changes no count. The commit
 -- need not be flushed (synchronous_commit off for this transaction): a claim is a lease, not a
 -- record; should PostgreSQL crash before the flush, the row is pending again and the outcome
 -- write, fenced on this claim, changes nothing.
@@ -164,13 +165,8 @@ BEGIN
           AND webhook_statement_counts_itself() AND webhook_statement_settles_nothing()
         RETURNING q.id, q.queue_id, q.event_type, q.config_id, q.webhook_url, q.request, q.retry_count, q.max_retries,
                   q.locked_at, c.xmin::text::int8, c.retry_base_delay_ms, c.retry_max_delay_ms
-    ), counted AS (
-        SELECT webhook_queue_counts_add(array_agg(m.config_id), array_agg(m.event_type),
-                                        array_agg(moved.bucket), array_agg(moved.delta))
-        FROM claimed m, (VALUES ('pending', -1::int8), ('processing', 1::int8)) AS moved(bucket, delta)
-        WHERE m.id = ANY (picked)
     )
-    SELECT m.*, soonest, room_full FROM claimed m LEFT JOIN counted ON true;
+    SELECT m.*, soonest, room_full FROM claimed m;
 END
 $$;
 

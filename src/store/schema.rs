@@ -139,12 +139,14 @@ diesel::table! {
 }
 
 diesel::table! {
-    webhook_queue_counts (shard, config_id, event_type, bucket) {
+    webhook_queue_tallies (shard, config_id, event_type) {
         shard -> Int2,
         config_id -> Int8,
         event_type -> Text,
-        bucket -> Text,
-        n -> Int8,
+        queued -> Int8,
+        completed -> Int8,
+        failed -> Int8,
+        cancelled -> Int8,
     }
 }
 
@@ -166,6 +168,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_configs,
     webhook_partner_state,
     webhook_queue,
-    webhook_queue_counts,
+    webhook_queue_tallies,
     webhook_throughput,
 );

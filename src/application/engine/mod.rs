@@ -18,6 +18,7 @@ pub mod prober;
 pub mod pruner;
 pub mod service;
 mod shared;
+mod throughput;
 mod worker;
 mod writer;
 

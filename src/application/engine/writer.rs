@@ -18,6 +18,7 @@ use super::error::EngineError;
 use super::handoff::Handoff;
 use super::service::Fed;
 use super::shared::{Finished, Signals};
+use super::throughput::Throughput;
 use crate::application::metrics::Metrics;
 use crate::config::Settings;
 use crate::domain::delivery::Status;
@@ -26,7 +27,7 @@ use crate::domain::partner::PartnerState;
 use crate::error_chain::describe;
 use crate::store::queue::outcome::{self, AttemptWrite, Circuit, LeasedDebit, PartnerChange};
 use crate::store::queue::release::{self, Release};
-use crate::store::DbPool;
+use crate::store::{throughput, DbPool};
 
 /// Most rows written by one statement.
 const MAX_ROWS_PER_WRITE: usize = 512;
@@ -44,6 +45,10 @@ pub struct Writer {
     workers_stop: CancellationToken,
     /// When to wake one idle worker, earliest first.
     timers: BinaryHeap<Reverse<Instant>>,
+    /// Rows settled, not yet added to the throughput's counters.
+    throughput: Throughput,
+    /// Whether everything sent has been received: the counts held are written at once.
+    drained: bool,
     give_up_after: Duration,
     circuit: Circuit,
     metrics: Arc<Metrics>,
@@ -70,6 +75,8 @@ impl Writer {
             lease: settings.worker.lock_duration,
             workers_stop: signals.stop.clone(),
             timers: BinaryHeap::new(),
+            throughput: Throughput::default(),
+            drained: false,
             give_up_after: settings.shutdown_timeout.max(Duration::from_secs(5)),
             circuit: Circuit {
                 failure_threshold: settings.circuit.failure_threshold as i32,
@@ -128,6 +135,7 @@ impl Writer {
             self.metrics.partner_changed(change.config_id, change.state);
         }
         self.hand_over(recorded.leased, started).await;
+        self.throughput.count(&recorded.written, chrono::Utc::now());
         let written = recorded.written;
         self.metrics.outcomes(
             written.len(),
@@ -135,7 +143,7 @@ impl Writer {
             started.elapsed(),
         );
         if written.len() < attempts.len() {
-            let written: HashSet<i64> = written.into_iter().collect();
+            let written: HashSet<i64> = written.into_iter().map(|w| w.id).collect();
             for lost in attempts.iter().filter(|a| !written.contains(&a.id)) {
                 warn!(self.log, "lease lost before the outcome was written; outcome discarded";
                     "row_id" => lost.id, "attempt" => lost.attempt, "worker_id" => &lost.worker_id);
@@ -172,6 +180,27 @@ impl Writer {
         }
         self.handoff.give(leased, write_sent);
         self.wake.notify_one();
+    }
+
+    /// Adds the rows settled to the throughput's counters, when due (or everything sent has
+    /// been written). Counts that cannot be written are dropped, as a process that dies drops
+    /// them: the statistics' rate runs short by them, nothing else.
+    async fn write_throughput(&mut self) {
+        let due = self.throughput.due().is_some_and(|at| at <= Instant::now());
+        if !(due || self.drained && self.throughput.due().is_some()) {
+            return;
+        }
+        let settled = self.throughput.take();
+        let pool = &self.pool;
+        let added = retrying(self.give_up_after, &self.log, "add throughput", || async {
+            let mut conn = pool.get().await?;
+            Ok(throughput::add(&mut conn, &settled).await?)
+        })
+        .await;
+        if added.is_none() {
+            warn!(self.log, "rows settled not added to the throughput statistics";
+                "seconds" => settled.len());
+        }
     }
 
     async fn write_releases(&mut self, releases: Vec<(Release, Duration)>) {
@@ -211,10 +240,19 @@ impl Fed for Writer {
     type Batch = Vec<Finished>;
 
     async fn receive(&mut self) -> Option<Vec<Finished>> {
-        let next_timer = self.timers.peek().map(|t| t.0);
+        let next_timer = [self.timers.peek().map(|t| t.0), self.throughput.due()]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             received = self.rx.recv_many(&mut self.batch, MAX_ROWS_PER_WRITE) => {
-                (received > 0).then(|| std::mem::take(&mut self.batch))
+                if received > 0 {
+                    Some(std::mem::take(&mut self.batch))
+                } else {
+                    // Closed and empty: one more round, for the counts still held.
+                    self.drained = true;
+                    self.throughput.due().map(|_| Vec::new())
+                }
             }
             _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
                 Some(Vec::new())
@@ -222,7 +260,8 @@ impl Fed for Writer {
         }
     }
 
-    /// Writes what was sent, then rings the timers that have come due.
+    /// Writes what was sent, then rings the timers that have come due and adds the rows
+    /// settled to the throughput when that is due.
     async fn handle(&mut self, mut batch: Vec<Finished>) -> Result<(), EngineError> {
         if !batch.is_empty() {
             self.write(&mut batch).await;
@@ -230,6 +269,7 @@ impl Fed for Writer {
             self.batch = batch;
         }
         self.ring_due_timers();
+        self.write_throughput().await;
         Ok(())
     }
 

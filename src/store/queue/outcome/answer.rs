@@ -6,6 +6,7 @@ use diesel::sql_types::{Int4, Int8, Json, Nullable, Text, Timestamptz, Uuid as S
 use diesel::QueryableByName;
 use uuid::Uuid;
 
+use crate::domain::delivery::Status;
 use crate::domain::event::EventType;
 use crate::domain::partner::{PartnerState, StateReason};
 use crate::store::queue::claim::ClaimedRow;
@@ -21,11 +22,19 @@ pub struct PartnerChange {
     pub held: i64,
 }
 
+/// A row an outcome write wrote, and the status it wrote: a partner failure while its partner
+/// is held leaves the row pending, whatever the attempt asked.
+#[derive(Clone, Copy, Debug)]
+pub struct Written {
+    pub id: i64,
+    pub status: Status,
+}
+
 /// What an outcome write did.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
     /// The rows written; one missing had lost its lease, and nothing of it was changed.
-    pub written: Vec<i64>,
+    pub written: Vec<Written>,
     pub changes: Vec<PartnerChange>,
     /// Whether any debit waited for its credit as the write began: a credit it completed may
     /// have released one (money order).
@@ -61,6 +70,8 @@ pub(super) struct Line {
     step: String,
     #[diesel(sql_type = Nullable<Int8>)]
     id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    status: Option<Status>,
     #[diesel(sql_type = Nullable<Int8>)]
     config_id: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -98,7 +109,7 @@ pub(super) struct Line {
 /// What one step reports.
 enum StepResult {
     /// Step 3: this row was written (a row of the batch without a line had lost its lease).
-    Written(i64),
+    Written(Written),
     /// Step 1: this partner's state changed.
     PartnerChanged(PartnerChange),
     /// Step 2: debits waited for their credits as the write began.
@@ -110,7 +121,10 @@ enum StepResult {
 impl Line {
     fn result(self) -> StepResult {
         match self.step.as_str() {
-            "written" => StepResult::Written(self.id.unwrap_or_default()),
+            "written" => StepResult::Written(Written {
+                id: self.id.unwrap_or_default(),
+                status: self.status.unwrap_or(Status::Pending),
+            }),
             "partner_changed" => StepResult::PartnerChanged(PartnerChange {
                 config_id: self.config_id.unwrap_or_default(),
                 state: self.changed_to.unwrap_or(PartnerState::Active),
@@ -151,7 +165,7 @@ impl FromIterator<Line> for Recorded {
         let mut recorded = Recorded::default();
         for line in lines {
             match line.result() {
-                StepResult::Written(id) => recorded.written.push(id),
+                StepResult::Written(row) => recorded.written.push(row),
                 StepResult::PartnerChanged(change) => recorded.changes.push(change),
                 StepResult::DebitsWaited => recorded.debits_waited = true,
                 StepResult::Leased(debit) => recorded.leased.push(*debit),

@@ -15,7 +15,7 @@ use diesel::sql_types::{Array, Double, Int4, Int8, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use self::answer::Line;
-pub use self::answer::{LeasedDebit, PartnerChange, Recorded};
+pub use self::answer::{LeasedDebit, PartnerChange, Recorded, Written};
 use self::statement::RECORD_ATTEMPTS_SQL;
 use crate::domain::delivery::Status;
 use crate::domain::event::EventType;

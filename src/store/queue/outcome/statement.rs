@@ -11,7 +11,7 @@
 //!    on the claim. Answer: one `written` line per row written.
 //! 4. [`LEASE_DEBITS`] (`leased`): the debits of the credits step 3 completed, leased to the
 //!    worker that called the credit. Answer: one `leased` line per debit.
-//! 5. [`COUNT`] (`counted`): the counters, moved by what steps 3 and 4 did.
+//! 5. [`COUNT`] (`counted`): the counters, moved by what step 3 did.
 //!
 //! The parameters are named here (`@ids` …) and numbered in [`PARAMS`]' order, the order
 //! `super::record_attempts` binds them in.
@@ -138,12 +138,13 @@ const LEASE_DEBITS: &str = "
          ";
 
 /// Step 5: the statement counts itself (sql/rules/01_statement_markers.sql), so the count
-/// trigger stands aside for it.
+/// trigger stands aside for it. Rows settled per second are not counted here: the writer adds
+/// them once a second (`application::engine::throughput`).
 const COUNT: &str = "
              -- Each written row leaves processing for its status (cancelled rows stay cancelled:
-             -- their buckets cancel out) and each leased debit leaves pending for processing; the
-             -- attempt's slot is counted anew, less what the slot held (a partner failure made
-             -- again once its partner is back, see above).
+             -- their buckets cancel out); a leased debit moves from pending to processing, which
+             -- share a counter. The attempt's slot is counted anew, less what the slot held (a
+             -- partner failure made again once its partner is back, see above).
              SELECT webhook_queue_counts_add(array_agg(m.config_id), array_agg(m.event_type),
                                              array_agg(m.bucket), array_agg(m.delta)),
                     webhook_attempt_counts_add(
@@ -153,21 +154,16 @@ const COUNT: &str = "
                     webhook_attempt_counts_add(
                         (SELECT array_agg(a.old_http_status) FROM written a WHERE a.old_completed_at IS NOT NULL),
                         (SELECT array_agg(a.old_duration_ms) FROM written a WHERE a.old_completed_at IS NOT NULL),
-                        (SELECT array_agg(-1) FROM written a WHERE a.old_completed_at IS NOT NULL)),
-                    webhook_throughput_add((SELECT count(*) FROM written a WHERE a.status = 'completed'),
-                                           (SELECT count(*) FROM written a WHERE a.status = 'failed'))
+                        (SELECT array_agg(-1) FROM written a WHERE a.old_completed_at IS NOT NULL))
              FROM (SELECT w.config_id, w.event_type, webhook_count_bucket(b.status, w.deleted_at) AS bucket, b.delta
                    FROM written w
-                   CROSS JOIN LATERAL (VALUES ('processing', -1::int8), (w.status, 1::int8)) AS b(status, delta)
-                   UNION ALL
-                   SELECT l.config_id, l.event_type, b.bucket, b.delta
-                   FROM leased l CROSS JOIN (VALUES ('pending', -1::int8), ('processing', 1::int8)) AS b(bucket, delta)) m
+                   CROSS JOIN LATERAL (VALUES ('processing', -1::int8), (w.status, 1::int8)) AS b(status, delta)) m
          ";
 
 /// The answer: each step's result as lines of its own, named by `step`
 /// (`super::answer::Step`); a column a step does not fill is null.
 const ANSWER: &str = "
-         SELECT 'written' AS step, id, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held,
+         SELECT 'written' AS step, id, status, NULL::int8 AS config_id, NULL::text AS changed_to, NULL::text AS reason, NULL::int8 AS held,
                 NULL::int8 AS leased_id, NULL::uuid AS queue_id, NULL::text AS event_type,
                 NULL::text AS webhook_url, NULL::json AS request, NULL::int4 AS retry_count, NULL::int4 AS max_retries,
                 NULL::timestamptz AS locked_at, NULL::text AS worker_id, NULL::int8 AS config_version,
@@ -175,14 +171,14 @@ const ANSWER: &str = "
          -- counted only SELECTs, and PostgreSQL runs such a CTE only when the query reads it.
          FROM written LEFT JOIN counted ON true
          UNION ALL
-         SELECT 'partner_changed', NULL, config_id, changed_to, reason, held, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+         SELECT 'partner_changed', NULL, NULL, config_id, changed_to, reason, held, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                 NULL, NULL
          FROM partner WHERE changed_to IS NOT NULL
          UNION ALL
-         SELECT 'debits_waited', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         SELECT 'debits_waited', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
          WHERE (SELECT yes FROM waited)
          UNION ALL
-         SELECT 'leased', NULL, config_id, NULL, NULL, NULL, id, queue_id, event_type, webhook_url, request, retry_count, max_retries,
+         SELECT 'leased', NULL, NULL, config_id, NULL, NULL, NULL, id, queue_id, event_type, webhook_url, request, retry_count, max_retries,
                 locked_at, worker_id, config_version, retry_base_delay_ms, retry_max_delay_ms
          FROM leased";
 
