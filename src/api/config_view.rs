@@ -6,8 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::call_settings::{AuthDoc, CallView, ClientTlsDoc, HeaderDoc, RequestDoc};
+use super::webhooks::OrderingName;
 use crate::application::configs::{Config, Health};
-use crate::domain::order::EventOrdering;
 use crate::domain::partner_delay;
 
 /// A partner config. Every field is always present, null where it has no value.
@@ -141,20 +141,5 @@ impl From<Config> for ConfigView {
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
-    }
-}
-
-/// `credit_before_debit` or `none`: the names of the domain's `EventOrdering`s.
-pub struct OrderingName;
-
-impl utoipa::PartialSchema for OrderingName {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        super::webhooks::string_enum(EventOrdering::ALL.map(EventOrdering::as_str))
-    }
-}
-
-impl ToSchema for OrderingName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "Ordering".into()
     }
 }

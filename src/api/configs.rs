@@ -9,10 +9,11 @@ use utoipa::ToSchema;
 
 use super::call_settings::{AuthDoc, CallFields, ClientTlsDoc, HeaderDoc, RequestDoc};
 use super::common::{Page, ServerErrors};
-use super::config_view::{ConfigView, OrderingName};
+use super::config_view::ConfigView;
 use super::errors::{ApiError, ErrorBody};
 use super::json::{read_body, too_large, Body, Fields, BODY_LIMIT};
 use super::state::{Reply, State};
+use super::webhooks::OrderingName;
 use crate::application::configs::{self, ConfigInput, Control, PartnerSettingsInput, MAX_NAME_LEN};
 use crate::application::AppError;
 use crate::domain::order::EventOrdering;

@@ -196,6 +196,7 @@ impl Transition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::name::assert_names_read_back;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
@@ -213,9 +214,7 @@ mod tests {
 
     #[test]
     fn statuses_round_trip() {
-        for s in Status::ALL {
-            assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
-        }
+        assert_names_read_back::<Status>();
         assert!("done".parse::<Status>().is_err());
     }
 

@@ -120,13 +120,12 @@ impl UrlParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::name::assert_names_read_back;
     use serde_json::json;
 
     #[test]
     fn event_types_round_trip() {
-        for t in EventType::ALL {
-            assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
-        }
+        assert_names_read_back::<EventType>();
         assert!("credit".parse::<EventType>().is_err());
         assert!("+CREDIT".parse::<EventType>().is_err());
     }

@@ -68,6 +68,17 @@ macro_rules! named {
 }
 pub(crate) use named;
 
+/// For each set's tests: every value reads back from its own text.
+#[cfg(test)]
+pub(crate) fn assert_names_read_back<T>()
+where
+    T: Named + std::str::FromStr<Err = UnknownName> + PartialEq + std::fmt::Debug,
+{
+    for &value in T::ALL {
+        assert_eq!(value.name().parse::<T>(), Ok(value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,16 +50,13 @@ named!(CancelReason);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::name::assert_names_read_back;
 
     #[test]
     fn names_round_trip() {
-        for o in EventOrdering::ALL {
-            assert_eq!(o.as_str().parse::<EventOrdering>().unwrap(), o);
-        }
+        assert_names_read_back::<EventOrdering>();
         assert_eq!(EventOrdering::default(), EventOrdering::CreditBeforeDebit);
         assert!("None".parse::<EventOrdering>().is_err());
-        for r in CancelReason::ALL {
-            assert_eq!(r.as_str().parse::<CancelReason>().unwrap(), r);
-        }
+        assert_names_read_back::<CancelReason>();
     }
 }

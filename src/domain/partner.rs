@@ -162,6 +162,7 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::name::assert_names_read_back;
 
     fn response(status: u16) -> Outcome {
         Outcome::Response {
@@ -198,12 +199,8 @@ mod tests {
 
     #[test]
     fn states_and_reasons_round_trip() {
-        for s in PartnerState::ALL {
-            assert_eq!(s.as_str().parse::<PartnerState>().unwrap(), s);
-        }
-        for r in StateReason::ALL {
-            assert_eq!(r.as_str().parse::<StateReason>().unwrap(), r);
-        }
+        assert_names_read_back::<PartnerState>();
+        assert_names_read_back::<StateReason>();
         assert!("down".parse::<PartnerState>().is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Queries on `webhook_configs`.
 
 use diesel::dsl::sql;
+use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
 use diesel::result::Error;
 use diesel::sql_types::BigInt;
@@ -32,8 +33,22 @@ pub async fn find_for_calls(
         .select((
             ConfigRow::as_select(),
             SigningSecrets::as_select(),
-            sql::<BigInt>("webhook_configs.xmin::text::int8"),
+            version(),
         ))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// A config and its signing secrets, its row locked until the caller's transaction ends.
+async fn lock_with_secrets(
+    conn: &mut AsyncPgConnection,
+    config_id: i64,
+) -> Result<Option<(ConfigRow, SigningSecrets)>, Error> {
+    webhook_configs
+        .find(config_id)
+        .select((ConfigRow::as_select(), SigningSecrets::as_select()))
+        .for_update()
         .first(conn)
         .await
         .optional()
@@ -51,13 +66,7 @@ pub async fn replace_merged<E: From<Error> + Send>(
         + Send,
 ) -> Result<Option<ConfigRow>, E> {
     conn.transaction(async |conn| {
-        let stored: Option<(ConfigRow, SigningSecrets)> = webhook_configs
-            .find(config_id)
-            .select((ConfigRow::as_select(), SigningSecrets::as_select()))
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?;
+        let stored = lock_with_secrets(conn, config_id).await?;
         let Some((row, signing)) = stored else {
             return Ok(None);
         };
@@ -101,13 +110,7 @@ pub async fn reseal_locked<E: From<Error> + Send>(
         + Send,
 ) -> Result<bool, E> {
     conn.transaction(async |conn| {
-        let stored: Option<(ConfigRow, SigningSecrets)> = webhook_configs
-            .find(config_id)
-            .select((ConfigRow::as_select(), SigningSecrets::as_select()))
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?;
+        let stored = lock_with_secrets(conn, config_id).await?;
         let Some((row, signing)) = stored else {
             return Ok(false);
         };
@@ -143,16 +146,18 @@ pub struct Versioned {
     pub version: i64,
 }
 
+/// A config row's version: its `xmin`, which every update changes.
+fn version() -> SqlLiteral<BigInt> {
+    sql("webhook_configs.xmin::text::int8")
+}
+
 pub async fn find_versioned(
     conn: &mut AsyncPgConnection,
     ids: &[i64],
 ) -> Result<Vec<Versioned>, Error> {
     let rows: Vec<(ConfigRow, i64)> = webhook_configs
         .filter(id.eq_any(ids))
-        .select((
-            ConfigRow::as_select(),
-            sql::<BigInt>("webhook_configs.xmin::text::int8"),
-        ))
+        .select((ConfigRow::as_select(), version()))
         .load(conn)
         .await?;
     Ok(rows

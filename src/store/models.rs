@@ -35,20 +35,6 @@ text_enum!(EventOrdering);
 text_enum!(PartnerState);
 text_enum!(StateReason);
 
-impl FromSql<Text, Pg> for PartnerState {
-    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
-        Ok(text.parse()?)
-    }
-}
-
-impl FromSql<Text, Pg> for StateReason {
-    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
-        Ok(text.parse()?)
-    }
-}
-
 // Domain enums read from their SQL text.
 macro_rules! parsed_text {
     ($t:ty) => {
@@ -65,6 +51,8 @@ parsed_text!(EventType);
 parsed_text!(HeldReason);
 parsed_text!(CancelReason);
 parsed_text!(EventOrdering);
+parsed_text!(PartnerState);
+parsed_text!(StateReason);
 
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = webhook_configs)]

@@ -6,79 +6,61 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::delivery::{HeldReason, Status};
 use crate::domain::event::{EventType, MAX_PARAMS, MAX_PARAM_NAME_LEN, MAX_VALUE_LEN};
-use crate::domain::order::CancelReason;
+use crate::domain::order::{CancelReason, EventOrdering};
 
 // ---------------------------------------------------------------------------------------------
 // Names the document shows for domain values
 // ---------------------------------------------------------------------------------------------
 
 /// A string enum of `names`.
-pub(crate) fn string_enum(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
+fn string_enum(names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(names))
         .into()
 }
 
-/// `+credit` or `-debit`: the names of the domain's `EventType`s.
-pub struct EventTypeName;
+/// A unit type whose schema is the string enum of a domain enum's names, shown in the document
+/// under `$shown`; fields of that enum name it in `#[schema(value_type = ...)]`.
+macro_rules! name_schema {
+    ($(#[$doc:meta])* $name:ident => $t:ty, $shown:literal) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl PartialSchema for EventTypeName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(EventType::ALL.map(EventType::as_str))
-    }
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                string_enum(<$t>::ALL.map(<$t>::as_str))
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                $shown.into()
+            }
+        }
+    };
 }
 
-impl ToSchema for EventTypeName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "EventType".into()
-    }
-}
-
-/// The names of the domain's delivery `Status`es.
-pub struct StatusName;
-
-impl PartialSchema for StatusName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(Status::ALL.map(Status::as_str))
-    }
-}
-
-impl ToSchema for StatusName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "Status".into()
-    }
-}
-
-/// The names of the domain's `HeldReason`s: why a pending entry is not called now.
-pub struct HeldReasonName;
-
-impl PartialSchema for HeldReasonName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(HeldReason::ALL.map(HeldReason::as_str))
-    }
-}
-
-impl ToSchema for HeldReasonName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "HeldReason".into()
-    }
-}
-
-/// The names of the domain's `CancelReason`s: why webhookd cancelled an entry itself.
-pub struct CancelReasonName;
-
-impl PartialSchema for CancelReasonName {
-    fn schema() -> RefOr<Schema> {
-        string_enum(CancelReason::ALL.map(CancelReason::as_str))
-    }
-}
-
-impl ToSchema for CancelReasonName {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "CancelReason".into()
-    }
-}
+name_schema!(
+    /// `+credit` or `-debit`: the names of the domain's `EventType`s.
+    EventTypeName => EventType, "EventType"
+);
+name_schema!(
+    /// The names of the domain's delivery `Status`es.
+    StatusName => Status, "Status"
+);
+name_schema!(
+    /// The names of the domain's `HeldReason`s: why a pending entry is not called now.
+    HeldReasonName => HeldReason, "HeldReason"
+);
+name_schema!(
+    /// The names of the domain's `CancelReason`s: why webhookd cancelled an entry itself.
+    CancelReasonName => CancelReason, "CancelReason"
+);
+name_schema!(
+    /// `credit_before_debit` or `none`: the names of the domain's `EventOrdering`s.
+    OrderingName => EventOrdering, "Ordering"
+);
 
 /// No U+0000 (which PostgreSQL text cannot hold): the pattern of every free-text string a
 /// body carries.
