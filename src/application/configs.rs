@@ -1,6 +1,7 @@
 //! Partner configurations: create, read, replace, deactivate; and each partner's health
 //! (docs/api.md, "Partner health"): its delivery state as read, an operator's pause and resume.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use slog::{info, Logger};
@@ -168,26 +169,14 @@ pub struct PartnerSettingsInput {
 
 impl PartnerSettingsInput {
     fn parse(self) -> Result<PartnerSettings, AppError> {
-        let max_per_second = match self.max_per_second {
-            None => None,
-            Some(n) if (1..=MAX_PER_SECOND_LIMIT).contains(&n) => Some(n as i32),
-            Some(_) => {
-                return Err(AppError::invalid(
-                    "max_per_second",
-                    format!("must be between 1 and {MAX_PER_SECOND_LIMIT}"),
-                ))
-            }
-        };
-        let circuit_failure_threshold = match self.circuit_failure_threshold {
-            None => None,
-            Some(n) if (1..=MAX_THRESHOLD).contains(&n) => Some(n as i32),
-            Some(_) => {
-                return Err(AppError::invalid(
-                    "circuit_failure_threshold",
-                    format!("must be between 1 and {MAX_THRESHOLD}"),
-                ))
-            }
-        };
+        let max_per_second = self
+            .max_per_second
+            .map(|n| in_range("max_per_second", n, 1..=MAX_PER_SECOND_LIMIT))
+            .transpose()?;
+        let circuit_failure_threshold = self
+            .circuit_failure_threshold
+            .map(|n| in_range("circuit_failure_threshold", n, 1..=MAX_THRESHOLD))
+            .transpose()?;
         let delay = |field: &str, text: Option<String>| -> Result<Option<Duration>, AppError> {
             text.map(|text| partner_delay::parse(&text).map_err(|e| AppError::invalid(field, e)))
                 .transpose()
@@ -242,7 +231,9 @@ impl ConfigInput {
                 "a config needs a postback_url, a chargeback_url or both",
             ));
         }
-        let max_retries = max_retries.map(checked_max_retries).transpose()?;
+        let max_retries = max_retries
+            .map(|n| in_range("max_retries", n, 0..=MAX_RETRIES_LIMIT as i64))
+            .transpose()?;
         let grace = signing_grace.as_deref().map(parse_grace).transpose()?;
         let signing = match signing_secret {
             Some(Some(secret)) => SigningChange::Set {
@@ -445,11 +436,12 @@ fn checked_name(name: &str) -> Result<String, AppError> {
     Ok(name.to_string())
 }
 
-fn checked_max_retries(n: i64) -> Result<i32, AppError> {
-    if !(0..=MAX_RETRIES_LIMIT as i64).contains(&n) {
+/// `n` as the `i32` its column holds, when `range` takes it.
+fn in_range(field: &str, n: i64, range: RangeInclusive<i64>) -> Result<i32, AppError> {
+    if !range.contains(&n) {
         return Err(AppError::invalid(
-            "max_retries",
-            format!("must be between 0 and {MAX_RETRIES_LIMIT}"),
+            field,
+            format!("must be between {} and {}", range.start(), range.end()),
         ));
     }
     Ok(n as i32)
