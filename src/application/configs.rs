@@ -446,3 +446,22 @@ fn in_range(field: &str, n: i64, range: RangeInclusive<i64>) -> Result<i32, AppE
     }
     Ok(n as i32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_out_of_range_names_its_field_and_bounds() {
+        let settings = PartnerSettingsInput {
+            max_per_second: Some(0),
+            ..Default::default()
+        };
+        let error = settings.parse().unwrap_err();
+        assert_eq!(error.field(), Some("max_per_second"));
+        assert_eq!(error.to_string(), "must be between 1 and 100000");
+        let error = in_range("max_retries", 7, 0..=MAX_RETRIES_LIMIT as i64).unwrap_err();
+        assert_eq!(error.to_string(), "must be between 0 and 6");
+        assert_eq!(in_range("max_retries", 6, 0..=6).unwrap(), 6);
+    }
+}
