@@ -115,17 +115,6 @@ async fn without_the_bearer_token_every_route_but_health_is_401() {
     app.shutdown().await;
 }
 
-/// A connection to the maintenance database `postgres` of the server the tests use.
-async fn admin_client() -> tokio_postgres::Client {
-    let mut url = url::Url::parse(&common::base_url()).unwrap();
-    url.set_path("/postgres");
-    let (client, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
 /// Polls `/health` until it answers `status` (within 15 s) and returns that body.
 async fn health_once_it_answers(app: &TestApp, status: u16) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -150,7 +139,7 @@ async fn health_is_503_while_the_database_is_away_and_200_once_it_is_back() {
     assert_eq!(health["database"], "ok");
 
     // Take this test's database away: no new connections, and the open ones are ended.
-    let admin = admin_client().await;
+    let admin = common::admin().await;
     let name = app.db.name.clone();
     admin
         .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
@@ -169,11 +158,7 @@ async fn health_is_503_while_the_database_is_away_and_200_once_it_is_back() {
     assert_eq!(health["status"], "unavailable", "{health}");
 
     // A submit now is a 503 whose body says nothing of the cause ...
-    let answer = Event::credit("while-away")
-        .to(config)
-        .param("user_id", "u1")
-        .post(&app)
-        .await;
+    let answer = Event::u1_credit("while-away", config).post(&app).await;
     assert_error(
         &answer,
         UNAVAILABLE,
@@ -220,13 +205,8 @@ async fn health_is_503_while_the_database_is_away_and_200_once_it_is_back() {
         (&health["status"], &health["database"]),
         (&json!("ok"), &json!("ok"))
     );
-    app.submit(
-        Event::credit("after-return")
-            .to(config)
-            .param("user_id", "u1")
-            .body(),
-    )
-    .await;
+    app.submit(Event::u1_credit("after-return", config).body())
+        .await;
     assert_eq!(
         queue_rows(&app).await,
         1,

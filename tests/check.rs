@@ -96,15 +96,12 @@ async fn pass(app: &TestApp) -> Pruned {
     }
 }
 
+const CREDIT_URL: &str = "http://127.0.0.1:9/credit/{event_id}";
+const DEBIT_URL: &str = "http://127.0.0.1:9/debit/{event_id}";
+
 async fn app_with_partner() -> (TestApp, i64) {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config(
-            "p",
-            "http://127.0.0.1:9/credit/{event_id}",
-            "http://127.0.0.1:9/debit/{event_id}",
-        )
-        .await;
+    let config = app.config("p", CREDIT_URL, DEBIT_URL).await;
     (app, config)
 }
 

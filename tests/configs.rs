@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fixture::Event;
+use common::fixture::{unreachable, Event};
 use common::http::*;
 use common::{spawn, Options};
 use reqwest::Method;
@@ -85,11 +85,7 @@ async fn configs_are_created_read_listed_replaced_and_deactivated() {
     assert_eq!(deactivated["is_active"], false);
     assert_eq!(app.get(&path).await.1["is_active"], false);
     assert_eq!(config_rows(&app).await, before);
-    let answer = Event::credit("after-deactivation")
-        .to(id)
-        .param("user_id", "u1")
-        .post(&app)
-        .await;
+    let answer = Event::u1_credit("after-deactivation", id).post(&app).await;
     assert_error(
         &answer,
         INVALID,
@@ -103,13 +99,7 @@ async fn configs_are_created_read_listed_replaced_and_deactivated() {
         json!({"name": "acme-2", "postback_url": "https://p.example/pb", "is_active": true});
     let (status, revived) = put(&app, &path, revival).await;
     assert_eq!((status, &revived["is_active"]), (200, &json!(true)));
-    app.submit(
-        Event::credit("revived")
-            .to(id)
-            .param("user_id", "u1")
-            .body(),
-    )
-    .await;
+    app.submit(Event::u1_credit("revived", id).body()).await;
 
     for method in [Method::GET, Method::DELETE] {
         let answer = app
@@ -132,9 +122,7 @@ async fn configs_are_created_read_listed_replaced_and_deactivated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_configs_are_422_naming_the_field_and_write_nothing() {
     let app = spawn(Options::default()).await;
-    let existing = app
-        .config("existing", "http://127.0.0.1:9/pb", "http://127.0.0.1:9/cb")
-        .await;
+    let existing = unreachable(&app, "existing").await;
     let existing_path = format!("/webhook-configs/{existing}");
     let (_, existing_before) = app.get(&existing_path).await;
     let ok = "http://127.0.0.1:9/ok";

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::fixture::{self, Event, Partner};
-use common::receiver::Receiver;
+use common::scenario::{delivering, with_receiver};
 use common::{spawn, Options, TestApp};
 use serde_json::{json, Value};
 
@@ -322,8 +322,7 @@ async fn failed_event(app: &TestApp, config: i64, event_id: &str) -> String {
 /// retries it and sees it complete, counts and confirms a bulk redrive, and edits configs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_finds_retries_and_redrives_failed_events_in_the_console() {
-    let receiver = Receiver::start().await;
-    let app = spawn(
+    let (receiver, app) = with_receiver(
         Options::with_workers()
             .env("API_TOKEN", TOKEN)
             .bearer(TOKEN),
@@ -652,8 +651,7 @@ async fn editing_a_partner_in_the_console_keeps_what_the_form_does_not_change() 
 /// Pausing a partner from the console holds its events; resuming it delivers them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pausing_a_partner_in_the_console_holds_its_events() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     let partner = config(&app, "paused partner", &receiver.url("/ok/paused")).await;
     let browser = Browser::start().await;
     browser.open(&app.url("/#/partners")).await;

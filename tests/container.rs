@@ -554,11 +554,12 @@ async fn the_image_migrates_serves_delivers_and_stops_cleanly_as_the_manifests_r
         entry["queue_id"].as_str().unwrap()
     );
     let client = db.client().await;
-    common::eventually(Duration::from_secs(10), "the row completed", || async {
-        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'completed'")
-            .await
-            == 1
-    })
+    db.wait_count(
+        "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+        1,
+        Duration::from_secs(10),
+        "the row completed",
+    )
     .await;
 
     // SIGTERM while a call is in flight (the partner takes 5 s, so the signal is sent while

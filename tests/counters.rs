@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::counters::assert_counters_exact;
 use common::receiver::Receiver;
-use common::{eventually, spawn, Options, TestDb};
+use common::scenario::partner_on;
+use common::{spawn, Options, TestDb};
 use serde_json::{json, Value};
 
 /// Whatever an operator changes by hand — status, attempts, partner, event type, cancellation,
@@ -15,12 +16,8 @@ use serde_json::{json, Value};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counters_stay_exact_through_every_kind_of_change_by_hand() {
     let app = spawn(Options::default()).await;
-    let a = app
-        .config("a", "http://127.0.0.1:1/a", "http://127.0.0.1:1/a")
-        .await;
-    let b = app
-        .config("b", "http://127.0.0.1:1/b", "http://127.0.0.1:1/b")
-        .await;
+    let a = app.partner("a", "http://127.0.0.1:1/a").await;
+    let b = app.partner("b", "http://127.0.0.1:1/b").await;
     for n in 0..7 {
         app.submit(json!({"event_type": "+credit", "event_id": format!("e{n}"), "config_id": a}))
             .await;
@@ -104,13 +101,7 @@ async fn the_statements_that_count_themselves_keep_the_counters_exact() {
             .env("RETRY_MAX_DELAY", "40ms")
     };
     let app = spawn(env(Options::default())).await;
-    let ok = app
-        .config(
-            "ok",
-            &receiver.url("/ok/{n}"),
-            &receiver.url("/ok/debit/{n}"),
-        )
-        .await;
+    let ok = partner_on(&app, &receiver, "ok", "/ok/{n}", "/ok/debit/{n}").await;
     let (_, failing) = app
         .post(
             "/webhook-configs",
@@ -167,17 +158,14 @@ async fn the_statements_that_count_themselves_keep_the_counters_exact() {
 
     let db = app.shutdown().await;
     let app = common::spawn_on(db, env(Options::with_workers())).await;
-    eventually(
-        Duration::from_secs(10),
-        "every entry delivered or failed",
-        || async {
-            app.db
-            .count("SELECT count(*) FROM webhook_queue WHERE status NOT IN ('completed', 'failed')")
-            .await
-            == 0
-        },
-    )
-    .await;
+    app.db
+        .wait_count(
+            "SELECT count(*) FROM webhook_queue WHERE status NOT IN ('completed', 'failed')",
+            0,
+            Duration::from_secs(10),
+            "every entry delivered or failed",
+        )
+        .await;
     let db = app.shutdown().await;
     assert_eq!(
         db.count(

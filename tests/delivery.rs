@@ -4,9 +4,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixture::{Event, Partner};
+use common::fixture::one_credit;
 use common::receiver::Receiver;
-use common::{eventually, spawn, wait, Options};
+use common::scenario::{delivering, partner_on};
+use common::{eventually, wait};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -28,15 +29,15 @@ async fn line_of(conn: &mut diesel_async::AsyncPgConnection, sql: &str) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_and_debit_reach_the_right_url_with_headers_and_complete_at_attempt_0() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
-    let config = app
-        .config(
-            "partner",
-            &receiver.url("/ok/postback?src=net&uid={user_id}"),
-            &receiver.url("/ok/chargeback/{event_id}"),
-        )
-        .await;
+    let (receiver, app) = delivering("").await;
+    let config = partner_on(
+        &app,
+        &receiver,
+        "partner",
+        "/ok/postback?src=net&uid={user_id}",
+        "/ok/chargeback/{event_id}",
+    )
+    .await;
 
     let credit = app
         .submit(
@@ -48,12 +49,8 @@ async fn credit_and_debit_reach_the_right_url_with_headers_and_complete_at_attem
         .submit(json!({"event_type": "-debit", "event_id": "tx2", "config_id": config, "url_params": {"amount": "5"}}))
         .await;
 
-    let credit_done = app
-        .wait_for_status(credit["queue_id"].as_str().unwrap(), "completed", WAIT)
-        .await;
-    let debit_done = app
-        .wait_for_status(debit["queue_id"].as_str().unwrap(), "completed", WAIT)
-        .await;
+    let credit_done = app.wait_entry(&credit, "completed", WAIT).await;
+    let debit_done = app.wait_entry(&debit, "completed", WAIT).await;
 
     let postbacks = receiver.received_at("/ok/postback");
     assert_eq!(postbacks.len(), 1);
@@ -109,24 +106,12 @@ async fn credit_and_debit_reach_the_right_url_with_headers_and_complete_at_attem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_failing_twice_then_succeeding_is_retried_within_the_backoff_bounds() {
-    let receiver = Receiver::start().await;
     // A poll far beyond the test's whole wait: each retry is called because the app's own
     // timer woke a worker when the retry fell due, never because a poll came round.
-    let app = spawn(
-        Options::with_workers()
-            .env("RETRY_BASE_DELAY", "200ms")
-            .env("RETRY_JITTER", "0.25")
-            .env("WORKER_POLL_INTERVAL", "1h"),
-    )
-    .await;
+    let (receiver, app) =
+        delivering("RETRY_BASE_DELAY=200ms RETRY_JITTER=0.25 WORKER_POLL_INTERVAL=1h").await;
     wait::record_row_versions(&app.db).await;
-    let config = app
-        .config(
-            "flaky",
-            &receiver.url("/flaky/2/pb"),
-            &receiver.url("/ok/cb"),
-        )
-        .await;
+    let config = partner_on(&app, &receiver, "flaky", "/flaky/2/pb", "/ok/cb").await;
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config, "url_params": {}}))
         .await;
@@ -186,22 +171,9 @@ async fn a_partner_failing_twice_then_succeeding_is_retried_within_the_backoff_b
 async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_plus_one_calls() {
     // 400, the event's own failure: a partner failure on every attempt would trip the partner
     // and hold the event instead (tests/partners.rs).
-    let receiver = Receiver::start().await;
-    let app = spawn(
-        Options::with_workers()
-            .env("RETRY_BASE_DELAY", "20ms")
-            .env("RETRY_MAX_DELAY", "50ms"),
-    )
-    .await;
-    let config = Partner::new("down")
-        .postback(&receiver.url("/status/400/pb"))
-        .max_retries(3)
-        .create(&app)
-        .await;
-    let entry = Event::of("+credit").to(config).submit(&app).await;
-    let done = app
-        .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
-        .await;
+    let (receiver, app) = delivering("RETRY_BASE_DELAY=20ms RETRY_MAX_DELAY=50ms").await;
+    let entry = one_credit(&app, "down", &receiver.url("/status/400/pb"), 3).await;
+    let done = app.wait_entry(&entry, "failed", WAIT).await;
     assert_eq!(done["retry_count"], 3);
     assert_eq!(done["max_retries"], 3);
     assert!(done["completed_at"].is_null());
@@ -214,14 +186,11 @@ async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_
     // claimed by a claim that sees the row failed, so a worker that would call it again does
     // so no later than that claim; once the barrier is delivered and its outcome written, no
     // row is left due or in flight, and the partner still saw four calls.
-    let up = app
-        .config("up", &receiver.url("/ok/barrier"), &receiver.url("/ok/cb"))
-        .await;
+    let up = partner_on(&app, &receiver, "up", "/ok/barrier", "/ok/cb").await;
     let barrier = app
         .submit(json!({"event_type": "+credit", "config_id": up, "url_params": {}}))
         .await;
-    app.wait_for_status(barrier["queue_id"].as_str().unwrap(), "completed", WAIT)
-        .await;
+    app.wait_entry(&barrier, "completed", WAIT).await;
     assert_eq!(receiver.received_at("/status/400/pb").len(), 4);
     assert_eq!(
         app.db
@@ -242,13 +211,8 @@ async fn when_every_attempt_fails_the_row_ends_failed_after_exactly_max_retries_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_timeout_5xx_429_and_oversized_bodies_are_each_recorded() {
-    let receiver = Receiver::start().await;
-    let app = spawn(
-        Options::with_workers()
-            .env("HTTP_TIMEOUT", "300ms")
-            .env("RESPONSE_BODY_LIMIT", "100")
-            .env("RETRY_BASE_DELAY", "50ms")
-            .env("RETRY_MAX_DELAY", "5s"),
+    let (receiver, app) = delivering(
+        "HTTP_TIMEOUT=300ms RESPONSE_BODY_LIMIT=100 RETRY_BASE_DELAY=50ms RETRY_MAX_DELAY=5s",
     )
     .await;
     // A port nothing listens on: bind one, then free it.
@@ -312,9 +276,7 @@ async fn refused_timeout_5xx_429_and_oversized_bodies_are_each_recorded() {
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config["id"], "url_params": {}}))
         .await;
-    let done = app
-        .wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
-        .await;
+    let done = app.wait_entry(&entry, "completed", WAIT).await;
     assert_eq!(done["attempts"][0]["http_status"], 429);
     assert_eq!(done["retry_count"], 1);
     let calls = receiver.received_at("/retry-after/1/pb");
@@ -328,13 +290,10 @@ async fn refused_timeout_5xx_429_and_oversized_bodies_are_each_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_row_wakes_an_idle_worker_long_before_the_next_poll() {
-    let receiver = Receiver::start().await;
     // A poll far beyond the test's whole wait: only the NOTIFY of a new row can wake a worker
     // in time. How many milliseconds the wake-up takes is measured by `just bench`.
-    let app = spawn(Options::with_workers().env("WORKER_POLL_INTERVAL", "1h")).await;
-    let config = app
-        .config("fast", &receiver.url("/ok/pb"), &receiver.url("/ok/cb"))
-        .await;
+    let (receiver, app) = delivering("WORKER_POLL_INTERVAL=1h").await;
+    let config = partner_on(&app, &receiver, "fast", "/ok/pb", "/ok/cb").await;
     eventually(WAIT, "the listener to be listening", || async {
         app.logs.text().contains("listening for new rows")
     })
@@ -346,8 +305,7 @@ async fn a_new_row_wakes_an_idle_worker_long_before_the_next_poll() {
         let entry = app
             .submit(json!({"event_type": "+credit", "event_id": format!("e{i}"), "config_id": config, "url_params": {}}))
             .await;
-        app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
-            .await;
+        app.wait_entry(&entry, "completed", WAIT).await;
     }
     assert_eq!(receiver.received_at("/ok/pb").len(), 6);
     app.shutdown().await;
@@ -355,20 +313,15 @@ async fn a_new_row_wakes_an_idle_worker_long_before_the_next_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_handed_back_by_a_saturated_host_are_called_when_due_not_at_the_next_poll() {
-    let receiver = Receiver::start().await;
-    let app = spawn(
-        Options::with_workers()
-            .env("WORKER_POLL_INTERVAL", "1h")
-            .env("DELIVERY_HOST_CONCURRENCY", "1"),
+    let (receiver, app) = delivering("WORKER_POLL_INTERVAL=1h DELIVERY_HOST_CONCURRENCY=1").await;
+    let config = partner_on(
+        &app,
+        &receiver,
+        "one-at-a-time",
+        "/slow/400/pb",
+        "/slow/400/cb",
     )
     .await;
-    let config = app
-        .config(
-            "one-at-a-time",
-            &receiver.url("/slow/400/pb"),
-            &receiver.url("/slow/400/cb"),
-        )
-        .await;
     // One claim takes all six; the host takes one call and one waiting row, so the other four
     // are handed back, due again a second later, with no new row to wake anyone.
     let events: Vec<serde_json::Value> = (0..6)
@@ -383,44 +336,30 @@ async fn rows_handed_back_by_a_saturated_host_are_called_when_due_not_at_the_nex
     receiver
         .wait_for("/slow/400/pb", 6, Duration::from_secs(60))
         .await;
-    eventually(
-        Duration::from_secs(60),
-        "all six rows completed",
-        || async {
-            app.db
-                .count("SELECT count(*) FROM webhook_queue WHERE status = 'completed'")
-                .await
-                == 6
-        },
-    )
-    .await;
+    app.db
+        .wait_count(
+            "SELECT count(*) FROM webhook_queue WHERE status = 'completed'",
+            6,
+            Duration::from_secs(60),
+            "all six rows completed",
+        )
+        .await;
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_partner_does_not_delay_another_partners_events() {
-    let receiver = Receiver::start().await;
     // The hanging partner's calls stay open for a minute (HTTP_TIMEOUT): far longer than the
     // healthy partner's events may take even on a loaded machine, so "not delayed" is shown
     // by order, not by a stopwatch.
-    let app = spawn(
-        Options::with_workers()
-            .env("WORKER_COUNT", "2")
-            .env("WORKER_BATCH_SIZE", "10")
-            .env("DELIVERY_HOST_CONCURRENCY", "4")
-            .env("HTTP_TIMEOUT", "60s")
-            .env("WORKER_LOCK_DURATION", "120s"),
+    let (receiver, app) = delivering(
+        "WORKER_COUNT=2 WORKER_BATCH_SIZE=10 DELIVERY_HOST_CONCURRENCY=4
+         HTTP_TIMEOUT=60s WORKER_LOCK_DURATION=120s",
     )
     .await;
     // Two partners on two host:port pairs: one hangs, the other answers at once.
     let other = Receiver::start().await;
-    let hanging = app
-        .config(
-            "hangs",
-            &receiver.url("/hang/pb"),
-            &receiver.url("/hang/cb"),
-        )
-        .await;
+    let hanging = partner_on(&app, &receiver, "hangs", "/hang/pb", "/hang/cb").await;
     let healthy = app
         .config("healthy", &other.url("/ok/pb"), &other.url("/ok/cb"))
         .await;
@@ -876,24 +815,13 @@ async fn the_delivery_statements_are_prepared_once_per_connection() {
 /// other worker can take it over mid-call and call the partner a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_whose_lease_would_end_mid_call_is_handed_back_not_called() {
-    let receiver = Receiver::start().await;
     // One call at a time to the receiver's host: of two rows claimed together, the second
     // waits for the first's 800 ms call, and 800 ms + HTTP_TIMEOUT outlasts the lease.
-    let app = spawn(
-        Options::with_workers()
-            .env("WORKER_COUNT", "1")
-            .env("DELIVERY_HOST_CONCURRENCY", "1")
-            .env("HTTP_TIMEOUT", "1s")
-            .env("WORKER_LOCK_DURATION", "1500ms"),
+    let (receiver, app) = delivering(
+        "WORKER_COUNT=1 DELIVERY_HOST_CONCURRENCY=1 HTTP_TIMEOUT=1s WORKER_LOCK_DURATION=1500ms",
     )
     .await;
-    let config = app
-        .config(
-            "slow",
-            &receiver.url("/slow/800/pb/{event_id}"),
-            &receiver.url("/ok/cb"),
-        )
-        .await;
+    let config = partner_on(&app, &receiver, "slow", "/slow/800/pb/{event_id}", "/ok/cb").await;
     let events: Vec<_> = ["a", "b"]
         .iter()
         .map(|id| json!({"event_type": "+credit", "event_id": id, "config_id": config, "url_params": {}}))

@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::fixture::unreachable;
 use common::{spawn_on, Options, TestApp, TestDb};
 use serde_json::{json, Value};
 use tokio_postgres::SimpleQueryMessage;
@@ -97,6 +98,12 @@ async fn rows_read(app: &TestApp, filter: &ListFilter) -> f64 {
 
 fn at(sql_time: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(sql_time).unwrap().into()
+}
+
+/// `POST /webhooks/redrive` as a dry run for partner `config`.
+async fn dry_run_redrive(app: &TestApp, config: i64) -> (u16, Value) {
+    let body = json!({"config_id": config, "dry_run": true});
+    app.post("/webhooks/redrive", body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,12 +236,7 @@ async fn each_search_of_a_long_history_reads_about_what_it_answers() {
         failed > 0,
         "the history has failed rows for partner {partner}"
     );
-    let (status, answer) = app
-        .post(
-            "/webhooks/redrive",
-            json!({"config_id": partner, "dry_run": true}),
-        )
-        .await;
+    let (status, answer) = dry_run_redrive(&app, partner).await;
     assert_eq!(
         (status, answer["matched"].as_i64()),
         (200, Some(failed)),
@@ -289,20 +291,14 @@ async fn a_search_past_query_timeout_answers_503_and_the_next_one_after_it_200()
         Options::default().env("QUERY_TIMEOUT", "300ms"),
     )
     .await;
-    let config = app
-        .config("p", "http://127.0.0.1:9/pb", "http://127.0.0.1:9/cb")
-        .await;
+    let config = unreachable(&app, "p").await;
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config}))
         .await;
     // Another session holds the queue, so every read of it waits until cancelled.
+    let lock = "BEGIN; LOCK TABLE webhook_queue, webhook_partner_state IN ACCESS EXCLUSIVE MODE";
     let holder = app.db.client().await;
-    holder
-        .batch_execute(
-            "BEGIN; LOCK TABLE webhook_queue, webhook_partner_state IN ACCESS EXCLUSIVE MODE",
-        )
-        .await
-        .unwrap();
+    holder.batch_execute(lock).await.unwrap();
     for query in [
         "/webhooks?status=failed",
         "/webhooks?event_id=x",
@@ -314,12 +310,7 @@ async fn a_search_past_query_timeout_answers_503_and_the_next_one_after_it_200()
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains("QUERY_TIMEOUT"), "{message}");
     }
-    let (status, answer) = app
-        .post(
-            "/webhooks/redrive",
-            json!({"config_id": config, "dry_run": true}),
-        )
-        .await;
+    let (status, answer) = dry_run_redrive(&app, config).await;
     assert_eq!(
         (status, &answer["error"]["code"]),
         (503, &json!("query_timeout"))

@@ -127,13 +127,8 @@ async fn keyset_pages_visit_every_entry_once_newest_first_even_while_rows_arrive
     let mut originals = Vec::new();
     for n in 0..25 {
         originals.push(queue_id(
-            &app.submit(
-                Event::credit(&format!("e{n}"))
-                    .to(config)
-                    .param("user_id", "u1")
-                    .body(),
-            )
-            .await,
+            &app.submit(Event::u1_credit(&format!("e{n}"), config).body())
+                .await,
         ));
     }
     let newest_first: Vec<String> = originals.iter().rev().cloned().collect();
@@ -150,13 +145,8 @@ async fn keyset_pages_visit_every_entry_once_newest_first_even_while_rows_arrive
         page_sizes.push(ids.len());
         seen.extend(ids);
         for _ in 0..3 {
-            app.submit(
-                Event::credit(&format!("arrival-{arrivals}"))
-                    .to(config)
-                    .param("user_id", "u1")
-                    .body(),
-            )
-            .await;
+            app.submit(Event::u1_credit(&format!("arrival-{arrivals}"), config).body())
+                .await;
             arrivals += 1;
         }
         match page["next_cursor"].as_str() {
@@ -196,32 +186,11 @@ async fn keyset_pages_visit_every_entry_once_newest_first_even_while_rows_arrive
 async fn cancelling_sets_cancelled_at_once_counts_under_cancelled_and_refuses_completed_entries() {
     let app = spawn(Options::default()).await;
     let config = acme(&app).await;
-    let kept = queue_id(
-        &app.submit(
-            Event::credit("kept")
-                .to(config)
-                .param("user_id", "u1")
-                .body(),
-        )
-        .await,
-    );
-    let doomed = queue_id(
-        &app.submit(
-            Event::credit("doomed")
-                .to(config)
-                .param("user_id", "u1")
-                .body(),
-        )
-        .await,
-    );
+    let kept = queue_id(&app.submit(Event::u1_credit("kept", config).body()).await);
+    let doomed = queue_id(&app.submit(Event::u1_credit("doomed", config).body()).await);
     let delivered = queue_id(
-        &app.submit(
-            Event::credit("delivered")
-                .to(config)
-                .param("user_id", "u1")
-                .body(),
-        )
-        .await,
+        &app.submit(Event::u1_credit("delivered", config).body())
+            .await,
     );
     RowState::status("completed")
         .apply(&app.db, &[&delivered])
@@ -268,13 +237,8 @@ async fn cancelling_sets_cancelled_at_once_counts_under_cancelled_and_refuses_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_finds_an_event_by_its_event_id_and_entries_show_a_redacted_url() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config(
-            "p",
-            "https://p.example/pb?user={user_id}",
-            "https://p.example/cb",
-        )
-        .await;
+    let postback = "https://p.example/pb?user={user_id}";
+    let config = app.config("p", postback, "https://p.example/cb").await;
     let wanted = app
         .submit(
             json!({"event_type": "+credit", "event_id": "tx é 1", "config_id": config,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use common::fixture::{queue_id, Event, Partner};
 use common::process::Proc;
 use common::receiver::{Received, Receiver};
-use common::{eventually, spawn, Options, TestApp};
+use common::scenario::with_receiver;
+use common::{eventually, Options, TestApp};
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -79,8 +80,7 @@ fn assert_credit_failed_once_then_debit(receiver: &Receiver, event_id: &str) {
 
 /// A receiver, the app spawned with `options`, and the partner `p` of [`partner`] on it.
 async fn start(options: Options, credit_path: &str, extra: Value) -> (Receiver, TestApp, i64) {
-    let receiver = Receiver::start().await;
-    let app = spawn(options).await;
+    let (receiver, app) = with_receiver(options).await;
     let config = partner(&app, &receiver, credit_path, extra).await;
     (receiver, app, config)
 }
@@ -88,9 +88,7 @@ async fn start(options: Options, credit_path: &str, extra: Value) -> (Receiver, 
 /// [`start`] with a partner whose credits always fail (500) and retries an hour apart: a
 /// failed credit attempt stays failed for the whole test.
 async fn start_failing_credits(extra: Value) -> (Receiver, TestApp, i64) {
-    let options = Options::with_workers()
-        .env("RETRY_BASE_DELAY", "1h")
-        .env("RETRY_MAX_DELAY", "1h");
+    let options = Options::workers("RETRY_BASE_DELAY=1h RETRY_MAX_DELAY=1h");
     start(options, "/status/500/credit/{event_id}", extra).await
 }
 
@@ -104,9 +102,7 @@ async fn entry(app: &TestApp, queue_id: &str) -> Value {
 async fn a_debit_submitted_while_its_credit_is_in_retry_arrives_after_the_credit() {
     // An hour-long poll: the released debit is called because its credit's outcome write hands
     // it to a worker.
-    let options = Options::with_workers()
-        .env("RETRY_BASE_DELAY", "1s")
-        .env("WORKER_POLL_INTERVAL", "1h");
+    let options = Options::workers("RETRY_BASE_DELAY=1s WORKER_POLL_INTERVAL=1h");
     let (receiver, app, config) = start(options, "/flaky/1/credit/{event_id}", json!({})).await;
 
     let credit = credit_failed_once(&app, config, "tx1").await;
@@ -358,8 +354,7 @@ async fn retention_keeps_a_failed_credit_while_its_debit_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_is_validated_shown_and_replaced_like_every_field() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::default()).await;
+    let (receiver, app) = with_receiver(Options::default()).await;
     let body = |ordering: Value| json!({"name": "p", "postback_url": receiver.url("/ok/c"), "ordering": ordering});
     for bad in [json!("credit-before-debit"), json!(1), json!("")] {
         let (status, error) = app.post("/webhook-configs", body(bad.clone())).await;
@@ -582,13 +577,14 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
     for insert in inserts {
         insert.send(true).unwrap();
     }
-    eventually(WAIT, "the three debits committed", || async {
-        app.db
-            .count("SELECT count(*) FROM webhook_queue WHERE event_type = '-debit'")
-            .await
-            == 3
-    })
-    .await;
+    app.db
+        .wait_count(
+            "SELECT count(*) FROM webhook_queue WHERE event_type = '-debit'",
+            3,
+            WAIT,
+            "the three debits committed",
+        )
+        .await;
     for event_id in ["done", "gone", "live"] {
         assert_eq!(
             debit_held(&app, event_id).await.as_deref(),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::receiver::Receiver;
+use common::scenario::{delivering, with_receiver};
 use common::{spawn, Options, TestApp};
 use serde_json::{json, Value};
 
@@ -318,8 +318,7 @@ fn percent(rate: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_counters_rise_with_deliveries_and_queue_gauges_match_the_stats() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     let ok = config(&app, None, "ok", &receiver.url("/ok/pb"), 6).await;
     let down = config(&app, None, "down", &receiver.url("/status/500/pb"), 0).await;
     let (ok_label, down_label) = (ok.to_string(), down.to_string());
@@ -426,8 +425,7 @@ async fn delivery_counters_rise_with_deliveries_and_queue_gauges_match_the_stats
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_due_row_ages_while_no_worker_takes_it() {
     // API only: nothing claims the row, so it waits, due.
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::default()).await;
+    let (receiver, app) = with_receiver(Options::default()).await;
     let ok = config(&app, None, "ok", &receiver.url("/ok/pb"), 0).await;
     let before_submit = Instant::now();
     submit(&app, None, ok, "waiting", json!({})).await;
@@ -610,8 +608,7 @@ async fn api_requests_are_counted_by_route_pattern_not_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_counts_what_completed_and_failed_in_the_window() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     let empty = fetch_json(&app, "/webhooks/throughput", None).await;
     assert_eq!(empty["points"], json!([]));
     assert_eq!(
@@ -805,8 +802,7 @@ fn shows(dom: &str, testid: &str, expected: impl ToString) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_a_browser_shows_what_the_api_reports() {
     let browser = chromium(); // fail first, and clearly, when there is no browser
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers().env("API_TOKEN", TOKEN)).await;
+    let (receiver, app) = with_receiver(Options::with_workers().env("API_TOKEN", TOKEN)).await;
     let token = Some(TOKEN);
     // `mixed` answers by a parameter: `/ok/…` is 200, `/status/500/…` is 500.
     let mixed = config(

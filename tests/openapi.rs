@@ -16,7 +16,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::receiver::Receiver;
+use common::scenario::with_receiver;
 use common::{spawn, Options, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -637,8 +637,7 @@ fn conforms(doc: &Value, op: &Operation, case: &str, answer: &Answer) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_answers_as_documented() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers().env("API_TOKEN", TOKEN)).await;
+    let (receiver, app) = with_receiver(Options::with_workers().env("API_TOKEN", TOKEN)).await;
 
     // The served document is the generated one; it is open, and names every registered route.
     let served = send(&app, Method::GET, "/openapi.json", None, None).await;

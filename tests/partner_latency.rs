@@ -76,20 +76,8 @@ async fn another_partner_keeps_its_latency_while_a_slow_backlog_drains() {
     let slow_receiver = Receiver::start().await;
     let fast_receiver = Receiver::start().await;
     let app = spawn(Options::with_workers()).await;
-    let slow = app
-        .config(
-            "slow",
-            &slow_receiver.url("/slow/50/s"),
-            &slow_receiver.url("/slow/50/s"),
-        )
-        .await;
-    let fast = app
-        .config(
-            "fast",
-            &fast_receiver.url("/ok/f"),
-            &fast_receiver.url("/ok/f"),
-        )
-        .await;
+    let slow = app.partner("slow", &slow_receiver.url("/slow/50/s")).await;
+    let fast = app.partner("fast", &fast_receiver.url("/ok/f")).await;
     let gap = Duration::from_millis(50);
     let alone = paced_latencies(&app, &fast_receiver, fast, "alone", SAMPLES, gap).await;
 

@@ -8,8 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
+use common::http::assert_refusal_mentions;
 use common::proxy::ConnectProxy;
 use common::receiver::Receiver;
+use common::scenario::delivering;
 use common::tls_receiver::{TestPki, TlsReceiver, CLIENT_CN};
 use common::{spawn, spawn_on, Options, TestApp, TestDb};
 use serde_json::{json, Value};
@@ -50,8 +52,7 @@ async fn deliver(app: &TestApp, config: &Value, event_type: &str, params: Value)
     let entry = app
         .submit(json!({"event_type": event_type, "config_id": config["id"], "url_params": params}))
         .await;
-    app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
-        .await
+    app.wait_entry(&entry, "completed", WAIT).await
 }
 
 /// Submits a `+credit` to `config` (whose partner must fail it for good) and returns the error
@@ -60,9 +61,7 @@ async fn failed_attempt_error(app: &TestApp, config: &Value) -> String {
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config["id"]}))
         .await;
-    let failed = app
-        .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
-        .await;
+    let failed = app.wait_entry(&entry, "failed", WAIT).await;
     failed["attempts"][0]["error"].as_str().unwrap().to_string()
 }
 
@@ -84,8 +83,7 @@ async fn tables_text(db: &TestDb) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_and_put_partners_receive_the_bodies_headers_and_auth_their_templates_describe() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     let secret = random_secret();
     let json_partner = create(
         &app,
@@ -238,14 +236,14 @@ async fn bad_templates_and_missing_parameters_are_refused_and_change_nothing() {
             json!({"proxy_url": "socks5://10.0.0.1:1080"}),
         ),
         (
-            "a certificate that is not PEM",
-            "client_tls",
-            json!({"client_tls": {"certificate": "not pem", "private_key": "x"}}),
-        ),
-        (
             "a grace period without a new secret",
             "signing_secret_grace",
             json!({"signing_secret_grace": "1h"}),
+        ),
+        (
+            "a certificate that is not PEM",
+            "client_tls",
+            json!({"client_tls": {"certificate": "not pem", "private_key": "x"}}),
         ),
     ] {
         let mut body = body;
@@ -290,15 +288,8 @@ async fn bad_templates_and_missing_parameters_are_refused_and_change_nothing() {
         json!({"name": "s", "postback_url": pb, "signing_secret": random_secret()}),
         json!({"name": "s", "postback_url": pb, "auth": {"type": "bearer", "token": "t"}}),
     ] {
-        let (status, answer) = app.post("/webhook-configs", body).await;
-        assert_eq!(status, 422, "{answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("SECRET_KEYS"),
-            "{answer}"
-        );
+        let answer = app.post("/webhook-configs", body).await;
+        assert_refusal_mentions(&answer, 422, "SECRET_KEYS");
     }
     assert_eq!(
         app.db.count("SELECT count(*) FROM webhook_configs").await,
@@ -371,7 +362,7 @@ async fn calls_go_through_the_proxy_and_a_blocked_partner_stays_blocked() {
 async fn a_partner_that_requires_a_client_certificate_takes_the_configured_one_only() {
     let pki = TestPki::new();
     let tls = TlsReceiver::start(&pki, true).await;
-    let app = spawn(Options::with_workers().env("RETRY_MAX_RETRIES", "0")).await;
+    let app = spawn(Options::workers("RETRY_MAX_RETRIES=0")).await;
     let with = create(
         &app,
         json!({"name": "mtls", "postback_url": tls.url_ip("/mtls"),
@@ -420,8 +411,7 @@ async fn a_partner_that_requires_a_client_certificate_takes_the_configured_one_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_signing_secret_signs_alongside_the_new_one_until_its_grace_period_ends() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     let (old, new) = (random_secret(), random_secret());
     let body = |secret: &str| {
         json!({"name": "rotating", "postback_url": receiver.url("/ok/rot"),
@@ -466,7 +456,7 @@ async fn migrate_seals_clear_secrets_and_rotates_the_key() {
     let receiver = Receiver::start().await;
     let clear = random_secret();
     // A signing secret stored before SECRET_KEYS existed keeps signing, with a warning.
-    let app = spawn(Options::with_workers().env("SECRET_KEYS", "")).await;
+    let app = spawn(Options::workers("SECRET_KEYS=")).await;
     let config = create(
         &app,
         json!({"name": "legacy", "postback_url": receiver.url("/ok/legacy")}),
@@ -478,7 +468,7 @@ async fn migrate_seals_clear_secrets_and_rotates_the_key() {
         ))
         .await;
     let db = app.shutdown().await;
-    let app = spawn_on(db, Options::with_workers().env("SECRET_KEYS", "")).await;
+    let app = spawn_on(db, Options::workers("SECRET_KEYS=")).await;
     assert!(app
         .logs
         .text()
@@ -582,15 +572,9 @@ async fn migrate_seals_a_config_that_a_replace_holds_without_undoing_the_replace
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("sealed 1 secrets of 1 configs"));
 
-    let row = db
-        .client()
-        .await
-        .query_one(
-            "SELECT name, headers::text, signing_secret FROM webhook_configs WHERE id = $1",
-            &[&config["id"].as_i64().unwrap()],
-        )
-        .await
-        .unwrap();
+    let sql = "SELECT name, headers::text, signing_secret FROM webhook_configs WHERE id = $1";
+    let id = config["id"].as_i64().unwrap();
+    let row = db.client().await.query_one(sql, &[&id]).await.unwrap();
     assert_eq!(row.get::<_, &str>(0), "replaced");
     let headers: Option<&str> = row.get(1);
     assert!(

@@ -7,8 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fixture::Event;
+use common::http::put;
 use common::process::Proc;
 use common::receiver::{Mode, Receiver};
+use common::scenario::with_receiver;
 use common::{eventually, spawn, spawn_on, Options, TestApp, TestDb};
 use serde_json::{json, Value};
 
@@ -57,13 +59,53 @@ async fn submit_batch(app: &TestApp, config_id: i64, prefix: &str, n: usize) {
     }
 }
 
+/// A receiver whose `/switch/...` answers with `mode`, the app with `options`, and a partner
+/// `name` whose calls go to `path` on the receiver.
+async fn partner_in(
+    mode: Mode,
+    options: Options,
+    name: &str,
+    path: &str,
+) -> (Receiver, TestApp, i64) {
+    let receiver = Receiver::start().await;
+    receiver.set_mode(mode).await;
+    let app = spawn(options).await;
+    let id = app.partner(name, &receiver.url(path)).await;
+    (receiver, app, id)
+}
+
+/// Submits the `+credit` `event_id` without params to partner `id`; the entry.
+async fn submit_one(app: &TestApp, id: i64, event_id: &str) -> Value {
+    Event::credit(event_id)
+        .to(id)
+        .params(json!({}))
+        .submit(app)
+        .await
+}
+
+/// `POST /webhook-configs/{id}/{action}` (`pause`, `resume`).
+async fn act(app: &TestApp, id: i64, action: &str) -> (u16, Value) {
+    app.post(&format!("/webhook-configs/{id}/{action}"), json!({}))
+        .await
+}
+
 async fn count(app: &TestApp, sql: &str) -> i64 {
     app.db.count(sql).await
 }
 
-/// How many probes a tripped partner may get within `window` after its trip: the waits start
-/// at `first` and double, each at least 0.8 of its nominal length (the jitter).
-fn probes_allowed(first: Duration, window: Duration) -> usize {
+/// How long ago the tripped partner tripped, as the database dates it.
+async fn tripped_for_ms(db: &TestDb) -> i64 {
+    db.count(
+        "SELECT (extract(epoch FROM now() - since) * 1000)::bigint \
+         FROM webhook_partner_state WHERE state = 'tripped'",
+    )
+    .await
+}
+
+/// How many probes a tripped partner may get within `window_ms` after its trip: the waits
+/// start at `first` and double, each at least 0.8 of its nominal length (the jitter).
+fn probes_allowed(first: Duration, window_ms: i64) -> usize {
+    let window = Duration::from_millis(window_ms as u64);
     let (mut at, mut wait, mut n) = (Duration::ZERO, first, 0);
     loop {
         at += wait.mul_f64(0.8);
@@ -77,16 +119,8 @@ fn probes_allowed(first: Duration, window: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_schedule() {
-    let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Status(500)).await;
-    let app = spawn(options()).await;
-    let id = app
-        .config(
-            "down",
-            &receiver.url("/switch/down"),
-            &receiver.url("/switch/down"),
-        )
-        .await;
+    let (receiver, app, id) =
+        partner_in(Mode::Status(500), options(), "down", "/switch/down").await;
     submit_batch(&app, id, "e", 500).await;
     let tripped = wait_state(&app, id, "tripped").await;
     assert_eq!(tripped["reason"], "failures");
@@ -106,16 +140,8 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
         .filter(|r| r.at > quiet_from)
         .collect();
     // The schedule counts from the trip, which the database dates (see the three-process test).
-    let tripped_for_ms = count(
-        &app,
-        "SELECT (extract(epoch FROM now() - since) * 1000)::bigint \
-         FROM webhook_partner_state WHERE state = 'tripped'",
-    )
-    .await;
-    let allowed = probes_allowed(
-        Duration::from_millis(200),
-        Duration::from_millis(tripped_for_ms as u64),
-    );
+    let tripped_for_ms = tripped_for_ms(&app.db).await;
+    let allowed = probes_allowed(Duration::from_millis(200), tripped_for_ms);
     assert!(
         during.len() <= allowed,
         "{} calls during {outage:?} of outage ({tripped_for_ms} ms since the trip), the probe \
@@ -176,16 +202,7 @@ async fn an_outage_holds_every_event_without_spending_attempts_and_probes_on_sch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_partner_trips_and_drains_once_it_listens_again() {
-    let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Refused).await;
-    let app = spawn(options()).await;
-    let id = app
-        .config(
-            "refused",
-            &receiver.url("/switch/r"),
-            &receiver.url("/switch/r"),
-        )
-        .await;
+    let (receiver, app, id) = partner_in(Mode::Refused, options(), "refused", "/switch/r").await;
     submit_batch(&app, id, "r", 50).await;
     let h = wait_state(&app, id, "tripped").await;
     assert!(
@@ -210,11 +227,8 @@ async fn a_refused_partner_trips_and_drains_once_it_listens_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_event_fails_alone_and_does_not_trip_its_partner() {
-    let receiver = Receiver::start().await;
-    let app = spawn(options()).await;
-    let id = app
-        .config("p", &receiver.url("/switch/p"), &receiver.url("/switch/p"))
-        .await;
+    let (receiver, app) = with_receiver(options()).await;
+    let id = app.partner("p", &receiver.url("/switch/p")).await;
     submit_batch(&app, id, "good", 100).await;
     eventually(Duration::from_secs(30), "100 good delivered", || async {
         app.db.count_with_status("completed").await == 100
@@ -222,17 +236,9 @@ async fn one_bad_event_fails_alone_and_does_not_trip_its_partner() {
     .await;
     // Seven 400s in a row (max_retries 6), more than the threshold of 5: the event's own.
     receiver.set_mode(Mode::Status(400)).await;
-    let bad = app
-        .submit(
-            json!({"event_type": "+credit", "event_id": "bad", "config_id": id, "url_params": {}}),
-        )
-        .await;
+    let bad = submit_one(&app, id, "bad").await;
     let entry = app
-        .wait_for_status(
-            bad["queue_id"].as_str().unwrap(),
-            "failed",
-            Duration::from_secs(30),
-        )
+        .wait_entry(&bad, "failed", Duration::from_secs(30))
         .await;
     assert_eq!(entry["retry_count"], 6);
     let h = health(&app, id).await;
@@ -247,26 +253,16 @@ async fn one_bad_event_fails_alone_and_does_not_trip_its_partner() {
 /// partner instead of failing it, and it is delivered once the partner answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_event_of_a_partner_that_is_down_is_held_not_failed() {
-    let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Status(503)).await;
-    let app = spawn(
+    let (receiver, app, id) = partner_in(
+        Mode::Status(503),
         options()
             .env("CIRCUIT_FAILURE_THRESHOLD", 10)
             .env("RETRY_MAX_DELAY", "200ms"),
+        "quiet",
+        "/switch/q",
     )
     .await;
-    let id = app
-        .config(
-            "quiet",
-            &receiver.url("/switch/q"),
-            &receiver.url("/switch/q"),
-        )
-        .await;
-    let event = app
-        .submit(
-            json!({"event_type": "+credit", "event_id": "lone", "config_id": id, "url_params": {}}),
-        )
-        .await;
+    let event = submit_one(&app, id, "lone").await;
     let h = wait_state(&app, id, "tripped").await;
     assert_eq!(h["reason"], "failures", "{h}");
     // Seven failures tripped it; a probe may have added one since.
@@ -294,21 +290,8 @@ const HELD_BY_PAUSE: &str = "SELECT count(*) FROM webhook_queue q JOIN webhook_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
-    let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Status(410)).await;
-    let app = spawn(options()).await;
-    let gone = app
-        .config(
-            "gone",
-            &receiver.url("/switch/g"),
-            &receiver.url("/switch/g"),
-        )
-        .await;
-    let first = app
-        .submit(
-            json!({"event_type": "+credit", "event_id": "g0", "config_id": gone, "url_params": {}}),
-        )
-        .await;
+    let (receiver, app, gone) = partner_in(Mode::Status(410), options(), "gone", "/switch/g").await;
+    let first = submit_one(&app, gone, "g0").await;
     let h = wait_state(&app, gone, "paused").await;
     assert_eq!(h["reason"], "gone");
     eventually(Duration::from_secs(10), "the 410's event held", || async {
@@ -332,38 +315,25 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
 
     // A second partner paused by hand while its events wait for their retries.
     receiver.set_mode(Mode::Status(503)).await;
-    let manual = app
-        .config(
-            "manual",
-            &receiver.url("/switch/m"),
-            &receiver.url("/switch/m"),
-        )
-        .await;
-    let (status, body) = app
-        .send(
-            reqwest::Method::PUT,
-            &format!("/webhook-configs/{manual}"),
-            Some(
-                json!({"name": "manual", "postback_url": receiver.url("/switch/m"),
+    let manual = app.partner("manual", &receiver.url("/switch/m")).await;
+    let (status, body) = put(
+        &app,
+        &format!("/webhook-configs/{manual}"),
+        json!({"name": "manual", "postback_url": receiver.url("/switch/m"),
                           "circuit_failure_threshold": 1000, "retry_base_delay": "300ms"}),
-            ),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     submit_batch(&app, manual, "m", 5).await;
     eventually(Duration::from_secs(10), "the 503s scheduled retries", || async {
         count(&app, &format!("SELECT count(*) FROM webhook_queue WHERE config_id = {manual} AND retry_count >= 1 AND status = 'pending'")).await == 5
     })
     .await;
-    let (status, body) = app
-        .post(&format!("/webhook-configs/{manual}/pause"), json!({}))
-        .await;
+    let (status, body) = act(&app, manual, "pause").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["health"]["state"], "paused");
     assert_eq!(body["health"]["reason"], "operator");
-    let (status, body) = app
-        .post(&format!("/webhook-configs/{manual}/pause"), json!({}))
-        .await;
+    let (status, body) = act(&app, manual, "pause").await;
     assert_eq!(status, 409, "{body}");
     eventually(Duration::from_secs(10), "the due events held", || async {
         count(&app, &format!("{HELD_BY_PAUSE} AND q.config_id = {manual}")).await == 5
@@ -388,14 +358,10 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
     assert_eq!(calls_before_resume, 1, "a paused partner was called");
 
     for id in [gone, manual] {
-        let (status, body) = app
-            .post(&format!("/webhook-configs/{id}/resume"), json!({}))
-            .await;
+        let (status, body) = act(&app, id, "resume").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["health"]["state"], "active");
-        let (status, body) = app
-            .post(&format!("/webhook-configs/{id}/resume"), json!({}))
-            .await;
+        let (status, body) = act(&app, id, "resume").await;
         assert_eq!(status, 409, "{body}");
     }
     eventually(Duration::from_secs(30), "all nine delivered", || async {
@@ -403,11 +369,7 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
     })
     .await;
     let first = app
-        .wait_for_status(
-            first["queue_id"].as_str().unwrap(),
-            "completed",
-            Duration::from_secs(5),
-        )
+        .wait_entry(&first, "completed", Duration::from_secs(5))
         .await;
     assert_eq!(first["retry_count"], 0, "the 410 cost its event an attempt");
     assert_eq!(
@@ -434,11 +396,8 @@ async fn gone_pauses_and_a_manual_pause_holds_across_a_restart_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_partner_settings_refuse_bad_input_and_change_nothing() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::default()).await;
-    let id = app
-        .config("x", &receiver.url("/ok"), &receiver.url("/ok"))
-        .await;
+    let (receiver, app) = with_receiver(Options::default()).await;
+    let id = app.partner("x", &receiver.url("/ok")).await;
     for (path, status) in [
         ("/webhook-configs/999/pause", 404),
         ("/webhook-configs/999/resume", 404),
@@ -514,12 +473,8 @@ async fn other_partners_keep_their_latency_while_one_is_tripped() {
     down.set_mode(Mode::Hanging).await;
     let up = Receiver::start_on([127, 0, 0, 2].into()).await;
     let app = spawn(options().env("WORKER_COUNT", 4)).await;
-    let hanging = app
-        .config("hanging", &down.url("/switch/h"), &down.url("/switch/h"))
-        .await;
-    let healthy = app
-        .config("healthy", &up.url("/ok/a"), &up.url("/ok/a"))
-        .await;
+    let hanging = app.partner("hanging", &down.url("/switch/h")).await;
+    let healthy = app.partner("healthy", &up.url("/ok/a")).await;
     let latency = |from: &'static str| {
         let app = &app;
         async move {
@@ -617,15 +572,9 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
         (400..=600).contains(&in_window),
         "{in_window} calls in 10 s, not 500 ± 20 %"
     );
-    let by_process: std::collections::HashSet<String> = db
-        .client()
-        .await
-        .query("SELECT DISTINCT split_part(worker_id, '-', 1) FROM webhook_queue WHERE worker_id IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let by_process = db
+        .texts("SELECT DISTINCT split_part(worker_id, '-', 1) FROM webhook_queue WHERE worker_id IS NOT NULL")
+        .await;
     assert!(by_process.len() >= 2, "only {by_process:?} worked");
 
     // The partner goes down: once one process trips it, none keeps calling it.
@@ -651,16 +600,8 @@ async fn three_work_processes_share_the_rate_limit_and_stop_calling_a_tripped_pa
         .count();
     // The schedule counts from the trip, which the database dates: on a loaded machine the
     // test may notice it well after it happened.
-    let tripped_for_ms = db
-        .count(
-            "SELECT (extract(epoch FROM now() - since) * 1000)::bigint \
-             FROM webhook_partner_state WHERE state = 'tripped'",
-        )
-        .await;
-    let allowed = probes_allowed(
-        Duration::from_secs(1),
-        Duration::from_millis(tripped_for_ms as u64),
-    );
+    let tripped_for_ms = tripped_for_ms(&db).await;
+    let allowed = probes_allowed(Duration::from_secs(1), tripped_for_ms);
     assert!(
         during <= allowed,
         "{during} calls to a tripped partner in its first {tripped_for_ms} ms, the probe schedule allows {allowed}"

@@ -389,13 +389,8 @@ async fn migrate_creates_the_database_and_is_idempotent_even_when_run_concurrent
         String::from_utf8_lossy(&again.stdout).trim(),
         "database is up to date"
     );
-    let mut admin_url = url.clone();
-    admin_url.set_path("/postgres");
-    let (admin, connection) = tokio_postgres::connect(admin_url.as_str(), tokio_postgres::NoTls)
+    common::admin()
         .await
-        .unwrap();
-    tokio::spawn(connection);
-    admin
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();

@@ -7,13 +7,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::counters::{assert_stats_match_tables, stats};
-use common::fixture::{self, Made, RowState};
+use common::fixture::{self, unreachable, Made, RowState};
 use common::receiver::Receiver;
+use common::scenario::partner_on;
 use common::{eventually, spawn, Options, TestApp, TestDb};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use webhookd::application::retention::{self, Pass, Pruned};
 use webhookd::config::RetentionSettings;
+use webhookd::store::queue::retention::LOCK_KEY;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -44,23 +46,15 @@ async fn prune(app: &TestApp, settings: &RetentionSettings) -> Pass {
 }
 
 async fn queue_ids(db: &TestDb) -> BTreeSet<String> {
-    db.client()
-        .await
-        .query("SELECT queue_id::text FROM webhook_queue", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    let ids = db.texts("SELECT queue_id::text FROM webhook_queue").await;
+    ids.into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_exactly_the_rows_past_their_age_with_their_history_and_keeps_stats_true()
 {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("p", "http://127.0.0.1:9/pb", "http://127.0.0.1:9/cb")
-        .await;
+    let config = unreachable(&app, "p").await;
     let mut ids = std::collections::HashMap::new();
     for name in [
         "completed_old",
@@ -219,22 +213,15 @@ async fn only_one_process_prunes_at_a_time_and_the_worker_prunes_once_the_lock_i
     // Another process is pruning: it holds the lock.
     let holder = db.client().await;
     holder
-        .execute(
-            "SELECT pg_advisory_lock($1)",
-            &[&webhookd::store::queue::retention::LOCK_KEY],
-        )
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
         .unwrap();
     let app = common::spawn_on(
         db,
-        Options::with_workers()
-            .env("RETENTION_COMPLETED", "1s")
-            .env("RETENTION_INTERVAL", "100ms"),
+        Options::workers("RETENTION_COMPLETED=1s RETENTION_INTERVAL=100ms"),
     )
     .await;
-    let config = app
-        .config("p", &receiver.url("/ok/pb"), &receiver.url("/ok/cb"))
-        .await;
+    let config = partner_on(&app, &receiver, "p", "/ok/pb", "/ok/cb").await;
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config, "url_params": {}}))
         .await;
@@ -263,18 +250,17 @@ async fn only_one_process_prunes_at_a_time_and_the_worker_prunes_once_the_lock_i
     );
 
     holder
-        .execute(
-            "SELECT pg_advisory_unlock($1)",
-            &[&webhookd::store::queue::retention::LOCK_KEY],
-        )
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await
         .unwrap();
-    eventually(
-        WAIT,
-        "the worker's pruner to delete the old row",
-        || async { app.db.count("SELECT count(*) FROM webhook_queue").await == 0 },
-    )
-    .await;
+    app.db
+        .wait_count(
+            "SELECT count(*) FROM webhook_queue",
+            0,
+            WAIT,
+            "the worker's pruner to delete the old row",
+        )
+        .await;
     let pruned_line = || {
         app.logs
             .lines()

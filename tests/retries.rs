@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common::counters::{assert_stats_match_tables, stats};
-use common::fixture::{self, Event, Made, Partner, RowState};
-use common::receiver::Receiver;
+use common::fixture::{self, one_credit, unreachable, Made, RowState};
+use common::http::assert_refusal_mentions;
+use common::scenario::delivering;
 use common::{spawn, Options, TestApp};
 use serde_json::{json, Value};
 
@@ -75,21 +76,10 @@ async fn cli(db_url: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_the_old_attempts() {
-    let receiver = Receiver::start().await;
     // A poll far beyond the test's whole wait: only the NOTIFY sent by the retry can wake a
     // worker in time.
-    let app = spawn(
-        Options::with_workers()
-            .env("WORKER_POLL_INTERVAL", "1h")
-            .env("RETRY_BASE_DELAY", "20ms"),
-    )
-    .await;
-    let config = Partner::new("flaky")
-        .postback(&receiver.url("/rejects/2/retry"))
-        .max_retries(1)
-        .create(&app)
-        .await;
-    let entry = Event::of("+credit").to(config).submit(&app).await;
+    let (receiver, app) = delivering("WORKER_POLL_INTERVAL=1h RETRY_BASE_DELAY=20ms").await;
+    let entry = one_credit(&app, "flaky", &receiver.url("/rejects/2/retry"), 1).await;
     let queue_id = fixture::queue_id(&entry);
     let failed = app.wait_for_status(&queue_id, "failed", WAIT).await;
     assert_eq!(
@@ -170,24 +160,15 @@ async fn a_manual_retry_runs_a_fresh_cycle_that_is_picked_up_at_once_and_keeps_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_needs_a_failed_live_entry_archives_each_cycle_once_and_keeps_the_attempt_count() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("p", "http://127.0.0.1:9/pb", "http://127.0.0.1:9/cb")
-        .await;
+    let config = unreachable(&app, "p").await;
     let entry = app
         .submit(json!({"event_type": "+credit", "config_id": config, "url_params": {}}))
         .await;
     let queue_id = fixture::queue_id(&entry);
 
-    let (status, body) = retry(&app, &queue_id).await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["error"]["code"], "conflict");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("pending"),
-        "{body}"
-    );
+    let answer = retry(&app, &queue_id).await;
+    assert_refusal_mentions(&answer, 409, "pending");
+    assert_eq!(answer.1["error"]["code"], "conflict");
     let (status, body) = retry(&app, &uuid::Uuid::new_v4().to_string()).await;
     assert_eq!(
         (status, &body["error"]["code"]),
@@ -268,15 +249,8 @@ async fn retry_needs_a_failed_live_entry_archives_each_cycle_once_and_keeps_the_
     // Completed and cancelled entries are refused.
     app.db.exec(&format!("UPDATE webhook_queue SET status = 'completed', completed_at = now() WHERE queue_id = '{queue_id}'"))
     .await;
-    let (status, body) = retry(&app, &queue_id).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("completed"),
-        "{body}"
-    );
+    let answer = retry(&app, &queue_id).await;
+    assert_refusal_mentions(&answer, 409, "completed");
     let other = fixture::queue_id(
         &app.submit(json!({"event_type": "-debit", "config_id": config, "url_params": {}}))
             .await,
@@ -288,15 +262,8 @@ async fn retry_needs_a_failed_live_entry_archives_each_cycle_once_and_keeps_the_
             .0,
         200
     );
-    let (status, body) = retry(&app, &other).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("cancelled"),
-        "{body}"
-    );
+    let answer = retry(&app, &other).await;
+    assert_refusal_mentions(&answer, 409, "cancelled");
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM webhook_attempt_history")
@@ -309,8 +276,7 @@ async fn retry_needs_a_failed_live_entry_archives_each_cycle_once_and_keeps_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_matches_what_its_dry_run_counted_honours_filters_and_redrives_nothing_twice() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     // Each event's URL fails on its first call and succeeds on the next; no automatic retries.
     let (_, a) = app
         .post(
@@ -494,9 +460,7 @@ async fn redrive_matches_what_its_dry_run_counted_honours_filters_and_redrives_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_walks_thousands_of_rows_in_batches_up_to_the_limit() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("p", "http://127.0.0.1:9/pb", "http://127.0.0.1:9/cb")
-        .await;
+    let config = unreachable(&app, "p").await;
     app.db
         .exec(&format!(
             "INSERT INTO webhook_queue (event_type, event_id, config_id, webhook_url, max_retries)
@@ -594,13 +558,7 @@ async fn redrive_refuses_bad_requests_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_cancelled_while_a_worker_calls_it_is_never_called_again() {
-    let receiver = Receiver::start().await;
-    let app = spawn(
-        Options::with_workers()
-            .env("RETRY_BASE_DELAY", "50ms")
-            .env("RETRY_MAX_DELAY", "100ms"),
-    )
-    .await;
+    let (receiver, app) = delivering("RETRY_BASE_DELAY=50ms RETRY_MAX_DELAY=100ms").await;
     // Every call fails after 800 ms: without the cancel, the entry would be tried 4 times.
     let (_, config) = app
         .post(

@@ -8,19 +8,19 @@ mod common;
 use std::time::Duration;
 
 use common::fixture::Event;
+use common::http::put;
 use common::receiver::{Mode, Receiver};
+use common::scenario::with_receiver;
 use common::{eventually, spawn, Options, TestApp};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn options() -> Options {
-    Options::with_workers()
-        .env("CIRCUIT_PROBE_INTERVAL", "200ms")
-        .env("WORKER_POLL_INTERVAL", "1s")
-        .env("RETRY_BASE_DELAY", "50ms")
-        .env("RETRY_MAX_DELAY", "200ms")
-        .env("HTTP_TIMEOUT", "2s")
+    Options::workers(
+        "CIRCUIT_PROBE_INTERVAL=200ms WORKER_POLL_INTERVAL=1s RETRY_BASE_DELAY=50ms
+         RETRY_MAX_DELAY=200ms HTTP_TIMEOUT=2s",
+    )
 }
 
 async fn state(app: &TestApp, id: i64) -> String {
@@ -50,11 +50,8 @@ fn credit(config_id: i64, event_id: &str) -> Value {
 /// test holds, so the order is fixed, not left to luck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_racing_a_resume_is_delivered() {
-    let receiver = Receiver::start().await;
-    let app = spawn(options()).await;
-    let id = app
-        .config("racing", &receiver.url("/ok/r"), &receiver.url("/ok/r"))
-        .await;
+    let (receiver, app) = with_receiver(options()).await;
+    let id = app.partner("racing", &receiver.url("/ok/r")).await;
     let (status, body) = app
         .post(&format!("/webhook-configs/{id}/pause"), json!({}))
         .await;
@@ -82,13 +79,14 @@ async fn a_submit_racing_a_resume_is_delivered() {
             response.status().as_u16()
         })
     };
-    eventually(WAIT, "the insert to wait at the gate", || async {
-        app.db
-            .count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            .await
-            == 1
-    })
-    .await;
+    app.db
+        .wait_count(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            1,
+            WAIT,
+            "the insert to wait at the gate",
+        )
+        .await;
     let (status, body) = app
         .post(&format!("/webhook-configs/{id}/resume"), json!({}))
         .await;
@@ -99,13 +97,14 @@ async fn a_submit_racing_a_resume_is_delivered() {
     assert_eq!(submitting.await.unwrap(), 201);
 
     receiver.wait_for("/ok/r", 1, WAIT).await;
-    eventually(WAIT, "the raced event completed", || async {
-        app.db
-            .count("SELECT count(*) FROM webhook_queue WHERE event_id = 'raced' AND status = 'completed'")
-            .await
-            == 1
-    })
-    .await;
+    app.db
+        .wait_count(
+            "SELECT count(*) FROM webhook_queue WHERE event_id = 'raced' AND status = 'completed'",
+            1,
+            WAIT,
+            "the raced event completed",
+        )
+        .await;
 }
 
 /// One event the partner refuses with 500, every other one it takes. Failing every attempt of
@@ -114,25 +113,17 @@ async fn a_submit_racing_a_resume_is_delivered() {
 /// poison event fails on its own retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_does_not_keep_a_healthy_partner_tripped() {
-    let receiver = Receiver::start().await;
-    let app = spawn(options()).await;
+    let (receiver, app) = with_receiver(options()).await;
     let id = app
-        .config(
-            "poisoned",
-            &receiver.url("/fails-for/bad"),
-            &receiver.url("/fails-for/bad"),
-        )
+        .partner("poisoned", &receiver.url("/fails-for/bad"))
         .await;
-    let (status, body) = app
-        .send(
-            reqwest::Method::PUT,
-            &format!("/webhook-configs/{id}"),
-            Some(
-                json!({"name": "poisoned", "postback_url": receiver.url("/fails-for/bad"),
+    let (status, body) = put(
+        &app,
+        &format!("/webhook-configs/{id}"),
+        json!({"name": "poisoned", "postback_url": receiver.url("/fails-for/bad"),
                         "max_retries": 2}),
-            ),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let bad = app.submit(credit(id, "bad")).await;
     wait_state(&app, id, "tripped").await;
@@ -150,19 +141,15 @@ async fn a_poison_event_does_not_keep_a_healthy_partner_tripped() {
     // Probes made while the poison event was the partner's only row took it; how many depends
     // on how long the submits took, so only the calls after them are bounded.
     let before_good = poison_calls();
-    eventually(WAIT, "the good events delivered", || async {
-        app.db
-            .count(&format!(
-                "SELECT count(*) FROM webhook_queue WHERE config_id = {id} AND event_id LIKE 'good%' AND status = 'completed'"
-            ))
-            .await
-            == 5
-    })
-    .await;
-    wait_state(&app, id, "active").await;
-    let failed = app
-        .wait_for_status(bad["queue_id"].as_str().unwrap(), "failed", WAIT)
+    let good_delivered = format!(
+        "SELECT count(*) FROM webhook_queue
+         WHERE config_id = {id} AND event_id LIKE 'good%' AND status = 'completed'"
+    );
+    app.db
+        .wait_count(&good_delivered, 5, WAIT, "the good events delivered")
         .await;
+    wait_state(&app, id, "active").await;
+    let failed = app.wait_entry(&bad, "failed", WAIT).await;
     assert_eq!(failed["retry_count"], 2, "{failed}");
     // Three attempts tripped the partner. Once good events wait, a probe takes one of them:
     // the poison event gets at most a probe already under way and its last attempt once the
@@ -187,27 +174,22 @@ async fn a_probe_answered_with_a_refusal_resumes_its_partner() {
     let receiver = Receiver::start().await;
     receiver.set_mode(Mode::Status(500)).await;
     let app = spawn(options().env("CIRCUIT_FAILURE_THRESHOLD", 3)).await;
-    let id = app
-        .config(
-            "refusing",
-            &receiver.url("/switch/r"),
-            &receiver.url("/switch/r"),
-        )
-        .await;
+    let id = app.partner("refusing", &receiver.url("/switch/r")).await;
     for n in 0..3 {
         app.submit(credit(id, &format!("r{n}"))).await;
     }
     wait_state(&app, id, "tripped").await;
     receiver.set_mode(Mode::Status(400)).await;
     wait_state(&app, id, "active").await;
-    eventually(WAIT, "every event failed on its own refusals", || async {
-        app.db
-            .count(&format!(
+    app.db
+        .wait_count(
+            &format!(
                 "SELECT count(*) FROM webhook_queue WHERE config_id = {id} AND status = 'failed'"
-            ))
-            .await
-            == 3
-    })
-    .await;
+            ),
+            3,
+            WAIT,
+            "every event failed on its own refusals",
+        )
+        .await;
     assert_eq!(state(&app, id).await, "active");
 }

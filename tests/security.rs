@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fixture::{never_called, Event, Partner};
+use common::fixture::{never_called, one_credit, Event, Partner};
 use common::receiver::Receiver;
 use common::{http_client, spawn, spawn_on, Options, TestApp, TestDb};
 use serde_json::{json, Value};
@@ -144,7 +144,7 @@ async fn loopback_in_every_spelling_is_blocked_and_not_one_connection_reaches_th
     let receiver = Receiver::start().await;
     let port = receiver.port();
     // No OUTBOUND_ALLOW_NETWORKS at all: loopback is forbidden, as in production.
-    let app = spawn(Options::with_workers().env("OUTBOUND_ALLOW_NETWORKS", "")).await;
+    let app = spawn(Options::workers("OUTBOUND_ALLOW_NETWORKS=")).await;
 
     let literals = [
         format!("http://127.0.0.1:{port}/ok/literal"),
@@ -174,12 +174,7 @@ async fn loopback_in_every_spelling_is_blocked_and_not_one_connection_reaches_th
     }
     // A host name that resolves to loopback passes the API (names are checked at call time).
     let by_name = format!("http://localhost:{port}/ok/by-name");
-    let config = Partner::new("by-name")
-        .postback(&by_name)
-        .max_retries(0)
-        .create(&app)
-        .await;
-    let entry = Event::of("+credit").to(config).submit(&app).await;
+    let entry = one_credit(&app, "by-name", &by_name, 0).await;
     rows.push((by_name, entry["queue_id"].as_str().unwrap().to_string()));
 
     for (url, queue_id) in &rows {
@@ -201,7 +196,7 @@ async fn loopback_in_every_spelling_is_blocked_and_not_one_connection_reaches_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_and_special_ranges_are_refused_at_create_and_blocked_at_call_time() {
     // No packet is sent to any of these: the literal address is checked before connecting.
-    let app = spawn(Options::with_workers().env("OUTBOUND_ALLOW_NETWORKS", "")).await;
+    let app = spawn(Options::workers("OUTBOUND_ALLOW_NETWORKS=")).await;
     let forbidden = [
         ("10.1.2.3", "private (10.0.0.0/8)"),
         ("172.16.5.4", "private (172.16.0.0/12)"),
@@ -265,7 +260,7 @@ async fn private_and_special_ranges_are_refused_at_create_and_blocked_at_call_ti
 async fn with_loopback_allowed_the_same_loopback_calls_go_through() {
     let receiver = Receiver::start().await;
     let port = receiver.port();
-    let app = spawn(Options::with_workers().env("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")).await;
+    let app = spawn(Options::workers("OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8")).await;
     for (i, url) in [
         format!("http://127.0.0.1:{port}/ok/allowed-literal"),
         format!("http://127.1:{port}/ok/allowed-shorthand"),
@@ -278,8 +273,7 @@ async fn with_loopback_allowed_the_same_loopback_calls_go_through() {
         let entry = app
             .submit(json!({"event_type": "+credit", "config_id": config, "url_params": {}}))
             .await;
-        app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
-            .await;
+        app.wait_entry(&entry, "completed", WAIT).await;
     }
     for path in [
         "/ok/allowed-literal",
@@ -296,7 +290,7 @@ async fn a_redirect_to_a_forbidden_address_is_not_followed() {
     // Only 127.0.0.1 is allowed; the redirect target listens on 127.0.0.2, which is not.
     let allowed = Receiver::start().await;
     let target = Receiver::start_on([127, 0, 0, 2].into()).await;
-    let app = spawn(Options::with_workers().env("OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")).await;
+    let app = spawn(Options::workers("OUTBOUND_ALLOW_NETWORKS=127.0.0.1/32")).await;
 
     let (status, body) = app
         .post(
@@ -312,15 +306,14 @@ async fn a_redirect_to_a_forbidden_address_is_not_followed() {
 
     let to: String =
         url::form_urlencoded::byte_serialize(target.url("/ok/stolen").as_bytes()).collect();
-    let config = Partner::new("redirector")
-        .postback(&allowed.url(&format!("/redirect/pb?to={to}")))
-        .max_retries(0)
-        .create(&app)
-        .await;
-    let entry = Event::of("+credit").to(config).submit(&app).await;
-    let done = app
-        .wait_for_status(entry["queue_id"].as_str().unwrap(), "failed", WAIT)
-        .await;
+    let entry = one_credit(
+        &app,
+        "redirector",
+        &allowed.url(&format!("/redirect/pb?to={to}")),
+        0,
+    )
+    .await;
+    let done = app.wait_entry(&entry, "failed", WAIT).await;
     assert_eq!(done["attempts"][0]["http_status"], 302, "{done:#}");
     assert_eq!(allowed.received_at("/redirect/pb").len(), 1);
     assert!(

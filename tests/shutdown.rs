@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::receiver::Receiver;
+use common::scenario::delivering;
 use common::{spawn, Options};
 use serde_json::json;
 use webhookd::startup::Joined;
@@ -18,15 +18,8 @@ fn joined_at<'a>(stopped: &'a [Joined], name: &str) -> Vec<&'a Joined> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_waits_for_every_service_in_order_and_writes_the_call_in_flight() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers().env("WORKER_COUNT", 2)).await;
-    let config = app
-        .config(
-            "slow",
-            &receiver.url("/slow/700"),
-            &receiver.url("/slow/700"),
-        )
-        .await;
+    let (receiver, app) = delivering("WORKER_COUNT=2").await;
+    let config = app.partner("slow", &receiver.url("/slow/700")).await;
     let entry = app
         .submit(json!({"event_type": "+credit", "event_id": "e1", "config_id": config}))
         .await;
@@ -72,16 +65,15 @@ async fn stopping_waits_for_every_service_in_order_and_writes_the_call_in_flight
     assert!(at("prober") <= at("pruner"));
 
     // The call's outcome was written before the stop returned.
-    let status: String = db
+    let sql = "SELECT status FROM webhook_queue WHERE queue_id = $1::text::uuid";
+    let queue_id = entry["queue_id"].as_str().unwrap();
+    let row = db
         .client()
         .await
-        .query_one(
-            "SELECT status FROM webhook_queue WHERE queue_id = $1::text::uuid",
-            &[&entry["queue_id"].as_str().unwrap()],
-        )
+        .query_one(sql, &[&queue_id])
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let status: String = row.get(0);
     assert_eq!(status, "completed");
     receiver.stop().await;
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use common::receiver::Receiver;
+use common::scenario::delivering;
 use common::standard_webhooks::package_verifies;
 use common::{spawn, Options, TestDb};
 use serde_json::{json, Value};
@@ -67,8 +67,7 @@ fn python_verifies(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implementation() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     let secret = random_secret(32);
     let (status, created) = app
         .post(
@@ -79,13 +78,7 @@ async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implemen
         .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["signing"], true);
-    let unsigned = app
-        .config(
-            "unsigned",
-            &receiver.url("/ok/unsigned"),
-            &receiver.url("/ok/unsigned"),
-        )
-        .await;
+    let unsigned = app.partner("unsigned", &receiver.url("/ok/unsigned")).await;
 
     let entry = app
         .submit(
@@ -98,8 +91,7 @@ async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implemen
     let plain = app
         .submit(json!({"event_type": "+credit", "config_id": unsigned, "url_params": {}}))
         .await;
-    app.wait_for_status(plain["queue_id"].as_str().unwrap(), "completed", WAIT)
-        .await;
+    app.wait_entry(&plain, "completed", WAIT).await;
 
     let call = &receiver.received_at("/ok/signed")[0];
     assert_eq!(
@@ -172,8 +164,7 @@ async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implemen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_calls_verify_with_the_published_standardwebhooks_package() {
-    let receiver = Receiver::start().await;
-    let app = spawn(Options::with_workers()).await;
+    let (receiver, app) = delivering("").await;
     let secret = random_secret(32);
     let (status, created) = app
         .post(
@@ -189,8 +180,7 @@ async fn signed_calls_verify_with_the_published_standardwebhooks_package() {
                 "config_id": created["id"],
                 "url_params": {"user_id": "u 1/é", "value": 100, "sig": "a&b=c"}}))
             .await;
-        app.wait_for_status(entry["queue_id"].as_str().unwrap(), "completed", WAIT)
-            .await;
+        app.wait_entry(&entry, "completed", WAIT).await;
     }
     let calls = receiver.received_at("/ok/pkg");
     assert_eq!(calls.len(), 2);

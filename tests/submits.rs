@@ -16,13 +16,8 @@ use serde_json::{json, Value};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_answers_201_with_the_entry_and_the_partner_url_built_per_spec() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config(
-            "acme",
-            "http://h/pb?src=net&uid={user_id}",
-            "http://h/cb/{event_id}",
-        )
-        .await;
+    let postback = "http://h/pb?src=net&uid={user_id}";
+    let config = app.config("acme", postback, "http://h/cb/{event_id}").await;
 
     let (status, entry) = app
         .post(
@@ -134,9 +129,7 @@ async fn a_submit_answers_201_with_the_entry_and_the_partner_url_built_per_spec(
 async fn the_attempts_of_an_entry_are_listed_in_order() {
     let app = spawn(Options::default()).await;
     let config = app.config("acme", "http://h/pb", "http://h/cb").await;
-    let entry = app
-        .submit(Event::credit("e1").to(config).param("user_id", "u1").body())
-        .await;
+    let entry = app.submit(Event::u1_credit("e1", config).body()).await;
     RowState::status("completed")
         .attempts([
             Made::answered(503, 31).body("busy").error("HTTP 503"),
@@ -184,13 +177,8 @@ async fn invalid_submits_are_422_naming_the_field_and_write_nothing() {
         200
     );
     // One accepted row, so "nothing written" is not just "the table is empty".
-    app.submit(
-        Event::credit("accepted")
-            .to(config)
-            .param("user_id", "u1")
-            .body(),
-    )
-    .await;
+    app.submit(Event::u1_credit("accepted", config).body())
+        .await;
     let rows_before = queue_rows(&app).await;
 
     let submit =
@@ -409,11 +397,7 @@ async fn resubmitting_the_same_event_returns_200_with_the_same_queue_id_and_crea
         None,
         "other url_params after deactivation",
     );
-    let answer = Event::credit("new-event")
-        .to(config)
-        .param("user_id", "u1")
-        .post(&app)
-        .await;
+    let answer = Event::u1_credit("new-event", config).post(&app).await;
     assert_error(
         &answer,
         INVALID,
@@ -437,10 +421,7 @@ async fn concurrent_duplicate_submits_create_exactly_one_row() {
     let app = spawn(Options::default()).await;
     let config = acme(&app).await;
     for round in 0..3 {
-        let body = Event::credit(&format!("race-{round}"))
-            .to(config)
-            .param("user_id", "u1")
-            .body();
+        let body = Event::u1_credit(&format!("race-{round}"), config).body();
         let submits = (0..10).map(|_| app.post("/webhooks", body.clone()));
         let answers = futures_util::future::join_all(submits).await;
         let created = answers.iter().filter(|(status, _)| *status == 201).count();
@@ -477,33 +458,18 @@ async fn concurrent_single_submits_each_get_the_answer_they_would_get_alone() {
     let mut cases: Vec<(Value, &str)> = (0..30)
         .map(|i| {
             (
-                Event::credit(&format!("own-{i}"))
-                    .to(config)
-                    .param("user_id", "u1")
-                    .body(),
+                Event::u1_credit(&format!("own-{i}"), config).body(),
                 "created",
             )
         })
         .collect();
-    cases.push((
-        Event::credit("to-inactive")
-            .to(inactive)
-            .param("user_id", "u1")
-            .body(),
-        "invalid",
-    ));
+    cases.push((Event::u1_credit("to-inactive", inactive).body(), "invalid"));
     cases.push((
         json!({"event_type": "+credit", "event_id": "no-user", "config_id": config, "url_params": {}}),
         "invalid",
     ));
     // One event id with two different parameter sets: one wins, the other is a conflict.
-    cases.push((
-        Event::credit("twice")
-            .to(config)
-            .param("user_id", "u1")
-            .body(),
-        "pair",
-    ));
+    cases.push((Event::u1_credit("twice", config).body(), "pair"));
     cases.push((
         json!({"event_type": "+credit", "event_id": "twice", "config_id": config,
                "url_params": {"user_id": "someone-else"}}),
@@ -538,22 +504,10 @@ async fn concurrent_single_submits_each_get_the_answer_they_would_get_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_answers_each_event_in_order_with_the_same_rules_as_single_submits() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config(
-            "batch",
-            "http://127.0.0.1:1/pb?u={user_id}",
-            "http://127.0.0.1:1/cb",
-        )
-        .await;
+    let postback = "http://127.0.0.1:1/pb?u={user_id}";
+    let config = app.config("batch", postback, "http://127.0.0.1:1/cb").await;
     // An event submitted before the batch, to be repeated inside it.
-    let earlier = app
-        .submit(
-            Event::credit("before")
-                .to(config)
-                .param("user_id", "u1")
-                .body(),
-        )
-        .await;
+    let earlier = app.submit(Event::u1_credit("before", config).body()).await;
     let events = json!([
         {"event_type": "+credit", "event_id": "b1", "config_id": config, "url_params": {"user_id": "u 1"}},
         {"event_type": "bogus", "event_id": "b2", "config_id": config},
@@ -561,7 +515,7 @@ async fn a_batch_answers_each_event_in_order_with_the_same_rules_as_single_submi
         {"event_type": "+credit", "event_id": "b1", "config_id": config, "url_params": {"user_id": "other"}},
         {"event_type": "+credit", "event_id": "b3", "config_id": 999_999, "url_params": {"user_id": "x"}},
         {"event_type": "+credit", "event_id": "b4", "config_id": config, "url_params": {}},
-        Event::credit("before").to(config).param("user_id", "u1").body(),
+        Event::u1_credit("before", config).body(),
         {"event_type": "-debit", "config_id": config, "unknown": 1},
         {"event_type": "-debit", "config_id": config},
     ]);
@@ -596,16 +550,10 @@ async fn a_batch_answers_each_event_in_order_with_the_same_rules_as_single_submi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_cannot_be_read_is_refused_whole_and_writes_nothing() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config("batch", "http://127.0.0.1:1/pb", "http://127.0.0.1:1/cb")
-        .await;
+    let (postback, chargeback) = ("http://127.0.0.1:1/pb", "http://127.0.0.1:1/cb");
+    let config = app.config("batch", postback, chargeback).await;
     let many: Vec<Value> = (0..1001)
-        .map(|i| {
-            Event::credit(&format!("m{i}"))
-                .to(config)
-                .param("user_id", "u1")
-                .body()
-        })
+        .map(|i| Event::u1_credit(&format!("m{i}"), config).body())
         .collect();
     let cases = [
         (json!({"events": []}), "events"),
@@ -613,7 +561,7 @@ async fn a_batch_that_cannot_be_read_is_refused_whole_and_writes_nothing() {
         (json!({"events": {"a": 1}}), "events"),
         (json!({}), "events"),
         (
-            json!({"events": [Event::credit("x").to(config).param("user_id", "u1").body()], "extra": true}),
+            json!({"events": [Event::u1_credit("x", config).body()], "extra": true}),
             "extra",
         ),
     ];
@@ -635,12 +583,7 @@ async fn a_batch_that_cannot_be_read_is_refused_whole_and_writes_nothing() {
     assert_eq!(queue_rows(&app).await, 0);
     // A full batch of 1,000 is accepted in one go.
     let thousand: Vec<Value> = (0..1000)
-        .map(|i| {
-            Event::credit(&format!("t{i}"))
-                .to(config)
-                .param("user_id", "u1")
-                .body()
-        })
+        .map(|i| Event::u1_credit(&format!("t{i}"), config).body())
         .collect();
     let (status, body) = app
         .post("/webhooks/batch", json!({ "events": thousand }))
@@ -669,13 +612,8 @@ async fn batch_of_one(app: &TestApp, event: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_changed_by_hand_applies_to_the_next_submit() {
     let app = spawn(Options::default()).await;
-    let config = app
-        .config(
-            "hand",
-            "http://127.0.0.1:1/old?u={user_id}",
-            "http://127.0.0.1:1/cb",
-        )
-        .await;
+    let postback = "http://127.0.0.1:1/old?u={user_id}";
+    let config = app.config("hand", postback, "http://127.0.0.1:1/cb").await;
     let db = app.db.client().await;
     let url_of = |entry: &Value| entry["webhook_url"].as_str().unwrap().to_string();
     // A single and a batched submit, and the URLs they were queued with.
@@ -683,21 +621,10 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
         let app = &app;
         async move {
             let single = app
-                .submit(
-                    Event::credit(&format!("{tag}1"))
-                        .to(config)
-                        .param("user_id", "u1")
-                        .body(),
-                )
+                .submit(Event::u1_credit(&format!("{tag}1"), config).body())
                 .await;
-            let batched = batch_of_one(
-                app,
-                Event::credit(&format!("{tag}2"))
-                    .to(config)
-                    .param("user_id", "u1")
-                    .body(),
-            )
-            .await;
+            let batched =
+                batch_of_one(app, Event::u1_credit(&format!("{tag}2"), config).body()).await;
             [url_of(&single), url_of(&batched["entry"])]
         }
     };
@@ -721,17 +648,9 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
     .await
     .unwrap();
     let rows = queue_rows(&app).await;
-    let refused = Event::credit("c1")
-        .to(config)
-        .param("user_id", "u1")
-        .post(&app)
-        .await;
+    let refused = Event::u1_credit("c1", config).post(&app).await;
     assert_error(&refused, INVALID, Some("config_id"), "deactivated by hand");
-    let refused = batch_of_one(
-        &app,
-        Event::credit("c2").to(config).param("user_id", "u1").body(),
-    )
-    .await;
+    let refused = batch_of_one(&app, Event::u1_credit("c2", config).body()).await;
     assert_eq!(refused["status"], 422, "{refused}");
     assert_eq!(refused["error"]["field"], "config_id");
     assert_eq!(queue_rows(&app).await, rows);
@@ -745,11 +664,7 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
     )
     .await
     .unwrap();
-    let refused = Event::credit("d1")
-        .to(config)
-        .param("user_id", "u1")
-        .post(&app)
-        .await;
+    let refused = Event::u1_credit("d1", config).post(&app).await;
     assert_error(
         &refused,
         INVALID,

@@ -75,6 +75,24 @@ pub async fn never_called(app: &TestApp) -> i64 {
     .await
 }
 
+/// A partner `name` at `http://127.0.0.1:9` (`/pb`, `/cb`), where nothing listens: for tests
+/// whose workers never call it.
+pub async fn unreachable(app: &TestApp, name: &str) -> i64 {
+    app.config(name, "http://127.0.0.1:9/pb", "http://127.0.0.1:9/cb")
+        .await
+}
+
+/// A partner `name` whose credits go to `postback` (a URL), retried `max_retries` times, and
+/// one `+credit` submitted to it without an event id or params: the entry.
+pub async fn one_credit(app: &TestApp, name: &str, postback: &str, max_retries: i64) -> Value {
+    let config = Partner::new(name)
+        .postback(postback)
+        .max_retries(max_retries)
+        .create(app)
+        .await;
+    Event::of("+credit").to(config).submit(app).await
+}
+
 /// An event to submit: `Event::credit("tx1").to(config).param("user_id", "u1")`.
 #[derive(Clone, Debug)]
 pub struct Event(Map<String, Value>);
@@ -83,6 +101,11 @@ impl Event {
     /// A `+credit` with this `event_id`.
     pub fn credit(event_id: &str) -> Self {
         Self::of("+credit").id(event_id)
+    }
+
+    /// A `+credit` with this `event_id` to `config_id`, for user `u1` (`url_params.user_id`).
+    pub fn u1_credit(event_id: &str, config_id: i64) -> Self {
+        Self::credit(event_id).to(config_id).param("user_id", "u1")
     }
 
     /// A `-debit` with this `event_id`.

@@ -60,6 +60,15 @@ pub fn assert_error(answer: &(u16, Value), class: Class, field: Option<&str>, ca
     }
 }
 
+/// Asserts an answer of `status` whose `error.message` mentions `text`.
+#[track_caller]
+pub fn assert_refusal_mentions(answer: &(u16, Value), status: u16, text: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(text), "{body}");
+}
+
 #[track_caller]
 pub fn assert_rfc3339_utc(value: &Value, what: &str) {
     let text = value

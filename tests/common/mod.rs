@@ -11,6 +11,7 @@ pub mod pg;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
+pub mod scenario;
 pub mod standard_webhooks;
 pub mod tls;
 pub mod tls_receiver;
@@ -150,6 +151,20 @@ impl TestDb {
             .get(0)
     }
 
+    /// Waits up to `timeout` until the bigint `sql` returns is `expected`; `what` names the wait.
+    pub async fn wait_count(&self, sql: &str, expected: i64, timeout: Duration, what: &str) {
+        eventually(timeout, what, || async {
+            self.count(sql).await == expected
+        })
+        .await
+    }
+
+    /// The first column of every row a query returns, as text.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        let rows = self.client().await.query(sql, &[]).await.unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
     /// How many rows of the queue have `status`.
     pub async fn count_with_status(&self, status: &str) -> i64 {
         self.count(&format!(
@@ -218,7 +233,7 @@ pub struct Options {
     pub api: bool,
     pub workers: bool,
     /// Settings as environment variables (`WORKER_COUNT` …); tests get short delays by default.
-    pub env: Vec<(&'static str, String)>,
+    pub env: Vec<(String, String)>,
     /// A bearer token that `TestApp::http` sends with every request (none by default).
     pub bearer: Option<String>,
 }
@@ -242,8 +257,18 @@ impl Options {
         }
     }
 
-    pub fn env(mut self, key: &'static str, value: impl ToString) -> Self {
-        self.env.push((key, value.to_string()));
+    /// Workers with `settings`, written as in a shell: `"RETRY_BASE_DELAY=20ms WORKER_COUNT=1"`.
+    pub fn workers(settings: &str) -> Self {
+        settings
+            .split_whitespace()
+            .fold(Self::with_workers(), |options, setting| {
+                let (key, value) = setting.split_once('=').expect("a setting is KEY=value");
+                options.env(key, value)
+            })
+    }
+
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -258,7 +283,7 @@ impl Options {
 /// `SECRET_KEYS` empty.
 pub const TEST_SECRET_KEY: &str = "dGVzdC1rZXktb2YtdGhpcnR5LXR3by1ieXRlcy0hISE=";
 
-pub fn settings_for(db_url: &str, env: &[(&'static str, String)]) -> Settings {
+pub fn settings_for(db_url: &str, env: &[(String, String)]) -> Settings {
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", db_url.to_string()),
         ("DATABASE_MAX_CONNECTIONS", "8".into()),
@@ -395,6 +420,11 @@ impl TestApp {
             .await
     }
 
+    /// Creates a config `name` whose postbacks and chargebacks both go to `url`.
+    pub async fn partner(&self, name: &str, url: &str) -> i64 {
+        self.config(name, url, url).await
+    }
+
     pub async fn submit(&self, body: Value) -> Value {
         let (status, body) = self.post("/webhooks", body).await;
         assert_eq!(status, 201, "{body}");
@@ -415,6 +445,12 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// [`TestApp::wait_for_status`] for an entry as `submit` returned it.
+    pub async fn wait_entry(&self, entry: &Value, status: &str, timeout: Duration) -> Value {
+        self.wait_for_status(&fixture::queue_id(entry), status, timeout)
+            .await
     }
 
     /// Stops API and workers gracefully and waits for them.

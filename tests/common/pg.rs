@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::process::run_ok;
 use super::tls::Certs;
 
 pub struct PrivatePg {
@@ -178,24 +179,17 @@ impl PrivatePg {
 
     /// Runs `sql` with `psql` (an independent libpq client) and returns its unaligned output.
     pub fn psql(&self, conninfo: &str, sql: &str) -> String {
-        let output = Command::new("psql")
-            .args([
-                conninfo,
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql runs");
-        assert!(
-            output.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let args = [
+            conninfo,
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ];
+        let output = run_ok(Command::new("psql").args(args), "psql");
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 }

@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_webhookd");
 
+/// Runs `command` to its end, which must succeed (`what` names it); its output.
+pub fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} runs: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{what} failed: {stderr}");
+    output
+}
+
 /// A loopback port nothing listens on: the system's choice, released at once.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

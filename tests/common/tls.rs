@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::process::run_ok;
+
 pub struct Certs {
     dir: PathBuf,
     pub ca_cert: PathBuf,
@@ -14,16 +16,8 @@ pub struct Certs {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let what = format!("openssl {args:?}");
+    run_ok(Command::new("openssl").current_dir(dir).args(args), &what);
 }
 
 /// `openssl req -new` with a fresh P-256 key, unencrypted, written to `key`; `args` say what
