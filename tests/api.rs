@@ -273,12 +273,8 @@ async fn a_known_path_asked_with_another_method_is_405_with_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integers_written_with_a_zero_fraction_are_integers() {
     let app = spawn(Options::default()).await;
-    let (status, created) = app
-        .post(
-            "/webhook-configs",
-            json!({"name": "p", "postback_url": "https://p.example/pb", "max_retries": 3.0}),
-        )
-        .await;
+    let config = json!({"name": "p", "postback_url": "https://p.example/pb", "max_retries": 3.0});
+    let (status, created) = app.post("/webhook-configs", config).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["max_retries"], 3);
     let (status, page) = app

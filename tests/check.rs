@@ -138,6 +138,15 @@ async fn text(app: &TestApp, sql: &str) -> Option<String> {
         .get(0)
 }
 
+/// Asserts that the check finds `invariant` broken once, by `example`, and that every
+/// invariant holds after one pruner pass; what that pass did.
+async fn assert_one_pass_repairs(app: &TestApp, invariant: &str, example: &str) -> Pruned {
+    assert_broken(app, invariant, 1, Some(example));
+    let pruned = pass(app).await;
+    assert_whole(app);
+    pruned
+}
+
 /// PostgreSQL's `check_violation`.
 const CHECK_VIOLATION: &str = "23514";
 
@@ -186,11 +195,8 @@ async fn a_debit_waiting_for_a_credit_that_does_not_exist_is_reported_and_releas
         ),
     )
     .await;
-    assert_broken(&app, "stale_credit_wait", 1, Some(&debit));
-
-    let pruned = pass(&app).await;
+    let pruned = assert_one_pass_repairs(&app, "stale_credit_wait", &debit).await;
     assert_eq!(pruned.stranded_debits, 1, "{pruned:?}");
-    assert_whole(&app);
     let held = text(
         &app,
         &format!("SELECT held_reason FROM webhook_queue WHERE queue_id = '{debit}'"),
@@ -231,11 +237,8 @@ async fn a_processing_row_without_a_lease_is_reported_and_given_one_that_has_run
         ),
     )
     .await;
-    assert_broken(&app, "processing_without_lease", 1, Some(&credit));
-
-    let pruned = pass(&app).await;
+    let pruned = assert_one_pass_repairs(&app, "processing_without_lease", &credit).await;
     assert_eq!(pruned.leases_expired, 1, "{pruned:?}");
-    assert_whole(&app);
     let expired = text(
         &app,
         &format!(
@@ -268,11 +271,8 @@ async fn a_tripped_partner_without_a_probe_time_is_reported_and_given_a_probe_no
         Err(code) => panic!("the update failed with {code}"),
         Ok(rows) => assert_eq!(rows, 1),
     }
-    assert_broken(&app, "tripped_without_probe", 1, Some(&config.to_string()));
-
-    let pruned = pass(&app).await;
+    let pruned = assert_one_pass_repairs(&app, "tripped_without_probe", &config.to_string()).await;
     assert_eq!(pruned.probes_scheduled, 1, "{pruned:?}");
-    assert_whole(&app);
     let probe = text(
         &app,
         &format!(
@@ -287,9 +287,9 @@ async fn a_tripped_partner_without_a_probe_time_is_reported_and_given_a_probe_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drifted_counters_are_reported_in_the_api_and_metrics_and_recounted() {
     let (app, config) = app_with_partner().await;
-    submit(&app, "+credit", "a", config).await;
-    submit(&app, "+credit", "b", config).await;
-    submit(&app, "-debit", "c", config).await;
+    for (event_type, event_id) in [("+credit", "a"), ("+credit", "b"), ("-debit", "c")] {
+        submit(&app, event_type, event_id, config).await;
+    }
     let stats_before = app.get("/webhooks/stats").await.1;
     // One cell counted too high, one that has no row at all.
     sql(

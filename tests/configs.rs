@@ -86,12 +86,8 @@ async fn configs_are_created_read_listed_replaced_and_deactivated() {
     assert_eq!(app.get(&path).await.1["is_active"], false);
     assert_eq!(config_rows(&app).await, before);
     let answer = Event::u1_credit("after-deactivation", id).post(&app).await;
-    assert_error(
-        &answer,
-        INVALID,
-        Some("config_id"),
-        "submit to a deactivated config",
-    );
+    let case = "submit to a deactivated config";
+    assert_error(&answer, INVALID, Some("config_id"), case);
     assert_eq!(queue_rows(&app).await, 0);
 
     // PUT with is_active true brings it back.

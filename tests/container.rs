@@ -535,15 +535,9 @@ async fn the_image_migrates_serves_delivers_and_stops_cleanly_as_the_manifests_r
     assert_eq!(status, 201, "{config}");
 
     // `work` delivers what `serve` accepted.
-    let (status, entry) = call(
-        reqwest::Method::POST,
-        "/webhooks",
-        Some(
-            json!({"event_type": "+credit", "event_id": "c-1", "config_id": config["id"],
-                    "url_params": {"user_id": "u1"}}),
-        ),
-    )
-    .await;
+    let credit = json!({"event_type": "+credit", "event_id": "c-1", "config_id": config["id"],
+                        "url_params": {"user_id": "u1"}});
+    let (status, entry) = call(reqwest::Method::POST, "/webhooks", Some(credit)).await;
     assert_eq!(status, 201, "{entry}");
     let delivered = receiver
         .wait_for("/ok/container", 1, Duration::from_secs(20))
@@ -565,15 +559,9 @@ async fn the_image_migrates_serves_delivers_and_stops_cleanly_as_the_manifests_r
     // SIGTERM while a call is in flight (the partner takes 5 s, so the signal is sent while
     // the call is open even on a loaded machine): the call finishes, its outcome is written,
     // and both processes exit 0 within their pods' grace periods.
-    let (status, slow) = call(
-        reqwest::Method::POST,
-        "/webhooks",
-        Some(
-            json!({"event_type": "-debit", "event_id": "c-2", "config_id": config["id"],
-                    "url_params": {"user_id": "u2"}}),
-        ),
-    )
-    .await;
+    let debit = json!({"event_type": "-debit", "event_id": "c-2", "config_id": config["id"],
+                       "url_params": {"user_id": "u2"}});
+    let (status, slow) = call(reqwest::Method::POST, "/webhooks", Some(debit)).await;
     assert_eq!(status, 201, "{slow}");
     receiver
         .wait_for("/slow/5000/container", 1, Duration::from_secs(20))

@@ -30,14 +30,9 @@ async fn line_of(conn: &mut diesel_async::AsyncPgConnection, sql: &str) -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_and_debit_reach_the_right_url_with_headers_and_complete_at_attempt_0() {
     let (receiver, app) = delivering("").await;
-    let config = partner_on(
-        &app,
-        &receiver,
-        "partner",
-        "/ok/postback?src=net&uid={user_id}",
-        "/ok/chargeback/{event_id}",
-    )
-    .await;
+    let postback = "/ok/postback?src=net&uid={user_id}";
+    let chargeback = "/ok/chargeback/{event_id}";
+    let config = partner_on(&app, &receiver, "partner", postback, chargeback).await;
 
     let credit = app
         .submit(

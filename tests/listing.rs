@@ -10,6 +10,8 @@ use common::http::*;
 use common::{spawn, Options, TestApp};
 use serde_json::json;
 
+const REDACTED_POSTBACK: &str = "https://p.example/pb?user={user_id}";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listing_filters_by_status_event_type_config_creation_time_and_cancellation() {
     let app = spawn(Options::default()).await;
@@ -237,8 +239,9 @@ async fn cancelling_sets_cancelled_at_once_counts_under_cancelled_and_refuses_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_finds_an_event_by_its_event_id_and_entries_show_a_redacted_url() {
     let app = spawn(Options::default()).await;
-    let postback = "https://p.example/pb?user={user_id}";
-    let config = app.config("p", postback, "https://p.example/cb").await;
+    let config = app
+        .config("p", REDACTED_POSTBACK, "https://p.example/cb")
+        .await;
     let wanted = app
         .submit(
             json!({"event_type": "+credit", "event_id": "tx é 1", "config_id": config,

@@ -55,6 +55,20 @@ fn seen(method: &str, target: &str, proxy_authorization: Option<&str>) -> ProxyS
     }
 }
 
+/// A client presenting a certificate from a CA the receiver does not trust.
+fn stranger(pki: &TestPki) -> reqwest::Client {
+    with_identity(pki, &pki.other_client_identity_pem())
+        .build()
+        .unwrap()
+}
+
+/// Sends `request`; the status and body of the answer.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiver_records_each_method_and_the_whole_body() {
     let receiver = Receiver::start().await;
@@ -97,24 +111,15 @@ async fn the_proxy_tunnels_https_with_connect_and_relays_http_in_absolute_form()
     let document = pattern(300 * 1024);
     let form = format!("amount=10.00&memo={}", "m".repeat(200 * 1024));
 
-    let put = http
-        .put(tls.url("/hooks/7?e=1&e=2"))
-        .header("X-Partner", "acme")
-        .body(document.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    assert_eq!(put.text().await.unwrap(), "ok");
-    let post = http
-        .post(receiver.url("/status/202/postback?e=1"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(form.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(post.status(), 202);
-    assert_eq!(post.text().await.unwrap(), "status 202");
+    let put = http.put(tls.url("/hooks/7?e=1&e=2")).body(document.clone());
+    let put = put.header("X-Partner", "acme");
+    assert_eq!(answer(put).await, (200, "ok".to_string()));
+    let post = http.post(receiver.url("/status/202/postback?e=1"));
+    let post = post.header("Content-Type", "application/x-www-form-urlencoded");
+    assert_eq!(
+        answer(post.body(form.clone())).await,
+        (202, "status 202".to_string())
+    );
 
     let tls_got = tls.wait_for(1, WAIT).await;
     assert_eq!(tls_got.len(), 1, "{tls_got:?}");
@@ -230,13 +235,7 @@ async fn the_mtls_receiver_refuses_a_missing_or_untrusted_client_certificate_and
     })
     .await;
 
-    let stranger = with_identity(&pki, &pki.other_client_identity_pem());
-    let refused = stranger
-        .build()
-        .unwrap()
-        .post(tls.url("/other"))
-        .send()
-        .await;
+    let refused = stranger(&pki).post(tls.url("/other")).send().await;
     let error = refused.expect_err("a certificate from another CA is refused");
     assert!(chain(&error).contains("UnknownCA"), "{}", chain(&error));
     eventually(WAIT, "the second refused handshake counted", || async {
@@ -286,13 +285,7 @@ async fn a_receiver_that_does_not_require_a_client_certificate_still_verifies_on
         trusted.get(tls.url("/mine")).send().await.unwrap().status(),
         200
     );
-    let stranger = with_identity(&pki, &pki.other_client_identity_pem());
-    let refused = stranger
-        .build()
-        .unwrap()
-        .get(tls.url("/other"))
-        .send()
-        .await;
+    let refused = stranger(&pki).get(tls.url("/other")).send().await;
     assert!(refused.is_err(), "a certificate from another CA is refused");
 
     let got = tls.wait_for(1, WAIT).await;

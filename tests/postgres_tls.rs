@@ -129,13 +129,8 @@ fn probe_database_honours_sslmode_against_a_tls_only_server() {
     };
     let require = probe("require");
     assert_eq!(require.code, Some(0), "{}", require.stderr);
-    assert!(
-        require
-            .stdout
-            .contains("ok: the database answered SELECT 1"),
-        "{}",
-        require.stdout
-    );
+    let answered = "ok: the database answered SELECT 1";
+    assert!(require.stdout.contains(answered), "{}", require.stdout);
     // The server turns plain connections away, so the probe must say so, on one line.
     let plain = probe("disable");
     assert_eq!(plain.code, Some(1), "{}", plain.stdout);
