@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::fixture::{acme, queue_id, Event, RowState};
+use common::fixture::{api_with_acme, queue_id, Event, RowState};
 use common::http::*;
 use common::{spawn, Options, TestApp};
 use serde_json::json;
@@ -124,8 +124,7 @@ async fn walk(app: &TestApp, query: &str) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyset_pages_visit_every_entry_once_newest_first_even_while_rows_arrive() {
-    let app = spawn(Options::default()).await;
-    let config = acme(&app).await;
+    let (app, config) = api_with_acme().await;
     let mut originals = Vec::new();
     for n in 0..25 {
         originals.push(queue_id(
@@ -186,8 +185,7 @@ async fn keyset_pages_visit_every_entry_once_newest_first_even_while_rows_arrive
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_sets_cancelled_at_once_counts_under_cancelled_and_refuses_completed_entries() {
-    let app = spawn(Options::default()).await;
-    let config = acme(&app).await;
+    let (app, config) = api_with_acme().await;
     let kept = queue_id(&app.submit(Event::u1_credit("kept", config).body()).await);
     let doomed = queue_id(&app.submit(Event::u1_credit("doomed", config).body()).await);
     let delivered = queue_id(

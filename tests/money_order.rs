@@ -7,15 +7,15 @@ mod common;
 use std::time::Duration;
 
 use common::fixture::{queue_id, Event, Partner};
+use common::http::delete;
 use common::process::Proc;
+use common::pruning::{prune, settings};
 use common::receiver::{Received, Receiver};
 use common::scenario::with_receiver;
 use common::{eventually, Options, TestApp};
 use rand::Rng;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use webhookd::application::retention;
-use webhookd::config::RetentionSettings;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -192,13 +192,7 @@ async fn a_cancelled_credit_cancels_its_waiting_debit_and_any_later_one() {
     let debit = submit(&app, "-debit", "tx3", config).await;
     assert_eq!(debit["held_reason"], "waiting_for_credit");
 
-    let (status, _) = app
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/webhooks/{}", &queue_id(&credit)),
-            None,
-        )
-        .await;
+    let (status, _) = delete(&app, &format!("/webhooks/{}", &queue_id(&credit))).await;
     assert_eq!(status, 200);
     let cancelled = entry(&app, &queue_id(&debit)).await;
     assert!(cancelled["cancelled_at"].is_string(), "{cancelled}");
@@ -326,21 +320,8 @@ async fn retention_keeps_a_failed_credit_while_its_debit_waits() {
         .await
         .unwrap();
 
-    let settings = RetentionSettings {
-        completed: Some(Duration::from_secs(1)),
-        failed: Some(Duration::from_secs(1)),
-        interval: Duration::from_secs(60),
-    };
-    retention::prune_once(
-        &app.db.url,
-        &settings,
-        Duration::from_secs(5),
-        Some(Duration::from_secs(60)),
-        &CancellationToken::new(),
-        |_| {},
-    )
-    .await
-    .expect("pruning runs");
+    let age = Some(Duration::from_secs(1));
+    prune(&app, &settings(age, age)).await;
     let (status, _) = app.get(&format!("/webhooks/{}", &queue_id(&lone))).await;
     assert_eq!(status, 404, "a failed credit with no waiting debit goes");
     let (status, _) = app.get(&format!("/webhooks/{}", &queue_id(&kept))).await;
@@ -566,13 +547,7 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
         )
         .await
         .unwrap();
-    let (status, body) = app
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/webhooks/{}", &queue_id(&cancelled)),
-            None,
-        )
-        .await;
+    let (status, body) = delete(&app, &format!("/webhooks/{}", &queue_id(&cancelled))).await;
     assert_eq!(status, 200, "{body}");
     for insert in inserts {
         insert.send(true).unwrap();
@@ -593,21 +568,7 @@ async fn the_pruner_settles_a_debit_whose_recheck_never_ran() {
         );
     }
 
-    let settings = RetentionSettings {
-        completed: None,
-        failed: None,
-        interval: Duration::from_secs(60),
-    };
-    let pass = retention::prune_once(
-        &app.db.url,
-        &settings,
-        Duration::from_secs(5),
-        Some(Duration::from_secs(60)),
-        &CancellationToken::new(),
-        |_| {},
-    )
-    .await
-    .expect("pruning runs");
+    let pass = prune(&app, &settings(None, None)).await;
     assert!(
         matches!(&pass, retention::Pass::Done(p) if p.stranded_debits == 2),
         "{pass:?}"

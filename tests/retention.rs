@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use common::counters::{assert_stats_match_tables, stats};
 use common::fixture::{self, unreachable, Made, RowState};
+use common::pruning::{prune, settings};
 use common::receiver::Receiver;
 use common::scenario::partner_on;
 use common::{eventually, spawn, Options, TestApp, TestDb};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-use webhookd::application::retention::{self, Pass, Pruned};
-use webhookd::config::RetentionSettings;
+use webhookd::application::retention::{Pass, Pruned};
 use webhookd::store::queue::retention::LOCK_KEY;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,27 +21,6 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn retry(app: &TestApp, queue_id: &str) -> (u16, Value) {
     app.post(&format!("/webhooks/{queue_id}/retry"), json!({}))
         .await
-}
-
-fn settings(completed: Option<Duration>, failed: Option<Duration>) -> RetentionSettings {
-    RetentionSettings {
-        completed,
-        failed,
-        interval: Duration::from_secs(60),
-    }
-}
-
-async fn prune(app: &TestApp, settings: &RetentionSettings) -> Pass {
-    retention::prune_once(
-        &app.db.url,
-        settings,
-        Duration::from_secs(5),
-        Some(Duration::from_secs(60)),
-        &CancellationToken::new(),
-        |_| {},
-    )
-    .await
-    .expect("pruning runs")
 }
 
 async fn queue_ids(db: &TestDb) -> BTreeSet<String> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::fixture::{never_called, one_credit, Event, Partner};
 use common::receiver::Receiver;
+use common::scenario::delivering;
 use common::{http_client, spawn, spawn_on, Options, TestApp, TestDb};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -158,12 +159,8 @@ async fn loopback_in_every_spelling_is_blocked_and_not_one_connection_reaches_th
     let mut rows = Vec::new();
     for (i, url) in literals.iter().enumerate() {
         // The API refuses a literal forbidden host at once...
-        let (status, body) = app
-            .post(
-                "/webhook-configs",
-                json!({"name": format!("lit{i}"), "postback_url": url}),
-            )
-            .await;
+        let config = json!({"name": format!("lit{i}"), "postback_url": url});
+        let (status, body) = app.post("/webhook-configs", config).await;
         assert_eq!(status, 422, "{url}: {body}");
         assert_eq!(body["error"]["field"], "postback_url", "{url}");
         // ...and a row that got in anyway (by SQL) is still never called.
@@ -258,9 +255,8 @@ async fn private_and_special_ranges_are_refused_at_create_and_blocked_at_call_ti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_loopback_allowed_the_same_loopback_calls_go_through() {
-    let receiver = Receiver::start().await;
+    let (receiver, app) = delivering("OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8").await;
     let port = receiver.port();
-    let app = spawn(Options::workers("OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8")).await;
     for (i, url) in [
         format!("http://127.0.0.1:{port}/ok/allowed-literal"),
         format!("http://127.1:{port}/ok/allowed-shorthand"),
@@ -316,10 +312,10 @@ async fn a_redirect_to_a_forbidden_address_is_not_followed() {
     let done = app.wait_entry(&entry, "failed", WAIT).await;
     assert_eq!(done["attempts"][0]["http_status"], 302, "{done:#}");
     assert_eq!(allowed.received_at("/redirect/pb").len(), 1);
+    let followed = target.received();
     assert!(
-        target.received().is_empty(),
-        "the redirect was followed: {:?}",
-        target.received()
+        followed.is_empty(),
+        "the redirect was followed: {followed:?}"
     );
     app.shutdown().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::scenario::delivering;
 use common::standard_webhooks::package_verifies;
-use common::{spawn, Options, TestDb};
+use common::{spawn, Options, TestApp, TestDb};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -65,18 +65,24 @@ fn python_verifies(
     }
 }
 
+/// Creates partner `signed` with `urls` (its postback and any chargeback) and a fresh signing
+/// secret of 32 bytes: the secret and the created config.
+async fn signed_partner(app: &TestApp, urls: Value) -> (String, Value) {
+    let secret = random_secret(32);
+    let mut body = json!({"name": "signed"});
+    let fields = body.as_object_mut().unwrap();
+    fields.extend(urls.as_object().unwrap().clone());
+    fields.insert("signing_secret".into(), json!(secret));
+    let (status, created) = app.post("/webhook-configs", body).await;
+    assert_eq!(status, 201, "{created}");
+    (secret, created)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implementation() {
     let (receiver, app) = delivering("").await;
-    let secret = random_secret(32);
-    let (status, created) = app
-        .post(
-            "/webhook-configs",
-            json!({"name": "signed", "postback_url": receiver.url("/ok/signed/{user_id}?src=net"),
-                   "signing_secret": secret}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let postback = receiver.url("/ok/signed/{user_id}?src=net");
+    let (secret, created) = signed_partner(&app, json!({"postback_url": postback})).await;
     assert_eq!(created["signing"], true);
     let unsigned = app.partner("unsigned", &receiver.url("/ok/unsigned")).await;
 
@@ -165,15 +171,9 @@ async fn signed_deliveries_verify_with_an_independent_standard_webhooks_implemen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_calls_verify_with_the_published_standardwebhooks_package() {
     let (receiver, app) = delivering("").await;
-    let secret = random_secret(32);
-    let (status, created) = app
-        .post(
-            "/webhook-configs",
-            json!({"name": "signed", "postback_url": receiver.url("/ok/pkg/{user_id}?src=net"),
-                   "chargeback_url": receiver.url("/ok/pkg-debit"), "signing_secret": secret}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let urls = json!({"postback_url": receiver.url("/ok/pkg/{user_id}?src=net"),
+                      "chargeback_url": receiver.url("/ok/pkg-debit")});
+    let (secret, created) = signed_partner(&app, urls).await;
     for (event_type, event_id) in [("+credit", "p1"), ("-debit", "p2")] {
         let entry = app
             .submit(json!({"event_type": event_type, "event_id": event_id,
@@ -294,36 +294,26 @@ async fn signing_secrets_are_validated_write_only_and_kept_unless_set_to_null() 
 
     // PUT without the field keeps the secret; with a new one replaces it; with null removes it.
     let put = |body: Value| app.send(reqwest::Method::PUT, &path, Some(body));
-    let (status, body) = put(json!({"name": "p", "postback_url": pb, "max_retries": 2})).await;
-    assert_eq!(
-        (status, body["signing"].as_bool()),
-        (200, Some(true)),
-        "{body}"
-    );
-    assert_eq!(
-        stored_secret(&app.db, id).await.as_deref(),
-        Some(secret.as_str())
-    );
     let rotated = random_secret(64);
-    let (status, body) =
-        put(json!({"name": "p", "postback_url": pb, "signing_secret": rotated})).await;
-    assert_eq!(
-        (status, body["signing"].as_bool()),
-        (200, Some(true)),
-        "{body}"
-    );
-    assert_eq!(
-        stored_secret(&app.db, id).await.as_deref(),
-        Some(rotated.as_str())
-    );
-    let (status, body) =
-        put(json!({"name": "p", "postback_url": pb, "signing_secret": null})).await;
-    assert_eq!(
-        (status, body["signing"].as_bool()),
-        (200, Some(false)),
-        "{body}"
-    );
-    assert_eq!(stored_secret(&app.db, id).await, None);
+    for (change, signing, stored) in [
+        (json!({"max_retries": 2}), true, Some(secret.as_str())),
+        (
+            json!({"signing_secret": rotated}),
+            true,
+            Some(rotated.as_str()),
+        ),
+        (json!({"signing_secret": null}), false, None),
+    ] {
+        let mut replacement = json!({"name": "p", "postback_url": pb});
+        replacement
+            .as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        let (status, body) = put(replacement.clone()).await;
+        let answered = (status, body["signing"].as_bool());
+        assert_eq!(answered, (200, Some(signing)), "{replacement}: {body}");
+        assert_eq!(stored_secret(&app.db, id).await.as_deref(), stored);
+    }
 
     // The column refuses what the API would refuse, even from SQL.
     let client = app.db.client().await;

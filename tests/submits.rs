@@ -7,11 +7,19 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::fixture::{acme, queue_id, Event, Made, RowState};
+use common::fixture::{api_with_acme, queue_id, Event, Made, RowState};
 use common::http::*;
 use common::{spawn, Options, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
+
+/// A partner `name` at `http://h/`, deactivated (`DELETE` answered 200); its id.
+async fn deactivated(app: &TestApp, name: &str) -> i64 {
+    let id = app.config(name, "http://h/pb", "http://h/cb").await;
+    let path = format!("/webhook-configs/{id}");
+    assert_eq!(delete(app, &path).await.0, 200);
+    id
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_answers_201_with_the_entry_and_the_partner_url_built_per_spec() {
@@ -163,19 +171,12 @@ async fn the_attempts_of_an_entry_are_listed_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_submits_are_422_naming_the_field_and_write_nothing() {
-    let app = spawn(Options::default()).await;
-    let config = acme(&app).await;
+    let (app, config) = api_with_acme().await;
     let credit_only = json!({"name": "credit-only", "postback_url": "http://h/pb"});
     let credit_only = app.post("/webhook-configs", credit_only).await.1["id"]
         .as_i64()
         .unwrap();
-    let inactive = app.config("inactive", "http://h/pb", "http://h/cb").await;
-    assert_eq!(
-        delete(&app, &format!("/webhook-configs/{inactive}"))
-            .await
-            .0,
-        200
-    );
+    let inactive = deactivated(&app, "inactive").await;
     // One accepted row, so "nothing written" is not just "the table is empty".
     app.submit(Event::u1_credit("accepted", config).body())
         .await;
@@ -325,8 +326,7 @@ async fn a_chunked_body_growing_past_64_kib_is_413_without_a_declared_length() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubmitting_the_same_event_returns_200_with_the_same_queue_id_and_creates_nothing() {
-    let app = spawn(Options::default()).await;
-    let config = acme(&app).await;
+    let (app, config) = api_with_acme().await;
     let body = json!({"event_type": "+credit", "event_id": "tx_1", "config_id": config,
                       "url_params": {"user_id": "u1", "value": 100}});
 
@@ -418,8 +418,7 @@ async fn resubmitting_the_same_event_returns_200_with_the_same_queue_id_and_crea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicate_submits_create_exactly_one_row() {
-    let app = spawn(Options::default()).await;
-    let config = acme(&app).await;
+    let (app, config) = api_with_acme().await;
     for round in 0..3 {
         let body = Event::u1_credit(&format!("race-{round}"), config).body();
         let submits = (0..10).map(|_| app.post("/webhooks", body.clone()));
@@ -446,15 +445,8 @@ async fn concurrent_duplicate_submits_create_exactly_one_row() {
 async fn concurrent_single_submits_each_get_the_answer_they_would_get_alone() {
     // Single submits that arrive together share one insert statement; each must still be
     // answered as if it had come alone: created, invalid, or a conflict on a reused event id.
-    let app = spawn(Options::default()).await;
-    let config = acme(&app).await;
-    let inactive = app.config("gone", "http://h/pb", "http://h/cb").await;
-    assert_eq!(
-        delete(&app, &format!("/webhook-configs/{inactive}"))
-            .await
-            .0,
-        200
-    );
+    let (app, config) = api_with_acme().await;
+    let inactive = deactivated(&app, "gone").await;
     let mut cases: Vec<(Value, &str)> = (0..30)
         .map(|i| {
             (
@@ -632,12 +624,8 @@ async fn a_config_changed_by_hand_applies_to_the_next_submit() {
     // Both routes now hold a copy of the config.
     assert_eq!(both_routes("a").await, ["http://127.0.0.1:1/old?u=u1"; 2]);
 
-    db.execute(
-        "UPDATE webhook_configs SET postback_url = 'http://127.0.0.1:1/new?u={user_id}' WHERE id = $1",
-        &[&config],
-    )
-    .await
-    .unwrap();
+    let moved = "UPDATE webhook_configs SET postback_url = 'http://127.0.0.1:1/new?u={user_id}' WHERE id = $1";
+    db.execute(moved, &[&config]).await.unwrap();
     assert_eq!(both_routes("b").await, ["http://127.0.0.1:1/new?u=u1"; 2]);
 
     // Deactivated by hand: refused, and nothing written.

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{TestApp, TestDb};
+use super::{spawn, Options, TestApp, TestDb};
 
 /// A partner config to create through the API:
 /// `Partner::new("acme").url(&receiver.url("/ok/{event_id}")).create(&app).await`.
@@ -63,6 +63,13 @@ impl Partner {
 pub async fn acme(app: &TestApp) -> i64 {
     app.config("acme", "http://h/pb?uid={user_id}", "http://h/cb")
         .await
+}
+
+/// The API alone (no workers) with partner [`acme`]: the app and acme's id.
+pub async fn api_with_acme() -> (TestApp, i64) {
+    let app = spawn(Options::default()).await;
+    let config = acme(&app).await;
+    (app, config)
 }
 
 /// A partner `p` at `https://partner.example`: for tests whose events are never delivered.

@@ -10,6 +10,7 @@ pub mod http1;
 pub mod pg;
 pub mod process;
 pub mod proxy;
+pub mod pruning;
 pub mod receiver;
 pub mod scenario;
 pub mod standard_webhooks;
