@@ -230,10 +230,20 @@ pub async fn show(side: &tokio_postgres::Client, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Empties the queue and the counters it feeds.
+/// Empties the queue and the counters it feeds: the tables of them that the build under test
+/// has (an older one keeps its row counters in `webhook_queue_counts`).
 pub async fn truncate(side: &tokio_postgres::Client) {
     side.batch_execute(
-        "TRUNCATE webhook_queue, webhook_attempt_history, webhook_queue_tallies, webhook_throughput, webhook_attempt_counts",
+        "DO $$ DECLARE
+             tables TEXT[] := ARRAY['webhook_queue', 'webhook_attempt_history', 'webhook_queue_counts',
+                                    'webhook_queue_tallies', 'webhook_throughput', 'webhook_attempt_counts'];
+         BEGIN
+             -- In this order, the queue first, as the statements of a running `work` lock them.
+             EXECUTE 'TRUNCATE ' || (
+                 SELECT string_agg(quote_ident(relname), ', ' ORDER BY array_position(tables, relname::text))
+                 FROM pg_class
+                 WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace AND relname = ANY (tables));
+         END $$",
     )
     .await
     .expect("truncate");

@@ -10,7 +10,10 @@
 -- directly (01_statement_markers.sql). The adding functions are PL/pgSQL so that their
 -- statement is planned once per session (a SQL function holding an INSERT is planned again on
 -- every call). They group the deltas themselves, so a caller may pass one delta per row, and
--- are STRICT: an aggregate over no rows gives NULL arrays, and the call is skipped.
+-- are STRICT: an aggregate over no rows gives NULL arrays, and the call is skipped. They
+-- update the rows that exist and insert only the others (ON CONFLICT for those a concurrent
+-- writer inserted meanwhile): an upsert that finds its row locks it first, a record of its own
+-- in the WAL.
 --
 -- What an event costs the counters at everyday rates, where each statement carries one row:
 -- one counter row at its insert, none at its claim (pending and processing share the column
@@ -49,10 +52,10 @@ CREATE OR REPLACE FUNCTION webhook_queue_counts_add(
     config_ids BIGINT[], event_types TEXT[], buckets TEXT[], deltas BIGINT[]
 ) RETURNS VOID
 LANGUAGE plpgsql STRICT AS $$
+DECLARE
+    own_shard SMALLINT := webhook_counter_shard();
 BEGIN
-    INSERT INTO webhook_queue_tallies AS t (shard, config_id, event_type, queued, completed, failed, cancelled)
-    SELECT webhook_counter_shard(), g.config_id, g.event_type, g.queued, g.completed, g.failed, g.cancelled
-    FROM (
+    WITH added AS (
         SELECT d.config_id, d.event_type,
                coalesce(sum(d.delta) FILTER (WHERE d.bucket IN ('pending', 'processing')), 0) AS queued,
                coalesce(sum(d.delta) FILTER (WHERE d.bucket = 'completed'), 0) AS completed,
@@ -60,8 +63,20 @@ BEGIN
                coalesce(sum(d.delta) FILTER (WHERE d.bucket = 'cancelled'), 0) AS cancelled
         FROM unnest(config_ids, event_types, buckets, deltas) AS d(config_id, event_type, bucket, delta)
         GROUP BY d.config_id, d.event_type
-    ) g
-    WHERE g.queued <> 0 OR g.completed <> 0 OR g.failed <> 0 OR g.cancelled <> 0
+    ), nonzero AS (
+        SELECT * FROM added a WHERE a.queued <> 0 OR a.completed <> 0 OR a.failed <> 0 OR a.cancelled <> 0
+    ), updated AS (
+        UPDATE webhook_queue_tallies t
+        SET queued = t.queued + a.queued, completed = t.completed + a.completed,
+            failed = t.failed + a.failed, cancelled = t.cancelled + a.cancelled
+        FROM nonzero a
+        WHERE t.shard = own_shard AND t.config_id = a.config_id AND t.event_type = a.event_type
+        RETURNING t.config_id, t.event_type
+    )
+    INSERT INTO webhook_queue_tallies AS t (shard, config_id, event_type, queued, completed, failed, cancelled)
+    SELECT own_shard, a.config_id, a.event_type, a.queued, a.completed, a.failed, a.cancelled
+    FROM nonzero a
+    WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.config_id = a.config_id AND u.event_type = a.event_type)
     ON CONFLICT (shard, config_id, event_type) DO UPDATE
         SET queued = t.queued + excluded.queued, completed = t.completed + excluded.completed,
             failed = t.failed + excluded.failed, cancelled = t.cancelled + excluded.cancelled;
@@ -92,16 +107,28 @@ COMMENT ON VIEW webhook_queue_counts IS
 CREATE OR REPLACE FUNCTION webhook_attempt_counts_add(http_statuses INTEGER[], durations_ms BIGINT[], deltas INTEGER[])
 RETURNS VOID
 LANGUAGE plpgsql STRICT AS $$
+DECLARE
+    own_shard SMALLINT := webhook_counter_shard();
 BEGIN
+    WITH added AS (
+        SELECT a.succeeded, webhook_duration_bucket(a.ms) AS duration_ms, sum(a.delta) AS n, sum(a.delta * a.ms) AS sum_ms
+        FROM (
+            SELECT coalesce(u.http_status BETWEEN 200 AND 299, false) AS succeeded, coalesce(u.ms, 0) AS ms,
+                   u.delta::bigint AS delta
+            FROM unnest(http_statuses, durations_ms, deltas) AS u(http_status, ms, delta)
+        ) a
+        GROUP BY a.succeeded, webhook_duration_bucket(a.ms)
+        HAVING sum(a.delta) <> 0 OR sum(a.delta * a.ms) <> 0
+    ), updated AS (
+        UPDATE webhook_attempt_counts c SET n = c.n + a.n, sum_ms = c.sum_ms + a.sum_ms
+        FROM added a
+        WHERE c.shard = own_shard AND c.succeeded = a.succeeded AND c.duration_ms = a.duration_ms
+        RETURNING c.succeeded, c.duration_ms
+    )
     INSERT INTO webhook_attempt_counts AS c (shard, succeeded, duration_ms, n, sum_ms)
-    SELECT webhook_counter_shard(), a.succeeded, webhook_duration_bucket(a.ms), sum(a.delta), sum(a.delta * a.ms)
-    FROM (
-        SELECT coalesce(u.http_status BETWEEN 200 AND 299, false) AS succeeded, coalesce(u.ms, 0) AS ms,
-               u.delta::bigint AS delta
-        FROM unnest(http_statuses, durations_ms, deltas) AS u(http_status, ms, delta)
-    ) a
-    GROUP BY a.succeeded, webhook_duration_bucket(a.ms)
-    HAVING sum(a.delta) <> 0 OR sum(a.delta * a.ms) <> 0
+    SELECT own_shard, a.succeeded, a.duration_ms, a.n, a.sum_ms
+    FROM added a
+    WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.succeeded = a.succeeded AND u.duration_ms = a.duration_ms)
     ON CONFLICT (shard, succeeded, duration_ms) DO UPDATE
         SET n = c.n + excluded.n, sum_ms = c.sum_ms + excluded.sum_ms;
 END
