@@ -44,17 +44,16 @@ impl<Q> Query for Explained<Q> {
 pub struct Plan(pub serde_json::Value);
 
 impl Plan {
-    /// Rows the plan's scans touched: those they returned (per loop, times the loops) and those
-    /// their filters read and threw away. A query that reads by index the rows it answers with
-    /// touches about as many rows as it returns.
+    /// Rows the plan's scans of tables and indexes touched: those they returned (per loop,
+    /// times the loops) and those their filters read and threw away. A query that reads by
+    /// index the rows it answers with touches about as many rows as it returns.
     pub fn rows_read(&self) -> f64 {
         fn walk(node: &serde_json::Value) -> f64 {
             let number = |key: &str| node.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
-            let own = if node
-                .get("Node Type")
-                .and_then(|t| t.as_str())
-                .is_some_and(|t| t.ends_with("Scan"))
-            {
+            // A scan of a table or an index; not of a subquery, a VALUES list or a function's rows.
+            let reads_stored_rows =
+                node.get("Relation Name").is_some() || node.get("Index Name").is_some();
+            let own = if reads_stored_rows {
                 let loops = number("Actual Loops").max(1.0);
                 (number("Actual Rows") + number("Rows Removed by Filter")) * loops
                     + number("Rows Removed by Index Recheck")
