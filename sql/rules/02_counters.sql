@@ -13,7 +13,8 @@
 -- are STRICT: an aggregate over no rows gives NULL arrays, and the call is skipped. They
 -- update the rows that exist and insert only the others (ON CONFLICT for those a concurrent
 -- writer inserted meanwhile): an upsert that finds its row locks it first, a record of its own
--- in the WAL.
+-- in the WAL. Every session locks a statement's counter rows in key order (sorted deltas, no
+-- sequential scan), so two writers that share a shard cannot deadlock on them.
 --
 -- What an event costs the counters at everyday rates, where each statement carries one row:
 -- one counter row at its insert, none at its claim (pending and processing share the column
@@ -51,7 +52,9 @@ COMMENT ON FUNCTION webhook_count_bucket(TEXT, TIMESTAMPTZ) IS
 CREATE OR REPLACE FUNCTION webhook_queue_counts_add(
     config_ids BIGINT[], event_types TEXT[], buckets TEXT[], deltas BIGINT[]
 ) RETURNS VOID
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql STRICT
+SET enable_seqscan = off
+AS $$
 DECLARE
     own_shard SMALLINT := webhook_counter_shard();
 BEGIN
@@ -65,6 +68,7 @@ BEGIN
         GROUP BY d.config_id, d.event_type
     ), nonzero AS (
         SELECT * FROM added a WHERE a.queued <> 0 OR a.completed <> 0 OR a.failed <> 0 OR a.cancelled <> 0
+        ORDER BY a.config_id, a.event_type
     ), updated AS (
         UPDATE webhook_queue_tallies t
         SET queued = t.queued + a.queued, completed = t.completed + a.completed,
@@ -77,6 +81,7 @@ BEGIN
     SELECT own_shard, a.config_id, a.event_type, a.queued, a.completed, a.failed, a.cancelled
     FROM nonzero a
     WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.config_id = a.config_id AND u.event_type = a.event_type)
+    ORDER BY a.config_id, a.event_type
     ON CONFLICT (shard, config_id, event_type) DO UPDATE
         SET queued = t.queued + excluded.queued, completed = t.completed + excluded.completed,
             failed = t.failed + excluded.failed, cancelled = t.cancelled + excluded.cancelled;
@@ -106,7 +111,9 @@ COMMENT ON VIEW webhook_queue_counts IS
 
 CREATE OR REPLACE FUNCTION webhook_attempt_counts_add(http_statuses INTEGER[], durations_ms BIGINT[], deltas INTEGER[])
 RETURNS VOID
-LANGUAGE plpgsql STRICT AS $$
+LANGUAGE plpgsql STRICT
+SET enable_seqscan = off
+AS $$
 DECLARE
     own_shard SMALLINT := webhook_counter_shard();
 BEGIN
@@ -119,6 +126,7 @@ BEGIN
         ) a
         GROUP BY a.succeeded, webhook_duration_bucket(a.ms)
         HAVING sum(a.delta) <> 0 OR sum(a.delta * a.ms) <> 0
+        ORDER BY 1, 2
     ), updated AS (
         UPDATE webhook_attempt_counts c SET n = c.n + a.n, sum_ms = c.sum_ms + a.sum_ms
         FROM added a
@@ -129,6 +137,7 @@ BEGIN
     SELECT own_shard, a.succeeded, a.duration_ms, a.n, a.sum_ms
     FROM added a
     WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.succeeded = a.succeeded AND u.duration_ms = a.duration_ms)
+    ORDER BY a.succeeded, a.duration_ms
     ON CONFLICT (shard, succeeded, duration_ms) DO UPDATE
         SET n = c.n + excluded.n, sum_ms = c.sum_ms + excluded.sum_ms;
 END
