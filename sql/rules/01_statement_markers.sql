@@ -1,9 +1,9 @@
 -- Statement markers. A statement that knows its own effect says so, and the statement-level
 -- triggers that would otherwise work it out stand aside for that statement only:
 --
--- * counts itself: the statement updates webhook_queue_counts itself (the insert of new rows,
---   the claim, the outcome write), so the count triggers (02_counters.sql) skip it and the
---   statement is spared their transition tables;
+-- * counts itself: the statement updates the counters itself (the insert of new rows, the
+--   outcome write) or changes none (the claim), so the count triggers (02_counters.sql) skip
+--   it;
 -- * settles nothing: the statement neither completes nor cancels a +credit (the claim), so
 --   money order's update trigger (06_money_order.sql) skips it. An outcome write counts itself
 --   but must still be settled after, with a fresh snapshot: hence two markers, not one.
@@ -18,7 +18,7 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 COMMENT ON FUNCTION webhook_statement_counts_itself() IS
-    'Called by a statement that updates webhook_queue_counts itself: the count triggers skip that statement only';
+    'Called by a statement that updates the counters itself, or changes none: the count triggers skip that statement only';
 
 CREATE OR REPLACE FUNCTION webhook_statement_counted_itself() RETURNS BOOLEAN
 LANGUAGE sql STABLE AS $$

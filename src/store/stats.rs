@@ -1,5 +1,5 @@
-//! Reading the statistics counters. The counters are kept by triggers (see the migration), so
-//! nothing here scans `webhook_queue` beyond an index probe or two.
+//! Reading the statistics counters (sql/rules/02_counters.sql), so that nothing here scans
+//! `webhook_queue` beyond an index probe or two and the rows in flight.
 
 use chrono::{DateTime, Utc};
 use diesel::result::Error;

@@ -68,8 +68,8 @@ pub struct ClaimedRow {
 /// room for the whole claim. So a slow partner's backlog is not claimed faster than its host
 /// can take it, and the claims that follow still find the other partners' rows first in line.
 ///
-/// The claim counts what it moves itself (due rows from pending to processing) and commits
-/// without waiting for its WAL flush: it is a lease, not a record. Should PostgreSQL crash
+/// The claim changes no statistics counter (pending and processing rows share one,
+/// sql/rules/02_counters.sql) and commits without waiting for its WAL flush: it is a lease, not a record. Should PostgreSQL crash
 /// before the flush, the worker has lost its lease mid-call, the one case besides a dying
 /// worker in which a second call is allowed (docs/performance.md, "Claims commit without waiting for the WAL flush").
 pub async fn claim(

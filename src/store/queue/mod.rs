@@ -14,7 +14,8 @@
 //!
 //! The statistics counters are written in SQL only: by the functions of
 //! sql/rules/02_counters.sql (`webhook_counter_shard`, `webhook_*_add`), which the count triggers, [`submit::insert_new`]
-//! and [`claim::claim`] call; `store::stats` reads them.
+//! and [`outcome::record_attempts`] call, and `store::throughput` for the rows settled per
+//! second; `store::stats` reads them.
 //!
 //! Money order (docs/api.md, "Money order") lives in sql/rules/06_money_order.sql: the insert asks
 //! `webhook_money_order_verdicts` which debits wait, the outcome write leases the debit of a
