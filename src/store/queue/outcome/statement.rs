@@ -60,11 +60,12 @@ const DEBITS_WAITED: &str = "
 /// the row stays pending at the same attempt. The old value of the written slot comes back
 /// for step 5.
 ///
-/// The rows are updated, and so locked, in id order: `v` is sorted, and every join of it with
-/// the rows it names (whose index gives them in id order too) keeps that order. A money-order
-/// recheck locks the credits its debits wait for in id order as well, and two statements that
-/// lock rows in one order cannot deadlock. A join on top of `v` would reorder the rows (a hash
-/// join with `partner` returns them newest first), hence `hold` as a subquery.
+/// The rows are locked in id order: `v` locks them (`FOR UPDATE OF o`) after sorting, before
+/// the update reaches them in whatever order its join takes (a generic plan hash-joins them in
+/// the heap's order). A money-order recheck locks the credits its debits wait for in id order
+/// as well, and two statements that lock rows in one order cannot deadlock. A join on top of
+/// `v` would reorder the rows (a hash join with `partner` returns them newest first), hence
+/// `hold` as a subquery.
 fn write_slots() -> String {
     let old_slot = ["completed_at", "http_status", "duration_ms"]
         .map(|field| {
@@ -101,7 +102,8 @@ fn write_slots() -> String {
                           AS u(worker_id, id, locked_at, attempt, started_at, completed_at, duration_ms, http_status,
                                response_body, error, status, retry_count, next_retry_at, config_id, verdict)) w
                JOIN webhook_queue o ON o.id = w.id
-               ORDER BY w.id) v
+               ORDER BY w.id
+               FOR UPDATE OF o) v
          WHERE q.id = ANY(@ids) AND q.id = v.id AND q.worker_id = v.worker_id AND q.locked_at = v.locked_at
            AND webhook_statement_counts_itself()
          RETURNING q.id, q.config_id, q.event_type, q.event_id, q.status, q.deleted_at, v.worker_id,
