@@ -99,6 +99,9 @@ BEGIN
     IF waiting IS NULL THEN
         RETURN;
     END IF;
+    -- Locked in id order, as the outcome write locks the debits it leases: the update below
+    -- reaches them in whatever order its plan takes.
+    PERFORM 1 FROM webhook_queue d WHERE d.id = ANY (waiting) ORDER BY d.id FOR UPDATE;
     UPDATE webhook_queue d SET
         held_reason = NULL,
         -- Keeps its place in the queue: not put behind what was submitted after it.

@@ -114,7 +114,8 @@ fn write_slots() -> String {
 
 /// Step 4 (money order): the debit held for each credit step 3 completed, found by its
 /// idempotency key (one probe per credit, written so that no plan can walk the held rows
-/// instead), leased for `@lease_secs` to the worker that called the credit; not a debit of a
+/// instead) and locked in id order as money order's settle locks debits, leased for
+/// `@lease_secs` to the worker that called the credit; not a debit of a
 /// partner that is held or has a `max_per_second` (the update trigger makes those due, and the
 /// claim admits them).
 const LEASE_DEBITS: &str = "
@@ -129,8 +130,11 @@ const LEASE_DEBITS: &str = "
                    WHERE q.config_id = w.config_id AND q.event_type = '-debit' AND q.event_id = w.event_id
                      AND q.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND q.deleted_at IS NULL
                    OFFSET 0) k
+               JOIN webhook_queue l ON l.id = k.id
                WHERE w.event_type = '+credit' AND w.status = 'completed' AND w.event_id IS NOT NULL
-                 AND (SELECT yes FROM waited)) w,
+                 AND (SELECT yes FROM waited)
+               ORDER BY k.id
+               FOR UPDATE OF l) w,
               webhook_configs c
          WHERE d.id = w.id AND d.held_reason IS NOT DISTINCT FROM 'waiting_for_credit' AND d.deleted_at IS NULL
            AND c.id = d.config_id AND c.max_per_second IS NULL
